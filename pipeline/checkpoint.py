@@ -1,0 +1,90 @@
+"""Model files and resumable training state, as safetensors plus JSON. No pickle anywhere.
+
+    <model_dir>/model.safetensors   weights
+    <model_dir>/config.json         what builds the module again (see MODEL_CLASSES)
+    <state_file>                    weights + optimizer + RNG + epoch + history, one file,
+                                    so that replacing it is atomic
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.errors import PipelineError
+from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.judge import JudgeCNN
+
+MODEL_CLASSES = {"cvae_mlp": CVAEMLP, "judge_cnn": JudgeCNN}
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    # safetensors needs contiguous tensors that share no memory.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def save_model(model_dir: Path, model: nn.Module, extra: dict | None = None) -> None:
+    config = {**model.config(), **(extra or {})}
+    with atomic_path(model_dir / "model.safetensors") as tmp:
+        save_file(_tensors(model.state_dict()), str(tmp))
+    write_json(model_dir / "config.json", config)
+
+
+def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise PipelineError(f"{path}: missing; train the model first (dvc repro)")
+    config = json.loads(config_path.read_text())
+    kind = config.get("model")
+    if kind not in MODEL_CLASSES:
+        raise PipelineError(f"{config_path}: model {kind!r} unknown; expected {list(MODEL_CLASSES)}")
+    cls = MODEL_CLASSES[kind]
+    init_keys = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
+    model = cls(**{k: config[k] for k in init_keys if k in config})
+    model.load_state_dict(load_file(str(weights_path)))
+    return model.to(device).eval(), config
+
+
+def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, meta: dict) -> None:  # fmt: skip
+    """One file holding everything that an exact resume needs."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, entry in optim["state"].items():
+        for name, value in entry.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.data"] = generator.get_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {**meta, "param_groups": optim["param_groups"]}
+    with atomic_path(path) as tmp:
+        save_file(_tensors(tensors), str(tmp), metadata={"meta": json.dumps(meta)})
+
+
+def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["meta"])
+    return load_file(str(path)), meta
+
+
+def restore_state(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module,
+                  optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:  # fmt: skip
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.data"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])

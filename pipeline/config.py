@@ -1,0 +1,136 @@
+"""Typed schema of params.yaml: one class per section, validated when a stage starts.
+
+Every stage calls :func:`load_params`, which validates the whole file, so a typo anywhere
+stops the run before any work is done. Errors name the key (``train.fmnist_label.epochs``)
+and say what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import PipelineError
+
+FMNIST_MIRRORS = [
+    # Zalando's official mirror, then the original GitHub release files.
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Runtime(Section):
+    """Keys shared by every stage that runs torch."""
+
+    seed: int = Field(0, ge=0, description="seeds torch and the data order")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value[5:].isdigit()
+        ):
+            return value
+        raise ValueError("expected one of auto, cpu, cuda, cuda:N")
+
+
+class FmnistDownload(Section):
+    source: Literal["auto", "local", "mirror"] = Field(
+        "auto",
+        description="auto: local_dir, else the Debian package, else the mirrors; "
+        "local: only local copies; mirror: only the network",
+    )
+    local_dir: str | None = Field(None, description="folder holding the four IDX .gz files")
+    mirrors: list[str] = Field(default_factory=lambda: list(FMNIST_MIRRORS), min_length=1)
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0.0, le=60.0)
+    timeout_s: float = Field(60.0, gt=0.0)
+
+
+class Download(Section):
+    fmnist: FmnistDownload = FmnistDownload()
+
+
+class TrainFmnistLabel(Runtime):
+    # The paper (§2.1) gives 40 epochs and Adam but no layer sizes or learning rate:
+    # 400 hidden and 20 latent units are the classic Kingma & Welling MNIST sizes.
+    epochs: int = Field(40, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    hidden_dim: int = Field(400, ge=1, le=65_536)
+    latent_dim: int = Field(20, ge=1, le=4096)
+    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
+
+
+class Train(Section):
+    fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
+
+
+class Judge(Runtime):
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    train_limit: int | None = Field(None, ge=1)
+    min_accuracy: float = Field(
+        0.90, ge=0.0, le=1.0, description="the stage fails below this test accuracy"
+    )
+
+
+class EvaluateFmnistLabel(Runtime):
+    iw_k: int = Field(100, ge=1, le=10_000, description="samples in the importance-weighted bound")
+    samples_per_class: int = Field(1000, ge=2, le=100_000)
+    test_limit: int | None = Field(None, ge=2)
+    batch_size: int = Field(500, ge=1, le=65_536)
+    grid_columns: int = Field(8, ge=1, le=64)
+
+
+class Evaluate(Section):
+    fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
+
+
+class Params(Section):
+    download: Download = Download()
+    train: Train = Train()
+    judge: Judge = Judge()
+    evaluate: Evaluate = Evaluate()
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling; see pipeline/config.py for valid keys)"
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {error['msg']}{got_text}"
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; errors list every bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(err) for err in exc.errors())
+        raise PipelineError(f"{source}: invalid params:\n  {lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: params file not found (run from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))

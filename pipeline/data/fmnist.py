@@ -1,0 +1,206 @@
+"""Fashion-MNIST (Xiao et al. 2017; paper §2.1): IDX parsing, verified acquisition, loading.
+
+The raw folder holds the four IDX files *decompressed*. Their sha256 is taken over the
+decompressed bytes because Debian re-gzipped the files, so .gz checksums differ by source;
+this way the stage's output is byte-identical whichever source supplied it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.atomic import write_bytes
+from pipeline.data.http import DownloadError, download
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+FMNIST_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# Table A of the paper.
+LABELS = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+# The short words the paper uses in §3.1.2 ('sneaker', 'boot', 'top', 'handbag'), and others.
+LABEL_ALIASES = {
+    "t-shirt": 0, "tshirt": 0, "top": 0, "t-shirt/top": 0, "trouser": 1, "trousers": 1,
+    "pullover": 2, "dress": 3, "coat": 4, "sandal": 5, "shirt": 6, "sneaker": 7,
+    "bag": 8, "handbag": 8, "boot": 9, "ankle boot": 9, "ankle-boot": 9,
+}  # fmt: skip
+
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def label_index(name: str) -> int:
+    """Map 'sneaker', 'Ankle boot' or '7' to a class index."""
+    key = name.strip().lower()
+    if key.isdigit() and int(key) < len(LABELS):
+        return int(key)
+    if key in LABEL_ALIASES:
+        return LABEL_ALIASES[key]
+    for index, label in enumerate(LABELS):
+        if key == label.lower():
+            return index
+    valid = ", ".join(sorted(LABEL_ALIASES))
+    raise PipelineError(f"unknown Fashion-MNIST label {name!r}; expected 0-9 or one of: {valid}")
+
+
+def parse_idx(data: bytes, source: str) -> np.ndarray:
+    """Parse an IDX file (LeCun's MNIST format) of unsigned bytes into an array."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise PipelineError(f"{source}: not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code not in _IDX_DTYPES:
+        raise PipelineError(f"{source}: IDX element type 0x{dtype_code:02x} unsupported")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise PipelineError(f"{source}: truncated IDX header ({len(data)} bytes)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape)) if shape else 0
+    found = len(data) - header_len
+    if found != expected:
+        state = "truncated" if found < expected else "has trailing bytes"
+        raise PipelineError(
+            f"{source}: IDX file {state}: shape {shape} needs {expected} data bytes, found {found}"
+        )
+    return np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=header_len).reshape(shape)
+
+
+def _verified(name: str, compressed: bytes, origin: str) -> bytes:
+    try:
+        raw = gzip.decompress(compressed)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise PipelineError(f"{origin}: not a valid gzip file ({exc})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != FMNIST_IDX_SHA256[name]:
+        raise PipelineError(
+            f"{origin}: sha256 of the decompressed data is {digest}, expected "
+            f"{FMNIST_IDX_SHA256[name]}; the file is corrupt or not Fashion-MNIST. "
+            "Delete it or point download.fmnist at another source."
+        )
+    return raw
+
+
+def _local_dirs(source: str, local_dir: str | None, debian_dir: Path) -> list[Path]:
+    if source == "mirror":
+        return []
+    dirs = [Path(local_dir)] if local_dir else []
+    if debian_dir.is_dir():
+        dirs.append(debian_dir)
+    return dirs
+
+
+def fetch_fmnist(
+    out_dir: Path,
+    *,
+    source: str = "auto",
+    local_dir: str | None = None,
+    mirrors: list[str] | None = None,
+    retries: int = 4,
+    backoff_s: float = 1.0,
+    timeout_s: float = 60.0,
+    debian_dir: Path = DEBIAN_DIR,
+) -> dict[str, str]:
+    """Put the four verified, decompressed IDX files in ``out_dir``; return name -> origin."""
+    if local_dir and not Path(local_dir).is_dir():
+        raise PipelineError(f"download.fmnist.local_dir: {local_dir} is not a directory")
+    dirs = _local_dirs(source, local_dir, debian_dir)
+    origins: dict[str, str] = {}
+    for name in FMNIST_IDX_SHA256:
+        raw, origin = _from_local(name, dirs)
+        if raw is None and source != "local":
+            raw, origin = _from_mirrors(name, mirrors or [], retries, backoff_s, timeout_s)
+        if raw is None:
+            raise PipelineError(_not_found_message(name, source, dirs, origin))
+        write_bytes(out_dir / name, raw)
+        origins[name] = origin
+        log.info("%s <- %s", name, origin)
+    return origins
+
+
+def _from_local(name: str, dirs: list[Path]) -> tuple[bytes | None, str]:
+    for folder in dirs:
+        path = folder / f"{name}.gz"
+        if path.is_file():
+            return _verified(name, path.read_bytes(), str(path)), str(path)
+    return None, ""
+
+
+def _from_mirrors(
+    name: str, mirrors: list[str], retries: int, backoff_s: float, timeout_s: float
+) -> tuple[bytes | None, str]:
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + f"/{name}.gz"
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / f"{name}.gz"
+            try:
+                download(url, target, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
+            except DownloadError as exc:
+                log.warning("%s", exc)
+                failures.append(str(exc))
+                continue
+            return _verified(name, target.read_bytes(), url), url
+    return None, "; ".join(failures)
+
+
+def _not_found_message(name: str, source: str, dirs: list[Path], failures: str) -> str:
+    looked = ", ".join(str(d) for d in dirs) or "no local folder"
+    parts = [f"Fashion-MNIST file {name}.gz could not be obtained (source: {source})."]
+    parts.append(f"Looked in: {looked}.")
+    if failures:
+        parts.append(f"Mirrors failed: {failures}.")
+    parts.append(
+        "Supply the files one of these ways: `apt-get install dataset-fashion-mnist` "
+        f"(puts them in {DEBIAN_DIR}); or set download.fmnist.local_dir in params.yaml to a "
+        "folder holding the four IDX .gz files; or run with network access to the mirrors."
+    )
+    return " ".join(parts)
+
+
+def load_split(raw_dir: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (images uint8 [N, 28, 28], labels int64 [N]) of 'train' or 'test'."""
+    image_name, label_name = SPLIT_FILES[split]
+    arrays = []
+    for name in (image_name, label_name):
+        path = raw_dir / name
+        if not path.is_file():
+            raise PipelineError(f"{path}: missing; run the download stage (t2i download fmnist)")
+        arrays.append(parse_idx(path.read_bytes(), str(path)))
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise PipelineError(f"{raw_dir}: {split} has {len(images)} images but {len(labels)} labels")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels.astype(np.int64)
+
+
+def load_tensors(raw_dir: Path, split: str, limit: int | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(images float32 (N, 784) in [0, 1], labels int64 (N,)) on ``device``.
+
+    §2.1: images are flattened and rescaled to [0, 1].
+    """
+    images, labels = load_split(raw_dir, split, limit)
+    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+    return x.to(device), torch.from_numpy(labels).to(device)

@@ -1,0 +1,45 @@
+"""The judge: a small CNN classifier of Fashion-MNIST, the yardstick for generated images.
+
+Not in the paper. It scores class-conditioned samples (does a 'sneaker' sample look like a
+sneaker?) and supplies the features for the Fréchet distance, as Inception does for FID.
+
+    x (B, 1, 28, 28) -> conv 3x3 32 -> BN -> ReLU -> maxpool 2   (B, 32, 14, 14)
+                     -> conv 3x3 64 -> BN -> ReLU -> maxpool 2   (B, 64, 7, 7)
+                     -> flatten -> fc 3136 -> 128 -> ReLU         features (B, 128)
+                     -> dropout 0.3 -> fc 128 -> 10               logits (B, 10)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class JudgeCNN(nn.Module):
+    def __init__(self, num_classes: int = 10, feature_dim: int = 128):
+        super().__init__()
+        self.num_classes, self.feature_dim = num_classes, feature_dim
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, feature_dim), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
+
+    def config(self) -> dict:
+        return {"model": "judge_cnn", "num_classes": self.num_classes,
+                "feature_dim": self.feature_dim}  # fmt: skip
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 784) or (B, 1, 28, 28) in [0, 1]."""
+        return self.body(x.reshape(-1, 1, 28, 28))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def batch_losses(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self(x)
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        correct = (logits.argmax(1) == labels).sum().to(loss.dtype)
+        return {"loss": loss, "accuracy": correct}

@@ -1,0 +1,40 @@
+"""Stage judge: the Fashion-MNIST classifier that scores generated images."""
+
+import json
+from pathlib import Path
+
+from pipeline.checkpoint import save_model
+from pipeline.config import load_params
+from pipeline.data.fmnist import LABELS, load_tensors
+from pipeline.errors import PipelineError
+from pipeline.models.judge import JudgeCNN
+from pipeline.runtime import make_deterministic, resolve_device
+from pipeline.train import FitSpec, InMemoryBatches, fit
+from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
+
+
+def run(params_path: Path) -> None:
+    p = load_params(params_path).judge
+    device = resolve_device(p.device)
+    generator = make_deterministic(p.seed, device)
+    x_train, y_train = load_tensors(RAW_FMNIST, "train", p.train_limit, device)
+    x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
+    model = JudgeCNN(num_classes=len(LABELS)).to(device)
+    history = fit(
+        model,
+        InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
+        InMemoryBatches(x_test, y_test, batch_size=1000),
+        FitSpec(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr),
+        generator=generator,
+        state_path=state_file("judge"),
+        live_dir=live_dir("judge"),
+        fingerprint=json.dumps(p.model_dump(exclude={"epochs", "min_accuracy"}), sort_keys=True),
+    )
+    accuracy = history[-1]["test/accuracy"]
+    if accuracy < p.min_accuracy:
+        raise PipelineError(
+            f"judge: test accuracy {accuracy:.4f} is below judge.min_accuracy "
+            f"{p.min_accuracy}; raise judge.epochs (training resumes where it stopped)"
+        )
+    save_model(model_dir("judge"), model, {"dataset": "fmnist", "labels": LABELS,
+                                            "test_accuracy": accuracy})  # fmt: skip

@@ -1,0 +1,22 @@
+"""Where each stage reads and writes, relative to the repository root (see dvc.yaml)."""
+
+from pathlib import Path
+
+RAW_FMNIST = Path("data/raw/fmnist")
+MODELS = Path("models")
+METRICS = Path("metrics")
+REPORTS = Path("reports")
+
+
+def model_dir(name: str) -> Path:
+    return MODELS / name
+
+
+def state_file(name: str) -> Path:
+    """Resumable state: a persisted DVC output, so a rerun finds it."""
+    return MODELS / name / "state" / "train_state.safetensors"
+
+
+def live_dir(name: str) -> Path:
+    """dvclive's per-epoch curves and last values: git-tracked metrics and plots."""
+    return METRICS / name / "train"
