@@ -1,9 +1,9 @@
 """Model files and resumable training state, as safetensors plus JSON. No pickle anywhere.
 
-    <model_dir>/model.safetensors   weights
-    <model_dir>/config.json         what builds the module again (see MODEL_CLASSES)
-    <state_file>                    weights + optimizer + RNG + epoch + history, one file,
-                                    so that replacing it is atomic
+<model_dir>/model.safetensors   weights
+<model_dir>/config.json         what builds the module again (see MODEL_CLASSES)
+<state_file>                    weights + optimizer + RNG + epoch + history, one file,
+                                so that replacing it is atomic
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
     config = json.loads(config_path.read_text())
     kind = config.get("model")
     if kind not in MODEL_CLASSES:
-        raise PipelineError(f"{config_path}: model {kind!r} unknown; expected {list(MODEL_CLASSES)}")
+        expected = list(MODEL_CLASSES)
+        raise PipelineError(f"{config_path}: model {kind!r} unknown; expected one of {expected}")
     cls = MODEL_CLASSES[kind]
     init_keys = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
     model = cls(**{k: config[k] for k in init_keys if k in config})
@@ -52,8 +53,13 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
     return model.to(device).eval(), config
 
 
-def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator, meta: dict) -> None:  # fmt: skip
+def save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    meta: dict,
+) -> None:
     """One file holding everything that an exact resume needs."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim = optimizer.state_dict()
@@ -75,8 +81,13 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load_file(str(path)), meta
 
 
-def restore_state(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module,
-                  optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:  # fmt: skip
+def restore_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():

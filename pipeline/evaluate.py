@@ -22,8 +22,9 @@ def _chunks(n: int, size: int):
 
 
 @torch.no_grad()
-def negative_elbo(model: CVAEMLP, x: torch.Tensor, c: torch.Tensor,
-                  batch_size: int = 500) -> dict[str, float]:  # fmt: skip
+def negative_elbo(
+    model: CVAEMLP, x: torch.Tensor, c: torch.Tensor, batch_size: int = 500
+) -> dict[str, float]:
     """Mean -ELBO = E_q[-log p(x|z,c)] + KL(q||p), one posterior sample per image."""
     model.eval()
     recon = kl = 0.0
@@ -36,8 +37,9 @@ def negative_elbo(model: CVAEMLP, x: torch.Tensor, c: torch.Tensor,
 
 
 @torch.no_grad()
-def importance_weighted_nll(model: CVAEMLP, x: torch.Tensor, c: torch.Tensor, k: int,
-                            batch_size: int = 500) -> float:  # fmt: skip
+def importance_weighted_nll(
+    model: CVAEMLP, x: torch.Tensor, c: torch.Tensor, k: int, batch_size: int = 500
+) -> float:
     """Mean of -log (1/k) sum_i p(x, z_i | c) / q(z_i | x, c), z_i ~ q (Burda et al. 2016).
 
     An upper bound on -log p(x|c) that tightens as k grows; k = 1 is the -ELBO estimate.
@@ -78,8 +80,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def sample_images(model: CVAEMLP, conditions: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def sample_images(
+    model: CVAEMLP, conditions: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """Decode z ~ N(0, I) under each condition row; returns (N, 784) in [0, 1]."""
     model.eval()
     z = torch.randn(len(conditions), model.latent_dim, generator=generator)
@@ -87,8 +90,9 @@ def sample_images(model: CVAEMLP, conditions: torch.Tensor,
 
 
 @torch.no_grad()
-def judge_outputs(judge: torch.nn.Module, x: torch.Tensor,
-                  batch_size: int = 500) -> tuple[torch.Tensor, np.ndarray]:  # fmt: skip
+def judge_outputs(
+    judge: torch.nn.Module, x: torch.Tensor, batch_size: int = 500
+) -> tuple[torch.Tensor, np.ndarray]:
     """(predicted classes, features) of images x (N, 784)."""
     judge.eval()
     preds, feats = [], []
@@ -99,12 +103,12 @@ def judge_outputs(judge: torch.nn.Module, x: torch.Tensor,
     return torch.cat(preds), torch.cat(feats).numpy()
 
 
-def conditional_accuracy(predicted: torch.Tensor, intended: torch.Tensor,
-                         names: list[str]) -> dict:  # fmt: skip
+def conditional_accuracy(predicted: torch.Tensor, intended: torch.Tensor, names: list[str]) -> dict:
     """Share of samples the judge assigns to the class they were generated for."""
     hits = (predicted == intended.cpu()).float()
     per_class = {
-        names[i]: float(hits[intended.cpu() == i].mean()) for i in range(len(names))
+        names[i]: float(hits[intended.cpu() == i].mean())
+        for i in range(len(names))
         if bool((intended == i).any())
-    }  # fmt: skip
+    }
     return {"overall": float(hits.mean()), "per_class": per_class}

@@ -12,8 +12,9 @@ from pipeline.atomic import atomic_path
 PAD = 2
 
 
-def image_grid(rows: list[np.ndarray], labels: list[str] | None = None, scale: int = 2,
-               label_width: int = 90) -> Image.Image:  # fmt: skip
+def image_grid(
+    rows: list[np.ndarray], labels: list[str] | None = None, scale: int = 2, label_width: int = 90
+) -> Image.Image:
     """rows: arrays (n, H, W) or (n, H, W, 3) with values in [0, 1]."""
     n_cols = max(len(r) for r in rows)
     height, width = rows[0].shape[1] * scale, rows[0].shape[2] * scale

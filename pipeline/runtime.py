@@ -17,7 +17,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"device: {name!r} requested but CUDA is not available; use auto or cpu")
+        raise PipelineError(f"device: {name!r} requested but CUDA is unavailable; use auto or cpu")
     return device
 
 

@@ -15,6 +15,9 @@ uninterrupted run. Raising ``epochs`` continues training; any other change start
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,14 +68,30 @@ class InMemoryBatches:
                 yield tuple(t[index] for t in self.tensors)
 
 
+def run_fingerprint(model: nn.Module, params: dict) -> str:
+    """What must match for a saved state to be resumed: params, architecture and the code.
+
+    ``epochs`` should be left out of ``params`` so that a longer run continues a shorter one.
+    """
+    sources = [inspect.getsourcefile(type(model)), __file__]
+    code = hashlib.sha256(b"".join(Path(path).read_bytes() for path in sources)).hexdigest()
+    blob = {"params": params, "model": model.config(), "code": code, "torch": torch.__version__}
+    return json.dumps(blob, sort_keys=True)
+
+
 def _accumulate(totals: dict[str, float], terms: dict[str, torch.Tensor]) -> None:
     for name, value in terms.items():
         totals[name] = totals.get(name, 0.0) + float(value.detach())
 
 
-def train_one_epoch(model: nn.Module, data: InMemoryBatches, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, grad_clip: float | None = None,
-                    desc: str = "train") -> dict[str, float]:  # fmt: skip
+def train_one_epoch(
+    model: nn.Module,
+    data: InMemoryBatches,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    grad_clip: float | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
     model.train()
     totals: dict[str, float] = {}
     steps = -(-len(data) // data.batch_size)
@@ -96,9 +115,17 @@ def evaluate_terms(model: nn.Module, data: InMemoryBatches) -> dict[str, float]:
     return {k: v / len(data) for k, v in totals.items()}
 
 
-def fit(model: nn.Module, train: InMemoryBatches, test: InMemoryBatches, spec: FitSpec, *,
-        generator: torch.Generator, state_path: Path, live_dir: Path,
-        fingerprint: str) -> list[dict[str, float]]:  # fmt: skip
+def fit(
+    model: nn.Module,
+    train: InMemoryBatches,
+    test: InMemoryBatches,
+    spec: FitSpec,
+    *,
+    generator: torch.Generator,
+    state_path: Path,
+    live_dir: Path,
+    fingerprint: str,
+) -> list[dict[str, float]]:
     """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches."""
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     history: list[dict[str, float]] = []
@@ -114,14 +141,26 @@ def fit(model: nn.Module, train: InMemoryBatches, test: InMemoryBatches, spec: F
     for row in history:  # replay finished epochs so the curves are whole after a resume
         _log_row(live, row)
     for epoch in range(len(history), spec.epochs):
-        row = {f"train/{k}": v for k, v in
-               train_one_epoch(model, train, optimizer, generator, spec.grad_clip,
-                               desc=f"epoch {epoch + 1}/{spec.epochs}").items()}  # fmt: skip
+        row = {
+            f"train/{k}": v
+            for k, v in train_one_epoch(
+                model,
+                train,
+                optimizer,
+                generator,
+                spec.grad_clip,
+                desc=f"epoch {epoch + 1}/{spec.epochs}",
+            ).items()
+        }
         row.update({f"test/{k}": v for k, v in evaluate_terms(model, test).items()})
         history.append(row)
         _log_row(live, row)
-        log.info("epoch %d/%d %s", epoch + 1, spec.epochs,
-                 " ".join(f"{k}={v:.4f}" for k, v in row.items()))  # fmt: skip
+        log.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            spec.epochs,
+            " ".join(f"{k}={v:.4f}" for k, v in row.items()),
+        )
         meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
         save_state(state_path, model, optimizer, generator, meta)
     live.end()

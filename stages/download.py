@@ -9,5 +9,12 @@ from stages.layout import RAW_FMNIST
 
 def fmnist(params_path: Path) -> None:
     p = load_params(params_path).download.fmnist
-    fetch_fmnist(RAW_FMNIST, source=p.source, local_dir=p.local_dir, mirrors=p.mirrors,
-                 retries=p.retries, backoff_s=p.backoff_s, timeout_s=p.timeout_s)  # fmt: skip
+    fetch_fmnist(
+        RAW_FMNIST,
+        source=p.source,
+        local_dir=p.local_dir,
+        mirrors=p.mirrors,
+        retries=p.retries,
+        backoff_s=p.backoff_s,
+        timeout_s=p.timeout_s,
+    )

@@ -52,9 +52,12 @@ def fmnist_label(params_path: Path) -> None:
         "frechet_judge_features": frechet_distance(sample_features, real_features),
         # What the judge scores on real test images: the ceiling for the sample accuracy.
         "judge_accuracy_on_real_test": float((real_predicted == y_test.cpu()).float().mean()),
-        "conditions": {"test_images": len(x_test), "iw_k": p.iw_k,
-                       "samples_per_class": p.samples_per_class,
-                       "features": "judge penultimate layer (128-d)"},  # fmt: skip
+        "conditions": {
+            "test_images": len(x_test),
+            "iw_k": p.iw_k,
+            "samples_per_class": p.samples_per_class,
+            "features": "judge penultimate layer (128-d)",
+        },
     }
     write_json(METRICS / "fmnist_label" / "eval.json", metrics)
 
@@ -64,13 +67,18 @@ def fmnist_label(params_path: Path) -> None:
     with torch.no_grad():
         mu, _ = model.encode(x_test[:n], c_test[:n])
         recon = model.decode(mu, c_test[:n])
-    save_png(image_grid([_images(x_test[:n]), _images(recon)], ["original", "reconstructed"]),
-             reports / "fig4_reconstructions.png")  # fmt: skip
+    save_png(
+        image_grid([_images(x_test[:n]), _images(recon)], ["original", "reconstructed"]),
+        reports / "fig4_reconstructions.png",
+    )
     # Fig. 5: rows of samples for the paper's labels, then every class.
-    save_png(_class_rows(model, [label_index(w) for w in FIG5_LABELS], n, generator, device),
-             reports / "fig5_generated.png")  # fmt: skip
-    save_png(_class_rows(model, list(range(10)), n, generator, device),
-             reports / "fig5_all_classes.png")  # fmt: skip
+    save_png(
+        _class_rows(model, [label_index(w) for w in FIG5_LABELS], n, generator, device),
+        reports / "fig5_generated.png",
+    )
+    save_png(
+        _class_rows(model, list(range(10)), n, generator, device), reports / "fig5_all_classes.png"
+    )
 
 
 def _class_rows(model, classes: list[int], n: int, generator, device):

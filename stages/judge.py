@@ -1,6 +1,5 @@
 """Stage judge: the Fashion-MNIST classifier that scores generated images."""
 
-import json
 from pathlib import Path
 
 from pipeline.checkpoint import save_model
@@ -9,7 +8,7 @@ from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.errors import PipelineError
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit
+from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
 
@@ -28,7 +27,7 @@ def run(params_path: Path) -> None:
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
-        fingerprint=json.dumps(p.model_dump(exclude={"epochs", "min_accuracy"}), sort_keys=True),
+        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "min_accuracy"})),
     )
     accuracy = history[-1]["test/accuracy"]
     if accuracy < p.min_accuracy:
@@ -36,5 +35,8 @@ def run(params_path: Path) -> None:
             f"judge: test accuracy {accuracy:.4f} is below judge.min_accuracy "
             f"{p.min_accuracy}; raise judge.epochs (training resumes where it stopped)"
         )
-    save_model(model_dir("judge"), model, {"dataset": "fmnist", "labels": LABELS,
-                                            "test_accuracy": accuracy})  # fmt: skip
+    save_model(
+        model_dir("judge"),
+        model,
+        {"dataset": "fmnist", "labels": LABELS, "test_accuracy": accuracy},
+    )

@@ -1,6 +1,5 @@
 """Stage train@<model>: train one CVAE with the shared loop; write weights and curves."""
 
-import json
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -10,7 +9,7 @@ from pipeline.config import load_params
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit
+from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
 
@@ -30,8 +29,7 @@ def fmnist_label(params_path: Path) -> None:
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        # Any change but a longer run makes the saved state unusable.
-        fingerprint=json.dumps(p.model_dump(exclude={"epochs"}), sort_keys=True),
+        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs"})),
     )
     save_model(model_dir(name), model, {"dataset": "fmnist", "labels": LABELS})
 

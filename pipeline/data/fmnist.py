@@ -178,7 +178,9 @@ def _not_found_message(name: str, source: str, dirs: list[Path], failures: str) 
     return " ".join(parts)
 
 
-def load_split(raw_dir: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    raw_dir: Path, split: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (images uint8 [N, 28, 28], labels int64 [N]) of 'train' or 'test'."""
     image_name, label_name = SPLIT_FILES[split]
     arrays = []
@@ -195,8 +197,9 @@ def load_split(raw_dir: Path, split: str, limit: int | None = None) -> tuple[np.
     return images, labels.astype(np.int64)
 
 
-def load_tensors(raw_dir: Path, split: str, limit: int | None = None,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def load_tensors(
+    raw_dir: Path, split: str, limit: int | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images float32 (N, 784) in [0, 1], labels int64 (N,)) on ``device``.
 
     §2.1: images are flattened and rescaled to [0, 1].

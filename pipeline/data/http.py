@@ -30,11 +30,12 @@ class DownloadError(Exception):
 def _fetch_once(url: str, dest: Path, timeout_s: float) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "t2i-cvae"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response, atomic_path(
-            dest
-        ) as tmp:
-            with tmp.open("wb") as out:
-                shutil.copyfileobj(response, out, length=1 << 20)
+        with (
+            urllib.request.urlopen(request, timeout=timeout_s) as response,
+            atomic_path(dest) as tmp,
+            tmp.open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out, length=1 << 20)
     except urllib.error.HTTPError as exc:
         raise DownloadError(url, f"HTTP {exc.code}", exc.code in TRANSIENT_HTTP) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:

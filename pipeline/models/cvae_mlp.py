@@ -20,8 +20,9 @@ from torch import nn
 
 
 class CVAEMLP(nn.Module):
-    def __init__(self, input_dim: int = 784, cond_dim: int = 10, hidden_dim: int = 400,
-                 latent_dim: int = 20):  # fmt: skip
+    def __init__(
+        self, input_dim: int = 784, cond_dim: int = 10, hidden_dim: int = 400, latent_dim: int = 20
+    ):
         super().__init__()
         self.input_dim, self.cond_dim = input_dim, cond_dim
         self.hidden_dim, self.latent_dim = hidden_dim, latent_dim
@@ -32,8 +33,13 @@ class CVAEMLP(nn.Module):
         self.fc4 = nn.Linear(hidden_dim, input_dim)
 
     def config(self) -> dict:
-        return {"model": "cvae_mlp", "input_dim": self.input_dim, "cond_dim": self.cond_dim,
-                "hidden_dim": self.hidden_dim, "latent_dim": self.latent_dim}  # fmt: skip
+        return {
+            "model": "cvae_mlp",
+            "input_dim": self.input_dim,
+            "cond_dim": self.cond_dim,
+            "hidden_dim": self.hidden_dim,
+            "latent_dim": self.latent_dim,
+        }
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.fc1(torch.cat([x, c], dim=1)))

@@ -21,15 +21,26 @@ class JudgeCNN(nn.Module):
         super().__init__()
         self.num_classes, self.feature_dim = num_classes, feature_dim
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, feature_dim), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, feature_dim),
+            nn.ReLU(),
+        )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
 
     def config(self) -> dict:
-        return {"model": "judge_cnn", "num_classes": self.num_classes,
-                "feature_dim": self.feature_dim}  # fmt: skip
+        return {
+            "model": "judge_cnn",
+            "num_classes": self.num_classes,
+            "feature_dim": self.feature_dim,
+        }
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 784) or (B, 1, 28, 28) in [0, 1]."""
