@@ -1,0 +1,104 @@
+"""Shared fixtures: the real Fashion-MNIST files, a loopback HTTP server, a temp repo copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.data.fmnist import DEBIAN_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fmnist_gz_dir() -> Path:
+    """The Debian package's IDX .gz files (the README's test command installs it)."""
+    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"{DEBIAN_DIR} missing: run `apt-get install dataset-fashion-mnist`")
+    return DEBIAN_DIR
+
+
+class LoopbackServer:
+    """Serves ``routes[path]``: a list of (status, body) answered in turn; the last repeats."""
+
+    def __init__(self):
+        self.routes: dict[str, list[tuple[int, bytes]]] = {}
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                answers = server.routes.get(self.path, [(404, b"not found")])
+                status, body = answers[min(server.hits[self.path], len(answers)) - 1]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = LoopbackServer()
+    yield server
+    server.close()
+
+
+def tiny_params() -> dict:
+    """params.yaml shrunk so the whole pipeline runs in seconds on a CPU."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
+    params["judge"].update(epochs=1, train_limit=2048, min_accuracy=0.5, device="cpu")
+    params["evaluate"]["fmnist_label"].update(
+        iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
+    )
+    return params
+
+
+def run_env() -> dict:
+    """The environment of a shell that activated this venv, so dvc finds `t2i`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """The tracked files of this repository in a fresh git repo, with tiny params."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    dest = tmp_path / "repo"
+    skip = ("data/", "models/", "metrics/", "reports/", "dvc.lock")
+    for name in files:
+        if name.startswith(skip) or not (REPO / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest

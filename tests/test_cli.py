@@ -1,0 +1,35 @@
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.checkpoint import save_model
+from pipeline.cli import app
+from pipeline.models.cvae_mlp import CVAEMLP
+
+
+def test_help_explains_the_pipeline():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "dvc repro" in result.output and "train" in result.output
+
+
+def test_generate_writes_a_grid_for_a_label(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    out = tmp_path / "sneaker.png"
+    args = ["generate", "--label", "sneaker", "-n", "16", "-o", str(out), "--model", str(tmp_path / "m")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (8 * 58 + 2, 2 * 58 + 2)
+
+
+def test_generate_unknown_label_is_a_clear_error(tmp_path):
+    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    result = CliRunner().invoke(app, ["generate", "--label", "hat", "--model", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert "unknown Fashion-MNIST label 'hat'" in result.output
+
+
+def test_unknown_model_is_a_clear_error():
+    result = CliRunner().invoke(app, ["train", "nope"])
+    assert result.exit_code == 1 and "unknown model 'nope'" in result.output

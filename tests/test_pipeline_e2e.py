@@ -1,0 +1,86 @@
+"""`dvc repro` of the whole Fashion-MNIST path in a temp copy of the repo, with tiny params."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from .conftest import run_env
+
+pytestmark = pytest.mark.e2e
+
+
+def dvc(repo, *args):
+    result = subprocess.run(["dvc", *args], cwd=repo, env=run_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(repo, section, key, value):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_runs_all_then_nothing_then_only_what_a_param_change_touches(repo_copy):
+    first = dvc(repo_copy, "repro")
+    assert stages_run(first) == {
+        "download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label"
+    }  # fmt: skip
+
+    metrics = json.loads((repo_copy / "metrics/fmnist_label/eval.json").read_text())
+    for key in ("test_nelbo_nats", "test_iw_nll_nats", "frechet_judge_features"):
+        assert metrics[key] > 0
+    assert metrics["test_iw_nll_nats"] <= metrics["test_nelbo_nats"] + 1.0
+    assert set(metrics["judge_accuracy_on_samples"]["per_class"]) >= {"Sneaker", "Bag"}
+    assert metrics["conditions"]["test_images"] == 500
+    for figure in ("fig4_reconstructions", "fig5_generated", "fig5_all_classes"):
+        assert Image.open(repo_copy / f"reports/fmnist_label/{figure}.png").width > 100
+    judge = json.loads((repo_copy / "metrics/judge/train/metrics.json").read_text())
+    assert judge["test"]["accuracy"] >= 0.5
+    assert len(load_file(repo_copy / "models/fmnist_label/model.safetensors")) == 10
+    assert "train@fmnist_label" in dvc(repo_copy, "plots", "show", "--json")
+
+    assert stages_run(dvc(repo_copy, "repro")) == set()
+
+    set_param(repo_copy, "train.fmnist_label", "epochs", 3)
+    assert stages_run(dvc(repo_copy, "repro")) == {"train@fmnist_label", "evaluate@fmnist_label"}
+    curve = (repo_copy / "metrics/fmnist_label/train/plots/metrics/train/loss.tsv").read_text()
+    assert len(curve.strip().splitlines()) == 1 + 3  # header + 3 epochs, 2 of them resumed
+    diff = dvc(repo_copy, "metrics", "diff", "HEAD", "--json")
+    assert "metrics/fmnist_label/eval.json" in diff
+
+
+def test_killed_training_rerun_ends_with_the_same_weights(repo_copy):
+    dvc(repo_copy, "repro", "download_fmnist")
+    set_param(repo_copy, "train.fmnist_label", "epochs", 4)
+    set_param(repo_copy, "train.fmnist_label", "train_limit", 20000)
+    cmd = ["t2i", "train", "fmnist_label"]
+    state = repo_copy / "models/fmnist_label/state/train_state.safetensors"
+
+    proc = subprocess.Popen(cmd, cwd=repo_copy, env=run_env(), stderr=subprocess.DEVNULL)
+    while not state.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    subprocess.run(cmd, cwd=repo_copy, env=run_env(), check=True, capture_output=True)
+    resumed = load_file(repo_copy / "models/fmnist_label/model.safetensors")
+
+    state.unlink()
+    subprocess.run(cmd, cwd=repo_copy, env=run_env(), check=True, capture_output=True)
+    uninterrupted = load_file(repo_copy / "models/fmnist_label/model.safetensors")
+    assert all((resumed[k] == uninterrupted[k]).all() for k in uninterrupted)
