@@ -31,7 +31,9 @@ RAW = Path("data/raw/fmnist")
 def plain_epoch(model, x, c, batch_size, generator) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    loader = DataLoader(TensorDataset(x, c), batch_size=batch_size, shuffle=True, generator=generator)
+    loader = DataLoader(
+        TensorDataset(x, c), batch_size=batch_size, shuffle=True, generator=generator
+    )
     for xb, cb in loader:
         loss = model.batch_losses(xb, cb)["loss"] / len(xb)
         optimizer.zero_grad()

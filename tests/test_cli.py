@@ -17,7 +17,17 @@ def test_generate_writes_a_grid_for_a_label(tmp_path):
     torch.manual_seed(0)
     save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
     out = tmp_path / "sneaker.png"
-    args = ["generate", "--label", "sneaker", "-n", "16", "-o", str(out), "--model", str(tmp_path / "m")]
+    args = [
+        "generate",
+        "--label",
+        "sneaker",
+        "-n",
+        "16",
+        "-o",
+        str(out),
+        "--model",
+        str(tmp_path / "m"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (8 * 58 + 2, 2 * 58 + 2)

@@ -25,7 +25,9 @@ def test_wrong_type_is_named_with_expectation():
 
 
 def test_out_of_range_value_is_named_with_bound():
-    with pytest.raises(PipelineError, match=r"train\.fmnist_label\.epochs: .*greater than or equal to 1"):
+    with pytest.raises(
+        PipelineError, match=r"train\.fmnist_label\.epochs: .*greater than or equal to 1"
+    ):
         parse_params({"train": {"fmnist_label": {"epochs": 0}}})
 
 

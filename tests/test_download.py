@@ -41,7 +41,9 @@ def test_local_copy_gives_byte_identical_output(tmp_path, mirror, fmnist_gz_dir)
 
 
 def test_checksum_mismatch_is_an_error_and_nothing_is_written(tmp_path, mirror):
-    mirror.routes["/fm/train-images-idx3-ubyte.gz"] = [(200, gzip.compress(b"\0\0\x08\x01" + b"x" * 9))]
+    mirror.routes["/fm/train-images-idx3-ubyte.gz"] = [
+        (200, gzip.compress(b"\0\0\x08\x01" + b"x" * 9))
+    ]
     with pytest.raises(PipelineError, match=r"sha256 .* expected c59f468a"):
         fetch(tmp_path, [f"{mirror.url}/fm/"])
     assert not (tmp_path / "train-images-idx3-ubyte").exists()
@@ -78,7 +80,9 @@ def test_unreachable_mirror_is_retried_then_reported(tmp_path, http_server):
 
 
 def test_missing_local_dir_is_named(tmp_path):
-    with pytest.raises(PipelineError, match=r"download\.fmnist\.local_dir: .*/nope is not a directory"):
+    with pytest.raises(
+        PipelineError, match=r"download\.fmnist\.local_dir: .*/nope is not a directory"
+    ):
         fetch_fmnist(tmp_path, source="local", local_dir=str(tmp_path / "nope"))
 
 

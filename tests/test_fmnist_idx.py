@@ -50,7 +50,8 @@ def test_load_split_reports_missing_file_and_count_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("word", "index"), [("sneaker", 7), ("boot", 9), ("top", 0), ("handbag", 8), ("Ankle boot", 9), ("3", 3)]
+    ("word", "index"),
+    [("sneaker", 7), ("boot", 9), ("top", 0), ("handbag", 8), ("Ankle boot", 9), ("3", 3)],
 )
 def test_paper_label_words_map_to_classes(word, index):
     assert label_index(word) == index

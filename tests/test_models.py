@@ -29,10 +29,11 @@ def test_loss_matches_hand_computation():
     def bce(p, t):
         return -(t * math.log(p) + (1 - t) * math.log(1 - p))
 
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    expected_recon = sum(
-        bce(sig(l), t) for row_l, row_t in zip(logits.tolist(), x.tolist()) for l, t in zip(row_l, row_t)
-    )
+    def sigmoid(v):
+        return 1 / (1 + math.exp(-v))
+
+    pairs = zip(logits.flatten().tolist(), x.flatten().tolist(), strict=True)
+    expected_recon = sum(bce(sigmoid(v), t) for v, t in pairs)
     # KL(N(m, s^2) || N(0, 1)) = 0.5 * (s^2 + m^2 - 1 - log s^2)
     expected_kl = 0.5 * (1 + 0.25 - 1 - 0) + 0.5 * (4 + 1 - 1 - math.log(4))
     assert math.isclose(float(recon), expected_recon, rel_tol=1e-6)

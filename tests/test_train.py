@@ -24,9 +24,16 @@ def train_toy(tmp, epochs, lr=1e-3, name="run"):
     generator = make_deterministic(7, torch.device("cpu"))
     model = CVAEMLP(784, 10, 16, 4)
     train, test = toy_data()
-    history = fit(model, train, test, FitSpec(epochs=epochs, batch_size=32, lr=lr),
-                  generator=generator, state_path=tmp / name / "state.safetensors",
-                  live_dir=tmp / name / "live", fingerprint=run_fingerprint(model, {"lr": lr}))  # fmt: skip
+    history = fit(
+        model,
+        train,
+        test,
+        FitSpec(epochs=epochs, batch_size=32, lr=lr),
+        generator=generator,
+        state_path=tmp / name / "state.safetensors",
+        live_dir=tmp / name / "live",
+        fingerprint=run_fingerprint(model, {"lr": lr}),
+    )
     return model, history
 
 
@@ -68,7 +75,9 @@ def test_state_of_other_params_is_not_resumed(tmp_path):
 def test_training_overfits_a_few_images(tmp_path):
     _, history = train_toy(tmp_path, 30, lr=1e-2)
     assert history[-1]["train/loss"] < history[0]["train/loss"] / 5
-    assert set(history[0]) == {f"{s}/{t}" for s in ("train", "test") for t in ("loss", "recon", "kl")}
+    assert set(history[0]) == {
+        f"{s}/{t}" for s in ("train", "test") for t in ("loss", "recon", "kl")
+    }
 
 
 def test_saved_model_loads_back_identically(tmp_path):
