@@ -13,6 +13,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temp file the usual mode (mkstemp makes 0600) and rename it into place."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path in the same folder; on success it replaces ``path``."""
@@ -23,8 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp_path, path)
+        publish(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -18,6 +18,8 @@ HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 section of params.yaml. The stages are also sub-commands here:
 
   download fmnist         -> data/raw/fmnist            (verified IDX files)\n
+  download coco           -> data/coco/manifest         (COCO 2014 subset, per-image status)\n
+  pack coco               -> data/shards/coco           (WebDataset tars, 224x224 RGB)\n
   judge                   -> models/judge               (classifier that scores samples)\n
   train fmnist_label      -> models/fmnist_label        (paper §2.1 CVAE)\n
   evaluate fmnist_label   -> metrics/, reports/         (paper §3.1 figures + metrics)\n
@@ -51,11 +53,21 @@ def _choose(table: dict, name: str, what: str) -> Callable:
 
 @app.command()
 @_stage
-def download(dataset: str = typer.Argument(..., help="fmnist"), params: Path = ParamsOption):
+def download(dataset: str = typer.Argument(..., help="fmnist | coco"), params: Path = ParamsOption):
     """Fetch and verify a dataset (official mirrors, or a local copy)."""
-    from stages import download as stage
+    from stages import coco_download, download_fmnist
 
-    _choose({"fmnist": stage.fmnist}, dataset, "dataset")(params)
+    table = {"fmnist": download_fmnist.run, "coco": coco_download.run}
+    _choose(table, dataset, "dataset")(params)
+
+
+@app.command()
+@_stage
+def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsOption):
+    """Pack verified images into WebDataset tar shards (resized, RGB, deterministic)."""
+    from stages import coco_pack
+
+    _choose({"coco": coco_pack.run}, dataset, "dataset")(params)
 
 
 @app.command()

@@ -53,8 +53,69 @@ class FmnistDownload(Section):
     timeout_s: float = Field(60.0, gt=0.0)
 
 
+class CocoSubset(Section):
+    """Which images of a COCO split to use: all, or num_images drawn with seed."""
+
+    split: Literal["train2014", "val2014"]
+    num_images: int | None = Field(None, ge=1, description="null: every image of the split")
+    seed: int = Field(0, ge=0)
+
+
+def _default_coco_subsets() -> dict[str, CocoSubset]:
+    # §2.3 trains on 7,000 train2014 images; §2.2 uses all of them (num_images: null).
+    return {
+        "train": CocoSubset(split="train2014", num_images=7000, seed=0),
+        "val": CocoSubset(split="val2014", num_images=500, seed=0),
+    }
+
+
+class CocoDownload(Section):
+    source: Literal["official", "local"] = Field(
+        "official", description="official: the COCO 2014 release; local: a COCO root on disk"
+    )
+    local_root: str | None = Field(
+        None, description="holds annotations/captions_{train,val}2014.json, train2014/, val2014/"
+    )
+    annotations_url: str = "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"
+    subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
+    workers: int = Field(16, ge=1, le=256, description="concurrent image downloads")
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0.0, le=60.0)
+    timeout_s: float = Field(60.0, gt=0.0)
+    max_failure_rate: float = Field(
+        0.001, ge=0.0, le=1.0, description="the stage fails when more images than this fail"
+    )
+    max_extract_bytes: int = Field(
+        2_000_000_000, ge=1, description="bound on the bytes extracted from the annotations zip"
+    )
+
+    @field_validator("subsets")
+    @classmethod
+    def _subset_names(cls, value: dict[str, CocoSubset]) -> dict[str, CocoSubset]:
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"subset name {name!r} must be a plain word (it names files)")
+        return value
+
+
 class Download(Section):
     fmnist: FmnistDownload = FmnistDownload()
+    coco: CocoDownload = CocoDownload()
+
+
+class CocoPack(Section):
+    image_size: int = Field(224, ge=8, le=2048, description="paper §2.2: 224x224")
+    resize_mode: Literal["resize", "center_crop"] = Field(
+        "resize", description="resize: squash to a square; center_crop: keep aspect, crop"
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    shard_maxcount: int = Field(1000, ge=1, description="images per shard at most")
+    shard_maxsize: int = Field(256_000_000, ge=1_000, description="bytes per shard at most")
+    workers: int = Field(0, ge=0, le=256, description="0: one process per CPU core")
+
+
+class Pack(Section):
+    coco: CocoPack = CocoPack()
 
 
 class TrainFmnistLabel(Runtime):
@@ -96,6 +157,7 @@ class Evaluate(Section):
 
 class Params(Section):
     download: Download = Download()
+    pack: Pack = Pack()
     train: Train = Train()
     judge: Judge = Judge()
     evaluate: Evaluate = Evaluate()

@@ -20,3 +20,8 @@ def state_file(name: str) -> Path:
 def live_dir(name: str) -> Path:
     """dvclive's per-epoch curves and last values: git-tracked metrics and plots."""
     return METRICS / name / "train"
+
+
+COCO_STORE = Path("data/coco/store")  # downloads; not a DVC output, so reruns resume from it
+COCO_MANIFESTS = Path("data/coco/manifest")  # one Parquet manifest per subset
+COCO_SHARDS = Path("data/shards/coco")

@@ -7,7 +7,7 @@ from pipeline.data.fmnist import fetch_fmnist
 from stages.layout import RAW_FMNIST
 
 
-def fmnist(params_path: Path) -> None:
+def run(params_path: Path) -> None:
     p = load_params(params_path).download.fmnist
     fetch_fmnist(
         RAW_FMNIST,

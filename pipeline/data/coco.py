@@ -1,0 +1,204 @@
+"""MS-COCO 2014 captions (paper §2.2, §2.3): annotations, subset selection, image fetching.
+
+Every image's fate is one row of a Parquet manifest (after img2dataset): where it came
+from, whether it decoded, its sha256, and its captions. The pack stage reads only the
+manifest, so DVC sees a change of any image through the manifest's hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_path
+from pipeline.data.http import DownloadError, download
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("file_name", pa.string()),
+        ("split", pa.string()),
+        ("url", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+        ("sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("caption_ids", pa.list_(pa.int64())),
+        ("captions", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass
+class CocoImage:
+    image_id: int
+    file_name: str
+    url: str
+    captions: list[str] = field(default_factory=list)
+    caption_ids: list[int] = field(default_factory=list)
+
+
+def read_captions(path: Path) -> COCO:
+    """Load a captions_*.json with pycocotools, after checking it has the official shape."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: not a readable COCO captions JSON ({exc})") from None
+    for key in ("images", "annotations"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise PipelineError(f"{path}: expected a COCO captions JSON with a '{key}' list")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def select_coco_subset(coco: COCO, num_images: int | None, seed: int) -> list[int]:
+    """Image ids: all in id order, or ``num_images`` drawn without replacement by ``seed``.
+
+    Deterministic: the same annotations and params give the same ids in the same order.
+    """
+    ids = np.array(sorted(coco.getImgIds()), dtype=np.int64)
+    if num_images is None:
+        return ids.tolist()
+    if num_images > len(ids):
+        raise PipelineError(f"num_images {num_images} exceeds the {len(ids)} images of the split")
+    return np.random.default_rng(seed).choice(ids, size=num_images, replace=False).tolist()
+
+
+def image_records(coco: COCO, ids: list[int]) -> list[CocoImage]:
+    records = []
+    for image_id in ids:
+        info = coco.imgs[image_id]
+        anns = sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"])
+        records.append(
+            CocoImage(
+                image_id=int(image_id),
+                file_name=info["file_name"],
+                url=info.get("coco_url", ""),
+                captions=[a["caption"].strip() for a in anns],
+                caption_ids=[int(a["id"]) for a in anns],
+            )
+        )
+    return records
+
+
+def verify_image(path: Path) -> dict:
+    """Decode the whole file (at 1/8 scale, which still reads every byte); return its facts."""
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        image.load()  # raises on truncated or corrupt data
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "width": width, "height": height}  # fmt: skip
+
+
+def _row(record: CocoImage, split: str, path: Path, status: str, error: str = "", **facts):
+    return {
+        "image_id": record.image_id, "file_name": record.file_name, "split": split,
+        "url": record.url, "path": str(path), "status": status, "error": error,
+        "sha256": facts.get("sha256", ""), "bytes": facts.get("bytes", 0),
+        "width": facts.get("width", 0), "height": facts.get("height", 0),
+        "caption_ids": record.caption_ids, "captions": record.captions,
+    }  # fmt: skip
+
+
+def _checked(record: CocoImage, split: str, path: Path) -> dict:
+    try:
+        return _row(record, split, path, "ok", **verify_image(path))
+    except UnidentifiedImageError:
+        return _row(record, split, path, "failed", "does not decode as an image: unknown format")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return _row(record, split, path, "failed", f"does not decode as an image: {exc}")
+
+
+def local_images(records: list[CocoImage], split: str, image_dir: Path) -> list[dict]:
+    """Rows for images read in place from a local COCO root (not copied)."""
+    rows = []
+    for record in tqdm(records, desc=f"verify {split}", disable=None):
+        path = image_dir / record.file_name
+        if not path.is_file():
+            rows.append(_row(record, split, path, "failed", f"{path}: missing"))
+        else:
+            rows.append(_checked(record, split, path))
+    return rows
+
+
+def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: int,
+                 retries: int, backoff_s: float, timeout_s: float) -> list[dict]:  # fmt: skip
+    """Download each image by its coco_url into ``store`` (resuming), verify it decodes."""
+
+    def one(record: CocoImage) -> dict:
+        path = store / record.file_name
+        if path.is_file():
+            row = _checked(record, split, path)
+            if row["status"] == "ok":
+                return row  # already here and valid: not fetched again
+        if not record.url:
+            return _row(record, split, path, "failed", "no coco_url in the annotations")
+        try:
+            download(record.url, path, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
+        except DownloadError as exc:
+            return _row(record, split, path, "failed", str(exc))
+        row = _checked(record, split, path)
+        if row["status"] != "ok":
+            path.unlink(missing_ok=True)  # a bad file would pass for present next time
+        return row
+
+    store.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(one, records)  # keeps the subset's order
+        return list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))
+
+
+def write_manifest(rows: list[dict], path: Path) -> None:
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_manifest(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise PipelineError(f"{path}: missing; run the coco_download stage first")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PipelineError(f"{path}: not a readable Parquet manifest ({exc})") from None
+    if not set(MANIFEST_SCHEMA.names) <= set(table.column_names):
+        raise PipelineError(f"{path}: manifest lacks columns {MANIFEST_SCHEMA.names}")
+    return table.to_pylist()
+
+
+def failure_summary(rows: list[dict]) -> dict:
+    failed = [r for r in rows if r["status"] != "ok"]
+    return {
+        "images": len(rows),
+        "ok": len(rows) - len(failed),
+        "failed": len(failed),
+        "failure_rate": len(failed) / len(rows) if rows else 0.0,
+        "captions": sum(len(r["captions"]) for r in rows if r["status"] == "ok"),
+        "first_failures": [
+            {"image_id": r["image_id"], "url": r["url"], "error": r["error"]} for r in failed[:10]
+        ],
+    }

@@ -1,0 +1,76 @@
+"""Stage coco_download: annotations, the chosen image subsets, and a per-image manifest."""
+
+from pathlib import Path
+
+from pipeline.atomic import write_json
+from pipeline.config import load_params
+from pipeline.data.archive import extract_members
+from pipeline.data.coco import (
+    failure_summary,
+    fetch_images,
+    image_records,
+    local_images,
+    read_captions,
+    select_coco_subset,
+    write_manifest,
+)
+from pipeline.data.http import DownloadError, download
+from pipeline.errors import PipelineError
+from stages.layout import COCO_MANIFESTS, COCO_STORE, METRICS
+
+LOCAL_HINT = (
+    "To use a COCO copy on disk, set download.coco.source: local and download.coco.local_root "
+    "to a folder holding annotations/captions_train2014.json, annotations/"
+    "captions_val2014.json, train2014/ and val2014/."
+)
+
+
+def _official_annotations(p, splits: set[str]) -> Path:
+    archive = COCO_STORE / Path(p.annotations_url).name
+    if not archive.is_file():
+        try:
+            download(p.annotations_url, archive, retries=p.retries, backoff_s=p.backoff_s,
+                     timeout_s=p.timeout_s)  # fmt: skip
+        except DownloadError as exc:
+            message = f"COCO annotations could not be downloaded: {exc}. {LOCAL_HINT}"
+            raise PipelineError(message) from None
+    names = sorted(f"captions_{split}.json" for split in splits)
+    try:
+        extract_members(archive, names, COCO_STORE / "annotations", p.max_extract_bytes)
+    except PipelineError:
+        archive.unlink()  # a bad archive is fetched again on the next run
+        raise
+    return COCO_STORE / "annotations"
+
+
+def run(params_path: Path) -> None:
+    p = load_params(params_path).download.coco
+    if p.source == "local":
+        if not p.local_root or not Path(p.local_root).is_dir():
+            raise PipelineError(f"download.coco.local_root: {p.local_root!r} is not a directory. "
+                                + LOCAL_HINT)  # fmt: skip
+        annotations = Path(p.local_root) / "annotations"
+    else:
+        annotations = _official_annotations(p, {s.split for s in p.subsets.values()})
+    summary = {}
+    for name, subset in p.subsets.items():
+        coco_index = read_captions(annotations / f"captions_{subset.split}.json")
+        ids = select_coco_subset(coco_index, subset.num_images, subset.seed)
+        records = image_records(coco_index, ids)
+        if p.source == "local":
+            rows = local_images(records, subset.split, Path(p.local_root) / subset.split)
+        else:
+            rows = fetch_images(records, subset.split, COCO_STORE / subset.split,
+                                workers=p.workers, retries=p.retries, backoff_s=p.backoff_s,
+                                timeout_s=p.timeout_s)  # fmt: skip
+        write_manifest(rows, COCO_MANIFESTS / f"{name}.parquet")
+        summary[name] = failure_summary(rows)
+    write_json(METRICS / "coco" / "download.json", summary)
+    for name, s in summary.items():
+        if s["failure_rate"] > p.max_failure_rate:
+            raise PipelineError(
+                f"coco_download: {s['failed']} of {s['images']} images of subset {name!r} "
+                f"failed ({s['failure_rate']:.2%} > download.coco.max_failure_rate "
+                f"{p.max_failure_rate:.2%}); see {COCO_MANIFESTS / name}.parquet, e.g. "
+                f"{s['first_failures'][:3]}"
+            )

@@ -1,0 +1,177 @@
+"""COCO annotations, subset selection, image fetching, safe zips, image prep and shards."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data.archive import extract_members
+from pipeline.data.coco import (
+    failure_summary,
+    fetch_images,
+    image_records,
+    local_images,
+    read_captions,
+    select_coco_subset,
+)
+from pipeline.data.images import prepare_image, prepare_jpegs
+from pipeline.data.shards import read_samples, write_shards
+from pipeline.errors import PipelineError
+
+from .coco_fixture import BAD_TRAIN_IDS, make_coco_fixture, serve
+
+
+@pytest.fixture
+def served_coco(tmp_path, http_server):
+    fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
+    serve(http_server, fixture)
+    return fixture, http_server
+
+
+def train_records(fixture):
+    coco = read_captions(fixture.root / "annotations" / "captions_train2014.json")
+    return image_records(coco, select_coco_subset(coco, None, 0))
+
+
+def test_captions_are_read_with_every_caption_of_each_image(tmp_path):
+    fixture = make_coco_fixture(tmp_path)
+    records = train_records(fixture)
+    assert [r.image_id for r in records] == list(range(1, 9))
+    assert len(records[0].captions) == 5 and len(records[2].captions) == 6
+    assert records[0].captions[0] == "A rgb photo number 1, take 0."  # stripped
+    assert records[0].caption_ids == sorted(records[0].caption_ids)
+
+
+def test_malformed_annotations_name_the_file(tmp_path):
+    bad = tmp_path / "captions_train2014.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(PipelineError, match=r"captions_train2014.json: .*'annotations' list"):
+        read_captions(bad)
+
+
+def test_subset_selection_is_deterministic_and_seeded(tmp_path):
+    coco = read_captions(make_coco_fixture(tmp_path).root / "annotations/captions_train2014.json")
+    a, b = select_coco_subset(coco, 5, 0), select_coco_subset(coco, 5, 0)
+    assert a == b and len(set(a)) == 5
+    assert any(select_coco_subset(coco, 5, seed) != a for seed in (1, 2, 3))
+    assert select_coco_subset(coco, None, 0) == list(range(1, 9))
+    with pytest.raises(PipelineError, match="num_images 9 exceeds the 8 images"):
+        select_coco_subset(coco, 9, 0)
+
+
+def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
+    fixture, server = served_coco
+    store = tmp_path / "store"
+    kw = {"workers": 4, "retries": 2, "backoff_s": 0.01, "timeout_s": 5}
+    rows = fetch_images(train_records(fixture), "train2014", store, **kw)
+    by_id = {r["image_id"]: r for r in rows}
+    assert [r["image_id"] for r in rows] == list(range(1, 9))  # subset order kept
+    assert {i for i, r in by_id.items() if r["status"] == "failed"} == BAD_TRAIN_IDS
+    assert "does not decode" in by_id[5]["error"] and "does not decode" in by_id[6]["error"]
+    assert "HTTP 404" in by_id[7]["error"]
+    assert server.hits[f"/train2014/COCO_train2014_{2:012d}.jpg"] == 2  # 503, then 200
+    assert by_id[3]["width"] == 64 and len(by_id[3]["sha256"]) == 64
+    assert not (store / by_id[5]["file_name"]).exists()  # bad files are not kept
+    summary = failure_summary(rows)
+    assert summary["failed"] == 3 and summary["first_failures"][0]["image_id"] == 5
+
+    hits = dict(server.hits)
+    again = fetch_images(train_records(fixture), "train2014", store, **kw)
+    assert again == rows
+    ok_paths = [p for p in hits if p.endswith(("01.jpg", "02.jpg", "03.jpg", "04.jpg", "08.jpg"))]
+    assert all(server.hits[p] == hits[p] for p in ok_paths)  # present and valid: not refetched
+
+
+def test_local_root_is_read_in_place(tmp_path):
+    fixture = make_coco_fixture(tmp_path)
+    rows = local_images(train_records(fixture), "train2014", fixture.root / "train2014")
+    assert rows[0]["path"] == str(fixture.root / "train2014" / rows[0]["file_name"])
+    assert {r["image_id"] for r in rows if r["status"] == "failed"} == BAD_TRAIN_IDS
+    assert "missing" in rows[6]["error"]
+
+
+def make_zip(entries: dict[str, bytes]):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("evil", ["../../evil.json", "/etc/evil.json", "a/../../evil.json"])
+def test_zip_with_path_traversal_entry_is_refused(tmp_path, evil):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip({"annotations/captions_train2014.json": b"{}", evil: b"x"}))
+    with pytest.raises(PipelineError, match="unsafe entry"):
+        extract_members(archive, ["captions_train2014.json"], tmp_path / "out", 10_000)
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil.json").exists()
+
+
+def test_zip_extraction_is_bounded(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip({"annotations/captions_val2014.json": b"0" * 5000}))
+    with pytest.raises(PipelineError, match="over the bound"):
+        extract_members(archive, ["captions_val2014.json"], tmp_path / "out", 4000)
+    out = extract_members(archive, ["captions_val2014.json"], tmp_path / "out", 5000)
+    assert out[0].read_bytes() == b"0" * 5000
+
+
+def test_not_a_zip_is_named(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"<html>")
+    with pytest.raises(PipelineError, match="a.zip: not a valid zip"):
+        extract_members(archive, ["x"], tmp_path, 10)
+
+
+@pytest.mark.parametrize("case", ["rgb", "gray", "cmyk"])
+@pytest.mark.parametrize("mode", ["resize", "center_crop"])
+def test_prepared_images_are_rgb_squares(tmp_path, case, mode):
+    fixture = make_coco_fixture(tmp_path)
+    name = {"rgb": 1, "gray": 3, "cmyk": 4}[case]
+    data = (fixture.root / "train2014" / f"COCO_train2014_{name:012d}.jpg").read_bytes()
+    image = prepare_image(data, 32, mode)
+    assert image.mode == "RGB" and image.size == (32, 32)
+
+
+def test_draft_decoding_matches_a_full_decode_closely():
+    pixels = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    smooth = Image.fromarray(pixels).resize((80, 60)).resize((640, 480), Image.BICUBIC)
+    out = io.BytesIO()
+    smooth.save(out, format="JPEG", quality=95)
+    fast = np.asarray(prepare_image(out.getvalue(), 224, "resize", draft=True), dtype=float)
+    plain = np.asarray(prepare_image(out.getvalue(), 224, "resize", draft=False), dtype=float)
+    assert np.abs(fast - plain).mean() < 4.0  # out of 255
+
+
+def test_prepare_jpegs_keeps_order_across_processes_and_checks_sha(tmp_path):
+    fixture = make_coco_fixture(tmp_path)
+    paths = [str(fixture.root / "val2014" / f"COCO_val2014_{i:012d}.jpg") for i in (101, 102, 103)]
+    serial = list(prepare_jpegs([(p, "") for p in paths], 16, "resize", 90, workers=1))
+    parallel = list(prepare_jpegs([(p, "") for p in paths], 16, "resize", 90, workers=2))
+    assert serial == parallel
+    with pytest.raises(PipelineError, match="changed since it was verified"):
+        list(prepare_jpegs([(paths[0], "0" * 64)], 16, "resize", 90, workers=1))
+
+
+def test_shards_are_deterministic_split_by_count_and_readable(tmp_path):
+    samples = [
+        {
+            "__key__": f"{i:012d}",
+            "jpg": bytes([i]) * 100,
+            "json": {"image_id": i, "captions": ["é"]},
+        }
+        for i in range(7)
+    ]
+    a = write_shards(iter(samples), tmp_path / "a", "train", maxcount=3, maxsize=10**9)
+    b = write_shards(iter(samples), tmp_path / "b", "train", maxcount=3, maxsize=10**9)
+    assert [p.name for p in a] == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert not list((tmp_path / "a").glob("*.tmp"))
+    back = list(read_samples(a))
+    assert [s["__key__"] for s in back] == [s["__key__"] for s in samples]
+    assert (
+        back[3]["json"] == {"image_id": 3, "captions": ["é"]} and back[3]["jpg"] == bytes([3]) * 100
+    )
