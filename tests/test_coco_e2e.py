@@ -1,0 +1,89 @@
+"""`dvc repro coco/dvc.yaml` on the COCO-format fixture served from a loopback server."""
+
+import io
+import json
+import subprocess
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.data.shards import read_samples
+
+from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
+from .conftest import run_env
+from .test_pipeline_e2e import dvc, stages_run
+
+pytestmark = pytest.mark.e2e
+
+
+def coco_params(repo, **download):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"]["coco"].update(
+        subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
+                 "val": {"split": "val2014", "num_images": 2, "seed": 1}},
+        retries=2, backoff_s=0.01, timeout_s=5, workers=4, max_failure_rate=0.5, **download,
+    )  # fmt: skip
+    params["pack"]["coco"].update(image_size=32, shard_maxcount=3, workers=2)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_coco_download_and_pack_on_the_fixture(repo_copy, tmp_path, http_server):
+    fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
+    serve(http_server, fixture)
+    coco_params(repo_copy, annotations_url=http_server.url + ZIP_PATH)
+
+    out = dvc(repo_copy, "repro", "coco/dvc.yaml")
+    assert stages_run(out) == {"coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack"}
+
+    manifest = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
+    assert [r["image_id"] for r in manifest] == list(range(1, 9))
+    assert {r["image_id"] for r in manifest if r["status"] == "failed"} == BAD_TRAIN_IDS
+    summary = json.loads((repo_copy / "metrics/coco/download.json").read_text())
+    assert summary["train"]["failed"] == 3 and summary["val"]["images"] == 2
+
+    index = json.loads((repo_copy / "data/shards/coco/index.json").read_text())
+    assert index["subsets"]["train"]["shards"] == ["train-000000.tar", "train-000001.tar"]
+    shards = sorted((repo_copy / "data/shards/coco").glob("train-*.tar"))
+    samples = list(read_samples(shards))
+    assert [s["json"]["image_id"] for s in samples] == [1, 2, 3, 4, 8]
+    assert samples[0]["__key__"] == "000000000001"
+    assert samples[2]["json"]["captions"][0] == "A gray photo number 3, take 0."
+    assert len(samples[2]["json"]["captions"]) == 6
+    assert samples[3]["json"]["original_size"] == [64, 48]
+    for sample in samples:
+        image = Image.open(io.BytesIO(sample["jpg"]))
+        assert image.mode == "RGB" and image.size == (32, 32)  # gray and CMYK become RGB
+
+    before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
+    assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {
+        "coco/dvc.yaml:coco_pack"
+    }
+    after = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
+    assert before == after  # byte-identical tars on a rerun
+
+    hits = dict(http_server.hits)
+    dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_download")
+    assert (
+        http_server.hits["/train2014/COCO_train2014_000000000001.jpg"]
+        == hits["/train2014/COCO_train2014_000000000001.jpg"]
+    )  # resumed from the store: valid images are not fetched again
+
+
+def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
+    fixture = make_coco_fixture(tmp_path / "coco")
+    coco_params(repo_copy, source="local", local_root=str(fixture.root))
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
+    assert rows[0]["path"].startswith(str(fixture.root))  # read in place
+    assert not (repo_copy / "data/coco/store").exists()  # nothing copied
+
+    coco_params(repo_copy, source="official", annotations_url="http://127.0.0.1:9/a.zip")
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 1
+    assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr
+    assert "Traceback" not in run.stderr
