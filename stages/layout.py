@@ -25,3 +25,8 @@ def live_dir(name: str) -> Path:
 COCO_STORE = Path("data/coco/store")  # downloads; not a DVC output, so reruns resume from it
 COCO_MANIFESTS = Path("data/coco/manifest")  # one Parquet manifest per subset
 COCO_SHARDS = Path("data/shards/coco")
+EMBEDDINGS = Path("data/embeddings")
+
+
+def embeddings_dir(encoder: str, dataset: str) -> Path:
+    return EMBEDDINGS / encoder / dataset

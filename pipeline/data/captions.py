@@ -1,0 +1,52 @@
+"""Caption tables to embed: (image_id, caption_id, caption) rows of a dataset.
+
+fmnist: the versioned phrasings in captions/fmnist.json; image_id is the class label.
+coco:   every caption of every image the coco_download manifests mark ok.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.data.coco import read_manifest
+from pipeline.errors import PipelineError
+
+FMNIST_CAPTIONS = Path("captions/fmnist.json")
+
+
+def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
+    """{"train": rows, "heldout": rows}, rows of {image_id (label), caption_id, caption}."""
+    try:
+        data = json.loads(Path(path).read_text())
+        out = {"train": [], "heldout": []}
+        for entry in data["classes"]:
+            for split in out:
+                for item in entry[split]:
+                    out[split].append({"image_id": int(entry["label"]),
+                                       "caption_id": int(item["caption_id"]),
+                                       "caption": str(item["caption"])})  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{path}: expected classes[].train/heldout[].caption ({exc})") from None
+    return out
+
+
+def caption_rows(dataset: str, manifest_dir: Path) -> list[dict]:
+    if dataset == "fmnist":
+        caption_set = fmnist_caption_set()
+        return caption_set["train"] + caption_set["heldout"]
+    if dataset == "coco":
+        rows = []
+        for manifest in sorted(manifest_dir.glob("*.parquet")):
+            for image in read_manifest(manifest):
+                if image["status"] != "ok":
+                    continue
+                for caption_id, caption in zip(
+                    image["caption_ids"], image["captions"], strict=True
+                ):
+                    rows.append({"image_id": image["image_id"], "caption_id": caption_id,
+                                 "caption": caption})  # fmt: skip
+        if not rows:
+            raise PipelineError(f"{manifest_dir}: no captions; run coco_download first")
+        return rows
+    raise PipelineError(f"unknown caption dataset {dataset!r}; expected fmnist or coco")

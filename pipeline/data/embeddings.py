@@ -1,0 +1,83 @@
+"""Caption-embedding Parquet shards: the only module that writes or reads them.
+
+columns   image_id int64, caption_id int64, caption string,
+          embedding fixed_size_list<float16|float32, D>
+metadata  b"t2i": JSON of the encoder, its weights' id and sha256, dim, pooling,
+          normalisation, library versions, and what was truncated
+files     <dir>/part-00000.parquet, part-00001.parquet, ... (zstd)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import PipelineError
+
+META_KEY = b"t2i"
+
+
+def embedding_schema(dim: int, dtype: str, metadata: dict | None = None) -> pa.Schema:
+    value = pa.float16() if dtype == "float16" else pa.float32()
+    schema = pa.schema([
+        ("image_id", pa.int64()), ("caption_id", pa.int64()), ("caption", pa.string()),
+        ("embedding", pa.list_(value, dim)),
+    ])  # fmt: skip
+    return schema.with_metadata({META_KEY: json.dumps(metadata or {}, sort_keys=True)})
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_embedding_shard(path: Path, image_ids, caption_ids, captions: list[str],
+                          embeddings: np.ndarray, dtype: str, metadata: dict) -> None:  # fmt: skip
+    """One shard, written to a temp file and renamed: a reader never sees half of it."""
+    n, dim = embeddings.shape
+    schema = embedding_schema(dim, dtype, metadata)
+    flat = pa.array(embeddings.astype(dtype, copy=False).reshape(-1))
+    table = pa.Table.from_arrays(
+        [pa.array(np.asarray(image_ids, np.int64)), pa.array(np.asarray(caption_ids, np.int64)),
+         pa.array(captions, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
+        schema=schema,
+    )  # fmt: skip
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    paths = sorted(Path(folder).glob("part-*.parquet"))
+    if not paths:
+        raise PipelineError(f"{folder}: no embedding shards (part-*.parquet); run the embed stage")
+    return paths
+
+
+def read_metadata(path: Path) -> dict:
+    raw = pq.read_schema(path).metadata or {}
+    if META_KEY not in raw:
+        raise PipelineError(f"{path}: not an embedding shard of this project (no t2i metadata)")
+    return json.loads(raw[META_KEY])
+
+
+def read_embeddings(folder: Path, as_torch: bool = False):
+    """All shards of a folder: (columns dict of numpy arrays, embeddings (N, D)).
+
+    The embedding column is a fixed-size list, so its values are one contiguous buffer:
+    reshaping it is the whole conversion, with no Python loop over rows.
+    """
+    table = pq.read_table(shard_paths(folder))
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    values = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    columns = {name: table.column(name).to_numpy() for name in ("image_id", "caption_id")}
+    columns["caption"] = table.column("caption").to_pylist()
+    if as_torch:
+        import torch
+
+        return columns, torch.from_numpy(np.ascontiguousarray(values))
+    return columns, values

@@ -1,0 +1,85 @@
+"""What every text encoder offers: fast batched embedding, a plain baseline, and its identity.
+
+The fast path (``encode``) is exact, not approximate:
+- captions are sorted by token count, so each batch carries little padding;
+- each batch is padded only to its own longest caption (``_embed_batch(..., fast=True)``);
+  what that means per encoder, and why it is exact, is written beside each encoder;
+- it runs under ``torch.inference_mode``, with bf16 autocast on a GPU.
+
+``encode_plain`` is the baseline of benchmarks/embed_captions.py and of the equivalence
+tests: captions in order, each padded to the encoder's full length, float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+@dataclass
+class EncoderInfo:
+    """Recorded in every embedding shard's metadata."""
+
+    encoder: str
+    weights_id: str
+    weights_sha256: str
+    dim: int
+    pooling: str
+    normalized: bool
+    max_tokens: int
+    libraries: dict = field(default_factory=dict)
+
+
+class TextEncoder:
+    info: EncoderInfo
+    device: torch.device
+
+    def token_counts(self, captions: list[str]) -> list[int]:
+        """Tokens per caption before any truncation."""
+        raise NotImplementedError
+
+    def _embed_batch(self, captions: list[str], fast: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _autocast(self, fast: bool):
+        if fast and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode(self, captions: list[str], batch_size: int = 256) -> np.ndarray:
+        """(N, dim) float32 embeddings, in the order of ``captions``."""
+        order = np.argsort(np.asarray(self.token_counts(captions)), kind="stable")
+        out = np.empty((len(captions), self.info.dim), dtype=np.float32)
+        for start in range(0, len(captions), batch_size):
+            index = order[start : start + batch_size]
+            with self._autocast(fast=True):
+                vectors = self._embed_batch([captions[i] for i in index], fast=True)
+            out[index] = vectors.float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def encode_plain(self, captions: list[str], batch_size: int = 256) -> np.ndarray:
+        parts = [
+            self._embed_batch(captions[start : start + batch_size], fast=False).float().cpu()
+            for start in range(0, len(captions), batch_size)
+        ]
+        return torch.cat(parts).numpy() if parts else np.empty((0, self.info.dim), np.float32)
