@@ -79,5 +79,5 @@ def read_embeddings(folder: Path, as_torch: bool = False):
     if as_torch:
         import torch
 
-        return columns, torch.from_numpy(np.ascontiguousarray(values))
+        return columns, torch.from_numpy(np.array(values))  # a writable copy for torch
     return columns, values
