@@ -4,22 +4,26 @@ import io
 import json
 import subprocess
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
 
+from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
 
 from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
 from .conftest import run_env
+from .encoder_fixtures import make_tiny_clip, make_tiny_t5
 from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
 
-def coco_params(repo, **download):
+def coco_params(repo, encoders=None, **download):
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["embed"].update(device="cpu", rows_per_shard=20, **(encoders or {}))
     params["download"]["coco"].update(
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
                  "val": {"split": "val2014", "num_images": 2, "seed": 1}},
@@ -29,13 +33,18 @@ def coco_params(repo, **download):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_coco_download_and_pack_on_the_fixture(repo_copy, tmp_path, http_server):
+def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_server):
     fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
     serve(http_server, fixture)
-    coco_params(repo_copy, annotations_url=http_server.url + ZIP_PATH)
+    encoders = {"clip-vit-b-32": make_tiny_clip(tmp_path / "clip"),
+                "t5-small": make_tiny_t5(tmp_path / "t5")}  # fmt: skip
+    coco_params(repo_copy, encoders, annotations_url=http_server.url + ZIP_PATH)
 
     out = dvc(repo_copy, "repro", "coco/dvc.yaml")
-    assert stages_run(out) == {"coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack"}
+    assert stages_run(out) == {
+        "coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack",
+        "coco/dvc.yaml:embed@clip-vit-b-32-coco", "coco/dvc.yaml:embed@t5-small-coco",
+    }  # fmt: skip
 
     manifest = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
     assert [r["image_id"] for r in manifest] == list(range(1, 9))
@@ -55,6 +64,18 @@ def test_coco_download_and_pack_on_the_fixture(repo_copy, tmp_path, http_server)
     for sample in samples:
         image = Image.open(io.BytesIO(sample["jpg"]))
         assert image.mode == "RGB" and image.size == (32, 32)  # gray and CMYK become RGB
+
+    # Every caption of every image that downloaded, in both subsets, embedded once.
+    packed = list(read_samples(sorted((repo_copy / "data/shards/coco").glob("*.tar"))))
+    expected_captions = sum(len(s["json"]["captions"]) for s in packed)
+    expected_ids = {s["json"]["image_id"] for s in packed}
+    for encoder, dim in (("clip-vit-b-32", 16), ("t5-small", 16)):
+        folder = repo_copy / "data/embeddings" / encoder / "coco"
+        columns, values = read_embeddings(folder)
+        assert values.shape == (expected_captions, dim) and values.dtype == np.float16
+        assert len(list(folder.glob("part-*.parquet"))) == -(-expected_captions // 20)
+        assert set(columns["image_id"].tolist()) == expected_ids
+        assert read_metadata(folder / "part-00000.parquet")["encoder"] == encoder
 
     before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
     assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {
