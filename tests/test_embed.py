@@ -1,7 +1,5 @@
 """The caption-embedding cache: encoders, Parquet shards, and the embed stage."""
 
-import json
-import os
 import subprocess
 
 import numpy as np
@@ -137,9 +135,8 @@ def test_fmnist_caption_set_has_held_out_wording():
     assert {r["image_id"] for r in caption_set["heldout"]} == set(range(10))
 
 
-def _embed(repo, env_extra=None):
-    env = {**run_env(), **(env_extra or {})}
-    result = subprocess.run(["t2i", "embed", "minilm", "fmnist"], cwd=repo, env=env,
+def _embed(repo):
+    result = subprocess.run(["t2i", "embed", "minilm", "fmnist"], cwd=repo, env=run_env(),
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return {p.name: p.read_bytes() for p in (repo / "data/embeddings/minilm/fmnist").glob("*")}
@@ -148,6 +145,15 @@ def _embed(repo, env_extra=None):
 @pytest.mark.e2e
 def test_dvc_repro_embeds_fmnist_captions_with_the_real_minilm(repo_copy):
     assert stages_run(dvc(repo_copy, "repro", "embed@minilm-fmnist")) >= {"embed@minilm-fmnist"}
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["embed"]["clip-vit-b-32"]["weights"] = "/other/clip.safetensors"
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "embed@minilm-fmnist" not in dvc(repo_copy, "status", "embed@minilm-fmnist")
+    params["embed"]["minilm"]["weights"] = str(REPO / "nowhere")  # other weights, new shards
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "embed.minilm" in dvc(repo_copy, "status", "embed@minilm-fmnist")
+    params["embed"]["minilm"]["weights"] = "package"
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     folder = repo_copy / "data/embeddings/minilm/fmnist"
     columns, values = read_embeddings(folder)
     assert values.shape == (110, 384)
@@ -178,8 +184,9 @@ def test_killed_or_split_embedding_runs_end_with_identical_shards(repo_copy):
 
     for path in folder.glob("*"):
         path.unlink()
-    _embed(repo_copy, {"RANK": "1", "WORLD_SIZE": "2"})
-    assert sorted(p.name for p in folder.glob("*")) == ["part-00001.parquet"]
-    assert _embed(repo_copy, {"RANK": "0", "WORLD_SIZE": "2"}) == whole  # as torchrun ranks do
-    assert json.loads(json.dumps(read_metadata(folder / "part-00002.parquet")))["shards"] == 3
-    assert os.environ.get("RANK") is None
+    torchrun = ["torchrun", "--nproc_per_node=2", "--no-python", "t2i", "embed", "minilm", "fmnist"]
+    result = subprocess.run(torchrun, cwd=repo_copy, env=run_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    after = {p.name: p.read_bytes() for p in folder.glob("*")}
+    assert after == whole  # two ranks, each its own shards, the same files as one process
+    assert read_metadata(folder / "part-00002.parquet")["shards"] == 3
