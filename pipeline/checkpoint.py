@@ -18,10 +18,13 @@ from torch import nn
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import PipelineError
+from pipeline.models.cvae_clip import CVAEClip
+from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.judge import JudgeCNN
 
-MODEL_CLASSES = {"cvae_mlp": CVAEMLP, "judge_cnn": JudgeCNN}
+MODEL_CLASSES = {"cvae_mlp": CVAEMLP, "judge_cnn": JudgeCNN, "cvae_clip": CVAEClip,
+                 "cvae_gated": CVAEGated}  # fmt: skip
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:

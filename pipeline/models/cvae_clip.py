@@ -1,0 +1,95 @@
+"""COCO model 1 (paper §2.2): a conv CVAE conditioned on CLIP ViT-B/32 caption embeddings.
+
+Shapes at S = 224 (any S divisible by 32 works; tests use 32), W = 64 (``width``):
+
+    image encoder  x (B, 3, S, S) -> 4 x [conv k4 s2 p1, BatchNorm, LeakyReLU(0.1)]
+                   channels W, 2W, 4W, 8W = 64..512   -> (B, 512, S/16, S/16) = 14x14x512
+                   flatten -> FC -> (B, 512)
+    main encoder   [image 512, caption c 512] -> FC 512 -> LeakyReLU -> FC 256 -> LeakyReLU
+                   -> FC mu, FC log sigma^2           (B, 128)
+    decoder        fusion(z 128, c 512): concat = 640 (the paper; see fusion.py for others)
+                   -> FC -> (B, 512, S/32, S/32) = 7x7x512
+                   -> 5 x [deconv k4 s2 p1, BatchNorm, LeakyReLU(0.1)] (none after the last)
+                   channels 256, 128, 64, 32, 3       -> (B, 3, S, S) logits; sigmoid = image
+    loss           BCE summed over pixels + KL (the paper's "binary cross-entropy and KL")
+
+The paper does not give the kernel sizes, the number of FC layers in the main encoder, or the
+decoder's channel widths: the choices above are ours.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+from pipeline.models.cvae_mlp import cvae_loss_terms
+from pipeline.models.fusion import Fusion
+
+
+def _down(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1))
+
+
+def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
+    deconv = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+    return deconv if last else nn.Sequential(deconv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.1))
+
+
+class CVAEClip(nn.Module):
+    def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
+                 width: int = 64, fusion: str = "concat"):  # fmt: skip
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"image_size {image_size} must be divisible by 32")
+        self.image_size, self.text_dim, self.latent_dim = image_size, text_dim, latent_dim
+        self.width, self.fusion_kind = width, fusion
+        chans = [3, width, 2 * width, 4 * width, 8 * width]
+        self.image_encoder = nn.Sequential(*(_down(a, b) for a, b in pairwise(chans)))
+        feat = 8 * width * (image_size // 16) ** 2
+        self.image_fc = nn.Linear(feat, 512)
+        self.encoder = nn.Sequential(
+            nn.Linear(512 + text_dim, 512), nn.LeakyReLU(0.1),
+            nn.Linear(512, 256), nn.LeakyReLU(0.1),
+        )  # fmt: skip
+        self.fc_mu, self.fc_logvar = nn.Linear(256, latent_dim), nn.Linear(256, latent_dim)
+        self.fusion = Fusion(fusion, latent_dim, text_dim)
+        self.seed_side = image_size // 32
+        self.decoder_fc = nn.Linear(self.fusion.out_dim, 8 * width * self.seed_side**2)
+        up = [8 * width, 4 * width, 2 * width, width, width // 2, 3]
+        self.decoder = nn.Sequential(
+            *(_up(a, b, last=i == len(up) - 2) for i, (a, b) in enumerate(pairwise(up)))
+        )
+
+    def config(self) -> dict:
+        keys = ("image_size", "text_dim", "latent_dim", "width")
+        return {
+            "model": "cvae_clip",
+            "fusion": self.fusion_kind,
+            **{k: getattr(self, k) for k in keys},
+        }
+
+    def encode(self, x: torch.Tensor, c: torch.Tensor):
+        h = self.image_fc(self.image_encoder(x).flatten(1))
+        h = self.encoder(torch.cat([h, c], dim=1))
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.decoder_fc(self.fusion(z, c))
+        return self.decoder(h.view(-1, 8 * self.width, self.seed_side, self.seed_side))
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z, c))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor):
+        mu, logvar = self.encode(x, c)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        return self.decode_logits(z, c), mu, logvar
+
+    def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: (B, 3, S, S) in [0, 1]; c: (B, text_dim). Sums over the batch."""
+        logits, mu, logvar = self(x, c)
+        recon, kl = cvae_loss_terms(logits.float(), x.float(), mu.float(), logvar.float())
+        return {"loss": recon + kl, "recon": recon, "kl": kl}
