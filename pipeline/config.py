@@ -132,8 +132,17 @@ class TrainFmnistLabel(Runtime):
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
 
 
+class TrainFmnistText(TrainFmnistLabel):
+    """The §2.1 CVAE conditioned on caption embeddings of the class phrasings."""
+
+    encoder: Literal["minilm", "clip-vit-b-32", "t5-small"] = Field(
+        "minilm", description="whose embeddings of captions/fmnist.json condition the model"
+    )
+
+
 class Train(Section):
     fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
+    fmnist_text: TrainFmnistText = TrainFmnistText()
 
 
 class Judge(Runtime):
@@ -154,8 +163,16 @@ class EvaluateFmnistLabel(Runtime):
     grid_columns: int = Field(8, ge=1, le=64)
 
 
+class EvaluateFmnistText(Runtime):
+    samples_per_caption: int = Field(100, ge=1, le=100_000)
+    test_limit: int | None = Field(None, ge=2)
+    batch_size: int = Field(500, ge=1, le=65_536)
+    grid_columns: int = Field(8, ge=1, le=64)
+
+
 class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
+    fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
 
 
 class ClipEncoderParams(Section):

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
+from pipeline.data.captions import fmnist_caption_set
+from pipeline.data.embeddings import read_embeddings
 from pipeline.data.fmnist import LABELS, label_index, load_tensors
 from pipeline.evaluate import (
     conditional_accuracy,
@@ -19,7 +21,7 @@ from pipeline.evaluate import (
 )
 from pipeline.figures import image_grid, save_png
 from pipeline.runtime import make_deterministic, resolve_device
-from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
+from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
 FIG5_LABELS = ["sneaker", "boot", "top", "handbag"]  # the paper's §3.1.2 rows
 
@@ -89,6 +91,54 @@ def _class_rows(model, classes: list[int], n: int, generator, device):
     return image_grid(rows, [LABELS[c] for c in classes])
 
 
+def fmnist_text(params_path: Path) -> None:
+    """Samples for phrasings seen and never seen in training, scored by the judge."""
+    p = load_params(params_path).evaluate.fmnist_text
+    device = resolve_device(p.device)
+    generator = make_deterministic(p.seed, device)
+    model, config = load_model(model_dir("fmnist_text"), device)
+    judge, _ = load_model(model_dir("judge"), device)
+    columns, vectors = read_embeddings(embeddings_dir(config["encoder"], "fmnist"))
+    vectors = torch.from_numpy(vectors.astype("float32")).to(device)
+    caption_set = fmnist_caption_set()
+    row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+    x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
+    _, real_features = judge_outputs(judge, x_test, p.batch_size)
+
+    metrics = {"conditions": {"encoder": config["encoder"], "test_images": len(x_test),
+                              "samples_per_caption": p.samples_per_caption,
+                              "features": "judge penultimate layer (128-d)"}}  # fmt: skip
+    for split in ("heldout", "train"):
+        rows = caption_set[split]
+        index = torch.tensor([row_of[r["caption_id"]] for r in rows]).repeat_interleave(
+            p.samples_per_caption
+        )
+        intended = torch.tensor([r["image_id"] for r in rows]).repeat_interleave(
+            p.samples_per_caption
+        )
+        samples = sample_images(model, vectors[index.to(device)], generator)
+        predicted, features = judge_outputs(judge, samples, p.batch_size)
+        metrics[f"judge_accuracy_{split}_phrasings"] = conditional_accuracy(
+            predicted, intended, LABELS
+        )
+        metrics[f"frechet_judge_features_{split}_phrasings"] = frechet_distance(
+            features, real_features
+        )
+    write_json(METRICS / "fmnist_text" / "eval.json", metrics)
+
+    # One row per class: samples for its first held-out phrasing, labelled with the text.
+    first = {}
+    for r in caption_set["heldout"]:
+        first.setdefault(r["image_id"], r)
+    rows, labels = [], []
+    for label in sorted(first):
+        condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
+        rows.append(_images(sample_images(model, condition, generator)))
+        labels.append(first[label]["caption"][:24])
+    save_png(image_grid(rows, labels, label_width=150),
+             REPORTS / "fmnist_text" / "heldout_phrasings.png")  # fmt: skip
+
+
 def generate(model_path: Path, label: str, n: int, columns: int, seed: int) -> "object":
     """A grid of n samples of one class from a trained fmnist_label model (t2i generate)."""
     model, config = load_model(model_path)
@@ -100,4 +150,4 @@ def generate(model_path: Path, label: str, n: int, columns: int, seed: int) -> "
     return image_grid(rows)
 
 
-MODELS = {"fmnist_label": fmnist_label}
+MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text}

@@ -68,6 +68,9 @@ def tiny_params() -> dict:
     """params.yaml shrunk so the whole pipeline runs in seconds on a CPU."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
+    params["train"]["fmnist_text"].update(epochs=2, train_limit=2048, device="cpu")
+    params["evaluate"]["fmnist_text"].update(samples_per_caption=5, test_limit=500, device="cpu")
+    params["embed"].update(device="cpu")
     params["judge"].update(epochs=1, train_limit=2048, min_accuracy=0.5, device="cpu")
     params["evaluate"]["fmnist_label"].update(
         iw_k=8, samples_per_class=20, test_limit=500, device="cpu"

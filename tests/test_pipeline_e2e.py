@@ -38,7 +38,8 @@ def set_param(repo, section, key, value):
 def test_repro_runs_all_then_nothing_then_only_what_a_param_change_touches(repo_copy):
     first = dvc(repo_copy, "repro")
     assert stages_run(first) == {
-        "download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label"
+        "download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label",
+        "embed@minilm-fmnist", "train_text@fmnist_text", "evaluate_text@fmnist_text",
     }  # fmt: skip
 
     metrics = json.loads((repo_copy / "metrics/fmnist_label/eval.json").read_text())

@@ -1,0 +1,59 @@
+"""Text conditions for Fashion-MNIST images: each image gets a phrasing of its class.
+
+Used by the text-conditioned model fmnist_text (the §2.1 CVAE with caption embeddings in
+place of one-hot labels).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.train import InMemoryBatches
+
+
+class ClassPhrasings:
+    """The caption embeddings of each class's phrasings; gives each image one of its class's.
+
+    Training draws a phrasing per image and step (``generator``), so the model sees every
+    wording of a class; evaluation uses a fixed one (image index modulo the class's count).
+    """
+
+    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int):
+        order = torch.argsort(labels, stable=True)
+        self.embeddings = embeddings[order]
+        counts = torch.bincount(labels, minlength=num_classes)
+        if bool((counts == 0).any()):
+            missing = torch.nonzero(counts == 0).flatten().tolist()
+            raise PipelineError(f"no phrasings for classes {missing}")
+        self.counts = counts
+        self.starts = torch.cumsum(counts, 0) - counts
+
+    def to(self, device) -> ClassPhrasings:
+        for name in ("embeddings", "counts", "starts"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def pick(self, labels: torch.Tensor, generator: torch.Generator | None = None,
+             offset: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        counts = self.counts[labels]
+        if generator is not None:
+            u = torch.rand(len(labels), generator=generator).to(labels.device)
+            within = (u * counts).long().clamp(max=counts - 1)
+        else:
+            within = offset % counts
+        return self.embeddings[self.starts[labels] + within]
+
+
+class PhrasingBatches(InMemoryBatches):
+    """(images, labels) batches whose labels become caption embeddings of their class."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, phrasings: ClassPhrasings,
+                 batch_size: int):  # fmt: skip
+        super().__init__(images, labels, torch.arange(len(labels), device=labels.device),
+                         batch_size=batch_size)  # fmt: skip
+        self.phrasings = phrasings
+
+    def batches(self, generator: torch.Generator | None = None):
+        for x, y, index in super().batches(generator):
+            yield x, self.phrasings.pick(y, generator, offset=index)
