@@ -32,11 +32,14 @@ def _tensors(state: dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
-def save_model(model_dir: Path, model: nn.Module, extra: dict | None = None) -> None:
-    config = {**model.config(), **(extra or {})}
-    with atomic_path(model_dir / "model.safetensors") as tmp:
+def save_weights(path: Path, model: nn.Module) -> None:
+    with atomic_path(path) as tmp:
         save_file(_tensors(model.state_dict()), str(tmp))
-    write_json(model_dir / "config.json", config)
+
+
+def save_model(model_dir: Path, model: nn.Module, extra: dict | None = None) -> None:
+    save_weights(model_dir / "model.safetensors", model)
+    write_json(model_dir / "config.json", {**model.config(), **(extra or {})})
 
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

@@ -140,9 +140,50 @@ class TrainFmnistText(TrainFmnistLabel):
     )
 
 
+class TrainCoco(Runtime):
+    """Keys shared by the COCO models; the image size is that of the shards (pack.coco)."""
+
+    epochs: int = Field(..., ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(..., gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    latent_dim: int = Field(128, ge=1, le=4096, description="paper: 128")
+    fusion: Literal["concat", "add", "gated"]
+    subset: str = Field("train", description="coco_download subset to train on")
+    eval_subset: str = Field("val", description="subset for the per-epoch test loss")
+    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
+    shuffle_buffer: int = Field(2000, ge=1, description="pairs held for shuffling")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null: off")
+    amp: bool = Field(True, description="bf16 autocast (on CUDA only)")
+    channels_last: bool = Field(True, description="channels-last memory (on CUDA only)")
+    compile: bool = Field(False, description="torch.compile the model (on CUDA only)")
+    keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
+
+
+class TrainCocoClip(TrainCoco):
+    """§2.2: Adam, lr 5e-3, weight decay 1e-5, 200 epochs, BCE + KL."""
+
+    epochs: int = Field(200, ge=1, le=10_000)
+    lr: float = Field(5e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
+    fusion: Literal["concat", "add", "gated"] = "concat"
+    width: int = Field(64, ge=2, le=1024, description="channels of the first conv (paper: 64)")
+
+
+class TrainCocoT5(TrainCoco):
+    """§2.3: Adam, lr 1e-3, MSE + beta KL, gated fusion; epochs 100 as in Fig. 10."""
+
+    epochs: int = Field(100, ge=1, le=10_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    fusion: Literal["concat", "add", "gated"] = "gated"
+    beta: float = Field(1.0, ge=0.0, le=1000.0, description="weight of the KL term")
+
+
 class Train(Section):
     fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
     fmnist_text: TrainFmnistText = TrainFmnistText()
+    coco_clip: TrainCocoClip = TrainCocoClip()
+    coco_t5: TrainCocoT5 = TrainCocoT5()
 
 
 class Judge(Runtime):

@@ -28,7 +28,7 @@ from dvclive import Live
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.checkpoint import load_state, restore_state, save_state
+from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class FitSpec:
     lr: float
     weight_decay: float = 0.0
     grad_clip: float | None = None
+    amp: bool = False  # bf16 autocast, on CUDA only
+    keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
 
 
 class InMemoryBatches:
@@ -84,6 +86,11 @@ def _accumulate(totals: dict[str, float], terms: dict[str, torch.Tensor]) -> Non
         totals[name] = totals.get(name, 0.0) + float(value.detach())
 
 
+def _autocast(model: nn.Module, amp: bool):
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
 def train_one_epoch(
     model: nn.Module,
     data: InMemoryBatches,
@@ -91,28 +98,36 @@ def train_one_epoch(
     generator: torch.Generator,
     grad_clip: float | None = None,
     desc: str = "train",
+    amp: bool = False,
 ) -> dict[str, float]:
+    """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``."""
     model.train()
     totals: dict[str, float] = {}
+    count = 0
     steps = -(-len(data) // data.batch_size)
     for batch in tqdm(data.batches(generator), total=steps, desc=desc, leave=False, disable=None):
-        terms = model.batch_losses(*batch)
+        with _autocast(model, amp):
+            terms = model.batch_losses(*batch)
         optimizer.zero_grad(set_to_none=True)
         (terms["loss"] / len(batch[0])).backward()  # mean over images: lr independent of B
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         _accumulate(totals, terms)
-    return {k: v / len(data) for k, v in totals.items()}
+        count += len(batch[0])
+    return {k: v / max(count, 1) for k, v in totals.items()}
 
 
 @torch.no_grad()
-def evaluate_terms(model: nn.Module, data: InMemoryBatches) -> dict[str, float]:
+def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -> dict[str, float]:
     model.eval()
     totals: dict[str, float] = {}
+    count = 0
     for batch in data.batches():
-        _accumulate(totals, model.batch_losses(*batch))
-    return {k: v / len(data) for k, v in totals.items()}
+        with _autocast(model, amp):
+            _accumulate(totals, model.batch_losses(*batch))
+        count += len(batch[0])
+    return {k: v / max(count, 1) for k, v in totals.items()}
 
 
 def fit(
@@ -152,7 +167,7 @@ def fit(
                 desc=f"epoch {epoch + 1}/{spec.epochs}",
             ).items()
         }
-        row.update({f"test/{k}": v for k, v in evaluate_terms(model, test).items()})
+        row.update({f"test/{k}": v for k, v in evaluate_terms(model, test, spec.amp).items()})
         history.append(row)
         _log_row(live, row)
         log.info(
@@ -163,6 +178,8 @@ def fit(
         )
         meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
         save_state(state_path, model, optimizer, generator, meta)
+        if epoch + 1 in spec.keep_epochs:
+            save_weights(state_path.parent / f"epoch-{epoch + 1:04d}.safetensors", model)
     live.end()
     return history
 

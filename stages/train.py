@@ -15,6 +15,7 @@ from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
 from stages.layout import RAW_FMNIST, embeddings_dir, live_dir, model_dir, state_file
+from stages.train_coco import train_coco
 
 
 def _train_fmnist_mlp(name: str, p, make_batches, cond_dim: int, extra: dict) -> None:
@@ -68,4 +69,15 @@ def fmnist_text(params_path: Path) -> None:
                       {"encoder": p.encoder})  # fmt: skip
 
 
-MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text}
+def coco_clip(params_path: Path) -> None:
+    """§2.2: the conv CVAE on CLIP caption embeddings."""
+    train_coco("coco_clip", load_params(params_path).train.coco_clip)
+
+
+def coco_t5(params_path: Path) -> None:
+    """§2.3: the conv CVAE with T5 caption features and gated fusion."""
+    train_coco("coco_t5", load_params(params_path).train.coco_t5)
+
+
+MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text, "coco_clip": coco_clip,
+          "coco_t5": coco_t5}  # fmt: skip

@@ -30,6 +30,10 @@ def coco_params(repo, encoders=None, **download):
         retries=2, backoff_s=0.01, timeout_s=5, workers=4, max_failure_rate=0.5, **download,
     )  # fmt: skip
     params["pack"]["coco"].update(image_size=32, shard_maxcount=3, workers=2)
+    for model in ("coco_clip", "coco_t5"):
+        params["train"][model].update(epochs=2, batch_size=4, workers=1, shuffle_buffer=8,
+                                      device="cpu", keep_epochs=[1, 2], latent_dim=8)  # fmt: skip
+    params["train"]["coco_clip"]["width"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -44,6 +48,7 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
     assert stages_run(out) == {
         "coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack",
         "coco/dvc.yaml:embed@clip-vit-b-32-coco", "coco/dvc.yaml:embed@t5-small-coco",
+        "coco/dvc.yaml:train@coco_clip", "coco/dvc.yaml:train@coco_t5",
     }  # fmt: skip
 
     manifest = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
@@ -76,6 +81,14 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         assert len(list(folder.glob("part-*.parquet"))) == -(-expected_captions // 20)
         assert set(columns["image_id"].tolist()) == expected_ids
         assert read_metadata(folder / "part-00000.parquet")["encoder"] == encoder
+
+    for model, kind in (("coco_clip", "cvae_clip"), ("coco_t5", "cvae_gated")):
+        folder = repo_copy / "models" / model
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model"] == kind and config["image_size"] == 32 and config["text_dim"] == 16
+        assert (folder / "state/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
+        live = json.loads((repo_copy / "metrics" / model / "train/metrics.json").read_text())
+        assert live["step"] == 1 and live["train"]["loss"] > 0 and live["test"]["loss"] > 0
 
     before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
     assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {

@@ -1,0 +1,90 @@
+"""(image, caption embedding) training pairs: WebDataset shards joined with the embedding cache.
+
+Each image x each of its captions is one pair (paper §2.2: 83k images -> 415k pairs). The
+embeddings table is read once, in the main process; DataLoader workers inherit it. Per epoch:
+
+    shards, shuffled by an epoch seed -> split by node (DDP rank) and by worker
+    -> tar samples -> one pair per caption -> shuffle buffer -> batches
+
+The epoch seed is drawn from the training loop's generator, so the data order is a function
+of the seed and the epoch: an interrupted run resumes with the same order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from pipeline.data.embeddings import read_embeddings
+from pipeline.errors import PipelineError
+
+
+def _decode(jpg: bytes) -> torch.Tensor:
+    image = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+    return torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
+
+
+class ShardCaptionPairs:
+    """Streams batches of (images float [0, 1], caption embeddings) for the training loop."""
+
+    def __init__(self, shards: list[Path], embeddings: Path, *, pairs: int, batch_size: int,
+                 shuffle_buffer: int = 1000, workers: int = 0,
+                 device: torch.device | str = "cpu", channels_last: bool = False):  # fmt: skip
+        if not shards:
+            raise PipelineError("no WebDataset shards to train on; run coco_pack first")
+        columns, vectors = read_embeddings(embeddings)
+        self.vectors = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+        self.row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+        self.urls = [str(s) for s in shards]
+        self.pairs, self.batch_size = pairs, batch_size
+        self.shuffle_buffer, self.workers = shuffle_buffer, workers
+        self.device, self.channels_last = torch.device(device), channels_last
+
+    def __len__(self) -> int:
+        return self.pairs
+
+    @property
+    def text_dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def _explode(self, samples):
+        for sample in samples:
+            meta = json.loads(sample["json"])
+            image = _decode(sample["jpg"])
+            for caption_id in meta["caption_ids"]:
+                row = self.row_of.get(int(caption_id))
+                if row is None:
+                    raise PipelineError(
+                        f"caption {caption_id} of image {meta['image_id']} has no embedding; "
+                        "re-run the embed stage for this dataset"
+                    )
+                yield image, self.vectors[row]
+
+    def loader(self, seed: int | None) -> DataLoader:
+        stages = [wds.SimpleShardList(self.urls)]
+        if seed is not None:
+            stages.append(wds.detshuffle(bufsize=len(self.urls), seed=seed))
+        stages += [wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(), self._explode]
+        if seed is not None:
+            stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(seed)))
+        pipeline = wds.DataPipeline(*stages)
+        return DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.workers,
+                          pin_memory=self.device.type == "cuda")  # fmt: skip
+
+    def batches(self, generator: torch.Generator | None = None):
+        """Shuffled when given the loop's generator (training), in shard order otherwise."""
+        seed = (
+            None if generator is None else int(torch.randint(2**31 - 1, (1,), generator=generator))
+        )
+        memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        for images, captions in self.loader(seed):
+            x = images.to(self.device, non_blocking=True).float().div_(255)
+            yield x.contiguous(memory_format=memory), captions.to(self.device, non_blocking=True)
