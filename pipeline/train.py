@@ -5,8 +5,14 @@ the loop reports each per image, for train and test, once an epoch, through dvcl
 
 Run it through the stages, which read params.yaml:
 
-    t2i train fmnist_label            # CPU or one GPU (device: auto)
-    dvc repro train@fmnist_label      # the same, cached
+    t2i train fmnist_label                                  # CPU or one GPU (device: auto)
+    dvc repro train@fmnist_label                            # the same, cached
+    torchrun --nproc_per_node=4 --no-python t2i train coco_clip            # 4 GPUs, one node
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d \
+        --rdzv-endpoint=HOST:29500 --no-python t2i train coco_clip          # 2 nodes x 8 GPUs
+
+Under torchrun the model is wrapped in DistributedDataParallel (NCCL on GPU, gloo on CPU),
+each rank reads its own WebDataset shards, and rank 0 alone writes checkpoints and logs.
 
 After every epoch the full state (weights, Adam moments, RNG, history) is written to one
 file. A rerun with the same params resumes from it; on CPU the result is bit-identical to an
@@ -20,12 +26,15 @@ import inspect
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from dvclive import Live
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
@@ -86,9 +95,34 @@ def _accumulate(totals: dict[str, float], terms: dict[str, torch.Tensor]) -> Non
         totals[name] = totals.get(name, 0.0) + float(value.detach())
 
 
+def _per_image(totals: dict[str, float], count: int) -> dict[str, float]:
+    """Sums over every rank's images, divided by their number."""
+    if _distributed():
+        names = sorted(totals)
+        packed = torch.tensor([totals[n] for n in names] + [count], dtype=torch.float64)
+        dist.all_reduce(packed)
+        totals, count = dict(zip(names, packed[:-1].tolist(), strict=True)), int(packed[-1])
+    return {k: v / max(count, 1) for k, v in totals.items()}
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _autocast(model: nn.Module, amp: bool):
     device = next(model.parameters()).device
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+class BatchLosses(nn.Module):
+    """The model's ``batch_losses`` as a forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch):
+        return self.model.batch_losses(*batch)
 
 
 def train_one_epoch(
@@ -99,23 +133,31 @@ def train_one_epoch(
     grad_clip: float | None = None,
     desc: str = "train",
     amp: bool = False,
+    losses: nn.Module | None = None,
 ) -> dict[str, float]:
-    """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``."""
+    """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``.
+
+    ``losses``: the DistributedDataParallel-wrapped model under torchrun.
+    """
     model.train()
+    losses = losses or BatchLosses(model)
     totals: dict[str, float] = {}
     count = 0
     steps = -(-len(data) // data.batch_size)
-    for batch in tqdm(data.batches(generator), total=steps, desc=desc, leave=False, disable=None):
-        with _autocast(model, amp):
-            terms = model.batch_losses(*batch)
-        optimizer.zero_grad(set_to_none=True)
-        (terms["loss"] / len(batch[0])).backward()  # mean over images: lr independent of B
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        _accumulate(totals, terms)
-        count += len(batch[0])
-    return {k: v / max(count, 1) for k, v in totals.items()}
+    join = losses.join() if isinstance(losses, DistributedDataParallel) else nullcontext()
+    with join:  # ranks may hold different numbers of batches: join() keeps them in step
+        for batch in tqdm(data.batches(generator), total=steps, desc=desc, leave=False,
+                          disable=None):  # fmt: skip
+            with _autocast(model, amp):
+                terms = losses(*batch)
+            optimizer.zero_grad(set_to_none=True)
+            (terms["loss"] / len(batch[0])).backward()  # mean over images: lr independent of B
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            _accumulate(totals, terms)
+            count += len(batch[0])
+    return _per_image(totals, count)
 
 
 @torch.no_grad()
@@ -127,7 +169,7 @@ def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -
         with _autocast(model, amp):
             _accumulate(totals, model.batch_losses(*batch))
         count += len(batch[0])
-    return {k: v / max(count, 1) for k, v in totals.items()}
+    return _per_image(totals, count)
 
 
 def fit(
@@ -143,6 +185,7 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches."""
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
     if state_path.is_file():
         tensors, meta = load_state(state_path)
@@ -152,7 +195,10 @@ def fit(
             log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
         else:
             log.info("%s belongs to other params; training from scratch", state_path)
-    live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    losses = None
+    if _distributed():  # after the resume, so every rank starts from the same weights
+        losses = DistributedDataParallel(BatchLosses(model))
+    live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if rank0 else None
     for row in history:  # replay finished epochs so the curves are whole after a resume
         _log_row(live, row)
     for epoch in range(len(history), spec.epochs):
@@ -165,6 +211,8 @@ def fit(
                 generator,
                 spec.grad_clip,
                 desc=f"epoch {epoch + 1}/{spec.epochs}",
+                amp=spec.amp,
+                losses=losses,
             ).items()
         }
         row.update({f"test/{k}": v for k, v in evaluate_terms(model, test, spec.amp).items()})
@@ -176,15 +224,19 @@ def fit(
             spec.epochs,
             " ".join(f"{k}={v:.4f}" for k, v in row.items()),
         )
-        meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
-        save_state(state_path, model, optimizer, generator, meta)
-        if epoch + 1 in spec.keep_epochs:
-            save_weights(state_path.parent / f"epoch-{epoch + 1:04d}.safetensors", model)
-    live.end()
+        if rank0:
+            meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
+            save_state(state_path, model, optimizer, generator, meta)
+            if epoch + 1 in spec.keep_epochs:
+                save_weights(state_path.parent / f"epoch-{epoch + 1:04d}.safetensors", model)
+    if live is not None:
+        live.end()
     return history
 
 
-def _log_row(live: Live, row: dict[str, float]) -> None:
+def _log_row(live: Live | None, row: dict[str, float]) -> None:
+    if live is None:
+        return
     for name, value in row.items():
         live.log_metric(name, value)
     live.next_step()

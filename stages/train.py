@@ -53,7 +53,7 @@ def train_phrasings(encoder: str) -> ClassPhrasings:
     columns, vectors = read_embeddings(embeddings_dir(encoder, "fmnist"))
     train_ids = {r["caption_id"] for r in fmnist_caption_set()["train"]}
     keep = torch.tensor([int(c) in train_ids for c in columns["caption_id"]])
-    labels = torch.from_numpy(columns["image_id"])[keep]
+    labels = torch.tensor(columns["image_id"])[keep]
     return ClassPhrasings(torch.from_numpy(vectors.astype("float32"))[keep], labels, len(LABELS))
 
 

@@ -1,12 +1,14 @@
 """Stage train@coco_clip and train@coco_t5 (coco/dvc.yaml): the COCO CVAEs on shards + cache.
 
-t2i train coco_clip                                    # CPU or one GPU (device: auto)
-torchrun --nproc_per_node=8 --no-python t2i train coco_clip    # not yet: see README
+t2i train coco_clip                                          # CPU or one GPU
+torchrun --nproc_per_node=8 --no-python t2i train coco_clip  # 8 GPUs: DDP over NCCL
 """
 
 import json
+import os
 
 import torch
+import torch.distributed as dist
 
 from pipeline.checkpoint import save_model
 from pipeline.data.pairs import ShardCaptionPairs
@@ -19,8 +21,19 @@ from stages.layout import COCO_SHARDS, embeddings_dir, live_dir, model_dir, stat
 ENCODER = {"coco_clip": "clip-vit-b-32", "coco_t5": "t5-small"}  # paper §2.2, §2.3
 
 
+def _start_distributed(device: torch.device) -> tuple[torch.device, bool]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group; NCCL on GPU, gloo on CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, True
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank() == 0
+
+
 def train_coco(name: str, p) -> None:
-    device = resolve_device(p.device)
+    device, rank0 = _start_distributed(resolve_device(p.device))
     generator = make_deterministic(p.seed, device)
     cuda = device.type == "cuda"
     index = json.loads((COCO_SHARDS / "index.json").read_text())
@@ -67,4 +80,7 @@ def train_coco(name: str, p) -> None:
         live_dir=live_dir(name),
         fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "keep_epochs"})),
     )
-    save_model(model_dir(name), model, {"dataset": "coco", "encoder": ENCODER[name]})
+    if rank0:
+        save_model(model_dir(name), model, {"dataset": "coco", "encoder": ENCODER[name]})
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -41,7 +41,7 @@ class ShardCaptionPairs:
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
         columns, vectors = read_embeddings(embeddings)
-        self.vectors = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+        self.vectors = torch.from_numpy(np.array(vectors, dtype=np.float32))  # writable copy
         self.row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
         self.urls = [str(s) for s in shards]
         self.pairs, self.batch_size = pairs, batch_size
