@@ -134,7 +134,7 @@ def fmnist_text(params_path: Path) -> None:
     for label in sorted(first):
         condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
         rows.append(_images(sample_images(model, condition, generator)))
-        labels.append(first[label]["caption"][:24])
+        labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150),
              REPORTS / "fmnist_text" / "heldout_phrasings.png")  # fmt: skip
 
