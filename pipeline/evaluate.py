@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.cvae_mlp import CVAEMLP, cvae_loss_terms, log_normal
+from pipeline.models.bernoulli import cvae_loss_terms, log_normal
+from pipeline.models.cvae_mlp import CVAEMLP
 
 
 def _chunks(n: int, size: int):

@@ -84,8 +84,11 @@ def run_fingerprint(model: nn.Module, params: dict) -> str:
 
     ``epochs`` should be left out of ``params`` so that a longer run continues a shorter one.
     """
-    sources = [inspect.getsourcefile(type(model)), __file__]
-    code = hashlib.sha256(b"".join(Path(path).read_bytes() for path in sources)).hexdigest()
+    classes = {cls for module in model.modules() for cls in type(module).__mro__}
+    sources = sorted(
+        {inspect.getsourcefile(cls) for cls in classes if cls.__module__.startswith("pipeline.")}
+    )
+    code = hashlib.sha256(b"".join(Path(p).read_bytes() for p in [*sources, __file__])).hexdigest()
     blob = {"params": params, "model": model.config(), "code": code, "torch": torch.__version__}
     return json.dumps(blob, sort_keys=True)
 

@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from pipeline.models.cvae_mlp import CVAEMLP, cvae_loss_terms, log_normal
+from pipeline.models.bernoulli import cvae_loss_terms, log_normal
+from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.judge import JudgeCNN
 
 

@@ -24,7 +24,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from pipeline.models.cvae_mlp import cvae_loss_terms
+from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.models.fusion import Fusion
 
 
@@ -37,7 +37,7 @@ def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
     return deconv if last else nn.Sequential(deconv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.1))
 
 
-class CVAEClip(nn.Module):
+class CVAEClip(BernoulliCVAE):
     def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
                  width: int = 64, fusion: str = "concat"):  # fmt: skip
         super().__init__()
@@ -78,18 +78,3 @@ class CVAEClip(nn.Module):
     def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         h = self.decoder_fc(self.fusion(z, c))
         return self.decoder(h.view(-1, 8 * self.width, self.seed_side, self.seed_side))
-
-    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z, c))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor):
-        mu, logvar = self.encode(x, c)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.decode_logits(z, c), mu, logvar
-
-    def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: (B, 3, S, S) in [0, 1]; c: (B, text_dim). Sums over the batch."""
-        logits, mu, logvar = self(x, c)
-        recon, kl = cvae_loss_terms(logits.float(), x.float(), mu.float(), logvar.float())
-        return {"loss": recon + kl, "recon": recon, "kl": kl}

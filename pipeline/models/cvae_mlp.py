@@ -12,14 +12,14 @@ Kingma & Welling's MNIST experiments.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.bernoulli import BernoulliCVAE
 
-class CVAEMLP(nn.Module):
+
+class CVAEMLP(BernoulliCVAE):
     def __init__(
         self, input_dim: int = 784, cond_dim: int = 10, hidden_dim: int = 400, latent_dim: int = 20
     ):
@@ -48,34 +48,3 @@ class CVAEMLP(nn.Module):
     def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid outputs; the loss works on these for numerical stability."""
         return self.fc4(F.relu(self.fc3(torch.cat([z, c], dim=-1))))
-
-    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decode_logits(z, c))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor):
-        mu, logvar = self.encode(x, c)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.decode_logits(z, c), mu, logvar
-
-    def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Summed over the batch: the training loop divides by the image count."""
-        logits, mu, logvar = self(x, c)
-        recon, kl = cvae_loss_terms(logits, x, mu, logvar)
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
-
-
-def cvae_loss_terms(logits, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:
-    """Negative ELBO terms of §2.1, summed over pixels and batch.
-
-    recon: BCE(sigmoid(logits), x) summed over pixels, computed from logits (same value,
-    no log(0)). kl: KL(N(mu, sigma^2) || N(0, I)) in closed form, Kingma & Welling
-    Appendix B: -0.5 * sum(1 + log sigma^2 - mu^2 - sigma^2).
-    """
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return recon, kl
-
-
-def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
-    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
