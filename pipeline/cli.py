@@ -114,18 +114,20 @@ def evaluate(model: str = typer.Argument(..., help="fmnist_label"), params: Path
 @app.command()
 @_stage
 def generate(
-    label: str = typer.Option(..., "--label", help="class: sneaker, boot, top, handbag, 0-9..."),
+    label: str = typer.Option(None, "--label", help="class: sneaker, boot, top, handbag, 0-9..."),
+    caption: str = typer.Option(None, "--caption", help="text, for a text-conditioned model"),
     n: int = typer.Option(16, "-n", min=1, help="number of images"),
     output: Path = typer.Option(Path("generated.png"), "-o", "--output", help="PNG to write"),
     model: Path = typer.Option(Path("models/fmnist_label"), "--model", help="trained model dir"),
     columns: int = typer.Option(8, "--columns", min=1),
     seed: int = typer.Option(0, "--seed"),
+    params: Path = ParamsOption,
 ):
-    """Write a grid of images generated for one label."""
+    """Write a grid of images generated for a label (fmnist_label) or a caption (fmnist_text)."""
     from pipeline.figures import save_png
-    from stages.evaluate import generate as make_grid
+    from stages.generate import grid
 
-    save_png(make_grid(model, label, n, columns, seed), output)
+    save_png(grid(model, label, caption, n, columns, seed, params), output)
     typer.echo(f"wrote {output}")
 
 

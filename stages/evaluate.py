@@ -139,15 +139,4 @@ def fmnist_text(params_path: Path) -> None:
              REPORTS / "fmnist_text" / "heldout_phrasings.png")  # fmt: skip
 
 
-def generate(model_path: Path, label: str, n: int, columns: int, seed: int) -> "object":
-    """A grid of n samples of one class from a trained fmnist_label model (t2i generate)."""
-    model, config = load_model(model_path)
-    c = label_index(label)
-    generator = torch.Generator().manual_seed(seed)
-    condition = F.one_hot(torch.full((n,), c), config["cond_dim"]).float()
-    images = _images(sample_images(model, condition, generator))
-    rows = [images[i : i + columns] for i in range(0, n, columns)]
-    return image_grid(rows)
-
-
 MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text}

@@ -6,6 +6,8 @@ from pipeline.checkpoint import save_model
 from pipeline.cli import app
 from pipeline.models.cvae_mlp import CVAEMLP
 
+from .conftest import REPO
+
 
 def test_help_explains_the_pipeline():
     result = CliRunner().invoke(app, ["--help"])
@@ -43,3 +45,16 @@ def test_generate_unknown_label_is_a_clear_error(tmp_path):
 def test_unknown_model_is_a_clear_error():
     result = CliRunner().invoke(app, ["train", "nope"])
     assert result.exit_code == 1 and "unknown model 'nope'" in result.output
+
+
+def test_generate_from_a_caption_with_a_text_model(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
+    out = tmp_path / "shoes.png"
+    args = ["generate", "--caption", "white running shoes", "-n", "8", "-o", str(out),
+            "--model", str(tmp_path / "m"), "--params", str(REPO / "params.yaml")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (8 * 58 + 2, 58 + 2)
+    result = CliRunner().invoke(app, ["generate", "--label", "bag", "--model", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "conditioned on text: give --caption" in result.output
