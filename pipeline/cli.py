@@ -73,7 +73,10 @@ def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsO
 
 @app.command()
 @_stage
-def train(model: str = typer.Argument(..., help="fmnist_label"), params: Path = ParamsOption):
+def train(
+    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    params: Path = ParamsOption,
+):
     """Train a CVAE; resumes from its last finished epoch."""
     from stages import train as stage
 
@@ -104,11 +107,19 @@ def judge(params: Path = ParamsOption):
 
 @app.command()
 @_stage
-def evaluate(model: str = typer.Argument(..., help="fmnist_label"), params: Path = ParamsOption):
+def evaluate(
+    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    params: Path = ParamsOption,
+):
     """Write a model's figures (reports/) and metrics (metrics/)."""
+    from stages import coco_evaluate
     from stages import evaluate as stage
 
-    _choose(stage.MODELS, model, "model")(params)
+    table = {
+        **stage.MODELS,
+        **{m: functools.partial(coco_evaluate.run, m) for m in coco_evaluate.ENCODER},
+    }
+    _choose(table, model, "model")(params)
 
 
 @app.command()

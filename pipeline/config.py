@@ -211,9 +211,49 @@ class EvaluateFmnistText(Runtime):
     grid_columns: int = Field(8, ge=1, le=64)
 
 
+PAPER_CAPTIONS = [  # §3.2.1, Fig. 6, verbatim
+    "a futuristic cityscape with flying cars and neon-lit buildings",
+    "a serene beach with clear water and swaying palm trees",
+    "a majestic tiger walking through a sunlit jungle",
+    "a cozy cabin in a snowy forest with glowing lights",
+    "a robot chef cooking a colorful gourmet dish in a high-tech kitchen",
+]
+
+
+class EvaluateCoco(Runtime):
+    """Figures 6-10 and reconstruction metrics of a COCO model on held-out images."""
+
+    eval_subset: str = Field("val", description="coco_download subset of held-out images")
+    figure_images: int = Field(8, ge=1, le=64, description="held-out images in Fig. 7")
+    metric_images: int = Field(500, ge=1, description="held-out images scored (at most)")
+    samples: int = Field(4, ge=1, le=64, description="samples per caption in the figures")
+    batch_size: int = Field(32, ge=1, le=4096)
+    captions: list[str] = Field(default_factory=lambda: list(PAPER_CAPTIONS), min_length=1)
+    unseen_captions: list[str] = Field(  # Fig. 8: the paper's "orange" examples
+        default_factory=lambda: [
+            "an orange",
+            "a bright orange sunset",
+            "an orange and a yam on a table",
+            "an orange next to other fruit",
+        ],  # fmt: skip
+        min_length=1,
+    )
+    epoch_captions: list[str] = Field(  # Figs. 9 and 10
+        default_factory=lambda: [
+            "A car at a town centre",
+            "A beautiful landscape with mountains and a lake",
+            "A black car",
+            "An orange tree",
+        ],  # fmt: skip
+        min_length=1,
+    )
+
+
 class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
     fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
+    coco_clip: EvaluateCoco = EvaluateCoco()
+    coco_t5: EvaluateCoco = EvaluateCoco()
 
 
 class ClipEncoderParams(Section):

@@ -34,6 +34,8 @@ def coco_params(repo, encoders=None, **download):
         params["train"][model].update(epochs=2, batch_size=4, workers=1, shuffle_buffer=8,
                                       device="cpu", keep_epochs=[1, 2], latent_dim=8)  # fmt: skip
     params["train"]["coco_clip"]["width"] = 8
+    for model in ("coco_clip", "coco_t5"):
+        params["evaluate"][model].update(device="cpu", samples=2, figure_images=3, metric_images=6)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -49,6 +51,7 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         "coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack",
         "coco/dvc.yaml:embed@clip-vit-b-32-coco", "coco/dvc.yaml:embed@t5-small-coco",
         "coco/dvc.yaml:train@coco_clip", "coco/dvc.yaml:train@coco_t5",
+        "coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5",
     }  # fmt: skip
 
     manifest = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
@@ -89,6 +92,18 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         assert (folder / "state/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
         live = json.loads((repo_copy / "metrics" / model / "train/metrics.json").read_text())
         assert live["step"] == 1 and live["train"]["loss"] > 0 and live["test"]["loss"] > 0
+
+    for model in ("coco_clip", "coco_t5"):
+        metrics = json.loads((repo_copy / "metrics" / model / "eval.json").read_text())
+        recon = metrics["reconstruction"]
+        assert recon["images"] == 2 and 0 < recon["mse"] < 1 and -1 <= recon["ssim"] <= 1
+        assert recon["psnr_db"] > 0 and metrics["conditions"]["image_size"] == 32
+        figures = {p.name: Image.open(p) for p in (repo_copy / "reports" / model).glob("*.png")}
+        assert set(figures) == {"fig6_captions.png", "fig7_heldout.png", "fig8_unseen.png",
+                                "fig9_10_epochs.png"}  # fmt: skip
+        assert figures["fig6_captions.png"].height > 5 * 64  # a row for each paper caption
+        assert figures["fig9_10_epochs.png"].height > 3 * 4 * 64  # final + 2 kept epochs, 4 each
+    assert "test_nelbo_nats" in json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())
 
     before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
     assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {

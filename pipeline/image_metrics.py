@@ -1,0 +1,60 @@
+"""Reconstruction metrics on images in [0, 1]: MSE, PSNR and SSIM, per image then averaged.
+
+SSIM follows Wang et al. (2004): an 11x11 Gaussian window (sigma 1.5), C1 = (0.01 L)^2,
+C2 = (0.03 L)^2 with L = 1, computed per channel and averaged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def mse_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+
+
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """10 log10(1 / MSE) in dB; identical images give +inf."""
+    mse = mse_per_image(a, b)
+    return torch.where(mse > 0, -10 * torch.log10(mse), torch.full_like(mse, math.inf))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """a, b: (N, C, H, W) in [0, 1]; H and W at least ``window``."""
+    a, b = a.float(), b.float()
+    channels = a.shape[1]
+    kernel = _gaussian_window(window).to(a.device).expand(channels, 1, window, window)
+
+    def blur(x):
+        return F.conv2d(x, kernel, groups=channels)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return ssim.flatten(1).mean(1)
+
+
+def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
+    psnr = psnr_per_image(originals, reconstructions)
+    finite = psnr[torch.isfinite(psnr)]
+    return {
+        "mse": float(mse_per_image(originals, reconstructions).mean()),
+        "psnr_db": float(finite.mean()) if len(finite) == len(psnr) else math.inf,
+        "ssim": float(ssim_per_image(originals, reconstructions).mean()),
+        "images": len(originals),
+    }
