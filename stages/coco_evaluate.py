@@ -6,18 +6,17 @@ Fig. 8   captions not seen in training (evaluate.<model>.unseen_captions)
 Figs. 9, 10   samples for the epoch captions at each kept epoch (train.<model>.keep_epochs)
 """
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
 from pipeline.data.embeddings import read_embeddings
+from pipeline.data.pairs import decode_jpeg
 from pipeline.data.shards import read_samples
 from pipeline.encoders import load_encoder
 from pipeline.evaluate import sample_images
@@ -37,8 +36,7 @@ def _held_out(subset: str, encoder: str, limit: int) -> tuple[torch.Tensor, torc
         ids = [c for c in sample["json"]["caption_ids"] if int(c) in row_of]
         if not ids:
             continue
-        pixels = np.asarray(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
-        images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
+        images.append(decode_jpeg(sample["jpg"]).float() / 255)
         rows.append(row_of[int(ids[0])])
         if len(images) == limit:
             break

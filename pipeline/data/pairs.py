@@ -27,7 +27,8 @@ from pipeline.data.embeddings import read_embeddings
 from pipeline.errors import PipelineError
 
 
-def _decode(jpg: bytes) -> torch.Tensor:
+def decode_jpeg(jpg: bytes) -> torch.Tensor:
+    """(3, S, S) uint8 RGB tensor of a shard's JPEG."""
     image = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
     return torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
 
@@ -58,7 +59,7 @@ class ShardCaptionPairs:
     def _explode(self, samples):
         for sample in samples:
             meta = json.loads(sample["json"])
-            image = _decode(sample["jpg"])
+            image = decode_jpeg(sample["jpg"])
             for caption_id in meta["caption_ids"]:
                 row = self.row_of.get(int(caption_id))
                 if row is None:
