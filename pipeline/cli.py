@@ -124,6 +124,19 @@ def evaluate(
 
 @app.command()
 @_stage
+def report(
+    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    output: Path = typer.Option(None, "-o", "--output", help="default reports/MODEL/report.html"),
+    params: Path = ParamsOption,
+):
+    """Write one self-contained HTML page of a run: figures, metrics and params."""
+    from stages import report as stage
+
+    typer.echo(f"wrote {stage.run(model, params, output)}")
+
+
+@app.command()
+@_stage
 def generate(
     label: str = typer.Option(None, "--label", help="class: sneaker, boot, top, handbag, 0-9..."),
     caption: str = typer.Option(None, "--caption", help="text, for a text-conditioned model"),

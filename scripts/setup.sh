@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Set up t2i-cvae from nothing: Debian's Fashion-MNIST package (the offline data source),
-# a virtual environment in .venv, and the package with its dev tools. Safe to rerun.
+# Set up t2i-cvae from nothing: Debian's Fashion-MNIST package (the offline data source) and
+# Chromium (the report test opens pages in it), a virtual environment in .venv, and the
+# package with its dev tools. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+missing=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq dataset-fashion-mnist
+    $sudo apt-get install -y -qq "${missing[@]}"
   else
-    echo "note: no apt-get; the download stage will fetch Fashion-MNIST from its mirrors" >&2
+    echo "note: no apt-get for ${missing[*]}: the download stage will use the mirrors," \
+         "and the report test is skipped without chromium" >&2
   fi
 fi
 

@@ -1,0 +1,29 @@
+"""`t2i report MODEL`: reports/<model>/report.html from the run's figures, metrics and params."""
+
+import json
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
+from pipeline.report import write_report
+from stages.layout import METRICS, REPORTS
+
+
+def run(model: str, params_path: Path, output: Path | None = None) -> Path:
+    params = load_params(params_path)
+    figures = sorted((REPORTS / model).glob("*.png"))
+    metric_files = sorted((METRICS / model).glob("**/metrics.json")) + sorted(
+        (METRICS / model).glob("*.json")
+    )
+    if not figures and not metric_files:
+        raise PipelineError(f"no figures in {REPORTS / model} and no metrics in "
+                            f"{METRICS / model}: run its stages first (dvc repro)")  # fmt: skip
+    metrics = {str(p): json.loads(p.read_text()) for p in metric_files}
+    sections = {}
+    for section in ("train", "evaluate"):
+        values = getattr(params, section).model_dump(by_alias=True)
+        if model in values:
+            sections[f"{section}.{model}"] = values[model]
+    output = output or REPORTS / model / "report.html"
+    write_report(output, f"t2i-cvae: {model}", figures, metrics, sections)
+    return output
