@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
-from pipeline.data.embeddings import read_embeddings
+from pipeline.data.embeddings import caption_lookup
 from pipeline.data.pairs import decode_jpeg
 from pipeline.data.shards import read_samples
 from pipeline.encoders import load_encoder
@@ -29,8 +29,7 @@ from stages.train_coco import ENCODER
 
 def _held_out(subset: str, encoder: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``limit`` held-out images (N, 3, S, S) in [0, 1] with their first caption's vector."""
-    columns, vectors = read_embeddings(embeddings_dir(encoder, "coco"))
-    row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+    row_of, vectors = caption_lookup(embeddings_dir(encoder, "coco"))
     images, rows = [], []
     for sample in read_samples(sorted(COCO_SHARDS.glob(f"{subset}-*.tar"))):
         ids = [c for c in sample["json"]["caption_ids"] if int(c) in row_of]
@@ -40,7 +39,7 @@ def _held_out(subset: str, encoder: str, limit: int) -> tuple[torch.Tensor, torc
         rows.append(row_of[int(ids[0])])
         if len(images) == limit:
             break
-    return torch.stack(images), torch.from_numpy(np.array(vectors[rows], dtype=np.float32))
+    return torch.stack(images), vectors[rows]
 
 
 def _hwc(images: torch.Tensor) -> np.ndarray:

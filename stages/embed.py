@@ -37,7 +37,7 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
     out = embeddings_dir(encoder_name, dataset)
     count = -(-len(rows) // p.rows_per_shard)
     if rank == 0:  # what an earlier run with other params or a kill left behind
-        for stale in [*out.glob("*.tmp"), *out.glob(".*.tmp")]:
+        for stale in out.glob("*.tmp"):  # pathlib globs match dotfiles too
             stale.unlink(missing_ok=True)
         for old in out.glob("part-*.parquet"):
             if old.name not in {shard_name(i) for i in range(count)}:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
@@ -77,7 +78,12 @@ def read_embeddings(folder: Path, as_torch: bool = False):
     columns = {name: table.column(name).to_numpy() for name in ("image_id", "caption_id")}
     columns["caption"] = table.column("caption").to_pylist()
     if as_torch:
-        import torch
-
         return columns, torch.from_numpy(np.array(values))  # a writable copy for torch
     return columns, values
+
+
+def caption_lookup(folder: Path) -> tuple[dict[int, int], torch.Tensor]:
+    """(caption_id -> row, embeddings as a float32 tensor (N, D)) of a dataset's shards."""
+    columns, values = read_embeddings(folder)
+    row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+    return row_of, torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy

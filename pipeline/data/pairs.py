@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pipeline.data.embeddings import read_embeddings
+from pipeline.data.embeddings import caption_lookup
 from pipeline.errors import PipelineError
 
 
@@ -41,9 +41,7 @@ class ShardCaptionPairs:
                  device: torch.device | str = "cpu", channels_last: bool = False):  # fmt: skip
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
-        columns, vectors = read_embeddings(embeddings)
-        self.vectors = torch.from_numpy(np.array(vectors, dtype=np.float32))  # writable copy
-        self.row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+        self.row_of, self.vectors = caption_lookup(embeddings)
         self.urls = [str(s) for s in shards]
         self.pairs, self.batch_size = pairs, batch_size
         self.shuffle_buffer, self.workers = shuffle_buffer, workers
