@@ -24,7 +24,8 @@ section of params.yaml. The stages are also sub-commands here:
   judge                   -> models/judge               (classifier that scores samples)\n
   train fmnist_label      -> models/fmnist_label        (paper §2.1 CVAE)\n
   evaluate fmnist_label   -> metrics/, reports/         (paper §3.1 figures + metrics)\n
-  generate                -> a PNG grid from a trained model
+  generate                -> a PNG grid from a trained model\n
+  weights inception       -> weights/                   (FID/KID network, fetched once)
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
@@ -120,6 +121,26 @@ def evaluate(
         **{m: functools.partial(coco_evaluate.run, m) for m in coco_evaluate.ENCODER},
     }
     _choose(table, model, "model")(params)
+
+
+@app.command()
+@_stage
+def weights(
+    name: str = typer.Argument(..., help="inception"),
+    dest: Path = typer.Option(None, help="default: evaluate.coco_clip.inception_weights"),
+    url: str = typer.Option(None, help="default: torch-fidelity's release file"),
+    params: Path = ParamsOption,
+):
+    """Fetch the weights an evaluation metric needs (InceptionV3 for FID and KID) once."""
+    from pipeline.config import load_params
+    from pipeline.sample_quality import fetch_inception
+
+    _choose({"inception": None}, name, "weights")
+    if dest is None:
+        dest = load_params(params).evaluate.coco_clip.inception_weights
+        if dest is None:
+            raise PipelineError("evaluate.coco_clip.inception_weights is null; pass --dest")
+    typer.echo(f"wrote {fetch_inception(Path(dest), url)}")
 
 
 @app.command()

@@ -220,6 +220,23 @@ PAPER_CAPTIONS = [  # §3.2.1, Fig. 6, verbatim
 ]
 
 
+class ClipEncoderParams(Section):
+    model: str = Field("ViT-B-32", description="open_clip architecture name")
+    weights: str = Field("openai", description="open_clip pretrained tag, or a weights file")
+    config_file: str | None = Field(None, description="JSON of a custom open_clip architecture")
+    quick_gelu: bool | None = Field(None, description="null: as the pretrained tag says")
+
+
+class ClipScoreParams(ClipEncoderParams):
+    """The CLIP that scores caption-only samples; weights null: the score is left absent."""
+
+    weights: str | None = Field("openai", description="open_clip pretrained tag, a file, or null")
+
+
+# torch-fidelity's InceptionV3 for FID/KID, as `t2i weights inception` saves it.
+INCEPTION_WEIGHTS = "weights/weights-inception-2015-12-05-6726825d.pth"
+
+
 class EvaluateCoco(Runtime):
     """Figures 6-10 and reconstruction metrics of a COCO model on held-out images."""
 
@@ -238,6 +255,12 @@ class EvaluateCoco(Runtime):
         ],  # fmt: skip
         min_length=1,
     )
+    inception_weights: str | None = Field(
+        INCEPTION_WEIGHTS, description="local InceptionV3 file for FID and KID; null: skip them"
+    )
+    kid_subsets: int = Field(100, ge=1, le=100_000)
+    kid_subset_size: int = Field(1000, ge=2, description="capped at the number of images scored")
+    clip_score: ClipScoreParams = ClipScoreParams()
     epoch_captions: list[str] = Field(  # Figs. 9 and 10
         default_factory=lambda: [
             "A car at a town centre",
@@ -254,13 +277,6 @@ class Evaluate(Section):
     fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
     coco_clip: EvaluateCoco = EvaluateCoco()
     coco_t5: EvaluateCoco = EvaluateCoco()
-
-
-class ClipEncoderParams(Section):
-    model: str = Field("ViT-B-32", description="open_clip architecture name")
-    weights: str = Field("openai", description="open_clip pretrained tag, or a weights file")
-    config_file: str | None = Field(None, description="JSON of a custom open_clip architecture")
-    quick_gelu: bool | None = Field(None, description="null: as the pretrained tag says")
 
 
 class T5Params(Section):

@@ -4,8 +4,13 @@ Fig. 6   decoder alone (z ~ N(0, I)) for the paper's five captions
 Fig. 7   held-out images: originals / reconstructions (image + caption) / caption only
 Fig. 8   captions not seen in training (evaluate.<model>.unseen_captions)
 Figs. 9, 10   samples for the epoch captions at each kept epoch (train.<model>.keep_epochs)
+
+metrics/<model>/eval.json: reconstruction MSE / PSNR / SSIM and the test loss of held-out
+images, and for caption-only samples of the same images' captions FID, KID and CLIP score
+(pipeline/sample_quality.py), each with its conditions, or absent with the reason.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +24,97 @@ from pipeline.data.embeddings import caption_lookup
 from pipeline.data.pairs import decode_jpeg
 from pipeline.data.shards import read_samples
 from pipeline.encoders import load_encoder
+from pipeline.errors import PipelineError
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.image_metrics import reconstruction_metrics
 from pipeline.runtime import make_deterministic, resolve_device
+from pipeline.sample_quality import (
+    ClipScorer,
+    absent,
+    fid_conditions,
+    fid_kid,
+    inception_features,
+    load_inception,
+    to_uint8,
+)
 from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, model_dir
 from stages.train_coco import ENCODER
 
+log = logging.getLogger(__name__)
 
-def _held_out(subset: str, encoder: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``limit`` held-out images (N, 3, S, S) in [0, 1] with their first caption's vector."""
+
+def _held_out(
+    subset: str, encoder: str, limit: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Up to ``limit`` held-out images (N, 3, S, S) in [0, 1], their first caption's vector
+    and its text."""
     row_of, vectors = caption_lookup(embeddings_dir(encoder, "coco"))
-    images, rows = [], []
+    images, rows, texts = [], [], []
     for sample in read_samples(sorted(COCO_SHARDS.glob(f"{subset}-*.tar"))):
-        ids = [c for c in sample["json"]["caption_ids"] if int(c) in row_of]
-        if not ids:
+        meta = sample["json"]
+        found = [(int(i), t) for i, t in zip(meta["caption_ids"], meta["captions"], strict=True)
+                 if int(i) in row_of]  # fmt: skip
+        if not found:
             continue
         images.append(decode_jpeg(sample["jpg"]).float() / 255)
-        rows.append(row_of[int(ids[0])])
+        rows.append(row_of[found[0][0]])
+        texts.append(found[0][1])
         if len(images) == limit:
             break
-    return torch.stack(images), vectors[rows]
+    if not images:
+        raise PipelineError(
+            f"evaluate: no held-out images with embedded captions in {COCO_SHARDS}/{subset}-*.tar "
+            "(check evaluate.<model>.eval_subset and the embed stage)"
+        )
+    return torch.stack(images), vectors[rows], texts
+
+
+def _sample_quality(p, key: str, x, samples, captions, device, image_size: int) -> dict:
+    """FID, KID and CLIP score of caption-only samples; absent with the reason when the
+    weights are missing, so the rest of the stage still completes."""
+    out = {}
+    real, fake = to_uint8(x), to_uint8(samples)
+    conditions = fid_conditions(p.inception_weights, len(real), len(fake), image_size)
+    try:
+        net = load_inception(p.inception_weights, f"{key}.inception_weights", device)
+    except PipelineError as exc:
+        log.warning("FID and KID left absent: %s", exc)
+        out["fid"] = absent(str(exc), conditions)
+        out["kid"] = absent(str(exc), conditions)
+    else:
+        real_f = inception_features(net, real, p.batch_size, device)
+        fake_f = inception_features(net, fake, p.batch_size, device)
+        del net
+        scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
+                         kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+        out["fid"] = {"value": scores["fid"], "conditions": conditions}
+        out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
+                      "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
+                                     "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
+        half = len(real_f) // 2
+        if half >= 2:  # the floor this sample count allows: real images against real images
+            floor = fid_kid(real_f[:half], real_f[half : 2 * half], kid_subsets=p.kid_subsets,
+                            kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+            out["fid"]["real_half_vs_half"] = floor["fid"]
+    try:
+        if p.clip_score.weights is None:
+            raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
+        scorer = ClipScorer(p.clip_score, f"{key}.clip_score.weights", device)
+    except PipelineError as exc:
+        log.warning("CLIP score left absent: %s", exc)
+        out["clip_score"] = absent(str(exc), {"samples": len(fake), "image_size": image_size})
+    else:
+        bs = p.batch_size
+        sampled = scorer.pair_scores(samples, captions, bs)
+        mismatched = scorer.pair_scores(samples, captions[1:] + captions[:1], bs)
+        out["clip_score"] = {
+            "value": scorer.aggregate(sampled),
+            "real_images": scorer.aggregate(scorer.pair_scores(x, captions, bs)),
+            "mismatched_captions": scorer.aggregate(mismatched),
+            "conditions": scorer.conditions(len(fake), image_size),
+        }
+    return out
 
 
 def _hwc(images: torch.Tensor) -> np.ndarray:
@@ -53,7 +128,7 @@ def run(name: str, params_path: Path) -> None:
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
     encoder = load_encoder(ENCODER[name], params.embed.encoder(ENCODER[name]), device)
-    x, c = _held_out(p.eval_subset, ENCODER[name], p.metric_images)
+    x, c, texts = _held_out(p.eval_subset, ENCODER[name], p.metric_images)
     x, c = x.to(device), c.to(device)
     scale = max(1, 64 // config["image_size"])
 
@@ -67,6 +142,9 @@ def run(name: str, params_path: Path) -> None:
                 loss_terms[key] = loss_terms.get(key, 0.0) + float(value)
             count += len(xb)
         recon = torch.cat(recon)
+        metric_generator = torch.Generator().manual_seed(p.seed + 1)  # independent of figures
+        only_caption = torch.cat([sample_images(model, c[i : i + p.batch_size], metric_generator)
+                                  for i in range(0, len(c), p.batch_size)])  # fmt: skip
     metrics = {
         "reconstruction": reconstruction_metrics(x, recon),
         "test_loss_per_image": {k: v / count for k, v in loss_terms.items()},
@@ -80,6 +158,9 @@ def run(name: str, params_path: Path) -> None:
     }
     if name == "coco_clip":  # BCE + KL is the Bernoulli decoder's negative ELBO
         metrics["test_nelbo_nats"] = metrics["test_loss_per_image"]["loss"]
+    metrics["caption_only"] = _sample_quality(
+        p, f"evaluate.{name}", x, only_caption, texts, device, config["image_size"]
+    )
     write_json(METRICS / name / "eval.json", metrics)
 
     out = REPORTS / name

@@ -15,13 +15,13 @@ from pipeline.data.shards import read_samples
 
 from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
 from .conftest import run_env
-from .encoder_fixtures import make_tiny_clip, make_tiny_t5
+from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
 from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
 
-def coco_params(repo, encoders=None, **download):
+def coco_params(repo, encoders=None, evaluate=None, **download):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["embed"].update(device="cpu", rows_per_shard=20, **(encoders or {}))
     params["download"]["coco"].update(
@@ -35,7 +35,10 @@ def coco_params(repo, encoders=None, **download):
                                       device="cpu", keep_epochs=[1, 2], latent_dim=8)  # fmt: skip
     params["train"]["coco_clip"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
-        params["evaluate"][model].update(device="cpu", samples=2, figure_images=3, metric_images=6)
+        params["evaluate"][model] = {  # a copy: params.yaml shares one section (YAML anchor)
+            **params["evaluate"][model], "device": "cpu", "samples": 2, "figure_images": 3,
+            "metric_images": 6, "kid_subsets": 5, **(evaluate or {}).get(model, {}),
+        }  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -44,7 +47,14 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
     serve(http_server, fixture)
     encoders = {"clip-vit-b-32": make_tiny_clip(tmp_path / "clip"),
                 "t5-small": make_tiny_t5(tmp_path / "t5")}  # fmt: skip
-    coco_params(repo_copy, encoders, annotations_url=http_server.url + ZIP_PATH)
+    missing = str(tmp_path / "missing" / "weights.pth")
+    evaluate = {  # coco_clip scores with test weights; coco_t5's are missing
+        "coco_clip": {"inception_weights": str(make_random_inception(tmp_path / "inc.pth")),
+                      "clip_score": encoders["clip-vit-b-32"]},
+        "coco_t5": {"inception_weights": missing,
+                    "clip_score": {**encoders["clip-vit-b-32"], "weights": missing}},
+    }  # fmt: skip
+    coco_params(repo_copy, encoders, evaluate, annotations_url=http_server.url + ZIP_PATH)
 
     out = dvc(repo_copy, "repro", "coco/dvc.yaml")
     assert stages_run(out) == {
@@ -104,6 +114,32 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         assert figures["fig6_captions.png"].height > 5 * 64  # a row for each paper caption
         assert figures["fig9_10_epochs.png"].height > 3 * 4 * 64  # final + 2 kept epochs, 4 each
     assert "test_nelbo_nats" in json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())
+
+    # Caption-only samples: FID, KID and CLIP score with their conditions...
+    scored = json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())["caption_only"]
+    assert "absent" not in scored["fid"], scored["fid"]
+    assert scored["fid"]["value"] > 0
+    assert scored["fid"]["conditions"]["samples"] == 2 == scored["fid"]["conditions"]["real_images"]
+    assert scored["fid"]["conditions"]["image_size"] == 32
+    assert len(scored["fid"]["conditions"]["weights_sha256"]) == 64
+    assert "torchmetrics" in scored["fid"]["conditions"]["tool"]
+    assert isinstance(scored["kid"]["value"], float) and scored["kid"]["std"] >= 0
+    assert scored["kid"]["conditions"]["kid_subset_size"] == 2
+    for key in ("value", "real_images", "mismatched_captions"):
+        assert 0 <= scored["clip_score"][key] <= 100
+    assert scored["clip_score"]["conditions"]["weights"] == "tiny-clip/" + str(
+        tmp_path / "clip/tiny-clip.safetensors"
+    )
+    # ...and, where the weights are missing, absent with the reason while the rest completes.
+    absent = json.loads((repo_copy / "metrics/coco_t5/eval.json").read_text())["caption_only"]
+    for metric in ("fid", "kid"):
+        assert absent[metric]["value"] is None
+        assert (
+            "evaluate.coco_t5.inception_weights: no Inception weights file"
+            in absent[metric]["absent"]
+        )
+    assert absent["clip_score"]["value"] is None
+    assert "evaluate.coco_t5.clip_score.weights" in absent["clip_score"]["absent"]
 
     before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
     assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {

@@ -1,0 +1,213 @@
+"""Quality of caption-only samples: FID and KID against held-out real images, and CLIP score.
+
+FID and KID are torchmetrics' FrechetInceptionDistance and KernelInceptionDistance on the
+2048-d pool features of torch-fidelity's InceptionV3 (the port of the TensorFlow FID network
+that papers report). The features of each image set are extracted once and shared by both
+metrics. The Inception weights come from a local file named in params; ``t2i weights
+inception`` fetches torch-fidelity's file there.
+
+CLIP score is max(100 * mean cos(E_image, E_caption), 0), the definition of Hessel et al.
+(2021) that torchmetrics' CLIPScore uses, computed with an open_clip model and open_clip's own
+evaluation preprocessing.
+
+A metric whose weights are missing is written as absent, with the reason; it never stops the
+stage and is never replaced by a made-up number. Every value carries its conditions (tool,
+weights and their sha256, sample count, image size), because FID is not comparable across them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.encoders.base import sha256_file
+from pipeline.errors import PipelineError
+
+INCEPTION_FEATURES = 2048
+
+
+def absent(reason: str, conditions: dict) -> dict:
+    return {"value": None, "absent": reason, "conditions": conditions}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) floats in [0, 1] -> uint8, the input FID's Inception expects."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+# ---------------------------------------------------------------------------- FID and KID
+
+
+def load_inception(weights: str | None, key: str, device: torch.device) -> torch.nn.Module:
+    """torchmetrics' NoTrainInceptionV3 (2048-d pool features) with weights from a local file."""
+    if weights is None:
+        raise PipelineError(f"{key} is null: no Inception weights were given")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise PipelineError(
+            f"{key}: no Inception weights file at {path} "
+            f"(run `t2i weights inception --dest {path}` once where there is network access)"
+        )
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    try:
+        net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=[str(INCEPTION_FEATURES)],
+            feature_extractor_weights_path=str(path),
+        )
+    except Exception as exc:  # a truncated file, another network's weights
+        raise PipelineError(
+            f"{key}: {path} is not torch-fidelity InceptionV3 weights ({exc})"
+        ) from None
+    return net.to(device)
+
+
+@torch.no_grad()
+def inception_features(
+    net: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Pool features (N, 2048) of uint8 images (N, 3, H, W), float64 on the CPU."""
+    parts = [net(images[i : i + batch_size].to(device)).double().cpu()
+             for i in range(0, len(images), batch_size)]  # fmt: skip
+    return torch.cat(parts)
+
+
+class _Given(torch.nn.Module):
+    """Feature 'extractor' for features computed already, so FID and KID share one pass."""
+
+    num_features = INCEPTION_FEATURES
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def fid_kid(
+    real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int, kid_subset_size: int, seed: int
+) -> dict:
+    """FID and KID (mean, std over subsets) between two feature sets (N, 2048)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    if len(real) < 2 or len(fake) < 2:
+        raise PipelineError(f"FID needs at least 2 images a side, got {len(real)} and {len(fake)}")
+    fid = FrechetInceptionDistance(feature=_Given()).double()
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    size = min(kid_subset_size, len(real), len(fake))
+    with warnings.catch_warnings():  # it warns that it keeps the features: we have them already
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=_Given(), subsets=kid_subsets, subset_size=size)
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # KID draws its subsets with the global generator
+    try:
+        kid_mean, kid_std = kid.compute()
+    finally:
+        torch.random.set_rng_state(state)
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+            "kid_subsets": kid_subsets, "kid_subset_size": size}  # fmt: skip
+
+
+def fid_conditions(weights: str | None, real: int, fake: int, image_size: int) -> dict:
+    conditions = {
+        "tool": f"torchmetrics {version('torchmetrics')} FrechetInceptionDistance / "
+        "KernelInceptionDistance",
+        "features": f"torch-fidelity {version('torch-fidelity')} InceptionV3, "
+        f"{INCEPTION_FEATURES}-d pool, inputs resized to 299 (bilinear, antialias)",
+        "weights": weights,
+        "real_images": real,
+        "samples": fake,
+        "image_size": image_size,
+    }
+    if weights and Path(weights).expanduser().is_file():
+        conditions["weights_sha256"] = sha256_file(Path(weights).expanduser())
+    return conditions
+
+
+def weights_hash_prefix(url: str) -> str | None:
+    """The sha256 prefix in a torch-hub style file name (``name-<hex>.pth``), if any."""
+    match = re.search(r"-([a-f0-9]{8,})\.[a-z]+$", url.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def fetch_inception(dest: Path, url: str | None = None, **http) -> Path:
+    """Download torch-fidelity's InceptionV3 weights to ``dest``, checked against the sha256
+    prefix in the file name; ``dest`` appears only once the whole file checks out."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from pipeline.atomic import atomic_path
+    from pipeline.data.http import DownloadError, download
+
+    url = url or URL_INCEPTION_V3
+    prefix = weights_hash_prefix(url)
+    with atomic_path(dest) as tmp:
+        try:
+            download(url, tmp, **http)
+        except DownloadError as exc:
+            raise PipelineError(f"Inception weights could not be downloaded: {exc}") from None
+        digest = sha256_file(tmp)
+        if prefix and not digest.startswith(prefix):
+            raise PipelineError(f"{url}: sha256 {digest[:16]}... does not start with {prefix}")
+    return dest
+
+
+# ---------------------------------------------------------------------------- CLIP score
+
+
+class ClipScorer:
+    """CLIP score of (image, caption) pairs with an open_clip model loaded like the encoder."""
+
+    def __init__(self, spec, key: str, device: torch.device):
+        from open_clip import get_model_preprocess_cfg
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        from pipeline.encoders.clip import ClipEncoder
+
+        self.encoder = ClipEncoder(spec, key, device)
+        model = self.encoder.model
+        cfg = PreprocessCfg(**get_model_preprocess_cfg(model))
+        self.preprocess = image_transform_v2(cfg, is_train=False)
+        self.device = device
+
+    @torch.no_grad()
+    def pair_scores(
+        self, images: torch.Tensor, captions: list[str], batch_size: int
+    ) -> torch.Tensor:
+        """100 * cos(E_image, E_caption) per pair; images (N, 3, H, W) in [0, 1]."""
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+        model, tokenizer = self.encoder.model, self.encoder.tokenizer
+        scores = []
+        for start in range(0, len(images), batch_size):
+            batch = pixels[start : start + batch_size]
+            x = torch.stack([self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
+                             for p in batch]).to(self.device)  # fmt: skip
+            e_image = model.encode_image(x).float()
+            e_text = model.encode_text(tokenizer(captions[start : start + batch_size])
+                                       .to(self.device)).float()  # fmt: skip
+            cos = torch.nn.functional.cosine_similarity(e_image, e_text, dim=-1)
+            scores.append(100 * cos.cpu())
+        return torch.cat(scores)
+
+    @staticmethod
+    def aggregate(pair_scores: torch.Tensor) -> float:
+        return float(pair_scores.mean().clamp(min=0))
+
+    def conditions(self, images: int, image_size: int) -> dict:
+        info = self.encoder.info
+        return {
+            "tool": f"open_clip {version('open_clip_torch')}, max(100 * mean cos, 0)",
+            "weights": info.weights_id,
+            "weights_sha256": info.weights_sha256,
+            "samples": images,
+            "image_size": image_size,
+        }

@@ -1,0 +1,162 @@
+"""FID, KID and CLIP score of caption-only samples (pipeline/sample_quality.py)."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import ClipScoreParams
+from pipeline.errors import PipelineError
+from pipeline.sample_quality import (
+    ClipScorer,
+    fetch_inception,
+    fid_kid,
+    inception_features,
+    load_inception,
+    to_uint8,
+    weights_hash_prefix,
+)
+
+from .conftest import run_env
+from .encoder_fixtures import make_random_inception, make_tiny_clip
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def inception_file(tmp_path_factory):
+    return make_random_inception(tmp_path_factory.mktemp("inception") / "inception.pth")
+
+
+@pytest.fixture(scope="session")
+def inception(inception_file):
+    return load_inception(str(inception_file), "evaluate.coco_clip.inception_weights", CPU)
+
+
+def photos(seed: int, n: int = 8, size: int = 32, high: int = 256) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, high, (n, 3, size, size), generator=g, dtype=torch.uint8)
+
+
+def test_fid_of_a_set_against_itself_is_about_zero(inception):
+    real = inception_features(inception, photos(0), 4, CPU)
+    assert real.shape == (8, 2048) and real.std(0).mean() > 0.1  # features that vary
+    same = fid_kid(real, real, kid_subsets=20, kid_subset_size=4, seed=0)
+    dark = inception_features(inception, photos(1, high=60), 4, CPU)
+    other = fid_kid(real, dark, kid_subsets=20, kid_subset_size=4, seed=0)
+    assert other["fid"] > 1.0
+    assert abs(same["fid"]) < 1e-6 * other["fid"]
+    assert abs(same["kid_mean"]) < 1e-2 * other["kid_mean"]
+    assert other["kid_subset_size"] == 4 and other["kid_subsets"] == 20
+
+
+def test_fid_grows_with_the_gap_and_is_symmetric(inception):
+    real = inception_features(inception, photos(0), 8, CPU)
+    near = inception_features(inception, photos(2, high=230), 8, CPU)
+    far = inception_features(inception, photos(3, high=60), 8, CPU)
+    score = lambda a, b: fid_kid(a, b, kid_subsets=5, kid_subset_size=4, seed=0)["fid"]  # noqa: E731
+    assert 0 < score(real, near) < score(real, far)
+    assert score(real, far) == pytest.approx(score(far, real), rel=1e-6)
+
+
+def test_features_do_not_depend_on_the_batch_size(inception):
+    images = photos(4, n=5)
+    one = inception_features(inception, images, 5, CPU)
+    two = inception_features(inception, images, 2, CPU)
+    assert torch.allclose(one, two, atol=1e-4, rtol=1e-4)
+
+
+def test_kid_is_seeded_and_caps_the_subset_size(inception):
+    a = inception_features(inception, photos(5, n=6), 6, CPU)
+    b = inception_features(inception, photos(6, n=6, high=120), 6, CPU)
+    first = fid_kid(a, b, kid_subsets=10, kid_subset_size=1000, seed=3)
+    again = fid_kid(a, b, kid_subsets=10, kid_subset_size=1000, seed=3)
+    assert first == again and first["kid_subset_size"] == 6
+
+
+def test_fid_needs_two_images_a_side(inception):
+    one = inception_features(inception, photos(0, n=1), 1, CPU)
+    with pytest.raises(PipelineError, match="at least 2"):
+        fid_kid(one, one, kid_subsets=1, kid_subset_size=2, seed=0)
+
+
+def test_missing_or_wrong_inception_weights_name_the_key(tmp_path):
+    key = "evaluate.coco_t5.inception_weights"
+    with pytest.raises(PipelineError, match=rf"{key}: no Inception weights file at .*nope.pth"):
+        load_inception(str(tmp_path / "nope.pth"), key, CPU)
+    with pytest.raises(PipelineError, match=rf"{key} is null"):
+        load_inception(None, key, CPU)
+    junk = tmp_path / "junk.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, junk)
+    with pytest.raises(PipelineError, match=rf"{key}: .*junk.pth is not torch-fidelity"):
+        load_inception(str(junk), key, CPU)
+
+
+def test_to_uint8_round_trips_decoded_pixels():
+    pixels = photos(7, n=2)
+    assert torch.equal(to_uint8(pixels.float() / 255), pixels)
+
+
+@pytest.fixture(scope="module")
+def clip_scorer(tmp_path_factory):
+    spec = ClipScoreParams(**make_tiny_clip(tmp_path_factory.mktemp("clip")))
+    return ClipScorer(spec, "evaluate.coco_clip.clip_score.weights", CPU), spec
+
+
+def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
+    scorer, spec = clip_scorer
+    images = photos(8, n=5).float() / 255
+    captions = ["a cat", "two dogs on a sofa", "", "a red bus ☺", "an orange"]
+    batched = scorer.pair_scores(images, captions, batch_size=2)
+
+    # The reference: open_clip's own model + eval transform, one PIL image and caption at a time.
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        spec.model, pretrained=spec.weights
+    )
+    tokenizer = open_clip.get_tokenizer(spec.model)
+    for i, caption in enumerate(captions):
+        pil = Image.fromarray(to_uint8(images[i]).permute(1, 2, 0).numpy())
+        with torch.no_grad():
+            e_i = model.encode_image(preprocess(pil)[None])
+            e_t = model.encode_text(tokenizer([caption]))
+        expected = 100 * torch.nn.functional.cosine_similarity(e_i, e_t).item()
+        assert batched[i].item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_clip_score_is_the_clamped_mean():
+    assert ClipScorer.aggregate(torch.tensor([10.0, 20.0, -3.0])) == pytest.approx(9.0)
+    assert ClipScorer.aggregate(torch.tensor([-5.0, -1.0])) == 0.0
+
+
+def test_clip_score_conditions_name_the_weights(clip_scorer):
+    scorer, spec = clip_scorer
+    conditions = scorer.conditions(12, 32)
+    sha = hashlib.sha256(Path(spec.weights).read_bytes()).hexdigest()
+    assert conditions["weights_sha256"] == sha and conditions["samples"] == 12
+    assert conditions["image_size"] == 32 and "open_clip" in conditions["tool"]
+
+
+def test_fetch_inception_checks_the_hash_in_the_name(http_server, tmp_path):
+    body = b"pretend weights" * 100
+    prefix = hashlib.sha256(body).hexdigest()[:8]
+    http_server.routes[f"/w/inception-{prefix}.pth"] = [(503, b"busy"), (200, body)]
+    http_server.routes["/w/inception-deadbeef.pth"] = [(200, body)]
+    assert weights_hash_prefix(f"{http_server.url}/w/inception-{prefix}.pth") == prefix
+
+    dest = tmp_path / "weights" / "inception.pth"
+    run = subprocess.run(["t2i", "weights", "inception", "--dest", str(dest),
+                          "--url", f"{http_server.url}/w/inception-{prefix}.pth"],
+                         env=run_env(), capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert dest.read_bytes() == body  # after one retry of the 503
+
+    bad = tmp_path / "bad.pth"
+    with pytest.raises(PipelineError, match="does not start with deadbeef"):
+        fetch_inception(bad, f"{http_server.url}/w/inception-deadbeef.pth", backoff_s=0.01)
+    assert list(tmp_path.glob("*bad*")) == []  # nothing half-written
+    with pytest.raises(PipelineError, match="could not be downloaded.*HTTP 404"):
+        fetch_inception(bad, f"{http_server.url}/w/missing-0badf00d.pth", backoff_s=0.01)
