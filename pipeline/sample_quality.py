@@ -97,7 +97,7 @@ def fid_kid(
 
     if len(real) < 2 or len(fake) < 2:
         raise PipelineError(f"FID needs at least 2 images a side, got {len(real)} and {len(fake)}")
-    fid = FrechetInceptionDistance(feature=_Given()).double()
+    fid = FrechetInceptionDistance(feature=_Given())  # its sums are float64 already
     fid.update(real, real=True)
     fid.update(fake, real=False)
     size = min(kid_subset_size, len(real), len(fake))
