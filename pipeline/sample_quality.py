@@ -152,7 +152,10 @@ def fetch_inception(dest: Path, url: str | None = None, **http) -> Path:
         try:
             download(url, tmp, **http)
         except DownloadError as exc:
-            raise PipelineError(f"Inception weights could not be downloaded: {exc}") from None
+            raise PipelineError(
+                f"Inception weights could not be downloaded: {exc}. Copy the file to {dest} "
+                "from a machine that has it, or pass --url"
+            ) from None
         digest = sha256_file(tmp)
         if prefix and not digest.startswith(prefix):
             raise PipelineError(f"{url}: sha256 {digest[:16]}... does not start with {prefix}")
