@@ -93,7 +93,7 @@ def _sample_quality(p, key: str, x, samples, captions, device, image_size: int) 
                       "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
                                      "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
         half = len(real_f) // 2
-        if half >= 2:  # the floor this sample count allows: real images against real images
+        if half >= 2:  # a reference: FID between two halves of the real images
             floor = fid_kid(real_f[:half], real_f[half : 2 * half], kid_subsets=p.kid_subsets,
                             kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
             out["fid"]["real_half_vs_half"] = floor["fid"]
