@@ -17,6 +17,7 @@ weights and their sha256, sample count, image size), because FID is not comparab
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from importlib.metadata import version
@@ -28,6 +29,8 @@ from PIL import Image
 
 from pipeline.encoders.base import sha256_file
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 INCEPTION_FEATURES = 2048
 
@@ -214,3 +217,63 @@ class ClipScorer:
             "samples": images,
             "image_size": image_size,
         }
+
+
+# ---------------------------------------------------------------------------- both
+
+
+def score_caption_only(
+    p,
+    key: str,
+    x: torch.Tensor,
+    samples: torch.Tensor,
+    captions: list[str],
+    device: torch.device,
+    image_size: int,
+) -> dict:
+    """FID, KID and CLIP score of caption-only ``samples`` of ``captions`` against the real
+    held-out images ``x`` (both (N, 3, S, S) in [0, 1]), scored as the ``p`` section
+    (EvaluateCoco, at params key ``key``) says. A metric whose weights are missing is absent
+    with the reason, so the rest of the stage still completes."""
+    out = {}
+    real, fake = to_uint8(x), to_uint8(samples)
+    conditions = fid_conditions(p.inception_weights, len(real), len(fake), image_size)
+    try:
+        net = load_inception(p.inception_weights, f"{key}.inception_weights", device)
+    except PipelineError as exc:
+        log.warning("FID and KID left absent: %s", exc)
+        out["fid"] = absent(str(exc), conditions)
+        out["kid"] = absent(str(exc), conditions)
+    else:
+        real_f = inception_features(net, real, p.batch_size, device)
+        fake_f = inception_features(net, fake, p.batch_size, device)
+        del net
+        scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
+                         kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+        out["fid"] = {"value": scores["fid"], "conditions": conditions}
+        out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
+                      "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
+                                     "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
+        half = len(real_f) // 2
+        if half >= 2:  # a reference: FID between two halves of the real images
+            floor = fid_kid(real_f[:half], real_f[half : 2 * half], kid_subsets=p.kid_subsets,
+                            kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+            out["fid"]["real_half_vs_half"] = floor["fid"]
+    try:
+        if p.clip_score.weights is None:
+            raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
+        scorer = ClipScorer(p.clip_score, f"{key}.clip_score.weights", device)
+    except PipelineError as exc:
+        log.warning("CLIP score left absent: %s", exc)
+        out["clip_score"] = absent(str(exc), {"samples": len(fake), "image_size": image_size})
+    else:
+        bs = p.batch_size
+        sampled = scorer.pair_scores(samples, captions, bs)
+        mismatched = scorer.pair_scores(samples, captions[1:] + captions[:1], bs)
+        out["clip_score"] = {
+            "value": scorer.aggregate(sampled),
+            "real_images": scorer.aggregate(scorer.pair_scores(x, captions, bs)),
+            "mismatched_captions": scorer.aggregate(mismatched),
+            "conditions": scorer.conditions(len(fake), image_size),
+        }
+    return out

@@ -10,7 +10,6 @@ images, and for caption-only samples of the same images' captions FID, KID and C
 (pipeline/sample_quality.py), each with its conditions, or absent with the reason.
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,9 @@ from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.image_metrics import reconstruction_metrics
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.sample_quality import (
-    ClipScorer,
-    absent,
-    fid_conditions,
-    fid_kid,
-    inception_features,
-    load_inception,
-    to_uint8,
-)
+from pipeline.sample_quality import score_caption_only
 from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, model_dir
 from stages.train_coco import ENCODER
-
-log = logging.getLogger(__name__)
 
 
 def _held_out(
@@ -68,53 +57,6 @@ def _held_out(
             "(check evaluate.<model>.eval_subset and the embed stage)"
         )
     return torch.stack(images), vectors[rows], texts
-
-
-def _sample_quality(p, key: str, x, samples, captions, device, image_size: int) -> dict:
-    """FID, KID and CLIP score of caption-only samples; absent with the reason when the
-    weights are missing, so the rest of the stage still completes."""
-    out = {}
-    real, fake = to_uint8(x), to_uint8(samples)
-    conditions = fid_conditions(p.inception_weights, len(real), len(fake), image_size)
-    try:
-        net = load_inception(p.inception_weights, f"{key}.inception_weights", device)
-    except PipelineError as exc:
-        log.warning("FID and KID left absent: %s", exc)
-        out["fid"] = absent(str(exc), conditions)
-        out["kid"] = absent(str(exc), conditions)
-    else:
-        real_f = inception_features(net, real, p.batch_size, device)
-        fake_f = inception_features(net, fake, p.batch_size, device)
-        del net
-        scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
-                         kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
-        out["fid"] = {"value": scores["fid"], "conditions": conditions}
-        out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
-                      "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
-                                     "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
-        half = len(real_f) // 2
-        if half >= 2:  # a reference: FID between two halves of the real images
-            floor = fid_kid(real_f[:half], real_f[half : 2 * half], kid_subsets=p.kid_subsets,
-                            kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
-            out["fid"]["real_half_vs_half"] = floor["fid"]
-    try:
-        if p.clip_score.weights is None:
-            raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
-        scorer = ClipScorer(p.clip_score, f"{key}.clip_score.weights", device)
-    except PipelineError as exc:
-        log.warning("CLIP score left absent: %s", exc)
-        out["clip_score"] = absent(str(exc), {"samples": len(fake), "image_size": image_size})
-    else:
-        bs = p.batch_size
-        sampled = scorer.pair_scores(samples, captions, bs)
-        mismatched = scorer.pair_scores(samples, captions[1:] + captions[:1], bs)
-        out["clip_score"] = {
-            "value": scorer.aggregate(sampled),
-            "real_images": scorer.aggregate(scorer.pair_scores(x, captions, bs)),
-            "mismatched_captions": scorer.aggregate(mismatched),
-            "conditions": scorer.conditions(len(fake), image_size),
-        }
-    return out
 
 
 def _hwc(images: torch.Tensor) -> np.ndarray:
@@ -158,7 +100,7 @@ def run(name: str, params_path: Path) -> None:
     }
     if name == "coco_clip":  # BCE + KL is the Bernoulli decoder's negative ELBO
         metrics["test_nelbo_nats"] = metrics["test_loss_per_image"]["loss"]
-    metrics["caption_only"] = _sample_quality(
+    metrics["caption_only"] = score_caption_only(
         p, f"evaluate.{name}", x, only_caption, texts, device, config["image_size"]
     )
     write_json(METRICS / name / "eval.json", metrics)

@@ -17,6 +17,7 @@ from pipeline.sample_quality import (
     fid_kid,
     inception_features,
     load_inception,
+    score_caption_only,
     to_uint8,
     weights_hash_prefix,
 )
@@ -164,20 +165,19 @@ def test_fetch_inception_checks_the_hash_in_the_name(http_server, tmp_path):
 
 def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file, clip_scorer):
     from pipeline.config import EvaluateCoco
-    from stages.coco_evaluate import _sample_quality
 
     _, clip = clip_scorer
     real, fake = photos(9, n=6).float() / 255, photos(10, n=6, high=120).float() / 255
     captions = [f"photo number {i}" for i in range(6)]
     p = EvaluateCoco(inception_weights=str(inception_file), clip_score=clip, kid_subsets=4)
-    out = _sample_quality(p, "evaluate.coco_clip", real, fake, captions, CPU, 32)
+    out = score_caption_only(p, "evaluate.coco_clip", real, fake, captions, CPU, 32)
     assert out["fid"]["value"] > out["fid"]["real_half_vs_half"] > 0  # 3 real against 3 real
     assert out["kid"]["conditions"]["kid_subset_size"] == 6
     assert out["fid"]["conditions"]["samples"] == 6 and out["fid"]["conditions"]["image_size"] == 32
     assert 0 <= out["clip_score"]["value"] <= 100
 
     p = EvaluateCoco(inception_weights=None, clip_score={**clip.model_dump(), "weights": None})
-    out = _sample_quality(p, "evaluate.coco_t5", real, fake, captions, CPU, 32)
+    out = score_caption_only(p, "evaluate.coco_t5", real, fake, captions, CPU, 32)
     assert out["fid"] == {**out["fid"], "value": None}
     assert (
         out["fid"]["absent"]
