@@ -91,31 +91,49 @@ class _Given(torch.nn.Module):
         return features
 
 
-def fid_kid(
-    real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int, kid_subset_size: int, seed: int
-) -> dict:
-    """FID and KID (mean, std over subsets) between two feature sets (N, 2048)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
+def _check_sizes(real: torch.Tensor, fake: torch.Tensor) -> None:
     if len(real) < 2 or len(fake) < 2:
         raise PipelineError(f"FID needs at least 2 images a side, got {len(real)} and {len(fake)}")
-    fid = FrechetInceptionDistance(feature=_Given())  # its sums are float64 already
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    size = min(kid_subset_size, len(real), len(fake))
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two feature sets (N, 2048)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    _check_sizes(real, fake)
+    metric = FrechetInceptionDistance(feature=_Given())  # its sums are float64 already
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, *, subsets: int, subset_size: int, seed: int):
+    """KID (mean, std over ``subsets`` random subsets, the subset size used)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    _check_sizes(real, fake)
+    size = min(subset_size, len(real), len(fake))
     with warnings.catch_warnings():  # it warns that it keeps the features: we have them already
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_Given(), subsets=kid_subsets, subset_size=size)
-    kid.update(real, real=True)
-    kid.update(fake, real=False)
+        metric = KernelInceptionDistance(feature=_Given(), subsets=subsets, subset_size=size)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # KID draws its subsets with the global generator
     try:
-        kid_mean, kid_std = kid.compute()
+        mean, std = metric.compute()
     finally:
         torch.random.set_rng_state(state)
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+    return float(mean), float(std), size
+
+
+def fid_kid(
+    real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int, kid_subset_size: int, seed: int
+) -> dict:
+    """FID and KID between two feature sets (N, 2048), from the same features."""
+    kid_mean, kid_std, size = kid(real, fake, subsets=kid_subsets, subset_size=kid_subset_size,
+                                  seed=seed)  # fmt: skip
+    return {"fid": fid(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
             "kid_subsets": kid_subsets, "kid_subset_size": size}  # fmt: skip
 
 
@@ -184,29 +202,35 @@ class ClipScorer:
         self.device = device
 
     @torch.no_grad()
-    def pair_scores(
-        self, images: torch.Tensor, captions: list[str], batch_size: int
-    ) -> torch.Tensor:
-        """100 * cos(E_image, E_caption) per pair; images (N, 3, H, W) in [0, 1]."""
-        if len(images) != len(captions):
-            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    def image_embeddings(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Unit-length CLIP embeddings of images (N, 3, H, W) in [0, 1], through open_clip's
+        evaluation transform (resize, centre crop, normalise) of each image as a PIL image."""
         pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-        model, tokenizer = self.encoder.model, self.encoder.tokenizer
-        scores = []
-        for start in range(0, len(images), batch_size):
-            batch = pixels[start : start + batch_size]
-            x = torch.stack([self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
-                             for p in batch]).to(self.device)  # fmt: skip
-            e_image = model.encode_image(x).float()
-            e_text = model.encode_text(tokenizer(captions[start : start + batch_size])
-                                       .to(self.device)).float()  # fmt: skip
-            cos = torch.nn.functional.cosine_similarity(e_image, e_text, dim=-1)
-            scores.append(100 * cos.cpu())
-        return torch.cat(scores)
+        parts = []
+        for start in range(0, len(pixels), batch_size):
+            batch = [self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
+                     for p in pixels[start : start + batch_size]]  # fmt: skip
+            parts.append(self.encoder.model.encode_image(torch.stack(batch).to(self.device)))
+        return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
+
+    @torch.no_grad()
+    def text_embeddings(self, captions: list[str], batch_size: int) -> torch.Tensor:
+        tokenize, model = self.encoder.tokenizer, self.encoder.model
+        parts = [model.encode_text(tokenize(captions[i : i + batch_size]).to(self.device))
+                 for i in range(0, len(captions), batch_size)]  # fmt: skip
+        return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
 
     @staticmethod
-    def aggregate(pair_scores: torch.Tensor) -> float:
-        return float(pair_scores.mean().clamp(min=0))
+    def pair_scores(e_image: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
+        """100 * cos(E_image, E_caption) of each row pair."""
+        if len(e_image) != len(e_text):
+            raise ValueError(f"{len(e_image)} images but {len(e_text)} captions")
+        return 100 * (e_image * e_text).sum(dim=-1)
+
+    @staticmethod
+    def score(e_image: torch.Tensor, e_text: torch.Tensor) -> float:
+        """CLIP score: max(mean of the pair scores, 0)."""
+        return float(ClipScorer.pair_scores(e_image, e_text).mean().clamp(min=0))
 
     def conditions(self, images: int, image_size: int) -> dict:
         info = self.encoder.info
@@ -256,9 +280,7 @@ def score_caption_only(
                                      "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
         half = len(real_f) // 2
         if half >= 2:  # a reference: FID between two halves of the real images
-            floor = fid_kid(real_f[:half], real_f[half : 2 * half], kid_subsets=p.kid_subsets,
-                            kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
-            out["fid"]["real_half_vs_half"] = floor["fid"]
+            out["fid"]["real_half_vs_half"] = fid(real_f[:half], real_f[half : 2 * half])
     try:
         if p.clip_score.weights is None:
             raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
@@ -267,13 +289,12 @@ def score_caption_only(
         log.warning("CLIP score left absent: %s", exc)
         out["clip_score"] = absent(str(exc), {"samples": len(fake), "image_size": image_size})
     else:
-        bs = p.batch_size
-        sampled = scorer.pair_scores(samples, captions, bs)
-        mismatched = scorer.pair_scores(samples, captions[1:] + captions[:1], bs)
+        e_text = scorer.text_embeddings(captions, p.batch_size)
+        e_samples = scorer.image_embeddings(samples, p.batch_size)
         out["clip_score"] = {
-            "value": scorer.aggregate(sampled),
-            "real_images": scorer.aggregate(scorer.pair_scores(x, captions, bs)),
-            "mismatched_captions": scorer.aggregate(mismatched),
+            "value": scorer.score(e_samples, e_text),
+            "real_images": scorer.score(scorer.image_embeddings(x, p.batch_size), e_text),
+            "mismatched_captions": scorer.score(e_samples, e_text.roll(-1, dims=0)),
             "conditions": scorer.conditions(len(fake), image_size),
         }
     return out

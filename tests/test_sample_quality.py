@@ -112,7 +112,9 @@ def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
     scorer, spec = clip_scorer
     images = photos(8, n=5).float() / 255
     captions = ["a cat", "two dogs on a sofa", "", "a red bus ☺", "an orange"]
-    batched = scorer.pair_scores(images, captions, batch_size=2)
+    batched = scorer.pair_scores(
+        scorer.image_embeddings(images, batch_size=2), scorer.text_embeddings(captions, 3)
+    )
 
     # The reference: open_clip's own model + eval transform, one PIL image and caption at a time.
     model, _, preprocess = open_clip.create_model_and_transforms(
@@ -129,8 +131,11 @@ def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
 
 
 def test_clip_score_is_the_clamped_mean():
-    assert ClipScorer.aggregate(torch.tensor([10.0, 20.0, -3.0])) == pytest.approx(9.0)
-    assert ClipScorer.aggregate(torch.tensor([-5.0, -1.0])) == 0.0
+    e_image = torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]])
+    e_text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]])
+    assert ClipScorer.pair_scores(e_image, e_text).tolist() == pytest.approx([100, 80, -60])
+    assert ClipScorer.score(e_image, e_text) == pytest.approx(40.0)
+    assert ClipScorer.score(e_image[2:], e_text[2:]) == 0.0  # the mean is clamped at 0
 
 
 def test_clip_score_conditions_name_the_weights(clip_scorer):
