@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -140,6 +141,14 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         )
     assert absent["clip_score"]["value"] is None
     assert "evaluate.coco_t5.clip_score.weights" in absent["clip_score"]["absent"]
+
+    # Weights placed in weights/ (where `t2i weights inception` saves them) make exactly the
+    # two evaluate stages stale, so their absent metrics get computed on the next repro.
+    assert "up to date" in dvc(repo_copy, "status", "coco/dvc.yaml")
+    (repo_copy / "weights/weights-inception-2015-12-05-6726825d.pth").write_bytes(b"weights")
+    stale = re.findall(r"^(\S+):$", dvc(repo_copy, "status", "coco/dvc.yaml"), re.MULTILINE)
+    assert set(stale) == {"coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5"}
+    (repo_copy / "weights/weights-inception-2015-12-05-6726825d.pth").unlink()
 
     before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
     assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {
