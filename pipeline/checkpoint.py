@@ -32,7 +32,15 @@ def _tensors(state: dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
+def require_finite(model: nn.Module, path: Path) -> None:
+    """NaN is never saved: refuse weights with a non-finite entry, naming the first one."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PipelineError(f"{path}: not written: weight {name} holds non-finite values")
+
+
 def save_weights(path: Path, model: nn.Module) -> None:
+    require_finite(model, path)
     with atomic_path(path) as tmp:
         save_file(_tensors(model.state_dict()), str(tmp))
 
@@ -67,6 +75,7 @@ def save_state(
     meta: dict,
 ) -> None:
     """One file holding everything that an exact resume needs."""
+    require_finite(model, path)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim = optimizer.state_dict()
     for index, entry in optim["state"].items():

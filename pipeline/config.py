@@ -43,6 +43,18 @@ class Runtime(DeviceParams):
     seed: int = Field(0, ge=0, description="seeds torch and the data order")
 
 
+class Guarded(Runtime):
+    """Keys of every stage that trains: the non-finite step guard and the warmup."""
+
+    max_nonfinite_steps: int = Field(
+        20, ge=1, le=1_000_000,
+        description="consecutive non-finite steps (skipped) before the stage stops",
+    )  # fmt: skip
+    warmup_steps: int = Field(
+        0, ge=0, le=10_000_000, description="linear learning-rate warmup (optimizer steps)"
+    )
+
+
 class FmnistDownload(Section):
     source: Literal["auto", "local", "mirror"] = Field(
         "auto",
@@ -121,7 +133,7 @@ class Pack(Section):
     coco: CocoPack = CocoPack()
 
 
-class TrainFmnistLabel(Runtime):
+class TrainFmnistLabel(Guarded):
     # The paper (§2.1) gives 40 epochs and Adam but no layer sizes or learning rate:
     # 400 hidden and 20 latent units are the classic Kingma & Welling MNIST sizes.
     epochs: int = Field(40, ge=1, le=10_000)
@@ -140,7 +152,7 @@ class TrainFmnistText(TrainFmnistLabel):
     )
 
 
-class TrainCoco(Runtime):
+class TrainCoco(Guarded):
     """Keys shared by the COCO models; the image size is that of the shards (pack.coco)."""
 
     epochs: int = Field(..., ge=1, le=10_000)
@@ -158,6 +170,14 @@ class TrainCoco(Runtime):
     channels_last: bool = Field(True, description="channels-last memory (on CUDA only)")
     compile: bool = Field(False, description="torch.compile the model (on CUDA only)")
     keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
+    warmup_steps: int = Field(
+        100, ge=0, le=10_000_000,
+        description="linear learning-rate warmup (not in the paper; see models/stability.py)",
+    )  # fmt: skip
+    logvar_bound: float | None = Field(
+        8.0, gt=0.0, le=100.0,
+        description="soft bound on the log-variance (not in the paper); null: unbounded",
+    )  # fmt: skip
 
 
 class TrainCocoClip(TrainCoco):
@@ -168,6 +188,9 @@ class TrainCocoClip(TrainCoco):
     weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
     fusion: Literal["concat", "add", "gated"] = "concat"
     width: int = Field(64, ge=2, le=1024, description="channels of the first conv (paper: 64)")
+    feature_norm: bool = Field(
+        True, description="LayerNorm after the image FC (not in the paper; for stability)"
+    )
 
 
 class TrainCocoT5(TrainCoco):
@@ -186,7 +209,7 @@ class Train(Section):
     coco_t5: TrainCocoT5 = TrainCocoT5()
 
 
-class Judge(Runtime):
+class Judge(Guarded):
     epochs: int = Field(6, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=1.0)

@@ -2,6 +2,9 @@
 
 SSIM follows Wang et al. (2004): an 11x11 Gaussian window (sigma 1.5), C1 = (0.01 L)^2,
 C2 = (0.03 L)^2 with L = 1, computed per channel and averaged.
+
+Non-finite images are refused (PipelineError): a NaN reconstruction must never turn into a
+perfect PSNR. PSNR is +inf only for an image reconstructed exactly, and then the mean is +inf.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from pipeline.finite import require_finite_tensor
 
 
 def mse_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -50,11 +55,12 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.
 
 
 def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
+    require_finite_tensor(originals, "reconstruction metrics: original images")
+    require_finite_tensor(reconstructions, "reconstruction metrics: reconstructions")
     psnr = psnr_per_image(originals, reconstructions)
-    finite = psnr[torch.isfinite(psnr)]
     return {
         "mse": float(mse_per_image(originals, reconstructions).mean()),
-        "psnr_db": float(finite.mean()) if len(finite) == len(psnr) else math.inf,
+        "psnr_db": float(psnr.mean()),  # +inf when an image is reconstructed exactly
         "ssim": float(ssim_per_image(originals, reconstructions).mean()),
         "images": len(originals),
     }

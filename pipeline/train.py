@@ -17,6 +17,13 @@ each rank reads its own WebDataset shards, and rank 0 alone writes checkpoints a
 After every epoch the full state (weights, Adam moments, RNG, history) is written to one
 file. A rerun with the same params resumes from it; on CPU the result is bit-identical to an
 uninterrupted run. Raising ``epochs`` continues training; any other change starts afresh.
+
+No non-finite number reaches the weights. A step whose loss or gradient norm is not finite
+is skipped (no optimizer update) and counted in the epoch's ``train/nonfinite_steps``; after
+``max_nonfinite_steps`` consecutive skips, or a non-finite test loss, the run stops with a
+:class:`NonFiniteTraining` error that names the model, epoch, step and term. Nothing is saved
+then: the resume state of the last finished epoch stays as it was. ``warmup_steps`` ramps the
+learning rate linearly from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,44 @@ class FitSpec:
     grad_clip: float | None = None
     amp: bool = False  # bf16 autocast, on CUDA only
     keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
+    warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
+    max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
+    name: str = "model"  # named in errors
+
+
+class NonFiniteTraining(PipelineError):
+    """Training produced non-finite numbers ``max_nonfinite_steps`` times in a row."""
+
+
+@dataclass
+class StepGuard:
+    """Counts skipped steps; raises once ``limit`` consecutive steps were non-finite."""
+
+    name: str
+    limit: int
+    epoch: int = 0
+    skipped: int = 0  # in this epoch
+    consecutive: int = 0
+
+    def check(self, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor, step: int) -> bool:
+        """True when the step may update the weights; raises after too many skips in a row."""
+        bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))]
+        if not bad and math.isfinite(float(grad_norm)):
+            self.consecutive = 0
+            return True
+        self.skipped += 1
+        self.consecutive += 1
+        what = ", ".join(bad) + " (loss term)" if bad else f"gradient norm ({float(grad_norm)})"
+        log.warning("%s: epoch %d step %d: %s not finite; step skipped", self.name,
+                    self.epoch, step, what)  # fmt: skip
+        if self.consecutive >= self.limit:
+            raise NonFiniteTraining(
+                f"train {self.name}: stopped at epoch {self.epoch}, step {step}: {what} not "
+                f"finite in {self.consecutive} consecutive steps (max_nonfinite_steps "
+                f"{self.limit}); no model written, the resume state of the last finished "
+                "epoch is kept. Lower the learning rate or raise warmup_steps."
+            )
+        return False
 
 
 class InMemoryBatches:
@@ -137,30 +184,49 @@ def train_one_epoch(
     desc: str = "train",
     amp: bool = False,
     losses: nn.Module | None = None,
+    guard: StepGuard | None = None,
+    lr_at: Callable[[], float] | None = None,
 ) -> dict[str, float]:
     """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``.
 
-    ``losses``: the DistributedDataParallel-wrapped model under torchrun.
+    ``losses``: the DistributedDataParallel-wrapped model under torchrun. ``guard`` skips
+    non-finite steps; ``lr_at()`` gives the learning rate of the next optimizer step.
     """
     model.train()
     losses = losses or BatchLosses(model)
+    guard = guard or StepGuard("model", limit=1 << 30)
     totals: dict[str, float] = {}
     count = 0
     steps = -(-len(data) // data.batch_size)
     join = losses.join() if isinstance(losses, DistributedDataParallel) else nullcontext()
     with join:  # ranks may hold different numbers of batches: join() keeps them in step
-        for batch in tqdm(data.batches(generator), total=steps, desc=desc, leave=False,
-                          disable=None):  # fmt: skip
+        for step, batch in enumerate(tqdm(data.batches(generator), total=steps, desc=desc,
+                                          leave=False, disable=None)):  # fmt: skip
             with _autocast(model, amp):
                 terms = losses(*batch)
             optimizer.zero_grad(set_to_none=True)
-            (terms["loss"] / len(batch[0])).backward()  # mean over images: lr independent of B
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            _accumulate(totals, terms)
-            count += len(batch[0])
+            # Mean over images: lr independent of B. Under DDP the gradients are averaged
+            # over ranks, so one rank's non-finite loss makes every rank skip the same step.
+            (terms["loss"] / len(batch[0])).backward()
+            grad_norm = _grad_norm(model, grad_clip)
+            if guard.check(terms, grad_norm, step + 1):
+                if lr_at is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at()
+                optimizer.step()
+                _accumulate(totals, terms)
+                count += len(batch[0])
+            else:
+                optimizer.zero_grad(set_to_none=True)
     return _per_image(totals, count)
+
+
+def _grad_norm(model: nn.Module, grad_clip: float | None) -> torch.Tensor:
+    """The total gradient norm, after clipping it to ``grad_clip`` when that is set."""
+    if grad_clip:
+        return nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 @torch.no_grad()
@@ -190,21 +256,30 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
+    steps = 0  # optimizer steps taken: the warmup's clock
     if state_path.is_file():
         tensors, meta = load_state(state_path)
         if meta["fingerprint"] == fingerprint and meta["epoch"] <= spec.epochs:
             restore_state(tensors, meta, model, optimizer, generator)
-            history = meta["history"]
+            history, steps = meta["history"], meta.get("steps", 0)
             log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
         else:
             log.info("%s belongs to other params; training from scratch", state_path)
     losses = None
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(BatchLosses(model))
+    guard = StepGuard(spec.name, spec.max_nonfinite_steps)
+
+    def lr_at() -> float:
+        nonlocal steps
+        steps += 1
+        return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
+
     live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if rank0 else None
     for row in history:  # replay finished epochs so the curves are whole after a resume
         _log_row(live, row)
     for epoch in range(len(history), spec.epochs):
+        guard.epoch, guard.skipped = epoch + 1, 0
         row = {
             f"train/{k}": v
             for k, v in train_one_epoch(
@@ -216,9 +291,20 @@ def fit(
                 desc=f"epoch {epoch + 1}/{spec.epochs}",
                 amp=spec.amp,
                 losses=losses,
+                guard=guard,
+                lr_at=lr_at,
             ).items()
         }
-        row.update({f"test/{k}": v for k, v in evaluate_terms(model, test, spec.amp).items()})
+        row["train/nonfinite_steps"] = float(guard.skipped)
+        test_row = evaluate_terms(model, test, spec.amp)
+        bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteTraining(
+                f"train {spec.name}: stopped at epoch {epoch + 1}, after its last step: test "
+                f"{', '.join(bad)} not finite; no model written, the resume state of the last "
+                "finished epoch is kept. Lower the learning rate or raise warmup_steps."
+            )
+        row.update({f"test/{k}": v for k, v in test_row.items()})
         history.append(row)
         _log_row(live, row)
         log.info(
@@ -228,7 +314,8 @@ def fit(
             " ".join(f"{k}={v:.4f}" for k, v in row.items()),
         )
         if rank0:
-            meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
+            meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint,
+                    "steps": steps}  # fmt: skip
             save_state(state_path, model, optimizer, generator, meta)
             if epoch + 1 in spec.keep_epochs:
                 save_weights(state_path.parent / f"epoch-{epoch + 1:04d}.safetensors", model)

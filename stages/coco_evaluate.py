@@ -26,6 +26,7 @@ from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid, save_png
+from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.image_metrics import reconstruction_metrics
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.sample_quality import score_caption_only
@@ -83,10 +84,11 @@ def run(name: str, params_path: Path) -> None:
             for key, value in model.batch_losses(xb, cb).items():
                 loss_terms[key] = loss_terms.get(key, 0.0) + float(value)
             count += len(xb)
-        recon = torch.cat(recon)
+        recon = require_finite_tensor(torch.cat(recon), f"evaluate {name}: reconstructions")
         metric_generator = torch.Generator().manual_seed(p.seed + 1)  # independent of figures
         only_caption = torch.cat([sample_images(model, c[i : i + p.batch_size], metric_generator)
                                   for i in range(0, len(c), p.batch_size)])  # fmt: skip
+        require_finite_tensor(only_caption, f"evaluate {name}: caption-only samples")
     metrics = {
         "reconstruction": reconstruction_metrics(x, recon),
         "test_loss_per_image": {k: v / count for k, v in loss_terms.items()},
@@ -103,7 +105,8 @@ def run(name: str, params_path: Path) -> None:
     metrics["caption_only"] = score_caption_only(
         p, f"evaluate.{name}", x, only_caption, texts, device, config["image_size"]
     )
-    write_json(METRICS / name / "eval.json", metrics)
+    path = METRICS / name / "eval.json"
+    write_json(path, require_finite(metrics, str(path), allow_inf=("psnr_db",)))
 
     out = REPORTS / name
 

@@ -20,6 +20,7 @@ from pipeline.evaluate import (
     sample_images,
 )
 from pipeline.figures import image_grid, save_png
+from pipeline.finite import require_finite
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
@@ -61,7 +62,8 @@ def fmnist_label(params_path: Path) -> None:
             "features": "judge penultimate layer (128-d)",
         },
     }
-    write_json(METRICS / "fmnist_label" / "eval.json", metrics)
+    path = METRICS / "fmnist_label" / "eval.json"
+    write_json(path, require_finite(metrics, str(path)))
 
     reports = REPORTS / "fmnist_label"
     n = p.grid_columns
@@ -124,7 +126,8 @@ def fmnist_text(params_path: Path) -> None:
         metrics[f"frechet_judge_features_{split}_phrasings"] = frechet_distance(
             features, real_features
         )
-    write_json(METRICS / "fmnist_text" / "eval.json", metrics)
+    path = METRICS / "fmnist_text" / "eval.json"
+    write_json(path, require_finite(metrics, str(path)))
 
     # One row per class: samples for its first held-out phrasing, labelled with the text.
     first = {}

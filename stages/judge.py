@@ -23,11 +23,20 @@ def run(params_path: Path) -> None:
         model,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
-        FitSpec(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr),
+        FitSpec(
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            warmup_steps=p.warmup_steps,
+            max_nonfinite_steps=p.max_nonfinite_steps,
+            name="judge",
+        ),  # fmt: skip
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
-        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "min_accuracy"})),
+        fingerprint=run_fingerprint(
+            model, p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"})
+        ),
     )
     accuracy = history[-1]["test/accuracy"]
     if accuracy < p.min_accuracy:

@@ -29,11 +29,18 @@ def _train_fmnist_mlp(name: str, p, make_batches, cond_dim: int, extra: dict) ->
         model,
         make_batches(x_train, y_train, p.batch_size, device),
         make_batches(x_test, y_test, 1000, device),
-        FitSpec(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr),
+        FitSpec(
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            warmup_steps=p.warmup_steps,
+            max_nonfinite_steps=p.max_nonfinite_steps,
+            name=name,
+        ),  # fmt: skip
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs"})),
+        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})),
     )
     save_model(model_dir(name), model, {"dataset": "fmnist", "labels": LABELS, **extra})
 

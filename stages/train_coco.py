@@ -53,9 +53,11 @@ def train_coco(name: str, p) -> None:
     train, test = pairs(p.subset), pairs(p.eval_subset)
     size = index["image_size"]
     if name == "coco_clip":
-        model = CVAEClip(size, train.text_dim, p.latent_dim, p.width, p.fusion)
+        model = CVAEClip(size, train.text_dim, p.latent_dim, p.width, p.fusion,
+                         p.feature_norm, p.logvar_bound)  # fmt: skip
     else:
-        model = CVAEGated(size, train.text_dim, p.latent_dim, p.fusion, p.beta)
+        model = CVAEGated(size, train.text_dim, p.latent_dim, p.fusion, p.beta,
+                          p.logvar_bound)  # fmt: skip
     model = model.to(device)
     if p.channels_last and cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -69,6 +71,9 @@ def train_coco(name: str, p) -> None:
         grad_clip=p.grad_clip,
         amp=p.amp and cuda,
         keep_epochs=tuple(p.keep_epochs),
+        warmup_steps=p.warmup_steps,
+        max_nonfinite_steps=p.max_nonfinite_steps,
+        name=name,
     )
     fit(
         model,
@@ -78,7 +83,9 @@ def train_coco(name: str, p) -> None:
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "keep_epochs"})),
+        fingerprint=run_fingerprint(
+            model, p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"})
+        ),
     )
     if rank0:
         save_model(model_dir(name), model, {"dataset": "coco", "encoder": ENCODER[name]})

@@ -88,6 +88,10 @@ def run_env() -> dict:
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
     """The tracked files of this repository in a fresh git repo, with tiny params."""
+    return make_repo_copy(tmp_path)
+
+
+def make_repo_copy(tmp_path: Path) -> Path:
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import re
 import subprocess
 
@@ -41,6 +42,23 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
             "metric_images": 6, "kid_subsets": 5, **(evaluate or {}).get(model, {}),
         }  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def assert_finite_or_absent(node, path="eval.json"):
+    """Every number is finite; a null value sits beside a non-empty "absent" reason."""
+    if isinstance(node, dict):
+        if "value" in node and node["value"] is None:
+            assert isinstance(node.get("absent"), str) and node["absent"], path
+        for key, value in node.items():
+            if not (key == "value" and value is None):
+                assert_finite_or_absent(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            assert_finite_or_absent(value, f"{path}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        assert math.isfinite(node), path
+    else:
+        assert node is None or isinstance(node, (str, bool)), path
 
 
 def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_server):
@@ -115,6 +133,9 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         assert figures["fig6_captions.png"].height > 5 * 64  # a row for each paper caption
         assert figures["fig9_10_epochs.png"].height > 3 * 4 * 64  # final + 2 kept epochs, 4 each
     assert "test_nelbo_nats" in json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())
+    for model in ("coco_clip", "coco_t5"):  # every number finite, or absent with its reason
+        eval_json = repo_copy / "metrics" / model / "eval.json"
+        assert_finite_or_absent(json.loads(eval_json.read_text()))
 
     # Caption-only samples: FID, KID and CLIP score with their conditions...
     scored = json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())["caption_only"]

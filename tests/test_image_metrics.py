@@ -2,8 +2,11 @@
 
 import math
 
+import pytest
 import torch
 
+from pipeline.errors import PipelineError
+from pipeline.finite import require_finite
 from pipeline.image_metrics import (
     psnr_per_image,
     reconstruction_metrics,
@@ -32,3 +35,24 @@ def test_ssim_is_one_for_identical_images_and_falls_with_noise():
     heavy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     assert (ssim_per_image(x, heavy) < ssim_per_image(x, light)).all()
     assert (ssim_per_image(x, light) < 1).all()
+
+
+def test_a_nan_reconstruction_is_refused_never_a_perfect_psnr():
+    originals = torch.rand(3, 3, 16, 16)
+    broken = originals.clone()
+    broken[1, 0, 4, 4] = float("nan")
+    with pytest.raises(PipelineError, match="reconstructions: 1 of 2304 values are not finite"):
+        reconstruction_metrics(originals, broken)
+    with pytest.raises(PipelineError, match="original images"):
+        reconstruction_metrics(broken, originals)
+
+
+def test_identical_images_give_infinite_psnr_and_only_psnr_may_be_infinite():
+    x = torch.rand(2, 3, 16, 16)
+    metrics = reconstruction_metrics(x, x)
+    assert metrics["psnr_db"] == math.inf and metrics["mse"] == 0.0
+    assert require_finite({"r": metrics}, "eval.json", allow_inf=("psnr_db",))
+    with pytest.raises(PipelineError, match=r"eval.json: r.psnr_db is inf"):
+        require_finite({"r": metrics}, "eval.json")
+    with pytest.raises(PipelineError, match=r"eval.json: a.b\[1\] is nan"):
+        require_finite({"a": {"b": [1.0, math.nan]}}, "eval.json", allow_inf=("b",))

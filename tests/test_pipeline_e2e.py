@@ -86,3 +86,24 @@ def test_killed_training_rerun_ends_with_the_same_weights(repo_copy):
     subprocess.run(cmd, cwd=repo_copy, env=run_env(), check=True, capture_output=True)
     uninterrupted = load_file(repo_copy / "models/fmnist_label/model.safetensors")
     assert all((resumed[k] == uninterrupted[k]).all() for k in uninterrupted)
+
+
+def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_copy):
+    """train.fmnist_label.lr: 1.0 (the most the params allow) used to save NaN weights as a
+    success; the guard skips the non-finite steps, then stops the stage at the epoch's test
+    loss with one line, and DVC records nothing."""
+    set_param(repo_copy, "train.fmnist_label", "lr", 1.0)
+    run = subprocess.run(["dvc", "repro", "train@fmnist_label"], cwd=repo_copy, env=run_env(),
+                         capture_output=True, text=True)  # fmt: skip
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    errors = [line for line in output.splitlines() if line.startswith("error: train fmnist_label")]
+    assert errors == [
+        "error: train fmnist_label: stopped at epoch 1, after its last step: test kl, loss, "
+        "recon not finite; no model written, the resume state of the last finished epoch is "
+        "kept. Lower the learning rate or raise warmup_steps."
+    ], output
+    assert "step skipped" in output and "Traceback" not in output
+    assert not (repo_copy / "models/fmnist_label/model.safetensors").exists()
+    assert not (repo_copy / "models/fmnist_label/state/train_state.safetensors").exists()
+    assert "train@fmnist_label" not in (repo_copy / "dvc.lock").read_text()

@@ -1,14 +1,18 @@
 """The shared training loop: determinism, exact resume, and the resume guard."""
 
 import csv
+import math
+from dataclasses import replace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.checkpoint import load_model, save_model
+from pipeline.checkpoint import load_model, load_state, save_model
+from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
+from pipeline.train import FitSpec, InMemoryBatches, NonFiniteTraining, fit, run_fingerprint
 
 
 def toy_data(n=96):
@@ -77,7 +81,7 @@ def test_training_overfits_a_few_images(tmp_path):
     assert history[-1]["train/loss"] < history[0]["train/loss"] / 5
     assert set(history[0]) == {
         f"{s}/{t}" for s in ("train", "test") for t in ("loss", "recon", "kl")
-    }
+    } | {"train/nonfinite_steps"}
 
 
 def test_saved_model_loads_back_identically(tmp_path):
@@ -92,3 +96,71 @@ def test_saved_model_loads_back_identically(tmp_path):
 def test_auto_device_is_cpu_without_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_path):
+    train, test = toy_data()
+    x, c = train.tensors
+    x = x.clone()
+    x[5, 100] = float("nan")  # one broken image: exactly one batch of each epoch is non-finite
+    generator = make_deterministic(7, torch.device("cpu"))
+    model = CVAEMLP(784, 10, 16, 4)
+    history = fit(model, InMemoryBatches(x, c, batch_size=32), test,
+                  FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2, name="toy"),
+                  generator=generator, state_path=tmp_path / "s" / "state.safetensors",
+                  live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    assert [row["train/nonfinite_steps"] for row in history] == [1.0, 1.0, 1.0]
+    assert all(math.isfinite(v) for row in history for v in row.values())
+    assert history[-1]["train/loss"] < history[0]["train/loss"]  # the other steps trained
+    assert all(bool(v.isfinite().all()) for v in model.state_dict().values())
+    with open(tmp_path / "live" / "plots" / "metrics" / "train" / "nonfinite_steps.tsv") as f:
+        assert [float(r["nonfinite_steps"]) for r in csv.DictReader(f, delimiter="\t")] == [1] * 3
+
+
+def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
+    state = tmp_path / "state" / "state.safetensors"
+    train, test = toy_data()
+    spec = FitSpec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="toy")
+    model = CVAEMLP(784, 10, 16, 4)
+    fit(model, train, test, spec, generator=make_deterministic(7, torch.device("cpu")),
+        state_path=state, live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    good = state.read_bytes()
+    x, c = train.tensors
+    broken = InMemoryBatches(torch.full_like(x, float("nan")), c, batch_size=32)
+    with pytest.raises(NonFiniteTraining) as raised:
+        fit(CVAEMLP(784, 10, 16, 4), broken, test, replace(spec, epochs=3),
+            generator=make_deterministic(7, torch.device("cpu")), state_path=state,
+            live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("train toy: stopped at epoch 3, step 2: loss, recon")
+    assert "(loss term) not finite in 2 consecutive steps" in message
+    assert state.read_bytes() == good  # nothing saved after the failure
+    _, meta = load_state(state)
+    assert meta["epoch"] == 2  # and a rerun on good data resumes from it
+    resumed = CVAEMLP(784, 10, 16, 4)
+    history = fit(resumed, train, test, replace(spec, epochs=3),
+                  generator=make_deterministic(7, torch.device("cpu")), state_path=state,
+                  live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    assert len(history) == 3 and history[:2] == meta["history"]
+
+
+def test_warmup_ramps_the_learning_rate_linearly_over_optimizer_steps(tmp_path):
+    state = tmp_path / "state.safetensors"
+    train, test = toy_data()  # 96 images, batch 32: 3 steps an epoch
+    for epochs, expected in ((1, 3 / 5), (2, 1.0)):
+        fit(CVAEMLP(784, 10, 16, 4), train, test,
+            FitSpec(epochs=epochs, batch_size=32, lr=1e-2, warmup_steps=5),
+            generator=make_deterministic(7, torch.device("cpu")), state_path=state,
+            live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+        _, meta = load_state(state)
+        assert meta["steps"] == 3 * epochs
+        assert meta["param_groups"][0]["lr"] == pytest.approx(1e-2 * expected)
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    model = CVAEMLP(784, 10, 16, 4)
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    with pytest.raises(PipelineError, match="weight fc1.weight holds non-finite values"):
+        save_model(tmp_path / "m", model)
+    assert not (tmp_path / "m" / "model.safetensors").exists()

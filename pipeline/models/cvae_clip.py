@@ -4,9 +4,10 @@ Shapes at S = 224 (any S divisible by 32 works; tests use 32), W = 64 (``width``
 
     image encoder  x (B, 3, S, S) -> 4 x [conv k4 s2 p1, BatchNorm, LeakyReLU(0.1)]
                    channels W, 2W, 4W, 8W = 64..512   -> (B, 512, S/16, S/16) = 14x14x512
-                   flatten -> FC -> (B, 512)
+                   flatten -> FC -> (B, 512) -> LayerNorm (feature_norm; not in the paper)
     main encoder   [image 512, caption c 512] -> FC 512 -> LeakyReLU -> FC 256 -> LeakyReLU
-                   -> FC mu, FC log sigma^2           (B, 128)
+                   -> FC mu, FC log sigma^2           (B, 128); log sigma^2 softly
+                   bounded to [-logvar_bound, logvar_bound] (not in the paper)
     decoder        fusion(z 128, c 512): concat = 640 (the paper; see fusion.py for others)
                    -> FC -> (B, 512, S/32, S/32) = 7x7x512
                    -> 5 x [deconv k4 s2 p1, BatchNorm, LeakyReLU(0.1)] (none after the last)
@@ -15,6 +16,12 @@ Shapes at S = 224 (any S divisible by 32 works; tests use 32), W = 64 (``width``
 
 The paper does not give the kernel sizes, the number of FC layers in the main encoder, or the
 decoder's channel widths: the choices above are ours.
+
+Changed against the paper, for stability at its own optimiser settings (Adam, lr 5e-3): the
+LayerNorm after the 100,352-input image FC and the bounded log-variance, plus the training
+loop's warmup. Without them one Adam step moves the image features by hundreds and the
+log-variance to 62, and the KL overflows (stability.py explains why). ``feature_norm=False``
+and ``logvar_bound=None`` give the paper's architecture exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 
 from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.models.fusion import Fusion
+from pipeline.models.stability import soft_bound
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -39,16 +47,19 @@ def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
 
 class CVAEClip(BernoulliCVAE):
     def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
-                 width: int = 64, fusion: str = "concat"):  # fmt: skip
+                 width: int = 64, fusion: str = "concat", feature_norm: bool = True,
+                 logvar_bound: float | None = 8.0):  # fmt: skip
         super().__init__()
         if image_size % 32:
             raise ValueError(f"image_size {image_size} must be divisible by 32")
         self.image_size, self.text_dim, self.latent_dim = image_size, text_dim, latent_dim
         self.width, self.fusion_kind = width, fusion
+        self.feature_norm, self.logvar_bound = feature_norm, logvar_bound
         chans = [3, width, 2 * width, 4 * width, 8 * width]
         self.image_encoder = nn.Sequential(*(_down(a, b) for a, b in pairwise(chans)))
         feat = 8 * width * (image_size // 16) ** 2
         self.image_fc = nn.Linear(feat, 512)
+        self.image_norm = nn.LayerNorm(512) if feature_norm else nn.Identity()
         self.encoder = nn.Sequential(
             nn.Linear(512 + text_dim, 512), nn.LeakyReLU(0.1),
             nn.Linear(512, 256), nn.LeakyReLU(0.1),
@@ -63,7 +74,7 @@ class CVAEClip(BernoulliCVAE):
         )
 
     def config(self) -> dict:
-        keys = ("image_size", "text_dim", "latent_dim", "width")
+        keys = ("image_size", "text_dim", "latent_dim", "width", "feature_norm", "logvar_bound")
         return {
             "model": "cvae_clip",
             "fusion": self.fusion_kind,
@@ -71,9 +82,9 @@ class CVAEClip(BernoulliCVAE):
         }
 
     def encode(self, x: torch.Tensor, c: torch.Tensor):
-        h = self.image_fc(self.image_encoder(x).flatten(1))
+        h = self.image_norm(self.image_fc(self.image_encoder(x).flatten(1)))
         h = self.encoder(torch.cat([h, c], dim=1))
-        return self.fc_mu(h), self.fc_logvar(h)
+        return self.fc_mu(h), soft_bound(self.fc_logvar(h), self.logvar_bound)
 
     def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         h = self.decoder_fc(self.fusion(z, c))

@@ -4,7 +4,8 @@ Shapes at S = 224 (any S divisible by 4; tests use 32):
 
     image encoder  x (B, 3, S, S) in [-1, 1] -> conv 64 k4 s2 p1 -> LeakyReLU(0.2)
                    -> conv 128 k4 s2 p1 -> LeakyReLU(0.2) -> (B, 128, S/4, S/4)
-                   flatten -> FC mu, FC log sigma^2         z_img (B, 128)
+                   flatten -> FC mu, FC log sigma^2         z_img (B, 128); log sigma^2 softly
+                   bounded to [-logvar_bound, logvar_bound] (not in the paper)
     text           T5 caption features (B, 512) -> FC -> z_text (B, 128)
     fusion         gated (the paper): g = sigmoid(W_g [z_img, z_text] + b_g),
                    z = g * z_img + (1 - g) * z_text;  or add / concat (fusion.py)
@@ -14,6 +15,11 @@ Shapes at S = 224 (any S divisible by 4; tests use 32):
 
 The paper gives the conv layers, the 128-d latent, the fusion and tanh; the activations and
 the mirrored decoder are our choices. Caption-only generation draws z_img ~ N(0, I).
+
+Changed against the paper, for stability at its own optimiser settings (Adam, lr 1e-3): the
+bounded log-variance, plus the training loop's warmup. Without them the 401,408-input heads'
+outputs jump by tens per Adam step and the KL per image swings between 1e3 and 1e13
+(stability.py explains why). ``logvar_bound=None`` gives the paper's architecture exactly.
 """
 
 from __future__ import annotations
@@ -23,16 +29,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.fusion import Fusion
+from pipeline.models.stability import soft_bound
 
 
 class CVAEGated(nn.Module):
     def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
-                 fusion: str = "gated", beta: float = 1.0):  # fmt: skip
+                 fusion: str = "gated", beta: float = 1.0,
+                 logvar_bound: float | None = 8.0):  # fmt: skip
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size {image_size} must be divisible by 4")
         self.image_size, self.text_dim, self.latent_dim = image_size, text_dim, latent_dim
         self.fusion_kind, self.beta = fusion, beta
+        self.logvar_bound = logvar_bound
         side = image_size // 4
         self.side = side
         self.image_encoder = nn.Sequential(
@@ -50,7 +59,7 @@ class CVAEGated(nn.Module):
         )  # fmt: skip
 
     def config(self) -> dict:
-        keys = ("image_size", "text_dim", "latent_dim", "beta")
+        keys = ("image_size", "text_dim", "latent_dim", "beta", "logvar_bound")
         return {
             "model": "cvae_gated",
             "fusion": self.fusion_kind,
@@ -59,7 +68,7 @@ class CVAEGated(nn.Module):
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None):
         h = self.image_encoder(x * 2 - 1)  # images arrive in [0, 1]; the model works in [-1, 1]
-        return self.fc_mu(h), self.fc_logvar(h)
+        return self.fc_mu(h), soft_bound(self.fc_logvar(h), self.logvar_bound)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (the tanh output mapped back)."""

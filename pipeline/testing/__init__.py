@@ -1,0 +1,1 @@
+"""Small real inputs that tests and benchmarks build (never used by a stage)."""
