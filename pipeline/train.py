@@ -19,11 +19,12 @@ file. A rerun with the same params resumes from it; on CPU the result is bit-ide
 uninterrupted run. Raising ``epochs`` continues training; any other change starts afresh.
 
 No non-finite number reaches the weights. A step whose loss or gradient norm is not finite
-is skipped (no optimizer update) and counted in the epoch's ``train/nonfinite_steps``; after
-``max_nonfinite_steps`` consecutive skips, or a non-finite test loss, the run stops with a
-:class:`NonFiniteTraining` error that names the model, epoch, step and term. Nothing is saved
-then: the resume state of the last finished epoch stays as it was. ``warmup_steps`` ramps the
-learning rate linearly from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps.
+is skipped (no optimizer update, BatchNorm statistics restored) and counted in the epoch's
+``train/nonfinite_steps``. After ``max_nonfinite_steps`` consecutive skips, or a non-finite
+test loss, the run stops with a :class:`NonFiniteTraining` error that names the model,
+epoch, step and term. Nothing is saved then: the resume state of the last finished epoch
+stays as it was. ``warmup_steps`` ramps the learning rate linearly from
+``lr / warmup_steps`` to ``lr`` over the first optimizer steps.
 """
 
 from __future__ import annotations
@@ -79,25 +80,30 @@ class StepGuard:
     skipped: int = 0  # in this epoch
     consecutive: int = 0
 
-    def check(self, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor, step: int) -> bool:
-        """True when the step may update the weights; raises after too many skips in a row."""
+    @staticmethod
+    def problem(terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> str | None:
+        """What went non-finite in a step, or None when the step may update the weights."""
         bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))]
-        if not bad and math.isfinite(float(grad_norm)):
+        if bad:
+            return ", ".join(bad) + " (loss term)"
+        return None if math.isfinite(float(grad_norm)) else f"gradient norm ({float(grad_norm)})"
+
+    def record(self, problem: str | None, step: int) -> None:
+        """Count a skipped step; raise once ``limit`` steps in a row were skipped."""
+        if problem is None:
             self.consecutive = 0
-            return True
+            return
         self.skipped += 1
         self.consecutive += 1
-        what = ", ".join(bad) + " (loss term)" if bad else f"gradient norm ({float(grad_norm)})"
         log.warning("%s: epoch %d step %d: %s not finite; step skipped", self.name,
-                    self.epoch, step, what)  # fmt: skip
+                    self.epoch, step, problem)  # fmt: skip
         if self.consecutive >= self.limit:
             raise NonFiniteTraining(
-                f"train {self.name}: stopped at epoch {self.epoch}, step {step}: {what} not "
+                f"train {self.name}: stopped at epoch {self.epoch}, step {step}: {problem} not "
                 f"finite in {self.consecutive} consecutive steps (max_nonfinite_steps "
                 f"{self.limit}); no model written, the resume state of the last finished "
                 "epoch is kept. Lower the learning rate or raise warmup_steps."
             )
-        return False
 
 
 class InMemoryBatches:
@@ -202,22 +208,28 @@ def train_one_epoch(
     with join:  # ranks may hold different numbers of batches: join() keeps them in step
         for step, batch in enumerate(tqdm(data.batches(generator), total=steps, desc=desc,
                                           leave=False, disable=None)):  # fmt: skip
+            buffers = [b.detach().clone() for b in model.buffers()]
             with _autocast(model, amp):
-                terms = losses(*batch)
+                terms = losses(*batch)  # in train mode this also moves BatchNorm's statistics
             optimizer.zero_grad(set_to_none=True)
             # Mean over images: lr independent of B. Under DDP the gradients are averaged
             # over ranks, so one rank's non-finite loss makes every rank skip the same step.
             (terms["loss"] / len(batch[0])).backward()
             grad_norm = _grad_norm(model, grad_clip)
-            if guard.check(terms, grad_norm, step + 1):
+            problem = guard.problem(terms, grad_norm)
+            if problem is None:
                 if lr_at is not None:
                     for group in optimizer.param_groups:
                         group["lr"] = lr_at()
                 optimizer.step()
                 _accumulate(totals, terms)
                 count += len(batch[0])
-            else:
+            else:  # the batch's non-finite activations must not stay in the statistics either
                 optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                        buffer.copy_(saved)
+            guard.record(problem, step + 1)
     return _per_image(totals, count)
 
 

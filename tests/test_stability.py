@@ -1,11 +1,15 @@
-"""The COCO models on real photographs at 224x224, through the real stages (issue: training
-that stays finite at the paper's optimiser settings).
+"""The COCO models on real photographs through the real stages, at the paper's optimiser
+settings (§2.2: Adam, lr 5e-3, weight decay 1e-5; §2.3: lr 1e-3).
 
 scikit-image's photographs, cropped, flipped and scaled, form a local COCO 2014 root that
-`dvc repro` downloads (local source), packs at 224, embeds with tiny CLIP and T5 checkpoints
-and trains on, with the paper's Adam settings (§2.2: lr 5e-3, weight decay 1e-5; §2.3: lr 1e-3).
+`dvc repro` downloads (local source), packs, embeds with tiny CLIP and T5 checkpoints and
+trains on. The images are 96x96 to fit the suite: the wide layers behind the divergence then
+have 9k (Model 1's image FC at width 32) and 74k (Model 2's heads) inputs, against 100k and
+401k at 224, and the paper's Model 1 still diverges (the last test). benchmarks/stability.py
+runs both models at 224 and the paper's width.
 """
 
+import re
 import subprocess
 
 import numpy as np
@@ -23,9 +27,10 @@ from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
-TRAIN_IMAGES, VAL_IMAGES = 24, 4  # x 5 captions: 120 training pairs, 15 steps per epoch at 8
-BATCH, EPOCHS = 8, 7  # 105 optimizer steps
-WIDTH = 32  # Model 1's first conv (paper: 64): its image FC still has 50,176 inputs at 224
+TRAIN_IMAGES, VAL_IMAGES = 12, 4  # x 5 captions: 60 training pairs, 8 steps an epoch at 8
+BATCH, EPOCHS = 8, 13  # 104 optimizer steps
+SIZE, WIDTH = 96, 32  # Model 1's first conv (paper: 64): its image FC has 9,216 inputs
+LATENT = 32  # paper: 128; Model 2's heads and decoder FC then hold 7M weights, not 28M
 
 
 def _params(repo, root, encoders):
@@ -35,11 +40,12 @@ def _params(repo, root, encoders):
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
                  "val": {"split": "val2014", "num_images": None, "seed": 0}},
     )  # fmt: skip
-    params["pack"]["coco"].update(image_size=224, workers=2)
+    params["pack"]["coco"].update(image_size=SIZE, workers=2)
     params["embed"].update(device="cpu", **encoders)
     for model in ("coco_clip", "coco_t5"):
-        params["train"][model].update(epochs=EPOCHS, batch_size=BATCH, workers=0, device="cpu",
-                                      shuffle_buffer=120, keep_epochs=[])  # fmt: skip
+        params["train"][model].update(epochs=EPOCHS, batch_size=BATCH, latent_dim=LATENT,
+                                      workers=0, device="cpu", shuffle_buffer=60,
+                                      keep_epochs=[])  # fmt: skip
     params["train"]["coco_clip"]["width"] = WIDTH
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -106,7 +112,7 @@ def test_the_paper_model_diverges_and_the_guard_stops_it(photo_repo):
     output = run.stdout + run.stderr
     lines = [line for line in output.splitlines() if line.startswith("error: train coco_clip")]
     assert len(lines) == 1, output
-    assert "stopped at epoch 1, step" in lines[0] and "not finite in 3 consecutive" in lines[0]
+    assert re.search(r"stopped at epoch \d+, step \d+: .* not finite in 3 consecutive", lines[0])
     assert "(loss term)" in lines[0] or "gradient norm" in lines[0]
     assert "Traceback" not in output
     assert not (photo_repo / "models/coco_clip/model.safetensors").exists()

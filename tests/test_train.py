@@ -164,3 +164,22 @@ def test_nan_weights_are_never_saved(tmp_path):
     with pytest.raises(PipelineError, match="weight fc1.weight holds non-finite values"):
         save_model(tmp_path / "m", model)
     assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
+    """A non-finite batch is skipped before the optimizer, but its forward pass has already
+    moved BatchNorm's running statistics: the guard restores them."""
+    from pipeline.models.judge import JudgeCNN
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    x[:] = float("nan")  # every batch is broken
+    model = JudgeCNN(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteTraining):
+        fit(model, InMemoryBatches(x, y, batch_size=32), InMemoryBatches(x, y, batch_size=32),
+            FitSpec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="judge"),
+            generator=make_deterministic(0, torch.device("cpu")),
+            state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
+            fingerprint="f")  # fmt: skip
+    assert_same(before, model.state_dict())  # weights and running statistics
