@@ -1,16 +1,53 @@
-"""Atomic writes: a reader sees either the old file or the whole new one, never half of it."""
+"""Atomic writes: a reader sees either the old file or the whole new one, never half of it.
+
+Every temp file is ``.<target name>.<8 random chars>.tmp`` in the target's own folder (never
+in /tmp, so a rename is atomic and a killed run leaves nothing elsewhere). The next write of
+the same target removes what a killed run left of it, ``remove_stale_temps`` clears a whole
+folder when a stage starts, and ``.dvcignore`` keeps such files out of every DVC output.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+TEMP_GLOB = ".*.tmp"  # what every temp file made here looks like (also in .dvcignore)
+
+
+def _temp_pattern(target: Path) -> re.Pattern:
+    # mkstemp's random part is 8 chars of [a-z0-9_]: "a" never matches the temps of "a.b".
+    return re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def remove_stale_temps(folder: str | Path, target: str | Path | None = None) -> list[Path]:
+    """Delete temp files a killed run left in ``folder`` (only those of ``target`` if given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = _temp_pattern(Path(target)) if target is not None else None
+    removed = []
+    for path in folder.glob(TEMP_GLOB):
+        if path.is_file() and (pattern is None or pattern.fullmatch(path.name)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def new_temp(target: str | Path) -> Path:
+    """A fresh empty temp file beside ``target`` (its folder is created)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
@@ -20,18 +57,23 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
+def temp_beside(target: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; it is deleted on exit, whatever happens."""
+    target = Path(target)
+    remove_stale_temps(target.parent, target)
+    tmp = new_temp(target)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path in the same folder; on success it replaces ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        publish(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with temp_beside(path) as tmp:
+        yield tmp
+        publish(tmp, path)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -55,16 +55,27 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
     for path in (config_path, weights_path):
         if not path.is_file():
             raise PipelineError(f"{path}: missing; train the model first (dvc repro)")
-    config = json.loads(config_path.read_text())
-    kind = config.get("model")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise PipelineError(f"{config_path}: not valid JSON ({exc}); train the model again") from None
+    kind = config.get("model") if isinstance(config, dict) else None
     if kind not in MODEL_CLASSES:
         expected = list(MODEL_CLASSES)
         raise PipelineError(f"{config_path}: model {kind!r} unknown; expected one of {expected}")
     cls = MODEL_CLASSES[kind]
     init_keys = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
     model = cls(**{k: config[k] for k in init_keys if k in config})
-    model.load_state_dict(load_file(str(weights_path)))
+    model.load_state_dict(_read_tensors(weights_path))
     return model.to(device).eval(), config
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:  # truncated or not safetensors
+        raise PipelineError(f"{path}: not a readable safetensors file ({exc}); "
+                            "train the model again (dvc repro)") from None  # fmt: skip
 
 
 def save_state(
@@ -91,9 +102,13 @@ def save_state(
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    with safe_open(str(path), framework="pt") as handle:
-        meta = json.loads(handle.metadata()["meta"])
-    return load_file(str(path)), meta
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads(handle.metadata()["meta"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{path}: not a readable training state ({exc}); delete it to "
+                            "train from scratch") from None  # fmt: skip
+    return _read_tensors(path), meta
 
 
 def restore_state(

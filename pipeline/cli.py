@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.redact import RedactingFilter, redact
 
 HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
@@ -32,17 +36,39 @@ app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="params file to read")
 
 
+def _sigterm_unwinds(owner: int):
+    """A SIGTERM handler that unwinds the stage as Ctrl-C does, so that every temp file is
+    removed on the way out; forked workers get the default back (they hold no files)."""
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    return handler
+
+
 def _stage(func: Callable) -> Callable:
-    """Show a PipelineError as one clear line, not a traceback."""
+    """Show a PipelineError as one clear line, not a traceback; redact credentials in URLs."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _sigterm_unwinds(os.getpid())) if main else None
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(1)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -129,6 +155,7 @@ def weights(
     name: str = typer.Argument(..., help="inception"),
     dest: Path = typer.Option(None, help="default: evaluate.coco_clip.inception_weights"),
     url: str = typer.Option(None, help="default: torch-fidelity's release file"),
+    sha256: str = typer.Option(None, help="sha256 of the file at --url (default: in its name)"),
     params: Path = ParamsOption,
 ):
     """Fetch the weights an evaluation metric needs (InceptionV3 for FID and KID) once."""
@@ -140,7 +167,7 @@ def weights(
         dest = load_params(params).evaluate.coco_clip.inception_weights
         if dest is None:
             raise PipelineError("evaluate.coco_clip.inception_weights is null; pass --dest")
-    typer.echo(f"wrote {fetch_inception(Path(dest), url)}")
+    typer.echo(f"wrote {fetch_inception(Path(dest), url, sha256)}")
 
 
 @app.command()
@@ -172,6 +199,10 @@ def generate(
     from pipeline.figures import save_png
     from stages.generate import grid
 
+    if output.is_dir() or output.suffix.lower() != ".png":
+        what = "a directory" if output.is_dir() else "not a .png file name"
+        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o "
+                            f"{output / 'generated.png' if output.is_dir() else 'sneaker.png'}")
     save_png(grid(model, label, caption, n, columns, seed, params), output)
     typer.echo(f"wrote {output}")
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 
 FMNIST_MIRRORS = [
     # Zalando's official mirror, then the original GitHub release files.
@@ -23,7 +24,16 @@ FMNIST_MIRRORS = [
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `epochs: true` or `epochs: "3"` is an error, not 1 or 3 (an int is still a
+    # valid float); allow_inf_nan=False: `.inf` and `.nan` are errors wherever a number goes.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _http_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
 
 
 class DeviceParams(Section):
@@ -65,7 +75,13 @@ class FmnistDownload(Section):
     mirrors: list[str] = Field(default_factory=lambda: list(FMNIST_MIRRORS), min_length=1)
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0.0, le=60.0)
-    timeout_s: float = Field(60.0, gt=0.0)
+    timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")
+    deadline_s: float = Field(3600.0, gt=0.0, description="per file, retries included")
+
+    @field_validator("mirrors")
+    @classmethod
+    def _http_mirrors(cls, value: list[str]) -> list[str]:
+        return [_http_url(url) for url in value]
 
 
 class CocoSubset(Section):
@@ -92,17 +108,23 @@ class CocoDownload(Section):
         None, description="holds annotations/captions_{train,val}2014.json, train2014/, val2014/"
     )
     annotations_url: str = "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"
+    annotations_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the annotations zip; null: unchecked"
+    )
     subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
     workers: int = Field(16, ge=1, le=256, description="concurrent image downloads")
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0.0, le=60.0)
-    timeout_s: float = Field(60.0, gt=0.0)
+    timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")
+    deadline_s: float = Field(3600.0, gt=0.0, description="per file, retries included")
     max_failure_rate: float = Field(
         0.001, ge=0.0, le=1.0, description="the stage fails when more images than this fail"
     )
     max_extract_bytes: int = Field(
         2_000_000_000, ge=1, description="bound on the bytes extracted from the annotations zip"
     )
+
+    _http_annotations = field_validator("annotations_url")(_http_url)
 
     @field_validator("subsets")
     @classmethod
@@ -341,7 +363,7 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key (check the spelling; see pipeline/config.py for valid keys)"
     got = error.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{key}: {error['msg']}{got_text}"
+    return redact(f"{key}: {error['msg']}{got_text}")
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:

@@ -4,7 +4,10 @@ FID and KID are torchmetrics' FrechetInceptionDistance and KernelInceptionDistan
 2048-d pool features of torch-fidelity's InceptionV3 (the port of the TensorFlow FID network
 that papers report). The features of each image set are extracted once and shared by both
 metrics. The Inception weights come from a local file named in params; ``t2i weights
-inception`` fetches torch-fidelity's file there.
+inception`` fetches torch-fidelity's file there, checked against its full sha256. The file
+is never unpickled: ``torch.load(weights_only=True)`` reads it as plain tensors (a file
+that holds anything else is refused before any of its code can run), and a file named
+like the official one must have the official sha256.
 
 CLIP score is max(100 * mean cos(E_image, E_caption), 0), the definition of Hessel et al.
 (2021) that torchmetrics' CLIPScore uses, computed with an open_clip model and open_clip's own
@@ -17,7 +20,9 @@ weights and their sha256, sample count, image size), because FID is not comparab
 
 from __future__ import annotations
 
+import io
 import logging
+import pickle
 import re
 import warnings
 from importlib.metadata import version
@@ -33,6 +38,9 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 INCEPTION_FEATURES = 2048
+# torch-fidelity's release file (URL_INCEPTION_V3): its name carries the first 8 hex digits.
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 
 
 def absent(reason: str, conditions: dict) -> dict:
@@ -47,6 +55,24 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- FID and KID
 
 
+def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """Tensors of a torch-saved state dict, read without running any code from the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[-1][:200]
+        raise PipelineError(f"{key}: {path} holds more than plain tensors and is refused "
+                            f"unread (no pickle is run): {first}") from None  # fmt: skip
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # truncated, not torch
+        first = str(exc).strip().splitlines()[0][:200]
+        raise PipelineError(f"{key}: {path} is not a readable weights file ({first})") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise PipelineError(f"{key}: {path} is not a state dict of named tensors")
+    return state
+
+
 def load_inception(weights: str | None, key: str, device: torch.device) -> torch.nn.Module:
     """torchmetrics' NoTrainInceptionV3 (2048-d pool features) with weights from a local file."""
     if weights is None:
@@ -57,17 +83,28 @@ def load_inception(weights: str | None, key: str, device: torch.device) -> torch
             f"{key}: no Inception weights file at {path} "
             f"(run `t2i weights inception --dest {path}` once where there is network access)"
         )
+    if path.name == INCEPTION_FILE and (digest := sha256_file(path)) != INCEPTION_SHA256:
+        raise PipelineError(f"{key}: {path} has sha256 {digest}, not that of torch-fidelity's "
+                            f"file ({INCEPTION_SHA256}); delete it and run `t2i weights "
+                            "inception`")  # fmt: skip
+    state = read_state_dict(path, key)
     from torchmetrics.image.fid import NoTrainInceptionV3
 
+    # torch-fidelity builds the network and torch.load()s the weights itself, with a full
+    # unpickler: it gets our own serialisation of the checked tensors, never the file.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
     try:
         net = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=[str(INCEPTION_FEATURES)],
-            feature_extractor_weights_path=str(path),
+            feature_extractor_weights_path=buffer,
         )
-    except Exception as exc:  # a truncated file, another network's weights
+    except (RuntimeError, KeyError, ValueError) as exc:  # another network's weights
+        first = str(exc).strip().splitlines()[0][:200]
         raise PipelineError(
-            f"{key}: {path} is not torch-fidelity InceptionV3 weights ({exc})"
+            f"{key}: {path} is not torch-fidelity InceptionV3 weights ({first})"
         ) from None
     return net.to(device)
 
@@ -159,16 +196,27 @@ def weights_hash_prefix(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def fetch_inception(dest: Path, url: str | None = None, **http) -> Path:
-    """Download torch-fidelity's InceptionV3 weights to ``dest``, checked against the sha256
-    prefix in the file name; ``dest`` appears only once the whole file checks out."""
+def fetch_inception(dest: Path, url: str | None = None, sha256: str | None = None,
+                    **http) -> Path:  # fmt: skip
+    """Download InceptionV3 weights to ``dest``; ``dest`` appears only once the file checks out.
+
+    torch-fidelity's file (the default) is checked against its full sha256; another ``url``
+    against ``sha256`` when given, else against the sha256 prefix in its file name. A URL
+    with neither is refused: unchecked weights are never written. The file must also read
+    as plain tensors (``read_state_dict``).
+    """
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     from pipeline.atomic import atomic_path
     from pipeline.data.http import DownloadError, download
+    from pipeline.redact import redact
 
     url = url or URL_INCEPTION_V3
-    prefix = weights_hash_prefix(url)
+    if sha256 is None and url == URL_INCEPTION_V3:
+        sha256 = INCEPTION_SHA256
+    expected = (sha256 or weights_hash_prefix(url) or "").lower()
+    if not expected:
+        raise PipelineError(f"{redact(url)}: no sha256 to check it against; pass --sha256")
     with atomic_path(dest) as tmp:
         try:
             download(url, tmp, **http)
@@ -178,8 +226,10 @@ def fetch_inception(dest: Path, url: str | None = None, **http) -> Path:
                 "from a machine that has it, or pass --url"
             ) from None
         digest = sha256_file(tmp)
-        if prefix and not digest.startswith(prefix):
-            raise PipelineError(f"{url}: sha256 {digest[:16]}... does not start with {prefix}")
+        if not digest.startswith(expected):
+            raise PipelineError(f"{redact(url)}: sha256 {digest} does not match {expected}; "
+                                "nothing was written")  # fmt: skip
+        read_state_dict(tmp, redact(url))  # plain tensors, or refused before it is kept
     return dest
 
 

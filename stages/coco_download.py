@@ -1,10 +1,11 @@
 """Stage coco_download: annotations, the chosen image subsets, and a per-image manifest."""
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
-from pipeline.atomic import write_json
+from pipeline.atomic import remove_stale_temps, write_json
 from pipeline.config import load_params
-from pipeline.data.archive import extract_members
+from pipeline.data.archive import extract_members, file_sha256
 from pipeline.data.coco import (
     failure_summary,
     fetch_images,
@@ -25,17 +26,24 @@ LOCAL_HINT = (
 )
 
 
-def _official_annotations(p, splits: set[str]) -> Path:
-    archive = COCO_STORE / Path(p.annotations_url).name
+def _official_annotations(p, http: dict, splits: set[str]) -> Path:
+    name = PurePosixPath(urlsplit(p.annotations_url).path).name or "annotations.zip"
+    archive = COCO_STORE / name
+    remove_stale_temps(COCO_STORE)
+    remove_stale_temps(COCO_STORE / "annotations")
     if not archive.is_file():
         try:
-            download(p.annotations_url, archive, retries=p.retries, backoff_s=p.backoff_s,
-                     timeout_s=p.timeout_s)  # fmt: skip
+            download(p.annotations_url, archive, **http)
         except DownloadError as exc:
             message = f"COCO annotations could not be downloaded: {exc}. {LOCAL_HINT}"
             raise PipelineError(message) from None
     names = sorted(f"captions_{split}.json" for split in splits)
     try:
+        digest = p.annotations_sha256 and file_sha256(archive)
+        if digest and digest != p.annotations_sha256:
+            raise PipelineError(f"{archive}: sha256 {digest}, expected {p.annotations_sha256} "
+                                "(download.coco.annotations_sha256); removed, so a rerun "
+                                "fetches it again")  # fmt: skip
         extract_members(archive, names, COCO_STORE / "annotations", p.max_extract_bytes)
     except PipelineError:
         archive.unlink()  # a bad archive is fetched again on the next run
@@ -45,24 +53,25 @@ def _official_annotations(p, splits: set[str]) -> Path:
 
 def run(params_path: Path) -> None:
     p = load_params(params_path).download.coco
+    http = {"retries": p.retries, "backoff_s": p.backoff_s, "timeout_s": p.timeout_s,
+            "deadline_s": p.deadline_s}  # fmt: skip
     if p.source == "local":
         if not p.local_root or not Path(p.local_root).is_dir():
             raise PipelineError(f"download.coco.local_root: {p.local_root!r} is not a directory. "
                                 + LOCAL_HINT)  # fmt: skip
         annotations = Path(p.local_root) / "annotations"
     else:
-        annotations = _official_annotations(p, {s.split for s in p.subsets.values()})
+        annotations = _official_annotations(p, http, {s.split for s in p.subsets.values()})
     summary = {}
     for name, subset in p.subsets.items():
         coco_index = read_captions(annotations / f"captions_{subset.split}.json")
         ids = select_coco_subset(coco_index, subset.num_images, subset.seed)
-        records = image_records(coco_index, ids)
+        records = image_records(coco_index, ids, subset.split)
         if p.source == "local":
             rows = local_images(records, subset.split, Path(p.local_root) / subset.split)
         else:
             rows = fetch_images(records, subset.split, COCO_STORE / subset.split,
-                                workers=p.workers, retries=p.retries, backoff_s=p.backoff_s,
-                                timeout_s=p.timeout_s)  # fmt: skip
+                                workers=p.workers, **http)  # fmt: skip
         write_manifest(rows, COCO_MANIFESTS / f"{name}.parquet")
         summary[name] = failure_summary(rows)
     write_json(METRICS / "coco" / "download.json", summary)

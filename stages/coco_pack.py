@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from pipeline.atomic import write_json
+from pipeline.atomic import TEMP_GLOB, write_json
 from pipeline.config import load_params
 from pipeline.data.coco import read_manifest
 from pipeline.data.images import prepare_jpegs
@@ -14,7 +14,9 @@ from stages.layout import COCO_MANIFESTS, COCO_SHARDS
 def run(params_path: Path) -> None:
     p = load_params(params_path).pack.coco
     workers = p.workers or os.cpu_count() or 1
-    for stale in [*COCO_SHARDS.glob("*.tar"), *COCO_SHARDS.glob("*.tmp")]:
+    # index.json goes first and comes back last, so it never describes shards not there.
+    (COCO_SHARDS / "index.json").unlink(missing_ok=True)
+    for stale in [*COCO_SHARDS.glob("*.tar"), *COCO_SHARDS.glob(TEMP_GLOB)]:
         stale.unlink()  # what a killed run left; the rerun writes every shard again
     index = {"image_size": p.image_size, "resize_mode": p.resize_mode, "subsets": {}}
     for manifest in sorted(COCO_MANIFESTS.glob("*.parquet")):

@@ -17,4 +17,5 @@ def run(params_path: Path) -> None:
         retries=p.retries,
         backoff_s=p.backoff_s,
         timeout_s=p.timeout_s,
+        deadline_s=p.deadline_s,
     )

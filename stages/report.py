@@ -18,7 +18,13 @@ def run(model: str, params_path: Path, output: Path | None = None) -> Path:
     if not figures and not metric_files:
         raise PipelineError(f"no figures in {REPORTS / model} and no metrics in "
                             f"{METRICS / model}: run its stages first (dvc repro)")  # fmt: skip
-    metrics = {str(p): json.loads(p.read_text()) for p in metric_files}
+    metrics = {}
+    for path in metric_files:
+        try:
+            metrics[str(path)] = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise PipelineError(f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
+                                "that writes it (dvc repro) or delete it") from None  # fmt: skip
     sections = {}
     for section in ("train", "evaluate"):
         values = getattr(params, section).model_dump(by_alias=True)

@@ -33,7 +33,7 @@ def served_coco(tmp_path, http_server):
 
 def train_records(fixture):
     coco = read_captions(fixture.root / "annotations" / "captions_train2014.json")
-    return image_records(coco, select_coco_subset(coco, None, 0))
+    return image_records(coco, select_coco_subset(coco, None, 0), "train2014")
 
 
 def test_captions_are_read_with_every_caption_of_each_image(tmp_path):

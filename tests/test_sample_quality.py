@@ -146,8 +146,14 @@ def test_clip_score_conditions_name_the_weights(clip_scorer):
     assert conditions["image_size"] == 32 and "open_clip" in conditions["tool"]
 
 
+def tensors_file_bytes(tmp_path) -> bytes:
+    path = tmp_path / "plain.pth"
+    torch.save({"fc.weight": torch.arange(6.0).reshape(2, 3)}, path)
+    return path.read_bytes()
+
+
 def test_fetch_inception_checks_the_hash_in_the_name(http_server, tmp_path):
-    body = b"pretend weights" * 100
+    body = tensors_file_bytes(tmp_path)
     prefix = hashlib.sha256(body).hexdigest()[:8]
     http_server.routes[f"/w/inception-{prefix}.pth"] = [(503, b"busy"), (200, body)]
     http_server.routes["/w/inception-deadbeef.pth"] = [(200, body)]
@@ -161,11 +167,85 @@ def test_fetch_inception_checks_the_hash_in_the_name(http_server, tmp_path):
     assert dest.read_bytes() == body  # after one retry of the 503
 
     bad = tmp_path / "bad.pth"
-    with pytest.raises(PipelineError, match="does not start with deadbeef"):
+    with pytest.raises(PipelineError, match="does not match deadbeef; nothing was written"):
         fetch_inception(bad, f"{http_server.url}/w/inception-deadbeef.pth", backoff_s=0.01)
     assert list(tmp_path.glob("*bad*")) == []  # nothing half-written
     with pytest.raises(PipelineError, match="could not be downloaded.*HTTP 404"):
         fetch_inception(bad, f"{http_server.url}/w/missing-0badf00d.pth", backoff_s=0.01)
+
+
+def test_fetch_inception_always_checks_a_sha256(http_server, tmp_path):
+    body = tensors_file_bytes(tmp_path)
+    http_server.routes["/w/inception.pth"] = [(200, body)]
+    dest = tmp_path / "inception.pth"
+    with pytest.raises(PipelineError, match="no sha256 to check it against; pass --sha256"):
+        fetch_inception(dest, f"{http_server.url}/w/inception.pth")
+    assert http_server.hits == {} and not dest.exists()  # refused before any byte is fetched
+    with pytest.raises(PipelineError, match=r"sha256 [0-9a-f]{64} does not match 0{64}"):
+        fetch_inception(dest, f"{http_server.url}/w/inception.pth", "0" * 64)
+    assert not dest.exists()
+    sha = hashlib.sha256(body).hexdigest()
+    assert fetch_inception(dest, f"{http_server.url}/w/inception.pth", sha).read_bytes() == body
+
+
+class _Payload:
+    """Unpickling this runs Path.touch(marker): what a planted weights file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_payload_at_the_weights_path_is_refused_without_running(tmp_path, http_server):
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / "weights" / "planted.pth"
+    planted.parent.mkdir()
+    torch.save({"fc.weight": torch.zeros(2), "x": _Payload(marker)}, planted)
+    key = "evaluate.coco_clip.inception_weights"
+    with pytest.raises(PipelineError, match=rf"{key}: .*planted.pth holds more than plain "
+                       r"tensors and is refused unread \(no pickle is run\)"):  # fmt: skip
+        load_inception(str(planted), key, CPU)
+    assert not marker.exists()
+
+    # The stage leaves FID and KID absent with that reason, and still runs nothing.
+    from pipeline.config import EvaluateCoco
+
+    p = EvaluateCoco(inception_weights=str(planted), clip_score={"weights": None})
+    images = photos(0, n=4).float() / 255
+    out = score_caption_only(p, "evaluate.coco_clip", images, images, ["a"] * 4, CPU, 32)
+    assert out["fid"]["value"] is None and "refused unread" in out["fid"]["absent"]
+    assert not marker.exists()
+
+    # Nor is such a file kept by `t2i weights inception`, even with the right sha256.
+    body = planted.read_bytes()
+    http_server.routes["/w/planted.pth"] = [(200, body)]
+    dest = tmp_path / "fetched.pth"
+    with pytest.raises(PipelineError, match="refused unread"):
+        fetch_inception(dest, f"{http_server.url}/w/planted.pth", hashlib.sha256(body).hexdigest())
+    assert not dest.exists() and not marker.exists()
+
+
+def test_a_file_named_as_the_official_weights_must_have_their_sha256(tmp_path, inception_file):
+    from pipeline.sample_quality import INCEPTION_FILE, INCEPTION_SHA256
+
+    assert INCEPTION_FILE.split("-")[-1].split(".")[0] == INCEPTION_SHA256[:8]
+    impostor = tmp_path / INCEPTION_FILE
+    impostor.write_bytes(inception_file.read_bytes())  # loadable weights, not the official ones
+    with pytest.raises(PipelineError, match=rf"has sha256 [0-9a-f]{{64}}, not that of "
+                       rf"torch-fidelity's file \({INCEPTION_SHA256}\)"):  # fmt: skip
+        load_inception(str(impostor), "evaluate.coco_t5.inception_weights", CPU)
+    net = load_inception(str(inception_file), "evaluate.coco_t5.inception_weights", CPU)
+    assert sum(p.numel() for p in net.parameters()) > 20_000_000  # any other name: loaded
+
+
+def test_truncated_inception_weights_are_one_line(tmp_path, inception_file):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(inception_file.read_bytes()[:100_000])
+    with pytest.raises(PipelineError, match=r"cut.pth is not a readable weights file") as info:
+        load_inception(str(cut), "evaluate.coco_clip.inception_weights", CPU)
+    assert "\n" not in str(info.value)
 
 
 def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file, clip_scorer):

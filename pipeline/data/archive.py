@@ -1,20 +1,45 @@
-"""Safe zip extraction: no absolute paths, no '..', and a bound on what comes out."""
+"""Safe zip extraction: no absolute paths, no '..', and a bound on what comes out.
+
+Any fault of the archive (not a zip, a header that lies, a corrupt or truncated member, an
+odd entry name) is one PipelineError naming the file; the caller removes the archive so
+that a rerun fetches it again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
 
 
-def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath | None:
+    """The entry's path, or None for a directory entry such as './'; unsafe names raise."""
     name = info.filename.replace("\\", "/")
     path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("/") or ".." in path.parts or ":" in path.parts[0]:
+    if path.is_absolute() or name.startswith("/") or ".." in path.parts:
         raise PipelineError(f"{archive}: refusing unsafe entry {info.filename!r} (path traversal)")
+    if not path.parts or info.is_dir():
+        return None
+    if ":" in path.parts[0]:
+        raise PipelineError(f"{archive}: refusing unsafe entry {info.filename!r} (drive letter)")
     return path
+
+
+# What zipfile and zlib raise on a damaged archive, besides BadZipFile itself.
+_ZIP_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
+               NotImplementedError, IndexError, KeyError)  # fmt: skip
 
 
 def extract_members(archive: Path, members: list[str], dest: Path, max_bytes: int) -> list[Path]:
@@ -24,15 +49,19 @@ def extract_members(archive: Path, members: list[str], dest: Path, max_bytes: in
     traversal entry is refused whole. The declared and the actual extracted sizes are bounded.
     """
     try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise PipelineError(f"{archive}: not a valid zip file ({exc})") from None
-    with zf:
-        infos = zf.infolist()
+        return _extract(archive, members, dest, max_bytes)
+    except _ZIP_FAULTS as exc:
+        raise PipelineError(f"{archive}: not a valid zip file ({type(exc).__name__}: {exc}); "
+                            "it is removed so that a rerun fetches it again") from None  # fmt: skip
+
+
+def _extract(archive: Path, members: list[str], dest: Path, max_bytes: int) -> list[Path]:
+    with zipfile.ZipFile(archive) as zf:
         by_name = {}
-        for info in infos:
+        for info in zf.infolist():
             path = _check_member(info, archive)
-            by_name.setdefault(path.name, info)
+            if path is not None:
+                by_name.setdefault(path.name, info)
         missing = [m for m in members if m not in by_name]
         if missing:
             raise PipelineError(f"{archive}: expected entries {missing} not found")

@@ -3,6 +3,11 @@
 Every image's fate is one row of a Parquet manifest (after img2dataset): where it came
 from, whether it decoded, its sha256, and its captions. The pack stage reads only the
 manifest, so DVC sees a change of any image through the manifest's hash.
+
+The annotations never choose a path: an image's file is ``COCO_<split>_<12-digit id>.jpg``
+under the store (or the local root), derived from its id and split alone. An annotation whose
+``file_name`` is anything else (absolute, with ``..``, another name) is rejected, and the
+reason is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, remove_stale_temps
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,48 @@ MANIFEST_SCHEMA = pa.schema(
 @dataclass
 class CocoImage:
     image_id: int
-    file_name: str
+    file_name: str  # the official name, derived from the id and split
     url: str
     captions: list[str] = field(default_factory=list)
     caption_ids: list[int] = field(default_factory=list)
+    rejected: str = ""  # why the annotations' entry is refused; "" when it is fine
+
+
+MAX_IMAGE_ID = 10**12 - 1  # the file names carry 12 digits
+
+
+def official_file_name(split: str, image_id: int) -> str:
+    return f"COCO_{split}_{image_id:012d}.jpg"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shape_error(path: Path, where: str, entry: dict, key: str, expected: str) -> PipelineError:
+    got = json.dumps(entry.get(key)) if key in entry else "nothing"
+    return PipelineError(f"{path}: {where}: {key!r} should be {expected}, got {got[:80]}")
+
+
+def _check_entries(path: Path, data: dict) -> None:
+    """Types pycocotools and this module rely on; the first bad entry is named."""
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict):
+            raise PipelineError(f"{path}: images[{i}] should be an object")
+        if not _is_int(image.get("id")) or not 0 <= image["id"] <= MAX_IMAGE_ID:
+            raise _shape_error(path, f"images[{i}]", image, "id", "an integer of 0..10^12-1")
+        for key in ("file_name", "coco_url"):
+            if key in image and not isinstance(image[key], str):
+                raise _shape_error(path, f"images[{i}] (id {image['id']})", image, key, "a string")
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise PipelineError(f"{path}: annotations[{i}] should be an object")
+        for key in ("id", "image_id"):
+            if not _is_int(ann.get(key)):
+                raise _shape_error(path, f"annotations[{i}]", ann, key, "an integer")
+        if not isinstance(ann.get("caption"), str):
+            raise _shape_error(path, f"annotations[{i}] (id {ann['id']})", ann, "caption",
+                               "a string")  # fmt: skip
 
 
 def read_captions(path: Path) -> COCO:
@@ -66,6 +110,7 @@ def read_captions(path: Path) -> COCO:
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise PipelineError(f"{path}: expected a COCO captions JSON with a '{key}' list")
+    _check_entries(Path(path), data)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -86,7 +131,22 @@ def select_coco_subset(coco: COCO, num_images: int | None, seed: int) -> list[in
     return np.random.default_rng(seed).choice(ids, size=num_images, replace=False).tolist()
 
 
-def image_records(coco: COCO, ids: list[int]) -> list[CocoImage]:
+def file_name_problem(given: str | None, split: str, image_id: int) -> str:
+    """Why an annotation's ``file_name`` is refused, or "" when it is the official name."""
+    expected = official_file_name(split, image_id)
+    if given is None:
+        return f"no file_name in the annotations (expected {expected})"
+    if given == expected:
+        return ""
+    shown = repr(given[:200])
+    if given.startswith(("/", "\\")) or (len(given) > 1 and given[1] == ":"):
+        return f"file_name {shown} is an absolute path; expected {expected}"
+    if ".." in given.replace("\\", "/").split("/"):
+        return f"file_name {shown} has '..' (path traversal); expected {expected}"
+    return f"file_name {shown} is not the official COCO_<split>_<12-digit id>.jpg ({expected})"
+
+
+def image_records(coco: COCO, ids: list[int], split: str) -> list[CocoImage]:
     records = []
     for image_id in ids:
         info = coco.imgs[image_id]
@@ -94,10 +154,11 @@ def image_records(coco: COCO, ids: list[int]) -> list[CocoImage]:
         records.append(
             CocoImage(
                 image_id=int(image_id),
-                file_name=info["file_name"],
+                file_name=official_file_name(split, int(image_id)),
                 url=info.get("coco_url", ""),
                 captions=[a["caption"].strip() for a in anns],
                 caption_ids=[int(a["id"]) for a in anns],
+                rejected=file_name_problem(info.get("file_name"), split, int(image_id)),
             )
         )
     return records
@@ -117,7 +178,7 @@ def verify_image(path: Path) -> dict:
 def _row(record: CocoImage, split: str, path: Path, status: str, error: str = "", **facts):
     return {
         "image_id": record.image_id, "file_name": record.file_name, "split": split,
-        "url": record.url, "path": str(path), "status": status, "error": error,
+        "url": redact(record.url), "path": str(path), "status": status, "error": redact(error),
         "sha256": facts.get("sha256", ""), "bytes": facts.get("bytes", 0),
         "width": facts.get("width", 0), "height": facts.get("height", 0),
         "caption_ids": record.caption_ids, "captions": record.captions,
@@ -137,8 +198,10 @@ def local_images(records: list[CocoImage], split: str, image_dir: Path) -> list[
     """Rows for images read in place from a local COCO root (not copied)."""
     rows = []
     for record in tqdm(records, desc=f"verify {split}", disable=None):
-        path = image_dir / record.file_name
-        if not path.is_file():
+        path = image_dir / record.file_name  # derived from the id: always inside image_dir
+        if record.rejected:
+            rows.append(_row(record, split, path, "failed", record.rejected))
+        elif not path.is_file():
             rows.append(_row(record, split, path, "failed", f"{path}: missing"))
         else:
             rows.append(_checked(record, split, path))
@@ -146,11 +209,16 @@ def local_images(records: list[CocoImage], split: str, image_dir: Path) -> list[
 
 
 def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: int,
-                 retries: int, backoff_s: float, timeout_s: float) -> list[dict]:  # fmt: skip
-    """Download each image by its coco_url into ``store`` (resuming), verify it decodes."""
+                 **http) -> list[dict]:  # fmt: skip
+    """Download each image by its coco_url into ``store`` (resuming), verify it decodes.
+
+    ``http``: retries, backoff_s, timeout_s, deadline_s of :func:`download`.
+    """
 
     def one(record: CocoImage) -> dict:
-        path = store / record.file_name
+        path = store / record.file_name  # derived from the id: always inside the store
+        if record.rejected:
+            return _row(record, split, path, "failed", record.rejected)
         if path.is_file():
             row = _checked(record, split, path)
             if row["status"] == "ok":
@@ -158,7 +226,7 @@ def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: 
         if not record.url:
             return _row(record, split, path, "failed", "no coco_url in the annotations")
         try:
-            download(record.url, path, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
+            download(record.url, path, **http)
         except DownloadError as exc:
             return _row(record, split, path, "failed", str(exc))
         row = _checked(record, split, path)
@@ -167,6 +235,7 @@ def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: 
         return row
 
     store.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(store)  # what a killed run left
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(one, records)  # keeps the subset's order
         return list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))

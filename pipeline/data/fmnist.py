@@ -10,16 +10,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.atomic import write_bytes
+from pipeline.atomic import remove_stale_temps, temp_beside, write_bytes
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +119,25 @@ def fetch_fmnist(
     retries: int = 4,
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
+    deadline_s: float = 3600.0,
     debian_dir: Path = DEBIAN_DIR,
 ) -> dict[str, str]:
-    """Put the four verified, decompressed IDX files in ``out_dir``; return name -> origin."""
+    """Put the four verified, decompressed IDX files in ``out_dir``; return name -> origin.
+
+    Mirrors are tried in order; any failure of one (network, short body, deadline, bad gzip,
+    wrong sha256) moves on to the next. Downloads go to temp files beside their target.
+    """
     if local_dir and not Path(local_dir).is_dir():
         raise PipelineError(f"download.fmnist.local_dir: {local_dir} is not a directory")
+    remove_stale_temps(out_dir)  # what a killed run left
     dirs = _local_dirs(source, local_dir, debian_dir)
+    http = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s,
+            "deadline_s": deadline_s}  # fmt: skip
     origins: dict[str, str] = {}
     for name in FMNIST_IDX_SHA256:
         raw, origin = _from_local(name, dirs)
         if raw is None and source != "local":
-            raw, origin = _from_mirrors(name, mirrors or [], retries, backoff_s, timeout_s)
+            raw, origin = _from_mirrors(name, mirrors or [], out_dir, http)
         if raw is None:
             raise PipelineError(_not_found_message(name, source, dirs, origin))
         write_bytes(out_dir / name, raw)
@@ -146,21 +154,18 @@ def _from_local(name: str, dirs: list[Path]) -> tuple[bytes | None, str]:
     return None, ""
 
 
-def _from_mirrors(
-    name: str, mirrors: list[str], retries: int, backoff_s: float, timeout_s: float
-) -> tuple[bytes | None, str]:
+def _from_mirrors(name: str, mirrors: list[str], out_dir: Path,
+                  http: dict) -> tuple[bytes | None, str]:  # fmt: skip
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{name}.gz"
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / f"{name}.gz"
+        with temp_beside(out_dir / f"{name}.gz") as target:
             try:
-                download(url, target, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
-            except DownloadError as exc:
-                log.warning("%s", exc)
+                download(url, target, **http)
+                return _verified(name, target.read_bytes(), redact(url)), redact(url)
+            except (DownloadError, PipelineError) as exc:
+                log.warning("%s; trying the next mirror", exc)
                 failures.append(str(exc))
-                continue
-            return _verified(name, target.read_bytes(), url), url
     return None, "; ".join(failures)
 
 

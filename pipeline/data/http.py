@@ -1,59 +1,207 @@
-"""HTTP downloads with retries and exponential backoff, written atomically."""
+"""HTTP(S) downloads: retries with exponential backoff, checked, bounded, written atomically.
+
+- Only ``http`` and ``https`` URLs are fetched, and redirects may lead only to those.
+- ``user:password@`` in a URL becomes an HTTP Basic ``Authorization`` header that is never
+  forwarded on a redirect; the URL is redacted (``***@``) in every message.
+- A body shorter than its ``Content-Length`` is a (retried) failure, never a file.
+- ``timeout_s`` bounds each socket operation; ``deadline_s`` bounds the whole download,
+  retries and waits included: when it passes, the open connection is shut down.
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import logging
-import shutil
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pipeline.atomic import atomic_path
+from pipeline.redact import redact, split_credentials
 
 log = logging.getLogger(__name__)
 
 # Codes worth another try: the server or a proxy is busy, not the URL wrong.
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+SCHEMES = ("http", "https")
 
 
 class DownloadError(Exception):
     """A URL could not be fetched; ``transient`` is False for answers like 404."""
 
     def __init__(self, url: str, reason: str, transient: bool):
-        super().__init__(f"{url}: {reason}")
-        self.url = url
-        self.reason = reason
+        self.url = redact(url)
+        self.reason = redact(reason)
+        super().__init__(f"{self.url}: {self.reason}")
         self.transient = transient
 
 
-def _fetch_once(url: str, dest: Path, timeout_s: float) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "t2i-cvae"})
+def check_url(url: str) -> None:
+    """Refuse anything but an absolute http(s) URL (urllib alone would read file:// too)."""
     try:
-        with (
-            urllib.request.urlopen(request, timeout=timeout_s) as response,
-            atomic_path(dest) as tmp,
-            tmp.open("wb") as out,
-        ):
-            shutil.copyfileobj(response, out, length=1 << 20)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise DownloadError(url, f"not a valid URL ({exc})", False) from None
+    if parts.scheme.lower() not in SCHEMES or not parts.hostname:
+        scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise DownloadError(url, f"{scheme}: only http:// and https:// URLs are fetched", False)
+
+
+class _Deadline:
+    """Shuts down every connection of one download when its overall deadline passes."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def _shut(self, connection) -> None:
+        if connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read
+            except OSError:
+                pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for connection in self._connections:
+                self._shut(connection)
+
+    def track(self, http_class):
+        """A connection factory for urllib whose connections this deadline can shut."""
+
+        def factory(host, **kw):
+            connection = http_class(host, **kw)
+            connect = connection.connect
+
+            def tracked_connect():
+                connect()
+                with self._lock:
+                    self._connections.append(connection)
+                    if self.expired:
+                        self._shut(connection)
+
+            connection.connect = tracked_connect
+            return connection
+
+        return factory
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kw):
+        return super().do_open(self.deadline.track(http_class), req, **kw)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kw):
+        return super().do_open(self.deadline.track(http_class), req, **kw)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl)  # no redirect to file://, ftp:// ...
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _request(url: str) -> urllib.request.Request:
+    plain, user, password = split_credentials(url)
+    request = urllib.request.Request(plain, headers={"User-Agent": "t2i-cvae"})
+    if user is not None:
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password or '')}".encode()).decode()
+        # An unredirected header: a redirect to another host never receives it.
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
+
+
+def _expected_length(response, url: str) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise DownloadError(url, f"invalid Content-Length {value!r}", False)
+    return int(value)
+
+
+def _fetch_once(url: str, dest: Path, timeout_s: float, deadline: _Deadline) -> None:
+    opener = urllib.request.build_opener(
+        _HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler()
+    )
+    timeout = max(min(timeout_s, deadline.remaining()), 0.001)
+    received = 0
+    try:
+        with opener.open(_request(url), timeout=timeout) as response:
+            expected = _expected_length(response, url)
+            with atomic_path(dest) as tmp, tmp.open("wb") as out:
+                while chunk := response.read1(1 << 20):  # returns as data arrives
+                    out.write(chunk)
+                    received += len(chunk)
+                    if deadline.expired:
+                        break
+                if deadline.expired:
+                    raise DownloadError(url, _deadline_reason(deadline, received), False)
+                if expected is not None and received != expected:
+                    reason = f"body of {received} bytes, Content-Length says {expected}"
+                    raise DownloadError(url, reason, True)
     except urllib.error.HTTPError as exc:
         raise DownloadError(url, f"HTTP {exc.code}", exc.code in TRANSIENT_HTTP) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
+        if deadline.expired:
+            raise DownloadError(url, _deadline_reason(deadline, received), False) from None
+        reason = getattr(exc, "reason", None) or exc
         raise DownloadError(url, f"network error: {reason}", True) from None
 
 
-def download(
-    url: str, dest: Path, *, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 60.0
-) -> None:
-    """Fetch ``url`` to ``dest``; retry transient failures, waiting backoff_s * 2**attempt."""
-    for attempt in range(retries + 1):
-        try:
-            _fetch_once(url, dest, timeout_s)
-            return
-        except DownloadError as exc:
-            if not exc.transient or attempt == retries:
-                raise
-            wait = backoff_s * 2**attempt
-            log.warning("%s; retry %d/%d in %.1fs", exc, attempt + 1, retries, wait)
-            time.sleep(wait)
+def _deadline_reason(deadline: _Deadline, received: int) -> str:
+    return (f"overall deadline of {deadline.seconds:g} s passed ({received} bytes received); "
+            "raise deadline_s in params.yaml for a slow link")  # fmt: skip
+
+
+def download(url: str, dest: Path, *, retries: int = 4, backoff_s: float = 1.0,
+             timeout_s: float = 60.0, deadline_s: float = 3600.0) -> None:  # fmt: skip
+    """Fetch ``url`` to ``dest``; retry transient failures, waiting backoff_s * 2**attempt.
+
+    ``dest`` appears only once the whole body has arrived.
+    """
+    check_url(url)
+    with _Deadline(deadline_s) as deadline:
+        for attempt in range(retries + 1):
+            try:
+                _fetch_once(url, dest, timeout_s, deadline)
+                return
+            except DownloadError as exc:
+                if not exc.transient or attempt == retries:
+                    raise
+                wait = backoff_s * 2**attempt
+                if wait >= deadline.remaining():
+                    raise DownloadError(url, f"{exc.reason}; no time left to retry "
+                                        f"within the deadline of {deadline_s:g} s", False) from None  # fmt: skip
+                log.warning("%s; retry %d/%d in %.1fs", exc, attempt + 1, retries, wait)
+                time.sleep(wait)

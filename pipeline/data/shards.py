@@ -1,61 +1,90 @@
 """WebDataset tar shards: the only module that writes or reads them.
 
-Each sample is ``<key>.jpg`` + ``<key>.json`` with the image id as key. Shards are written
-by webdataset's ShardWriter into a temp file each, renamed into place when complete, with
-fixed mtimes and owner so that the same samples give byte-identical tars.
+Each sample is ``<key>.jpg`` + ``<key>.json`` with the image id as key. Each shard is written
+with webdataset's TarWriter to a temp file beside it, with fixed mtimes and owner so that
+the same samples give byte-identical tars. A shard is published (renamed into place) only
+once it is complete, flushed and verified; any exception or signal that interrupts the
+writing deletes the temp file, so a reader never finds a partial shard.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import webdataset as wds
 
-from pipeline.atomic import publish
+from pipeline.atomic import new_temp, publish
+from pipeline.errors import PipelineError
+
+_TAR = {"user": "t2i", "group": "t2i", "mode": 0o444, "mtime": 0.0, "encoder": False}
 
 
-class _AtomicShardFiles:
-    """Opener and post hook for ShardWriter: write ``name.tmp``, rename it when closed."""
+class _Shard:
+    """One shard being written to its temp file; ``publish`` checks it, then renames it."""
 
-    def __init__(self):
-        self.handles: dict[str, object] = {}
-        self.finished: list[Path] = []
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, new_temp(path)
+        self.handle = self.tmp.open("wb")
+        self.writer = wds.TarWriter(self.handle, **_TAR)
+        self.keys: list[str] = []
+        self.size = 0
 
-    def open(self, name: str):
-        handle = open(f"{name}.tmp", "wb")  # noqa: SIM115 (closed in done)
-        self.handles[name] = handle
-        return handle
+    def write(self, sample: dict) -> None:
+        self.size += self.writer.write(sample)
+        self.keys.append(sample["__key__"])
 
-    def done(self, name: str) -> None:
-        handle = self.handles.pop(name)
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        publish(f"{name}.tmp", name)
-        self.finished.append(Path(name))
+    def publish(self) -> Path:
+        self.writer.close()
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        expected = [f"{key}.{ext}" for key in self.keys for ext in ("jpg", "json")]
+        try:
+            with tarfile.open(self.tmp) as tar:
+                names = tar.getnames()
+        except (tarfile.TarError, OSError) as exc:
+            names = [f"unreadable: {exc}"]
+        if names != expected:
+            raise PipelineError(f"{self.path}: written shard does not read back as its "
+                                f"{len(self.keys)} samples; not published")  # fmt: skip
+        publish(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_shards(samples: Iterable[dict], out_dir: Path, prefix: str, *, maxcount: int,
                  maxsize: int) -> list[Path]:  # fmt: skip
-    """Write samples ``{"__key__", "jpg": bytes, "json": dict}`` to ``prefix-000000.tar``..."""
+    """Write samples ``{"__key__", "jpg": bytes, "json": dict}`` to ``prefix-000000.tar``...
+
+    A shard ends at ``maxcount`` samples or once it holds ``maxsize`` bytes (as webdataset's
+    ShardWriter splits). No samples, no shard.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = _AtomicShardFiles()
-    pattern = str(out_dir / f"{prefix}-%06d.tar")
-    with wds.ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, opener=files.open,
-                         post=files.done, verbose=0, mtime=0.0, user="t2i", group="t2i",
-                         mode=0o444) as sink:  # fmt: skip
+    finished: list[Path] = []
+    shard: _Shard | None = None
+    try:
         for sample in samples:
-            sink.write(
-                {
-                    "__key__": sample["__key__"],
-                    "jpg": sample["jpg"],
-                    "json": json.dumps(sample["json"], sort_keys=True).encode(),
-                }  # fmt: skip
-            )
-    return files.finished
+            if shard is not None and (len(shard.keys) >= maxcount or shard.size >= maxsize):
+                finished.append(shard.publish())
+                shard = None
+            if shard is None:
+                shard = _Shard(out_dir / f"{prefix}-{len(finished):06d}.tar")
+            json_bytes = json.dumps(sample["json"], sort_keys=True).encode()
+            shard.write({"__key__": sample["__key__"], "jpg": sample["jpg"], "json": json_bytes})
+        if shard is not None:
+            finished.append(shard.publish())
+            shard = None
+    finally:
+        if shard is not None:  # interrupted: an exception, Ctrl-C, or SIGTERM (see pipeline/cli.py)
+            shard.discard()
+    return finished
 
 
 def read_samples(paths: list[Path]) -> Iterator[dict]:

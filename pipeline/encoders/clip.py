@@ -14,6 +14,7 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.transformer import text_global_pool
+from safetensors import SafetensorError
 
 from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions, sha256_file
 from pipeline.encoders.weights import weights_error
@@ -34,8 +35,8 @@ class ClipEncoder(TextEncoder):
                 model, pretrained=str(weight_file), device=device, require_pretrained=True,
                 force_quick_gelu=quick if spec.quick_gelu is None else spec.quick_gelu,
             ).eval()  # fmt: skip
-        except (RuntimeError, OSError, KeyError, ValueError) as exc:
-            raise weights_error(key, weights, str(exc)) from None
+        except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
+            raise weights_error(key, weights, f"{weight_file}: {exc}") from None
         self.tokenizer = open_clip.get_tokenizer(model)
         self.context_length = self.model.context_length
         self.device = device

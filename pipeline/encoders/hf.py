@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
 from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions, sha256_file
@@ -43,8 +44,8 @@ class MeanPoolEncoder(TextEncoder):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.model = self.model_class.from_pretrained(folder).to(device).eval()
-        except (OSError, ValueError) as exc:
-            raise weights_error(key, weights, str(exc)) from None
+        except (OSError, ValueError, SafetensorError) as exc:  # missing, truncated, not a model
+            raise weights_error(key, weights, f"{weight_file}: {exc}") from None
         self.device, self.max_tokens = device, max_tokens
         self.info = EncoderInfo(
             encoder=self.name, weights_id=weights, weights_sha256=sha256_file(weight_file),
