@@ -58,7 +58,8 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
     try:
         config = json.loads(config_path.read_text())
     except ValueError as exc:
-        raise PipelineError(f"{config_path}: not valid JSON ({exc}); train the model again") from None
+        message = f"{config_path}: not valid JSON ({exc}); train the model again"
+        raise PipelineError(message) from None
     kind = config.get("model") if isinstance(config, dict) else None
     if kind not in MODEL_CLASSES:
         expected = list(MODEL_CLASSES)

@@ -200,9 +200,10 @@ def generate(
     from stages.generate import grid
 
     if output.is_dir() or output.suffix.lower() != ".png":
-        what = "a directory" if output.is_dir() else "not a .png file name"
-        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o "
-                            f"{output / 'generated.png' if output.is_dir() else 'sneaker.png'}")
+        what, example = "not a .png file name", output.with_suffix(".png")
+        if output.is_dir():
+            what, example = "a directory", output / "generated.png"
+        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
     save_png(grid(model, label, caption, n, columns, seed, params), output)
     typer.echo(f"wrote {output}")
 

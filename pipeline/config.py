@@ -109,7 +109,7 @@ class CocoDownload(Section):
     )
     annotations_url: str = "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"
     annotations_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the annotations zip; null: unchecked"
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of that zip; null: not checked"
     )
     subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
     workers: int = Field(16, ge=1, le=256, description="concurrent image downloads")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import logging
 import socket
@@ -76,10 +77,8 @@ class _Deadline:
 
     def _shut(self, connection) -> None:
         if connection.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 connection.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read
-            except OSError:
-                pass
 
     def _expire(self) -> None:
         with self._lock:
@@ -201,7 +200,7 @@ def download(url: str, dest: Path, *, retries: int = 4, backoff_s: float = 1.0,
                     raise
                 wait = backoff_s * 2**attempt
                 if wait >= deadline.remaining():
-                    raise DownloadError(url, f"{exc.reason}; no time left to retry "
-                                        f"within the deadline of {deadline_s:g} s", False) from None  # fmt: skip
+                    reason = f"{exc.reason}; no time left to retry within {deadline_s:g} s"
+                    raise DownloadError(url, reason, False) from None
                 log.warning("%s; retry %d/%d in %.1fs", exc, attempt + 1, retries, wait)
                 time.sleep(wait)
