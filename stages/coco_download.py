@@ -42,12 +42,11 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
         digest = p.annotations_sha256 and file_sha256(archive)
         if digest and digest != p.annotations_sha256:
             raise PipelineError(f"{archive}: sha256 {digest}, expected {p.annotations_sha256} "
-                                "(download.coco.annotations_sha256); removed, so a rerun "
-                                "fetches it again")  # fmt: skip
+                                "(download.coco.annotations_sha256)")  # fmt: skip
         extract_members(archive, names, COCO_STORE / "annotations", p.max_extract_bytes)
-    except PipelineError:
+    except PipelineError as exc:
         archive.unlink()  # a bad archive is fetched again on the next run
-        raise
+        raise PipelineError(f"{exc}; the archive was removed: a rerun fetches it again") from None
     return COCO_STORE / "annotations"
 
 

@@ -27,18 +27,28 @@ def fmnist_gz_dir() -> Path:
 
 
 class LoopbackServer:
-    """Serves ``routes[path]``: a list of (status, body) answered in turn; the last repeats."""
+    """Serves ``routes[path]``: a list of (status, body) answered in turn; the last repeats.
+
+    An answer may also be a function of the request handler that writes the whole response
+    itself (a body cut short, a trickle, a redirect). ``headers[path]`` holds the request
+    headers of the last request for that path.
+    """
 
     def __init__(self):
-        self.routes: dict[str, list[tuple[int, bytes]]] = {}
+        self.routes: dict[str, list] = {}
         self.hits: dict[str, int] = {}
+        self.headers: dict[str, dict[str, str]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                server.headers[self.path] = dict(self.headers)
                 answers = server.routes.get(self.path, [(404, b"not found")])
-                status, body = answers[min(server.hits[self.path], len(answers)) - 1]
+                answer = answers[min(server.hits[self.path], len(answers)) - 1]
+                if callable(answer):
+                    return answer(self)
+                status, body = answer
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

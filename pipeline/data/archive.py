@@ -1,8 +1,8 @@
 """Safe zip extraction: no absolute paths, no '..', and a bound on what comes out.
 
-Any fault of the archive (not a zip, a header that lies, a corrupt or truncated member, an
-odd entry name) is one PipelineError naming the file; the caller removes the archive so
-that a rerun fetches it again.
+Any fault of the archive (not a zip, a header that lies, a corrupt or truncated member) is
+one PipelineError naming the file; the caller removes the archive so that a rerun fetches
+it again. Directory entries (``./``, ``annotations/``) are skipped.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def extract_members(archive: Path, members: list[str], dest: Path, max_bytes: in
     try:
         return _extract(archive, members, dest, max_bytes)
     except _ZIP_FAULTS as exc:
-        raise PipelineError(f"{archive}: not a valid zip file ({type(exc).__name__}: {exc}); "
-                            "it is removed so that a rerun fetches it again") from None  # fmt: skip
+        message = f"{archive}: not a valid zip file ({type(exc).__name__}: {exc})"
+        raise PipelineError(message) from None
 
 
 def _extract(archive: Path, members: list[str], dest: Path, max_bytes: int) -> list[Path]:
