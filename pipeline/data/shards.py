@@ -9,6 +9,7 @@ writing deletes the temp file, so a reader never finds a partial shard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tarfile
@@ -55,6 +56,8 @@ class _Shard:
         return self.path
 
     def discard(self) -> None:
+        with contextlib.suppress(Exception):  # closed here, not at garbage collection
+            self.writer.close()
         self.handle.close()
         self.tmp.unlink(missing_ok=True)
 
