@@ -375,8 +375,9 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n  ".join(_describe(err) for err in exc.errors())
-        raise PipelineError(f"{source}: invalid params:\n  {lines}") from None
+        lines = [_describe(err) for err in exc.errors()]
+        listed = lines[0] if len(lines) == 1 else "\n  " + "\n  ".join(lines)  # one: one line
+        raise PipelineError(f"{source}: invalid params: {listed}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

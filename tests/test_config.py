@@ -50,3 +50,74 @@ def test_stage_stops_on_bad_params_before_any_work(tmp_path):
     assert result.exit_code == 1
     assert "train.fmnist_label.epochs" in result.output
     assert not (tmp_path / "models").exists()
+
+
+FMNIST = "train.fmnist_label"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (f"{FMNIST}.epochs", True, r"a valid integer \(got True\)"),
+        (f"{FMNIST}.epochs", "3", r"a valid integer \(got '3'\)"),
+        (f"{FMNIST}.epochs", 3.0, r"a valid integer \(got 3.0\)"),
+        ("judge.lr", "0.1", r"a valid number \(got '0.1'\)"),
+        ("train.coco_clip.amp", "yes", r"a valid boolean \(got 'yes'\)"),
+        ("download.fmnist.retries", False, r"a valid integer \(got False\)"),
+    ],
+)
+def test_bools_and_strings_are_not_numbers(key, value, expected):
+    raw: dict = {}
+    node = raw
+    *sections, name = key.split(".")
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[name] = value
+    with pytest.raises(PipelineError, match=rf"^params.yaml: invalid params: {key}: Input should "
+                       rf"be {expected}$"):  # fmt: skip
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("key", ["timeout_s", "deadline_s", "backoff_s"])
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_infinities_and_nan_are_refused_in_one_line(tmp_path, key, value):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"download:\n  coco:\n    {key}: {value}\n")
+    with pytest.raises(PipelineError) as info:
+        load_params(path)
+    got = float(value.replace(".", "", 1))  # YAML's .inf, -.inf, .nan
+    expected = f"download.coco.{key}: Input should be a finite number (got {got})"
+    assert str(info.value) == f"{path}: invalid params: {expected}"
+
+
+def test_an_int_is_still_a_float_and_the_test_params_validate():
+    from .conftest import tiny_params
+
+    assert parse_params({"judge": {"lr": 1}}).judge.lr == 1.0
+    parse_params(tiny_params())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"download": {"coco": {"annotations_url": "file:///etc/hostname"}}},
+        {"download": {"fmnist": {"mirrors": ["https://ok.example/", "ftp://a.example/"]}}},
+    ],
+)
+def test_urls_must_be_http(raw):
+    with pytest.raises(PipelineError, match=r"download\.\w+\.\w+: Value error, expected an "
+                       r"http:// or https:// URL"):  # fmt: skip
+        parse_params(raw)
+
+
+def test_credentials_in_a_bad_url_param_are_redacted():
+    with pytest.raises(PipelineError) as info:
+        parse_params({"download": {"fmnist": {"mirrors": ["ftp://bob:TOKEN9@h.example/"]}}})
+    assert "TOKEN9" not in str(info.value) and "ftp://***@h.example/" in str(info.value)
+
+
+def test_annotations_sha256_is_64_hex_digits_or_null():
+    assert parse_params({}).download.coco.annotations_sha256 is None
+    assert parse_params({"download": {"coco": {"annotations_sha256": "a" * 64}}})
+    with pytest.raises(PipelineError, match=r"download.coco.annotations_sha256: String should"):
+        parse_params({"download": {"coco": {"annotations_sha256": "A" * 63}}})
