@@ -307,3 +307,72 @@ def test_a_changed_image_stops_packing_with_no_shard_and_no_index(tmp_path, monk
     line = one_error_line(t2i(workdir, monkeypatch, "pack", "coco"))
     assert "photo.jpg: changed since it was verified; rerun coco_download" in line
     assert list((workdir / "data/shards/coco").iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_dvc_download_stage_with_hostile_annotations_and_credentials(
+    repo_copy, tmp_path, http_server, outside
+):
+    """`dvc repro` of coco_download: annotations that name paths outside the repository and a
+    file:// URL, behind URLs that carry credentials. Nothing outside the store is touched and
+    the credentials reach the server but no message, manifest or metrics file."""
+    import base64
+
+    from pipeline.data.coco import read_manifest
+
+    from .test_pipeline_e2e import dvc
+
+    fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
+    secret = "tester:TOKEN123"
+    authed = http_server.url.replace("http://", f"http://{secret}@")
+
+    def edit(data):
+        hostile_file_names(outside)(data)
+        data["images"][2].update(coco_url="file:///etc/hostname",
+                                 file_name="COCO_train2014_000000000003.jpg")  # fmt: skip
+        for i in (3, 6):  # id 4 fetches fine, id 7 is a 404: both behind credentials
+            data["images"][i]["coco_url"] = data["images"][i]["coco_url"].replace(
+                http_server.url, authed
+            )
+        data["images"][3]["file_name"] = "COCO_train2014_000000000004.jpg"
+
+    edit_annotations(fixture.root, "train2014", edit)
+    fixture.files[ZIP_PATH] = rezip(fixture.root)
+    serve(http_server, fixture)
+    before = snapshot(outside)
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["download"]["coco"].update(
+        annotations_url=authed + ZIP_PATH,
+        annotations_sha256=hashlib.sha256(fixture.files[ZIP_PATH]).hexdigest(),
+        subsets={"train": {"split": "train2014", "num_images": None, "seed": 0}},
+        workers=2, max_failure_rate=0.9, **HTTP,
+    )  # fmt: skip
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    out = dvc(repo_copy, "repro", "coco/dvc.yaml:coco_download")
+
+    assert snapshot(outside) == before and not (tmp_path / "OUTSIDE" / "pwned.jpg").exists()
+    rows = read_manifest(repo_copy / "data/coco/manifest/train.parquet")
+    by_id = {r["image_id"]: r for r in rows}
+    assert "path traversal" in by_id[1]["error"] and "absolute path" in by_id[2]["error"]
+    assert "file:///etc/hostname: scheme 'file': only http:// and https://" in by_id[3]["error"]
+    assert by_id[4]["status"] == "ok" and by_id[4]["url"].startswith("http://***@127.0.0.1")
+    basic = "Basic " + base64.b64encode(secret.encode()).decode()
+    assert http_server.headers[ZIP_PATH]["Authorization"] == basic
+    assert http_server.headers[f"/train2014/{by_id[4]['file_name']}"]["Authorization"] == basic
+    store = repo_copy / "data/coco/store"
+    assert {p.name for p in (store / "train2014").iterdir()} == {
+        "COCO_train2014_000000000004.jpg", "COCO_train2014_000000000008.jpg"
+    }  # fmt: skip
+
+    assert "TOKEN123" not in json.dumps(rows) + out
+    files = [p for p in repo_copy.rglob("*") if p.is_file() and ".git" not in p.parts]
+    holders = {str(p.relative_to(repo_copy)) for p in files if b"TOKEN123" in p.read_bytes()}
+    # Only the params the user wrote, DVC's record of them (its lock file and run cache), and
+    # the annotations as the server sent them: no manifest, metrics file or log.
+    assert {h for h in holders if not h.startswith((".dvc/cache/runs/", "tests/"))} == {
+        "params.yaml", "coco/dvc.lock", "data/coco/store/annotations/captions_train2014.json"
+    }  # fmt: skip
+    download = (repo_copy / "metrics/coco/download.json").read_text()
+    assert "http://***@127.0.0.1" in download and "file:///etc/hostname" in download
+    assert "HTTP 404" in by_id[7]["error"] and "http://***@127.0.0.1" in by_id[7]["error"]
