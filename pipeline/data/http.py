@@ -139,7 +139,7 @@ def _request(url: str) -> urllib.request.Request:
     request = urllib.request.Request(plain, headers={"User-Agent": "t2i-cvae"})
     if user is not None:
         token = base64.b64encode(f"{unquote(user)}:{unquote(password or '')}".encode()).decode()
-        # An unredirected header: a redirect to another host never receives it.
+        # An unredirected header: no redirect (to this host or another) receives it.
         request.add_unredirected_header("Authorization", f"Basic {token}")
     return request
 
