@@ -135,7 +135,7 @@ def test_a_trickling_server_hits_the_overall_deadline(tmp_path, http_server, hea
     with pytest.raises(DownloadError, match=r"overall deadline of 1.5 s passed") as info:
         get(f"{http_server.url}/slow", tmp_path / "out", timeout_s=2, deadline_s=1.5)
     took = time.monotonic() - start
-    assert 1.4 < took < 4.0  # each read returned within timeout_s; the deadline stopped it
+    assert 1.4 < took < 6.0  # each read returned within timeout_s; the deadline stopped it
     assert not info.value.transient and http_server.hits["/slow"] == 1  # not retried
     assert list(tmp_path.iterdir()) == []
 
