@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -36,18 +37,20 @@ app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="params file to read")
 
 
-def _sigterm_unwinds(owner: int):
-    """A SIGTERM handler that unwinds the stage as Ctrl-C does, so that every temp file is
-    removed on the way out; forked workers get the default back (they hold no files)."""
+def _unwind_on_sigterm(signum, frame):
+    """SIGTERM unwinds the stage as Ctrl-C does, so that every temp file is removed."""
+    raise SystemExit(128 + signum)
 
-    def handler(signum, frame):
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)
 
-    return handler
+def _default_sigterm_in_child() -> None:
+    # A forked worker (multiprocessing.Pool, DataLoader) must die on SIGTERM at once, as
+    # Pool.terminate() expects: a Python-level handler could wait on a lock forever.
+    if signal.getsignal(signal.SIGTERM) is _unwind_on_sigterm:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _stage(func: Callable) -> Callable:
@@ -60,7 +63,7 @@ def _stage(func: Callable) -> Callable:
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _sigterm_unwinds(os.getpid())) if main else None
+        previous = signal.signal(signal.SIGTERM, _unwind_on_sigterm) if main else None
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:

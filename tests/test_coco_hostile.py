@@ -302,6 +302,26 @@ def test_a_signal_during_packing_leaves_no_published_partial_shard(tmp_path, sig
     assert len(list(read_samples(sorted(shards.glob("*.tar"))))) == 800
 
 
+def _sigterm_handler() -> str:
+    return repr(signal.getsignal(signal.SIGTERM))
+
+
+def test_forked_workers_of_a_stage_keep_the_default_sigterm():
+    """Pool.terminate() (run whenever a pool closes) SIGTERMs its workers: they must die at
+    once, not run the stage's unwinding handler (a worker waiting on a lock never would)."""
+    import multiprocessing
+
+    from pipeline import cli
+
+    previous = signal.signal(signal.SIGTERM, cli._unwind_on_sigterm)  # as inside a stage
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply(_sigterm_handler) == repr(signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGTERM) is cli._unwind_on_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_changed_image_stops_packing_with_no_shard_and_no_index(tmp_path, monkeypatch):
     workdir = pack_workdir(tmp_path, 6, bad_sha_at=5)
     line = one_error_line(t2i(workdir, monkeypatch, "pack", "coco"))
