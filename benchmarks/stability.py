@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
@@ -131,17 +132,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     x, c = photos(args.images, args.size)
-    results = []
-    for model_name in args.models.split(","):
-        wanted = args.variants.split(",") if args.variants else list(VARIANTS[model_name])
-        results += [run(model_name, v, x, c, args) for v in wanted if v in VARIANTS[model_name]]
     report = {
         "settings": {**vars(args), "torch": torch.__version__, "machine": platform.machine(),
                      "cpu_threads": torch.get_num_threads()},
-        "results": results,
+        "results": [],
     }  # fmt: skip
-    Path(args.out).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    assert all(math.isfinite(r["recon_floor_per_image"]) for r in results)
+    for model_name in args.models.split(","):
+        wanted = args.variants.split(",") if args.variants else list(VARIANTS[model_name])
+        for variant in (v for v in wanted if v in VARIANTS[model_name]):
+            report["results"].append(run(model_name, variant, x, c, args))
+            assert math.isfinite(report["results"][-1]["recon_floor_per_image"])
+            with atomic_path(args.out) as tmp:  # after every variant: long runs keep results
+                tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":
