@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -76,29 +77,48 @@ def _stage(func: Callable) -> Callable:
     return wrapper
 
 
-def _choose(table: dict, name: str, what: str) -> Callable:
+def _choose(table: dict, name: str, what: str):
     if name not in table:
         raise PipelineError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
     return table[name]
+
+
+# `t2i COMMAND ARG` -> the stage module that runs it. scripts/stage_deps.py derives each DVC
+# stage's code deps from this module's imports, so dvc.yaml follows what the command runs.
+STAGE_MODULES: dict[str, str | dict[str, str]] = {
+    "download": {"fmnist": "stages.download_fmnist", "coco": "stages.coco_download"},
+    "pack": {"coco": "stages.coco_pack"},
+    "embed": "stages.embed",
+    "judge": "stages.judge",
+    "train": {m: "stages.train" for m in ("fmnist_label", "fmnist_text", "coco_clip", "coco_t5")},
+    "evaluate": {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate",
+                 "coco_clip": "stages.coco_evaluate", "coco_t5": "stages.coco_evaluate"},
+}  # fmt: skip
+WHAT = {"download": "dataset", "pack": "dataset", "train": "model", "evaluate": "model"}
+
+
+def stage_module(command: str, arg: str | None = None) -> str:
+    """The module name of the stage that `t2i COMMAND ARG` runs."""
+    entry = _choose(STAGE_MODULES, command, "stage command")
+    return entry if isinstance(entry, str) else _choose(entry, arg, WHAT[command])
+
+
+def _stage_run(command: str, arg: str | None = None) -> Callable:
+    return importlib.import_module(stage_module(command, arg)).run
 
 
 @app.command()
 @_stage
 def download(dataset: str = typer.Argument(..., help="fmnist | coco"), params: Path = ParamsOption):
     """Fetch and verify a dataset (official mirrors, or a local copy)."""
-    from stages import coco_download, download_fmnist
-
-    table = {"fmnist": download_fmnist.run, "coco": coco_download.run}
-    _choose(table, dataset, "dataset")(params)
+    _stage_run("download", dataset)(params)
 
 
 @app.command()
 @_stage
 def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsOption):
     """Pack verified images into WebDataset tar shards (resized, RGB, deterministic)."""
-    from stages import coco_pack
-
-    _choose({"coco": coco_pack.run}, dataset, "dataset")(params)
+    _stage_run("pack", dataset)(params)
 
 
 @app.command()
@@ -108,9 +128,7 @@ def train(
     params: Path = ParamsOption,
 ):
     """Train a CVAE; resumes from its last finished epoch."""
-    from stages import train as stage
-
-    _choose(stage.MODELS, model, "model")(params)
+    _stage_run("train", model)(model, params)
 
 
 @app.command()
@@ -121,18 +139,14 @@ def embed(
     params: Path = ParamsOption,
 ):
     """Embed every caption of a dataset once into Parquet shards (torchrun-aware)."""
-    from stages import embed as stage
-
-    stage.run(params, encoder, dataset)
+    _stage_run("embed")(params, encoder, dataset)
 
 
 @app.command()
 @_stage
 def judge(params: Path = ParamsOption):
     """Train the Fashion-MNIST judge classifier used to score generated images."""
-    from stages import judge as stage
-
-    stage.run(params)
+    _stage_run("judge")(params)
 
 
 @app.command()
@@ -142,14 +156,7 @@ def evaluate(
     params: Path = ParamsOption,
 ):
     """Write a model's figures (reports/) and metrics (metrics/)."""
-    from stages import coco_evaluate
-    from stages import evaluate as stage
-
-    table = {
-        **stage.MODELS,
-        **{m: functools.partial(coco_evaluate.run, m) for m in coco_evaluate.ENCODER},
-    }
-    _choose(table, model, "model")(params)
+    _stage_run("evaluate", model)(model, params)
 
 
 @app.command()

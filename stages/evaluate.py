@@ -143,3 +143,7 @@ def fmnist_text(params_path: Path) -> None:
 
 
 MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text}
+
+
+def run(name: str, params_path: Path) -> None:
+    MODELS[name](params_path)

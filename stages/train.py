@@ -88,3 +88,7 @@ def coco_t5(params_path: Path) -> None:
 
 MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text, "coco_clip": coco_clip,
           "coco_t5": coco_t5}  # fmt: skip
+
+
+def run(name: str, params_path: Path) -> None:
+    MODELS[name](params_path)

@@ -16,9 +16,8 @@ from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
 
 from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
-from .conftest import run_env
+from .conftest import dvc, run_env, stages_run
 from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
-from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -189,7 +188,7 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
 def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     fixture = make_coco_fixture(tmp_path / "coco")
     coco_params(repo_copy, source="local", local_root=str(fixture.root))
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     rows = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
@@ -197,7 +196,7 @@ def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     assert not (repo_copy / "data/coco/store").exists()  # nothing copied
 
     coco_params(repo_copy, source="official", annotations_url="http://127.0.0.1:9/a.zip")
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 1
     assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr
