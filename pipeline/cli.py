@@ -18,21 +18,30 @@ import typer
 from pipeline.errors import PipelineError
 from pipeline.redact import RedactingFilter, redact
 
-HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
+MODELS = {  # name -> what it is; `t2i train/evaluate/report MODEL`
+    "fmnist_label": "paper §2.1: Fashion-MNIST MLP CVAE, one-hot labels",
+    "fmnist_text": "§2.1 with captions: MiniLM embeddings of class phrasings",
+    "coco_clip": "paper §2.2: COCO conv CVAE, CLIP ViT-B/32 embeddings",
+    "coco_t5": "paper §2.3: COCO conv CVAE, T5-small features, gated fusion",
+}
+_LINES = "\n".join(f"  {name:<14} {text}\n" for name, text in MODELS.items())
+HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
-`dvc repro` runs the stages below in order and reruns only what changed; each reads its own
-section of params.yaml. The stages are also sub-commands here:
+`dvc repro` runs the stages, rerunning only what changed. Each is a command:
 
-  download fmnist         -> data/raw/fmnist            (verified IDX files)\n
-  download coco           -> data/coco/manifest         (COCO 2014 subset, per-image status)\n
-  pack coco               -> data/shards/coco           (WebDataset tars, 224x224 RGB)\n
-  embed ENCODER DATASET   -> data/embeddings/...        (caption vectors, Parquet)\n
-  judge                   -> models/judge               (classifier that scores samples)\n
-  train fmnist_label      -> models/fmnist_label        (paper §2.1 CVAE)\n
-  evaluate fmnist_label   -> metrics/, reports/         (paper §3.1 figures + metrics)\n
-  generate                -> a PNG grid from a trained model\n
-  weights inception       -> weights/                   (FID/KID network, fetched once)
-"""
+  download fmnist | coco  -> data/raw/fmnist, data/coco/manifest\n
+  pack coco               -> data/shards/coco (WebDataset tars)\n
+  embed ENCODER DATASET   -> data/embeddings/ENCODER/DATASET\n
+  judge                   -> models/judge (scores Fashion-MNIST samples)\n
+  train MODEL             -> models/MODEL\n
+  evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
+  report MODEL            -> reports/MODEL/report.html (not a stage)\n
+  generate                -> a PNG grid for a label or a caption\n
+  weights inception       -> weights/ (the FID/KID network, once)
+
+MODEL is one of:
+
+{_LINES}"""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="params file to read")
@@ -90,7 +99,7 @@ STAGE_MODULES: dict[str, str | dict[str, str]] = {
     "pack": {"coco": "stages.coco_pack"},
     "embed": "stages.embed",
     "judge": "stages.judge",
-    "train": {m: "stages.train" for m in ("fmnist_label", "fmnist_text", "coco_clip", "coco_t5")},
+    "train": {m: "stages.train" for m in MODELS},
     "evaluate": {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate",
                  "coco_clip": "stages.coco_evaluate", "coco_t5": "stages.coco_evaluate"},
 }  # fmt: skip
@@ -124,7 +133,7 @@ def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsO
 @app.command()
 @_stage
 def train(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     params: Path = ParamsOption,
 ):
     """Train a CVAE; resumes from its last finished epoch."""
@@ -152,7 +161,7 @@ def judge(params: Path = ParamsOption):
 @app.command()
 @_stage
 def evaluate(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     params: Path = ParamsOption,
 ):
     """Write a model's figures (reports/) and metrics (metrics/)."""
@@ -183,7 +192,7 @@ def weights(
 @app.command()
 @_stage
 def report(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     output: Path = typer.Option(None, "-o", "--output", help="default reports/MODEL/report.html"),
     params: Path = ParamsOption,
 ):

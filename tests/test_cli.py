@@ -3,7 +3,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
-from pipeline.cli import app
+from pipeline.cli import HELP, MODELS, STAGE_MODULES, app
 from pipeline.models.cvae_mlp import CVAEMLP
 
 from .conftest import REPO
@@ -13,6 +13,15 @@ def test_help_explains_the_pipeline():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "dvc repro" in result.output and "train" in result.output
+
+
+def test_help_lists_every_command_and_every_model():
+    output = CliRunner().invoke(app, ["--help"]).output
+    for command in app.registered_commands:
+        assert f"  {command.callback.__name__} " in HELP, command.callback.__name__
+    assert set(STAGE_MODULES["train"]) == set(STAGE_MODULES["evaluate"]) == set(MODELS)
+    for model in MODELS:
+        assert f"  {model} " in output, model
 
 
 def test_generate_writes_a_grid_for_a_label(tmp_path):

@@ -2,6 +2,8 @@
 
 import csv
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -13,6 +15,8 @@ from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.train import FitSpec, InMemoryBatches, NonFiniteTraining, fit, run_fingerprint
+
+from .conftest import REPO, run_env
 
 
 def toy_data(n=96):
@@ -93,9 +97,25 @@ def test_saved_model_loads_back_identically(tmp_path):
     assert not (tmp_path / "m" / "model.safetensors").read_bytes().startswith(b"\x80")  # no pickle
 
 
-def test_auto_device_is_cpu_without_cuda():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+def test_auto_device_is_cpu_without_cuda_and_an_explicit_cuda_is_refused():
+    code = (
+        "from pipeline.errors import PipelineError\n"
+        "from pipeline.runtime import resolve_device\n"
+        "print(resolve_device('auto'))\n"
+        "try:\n    resolve_device('cuda')\nexcept PipelineError as exc:\n    print(exc)\n"
+    )
+    env = {**run_env(REPO), "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "cpu",
+        "device: 'cuda' requested but CUDA is unavailable; use auto or cpu",
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_device_is_cuda_when_a_gpu_is_present():
+    assert resolve_device("auto").type == "cuda"
 
 
 def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_path):
