@@ -30,7 +30,7 @@ from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.image_metrics import reconstruction_metrics
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.sample_quality import score_caption_only
-from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, model_dir
+from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, epochs_dir, model_dir
 from stages.train_coco import ENCODER
 
 
@@ -127,7 +127,7 @@ def run(name: str, params_path: Path) -> None:
                         scale=scale, label_width=260), out / "fig8_unseen.png")  # fmt: skip
     rows = caption_rows(p.epoch_captions)  # the final weights first, then each kept epoch
     labels = [f"final: {t[:30]}" for t in p.epoch_captions]
-    for path in sorted((model_dir(name) / "state").glob("epoch-*.safetensors")):
+    for path in sorted(epochs_dir(name).glob("epoch-*.safetensors")):
         weights = {k: v.to(device) for k, v in load_file(str(path)).items()}
         rows += caption_rows(p.epoch_captions, weights)
         labels += [f"ep {int(path.stem[6:])}: {t[:30]}" for t in p.epoch_captions]

@@ -8,7 +8,8 @@ from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.errors import PipelineError
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
+from pipeline.train import FitSpec, InMemoryBatches, fit
+from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
 
@@ -34,8 +35,10 @@ def run(params_path: Path) -> None:
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
-        fingerprint=run_fingerprint(
-            model, p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"})
+        fingerprint=training_fingerprint(
+            "t2i judge",
+            model,
+            p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"}),
         ),
     )
     accuracy = history[-1]["test/accuracy"]

@@ -13,7 +13,8 @@ from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import ClassPhrasings, PhrasingBatches
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
+from pipeline.train import FitSpec, InMemoryBatches, fit
+from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, embeddings_dir, live_dir, model_dir, state_file
 from stages.train_coco import train_coco
 
@@ -40,7 +41,9 @@ def _train_fmnist_mlp(name: str, p, make_batches, cond_dim: int, extra: dict) ->
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})),
+        fingerprint=training_fingerprint(
+            f"t2i train {name}", model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+        ),
     )
     save_model(model_dir(name), model, {"dataset": "fmnist", "labels": LABELS, **extra})
 

@@ -15,8 +15,16 @@ from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit, run_fingerprint
-from stages.layout import COCO_SHARDS, embeddings_dir, live_dir, model_dir, state_file
+from pipeline.train import FitSpec, fit
+from stages.fingerprint import training_fingerprint
+from stages.layout import (
+    COCO_SHARDS,
+    embeddings_dir,
+    epochs_dir,
+    live_dir,
+    model_dir,
+    state_file,
+)
 
 ENCODER = {"coco_clip": "clip-vit-b-32", "coco_t5": "t5-small"}  # paper §2.2, §2.3
 
@@ -83,9 +91,12 @@ def train_coco(name: str, p) -> None:
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(
-            model, p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"})
+        fingerprint=training_fingerprint(
+            f"t2i train {name}",
+            model,
+            p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"}),
         ),
+        keep_dir=epochs_dir(name),
     )
     if rank0:
         save_model(model_dir(name), model, {"dataset": "coco", "encoder": ENCODER[name]})

@@ -117,7 +117,7 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         folder = repo_copy / "models" / model
         config = json.loads((folder / "config.json").read_text())
         assert config["model"] == kind and config["image_size"] == 32 and config["text_dim"] == 16
-        assert (folder / "state/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
+        assert (folder / "epochs/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
         live = json.loads((repo_copy / "metrics" / model / "train/metrics.json").read_text())
         assert live["step"] == 1 and live["train"]["loss"] > 0 and live["test"]["loss"] > 0
 

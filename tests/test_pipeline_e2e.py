@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -86,3 +87,24 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     assert not (repo_copy / "models/fmnist_label/model.safetensors").exists()
     assert not (repo_copy / "models/fmnist_label/state/train_state.safetensors").exists()
     assert "train@fmnist_label" not in (repo_copy / "dvc.lock").read_text()
+
+
+def test_changing_how_the_condition_is_built_trains_afresh(repo_copy):
+    """A finished run, then the stage builds its one-hot condition differently: DVC reruns the
+    stage, and training starts from scratch instead of "resuming" at its last epoch."""
+    dvc(repo_copy, "repro", "train@fmnist_label")
+    weights = repo_copy / "models/fmnist_label/model.safetensors"
+    before = load_file(weights)
+    stage = repo_copy / "stages/train.py"
+    code = stage.read_text()
+    assert code.count("F.one_hot(y, 10)") == 1
+    stage.write_text(code.replace("F.one_hot(y, 10)", "F.one_hot((y + 1) % 10, 10)"))
+    assert stages_run(dvc(repo_copy, "repro", "train@fmnist_label")) == {"train@fmnist_label"}
+    rerun = load_file(weights)
+
+    (repo_copy / "models/fmnist_label/state/train_state.safetensors").unlink()
+    subprocess.run(["t2i", "train", "fmnist_label"], cwd=repo_copy, env=run_env(repo_copy),
+                   check=True, capture_output=True)  # fmt: skip
+    scratch = load_file(weights)
+    assert any(not torch.equal(before[k], rerun[k]) for k in before)  # it trained again...
+    assert all(torch.equal(rerun[k], scratch[k]) for k in scratch)  # ...from scratch

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,14 @@ from pipeline.checkpoint import load_model, load_state, save_model
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, NonFiniteTraining, fit, run_fingerprint
+from pipeline.train import (
+    FitSpec,
+    InMemoryBatches,
+    NonFiniteTraining,
+    fit,
+    inputs_digest,
+    run_fingerprint,
+)
 
 from .conftest import REPO, run_env
 
@@ -203,3 +211,40 @@ def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
             state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
             fingerprint="f")  # fmt: skip
     assert_same(before, model.state_dict())  # weights and running statistics
+
+
+def test_inputs_digest_follows_every_byte_and_name_of_files_and_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data/sub").mkdir(parents=True)
+    Path("data/sub/a.bin").write_bytes(b"abc")
+    Path("code.py").write_text("x = 1\n")
+    inputs = [Path("data"), Path("code.py")]
+    first = inputs_digest(inputs)
+    assert inputs_digest(inputs) == first
+    Path("data/sub/a.bin").write_bytes(b"abd")
+    assert inputs_digest(inputs) != first
+    Path("data/sub/a.bin").write_bytes(b"abc")
+    Path("data/sub/a.bin").rename("data/sub/b.bin")
+    assert inputs_digest(inputs) != first
+    Path("data/sub/b.bin").rename("data/sub/a.bin")
+    assert inputs_digest(inputs) == first
+
+
+def test_kept_epochs_go_to_keep_dir_and_a_fresh_start_clears_them(tmp_path):
+    train, test = toy_data()
+    kept = tmp_path / "epochs"
+
+    def run(epochs, lr, keep):
+        model = CVAEMLP(784, 10, 16, 4)
+        fit(model, train, test, FitSpec(epochs=epochs, batch_size=32, lr=lr, keep_epochs=keep),
+            generator=make_deterministic(7, torch.device("cpu")),
+            state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
+            fingerprint=run_fingerprint(model, {"lr": lr}), keep_dir=kept)  # fmt: skip
+        return sorted(p.name for p in kept.iterdir())
+
+    assert run(2, 1e-3, (1, 2)) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    assert run(3, 1e-3, (3,)) == [  # resumed: the earlier kept epochs stay
+        "epoch-0001.safetensors", "epoch-0002.safetensors", "epoch-0003.safetensors"
+    ]  # fmt: skip
+    assert run(2, 5e-3, (2,)) == ["epoch-0002.safetensors"]  # other params: a fresh start
+    assert run(1, 5e-3, ()) == []  # fewer epochs than the state: afresh, nothing kept
