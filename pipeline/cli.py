@@ -16,15 +16,11 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
 
-MODELS = {  # name -> what it is; `t2i train/evaluate/report MODEL`
-    "fmnist_label": "paper §2.1: Fashion-MNIST MLP CVAE, one-hot labels",
-    "fmnist_text": "§2.1 with captions: MiniLM embeddings of class phrasings",
-    "coco_clip": "paper §2.2: COCO conv CVAE, CLIP ViT-B/32 embeddings",
-    "coco_t5": "paper §2.3: COCO conv CVAE, T5-small features, gated fusion",
-}
-_LINES = "\n".join(f"  {name:<14} {text}\n" for name, text in MODELS.items())
+MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
+_LINES = "\n".join(f"  {name:<14} {spec.summary}\n" for name, spec in MODELS.items())
 HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
 `dvc repro` runs the stages, rerunning only what changed. Each is a command:
@@ -94,15 +90,18 @@ def _choose(table: dict, name: str, what: str):
 
 # `t2i COMMAND ARG` -> the stage module that runs it. scripts/stage_deps.py derives each DVC
 # stage's code deps from this module's imports, so dvc.yaml follows what the command runs.
+# A model's trainer follows from the data it trains on, its evaluator from its evaluation.
+TRAINERS = {"fmnist": "stages.train", "coco": "stages.train_coco"}
+EVALUATORS = {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate_text",
+              "coco": "stages.coco_evaluate"}  # fmt: skip
 STAGE_MODULES: dict[str, str | dict[str, str]] = {
     "download": {"fmnist": "stages.download_fmnist", "coco": "stages.coco_download"},
     "pack": {"coco": "stages.coco_pack"},
     "embed": "stages.embed",
     "judge": "stages.judge",
-    "train": {m: "stages.train" for m in MODELS},
-    "evaluate": {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate",
-                 "coco_clip": "stages.coco_evaluate", "coco_t5": "stages.coco_evaluate"},
-}  # fmt: skip
+    "train": {name: TRAINERS[spec.data] for name, spec in MODELS.items()},
+    "evaluate": {name: EVALUATORS[spec.evaluation] for name, spec in MODELS.items()},
+}
 WHAT = {"download": "dataset", "pack": "dataset", "train": "model", "evaluate": "model"}
 
 
@@ -214,7 +213,7 @@ def generate(
     seed: int = typer.Option(0, "--seed"),
     params: Path = ParamsOption,
 ):
-    """Write a grid of images generated for a label (fmnist_label) or a caption (fmnist_text)."""
+    """Write a grid of images from a trained model: for a label, or for any caption."""
     from pipeline.figures import save_png
     from stages.generate import grid
 

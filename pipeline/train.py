@@ -34,7 +34,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
+from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -104,32 +105,6 @@ class StepGuard:
                 f"{self.limit}); no model written, the resume state of the last finished "
                 "epoch is kept. Lower the learning rate or raise warmup_steps."
             )
-
-
-class InMemoryBatches:
-    """Batches sliced from tensors that live on the device: no per-sample Python work.
-
-    For data that fits in memory (Fashion-MNIST is 188 MB as float32) this is several times
-    faster than a DataLoader that collates one sample at a time (benchmarks/train_epoch.py).
-    """
-
-    def __init__(self, *tensors: torch.Tensor, batch_size: int):
-        if len({len(t) for t in tensors}) != 1:
-            raise ValueError("all tensors need the same first dimension")
-        self.tensors, self.batch_size = tensors, batch_size
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def batches(self, generator: torch.Generator | None = None) -> Iterator[tuple]:
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
-            else:
-                index = order[start : start + self.batch_size].to(self.tensors[0].device)
-                yield tuple(t[index] for t in self.tensors)
 
 
 def inputs_digest(paths: list[Path]) -> str:
@@ -201,7 +176,7 @@ class BatchLosses(nn.Module):
 
 def train_one_epoch(
     model: nn.Module,
-    data: InMemoryBatches,
+    data: Batches,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     grad_clip: float | None = None,
@@ -211,10 +186,9 @@ def train_one_epoch(
     guard: StepGuard | None = None,
     lr_at: Callable[[], float] | None = None,
 ) -> dict[str, float]:
-    """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``.
-
-    ``losses``: the DistributedDataParallel-wrapped model under torchrun. ``guard`` skips
-    non-finite steps; ``lr_at()`` gives the learning rate of the next optimizer step.
+    """One pass over ``data``. ``losses``: the DistributedDataParallel-wrapped model under
+    torchrun. ``guard`` skips non-finite steps; ``lr_at()`` gives the learning rate of the
+    next optimizer step.
     """
     model.train()
     losses = losses or BatchLosses(model)
@@ -260,7 +234,7 @@ def _grad_norm(model: nn.Module, grad_clip: float | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -> dict[str, float]:
+def evaluate_terms(model: nn.Module, data: Batches, amp: bool = False) -> dict[str, float]:
     model.eval()
     totals: dict[str, float] = {}
     count = 0
@@ -273,8 +247,8 @@ def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -
 
 def fit(
     model: nn.Module,
-    train: InMemoryBatches,
-    test: InMemoryBatches,
+    train: Batches,
+    test: Batches,
     spec: FitSpec,
     *,
     generator: torch.Generator,

@@ -12,17 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.checkpoint import load_model, load_state, save_model
+from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import (
-    FitSpec,
-    InMemoryBatches,
-    NonFiniteTraining,
-    fit,
-    inputs_digest,
-    run_fingerprint,
-)
+from pipeline.train import FitSpec, NonFiniteTraining, fit, inputs_digest, run_fingerprint
 
 from .conftest import REPO, run_env
 
