@@ -7,7 +7,7 @@ uint8 images, so every image goes through Inception twice. The evaluate stage
 features. The numbers must agree; the time should roughly halve.
 
 No pretrained Inception weights exist on this machine: the network is torch-fidelity's
-InceptionV3 at its real size with random weights (tests/encoder_fixtures.py); speed does not
+InceptionV3 at its real size with random weights (pipeline/random_inception.py); speed does not
 depend on the weight values.
 
     python benchmarks/sample_quality.py                  # CPU, prints and saves JSON
@@ -27,10 +27,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from pipeline.random_inception import save_random_inception
 from pipeline.sample_quality import fid_kid, inception_features, load_inception
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' weight builder
-from tests.encoder_fixtures import make_random_inception  # noqa: E402
 
 
 def plain(weights: str, real, fake, batch: int, subsets: int, size: int, device) -> dict:
@@ -76,7 +74,7 @@ def main() -> None:
     fake = torch.randint(0, 200, shape, generator=g, dtype=torch.uint8)
     subsets, subset_size = 20, args.images // 2
     with tempfile.TemporaryDirectory() as tmp:
-        weights = str(make_random_inception(Path(tmp) / "inception.pth"))
+        weights = str(save_random_inception(Path(tmp) / "inception.pth"))
         run = (weights, real, fake, args.batch_size, subsets, subset_size, device)
         shared(weights, real[:2], fake[:2], 2, 1, 2, device)  # warm-up
         plain_s, plain_out = timed(plain, *run)

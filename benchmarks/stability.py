@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
+from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic
 from pipeline.testing.photos import PHOTOS, binary_entropy_per_image, photo_variants
-from pipeline.train import FitSpec, InMemoryBatches, fit
+from pipeline.train import FitSpec, fit
 
 # name -> (model kwargs, warmup steps). "remedies" is the default of params.yaml.
 VARIANTS = {

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pipeline.data.batches import InMemoryBatches
 from pipeline.data.fmnist import load_tensors
 from pipeline.models.cvae_mlp import CVAEMLP
-from pipeline.train import InMemoryBatches, train_one_epoch
+from pipeline.train import train_one_epoch
 
 RAW = Path("data/raw/fmnist")
 

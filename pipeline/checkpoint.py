@@ -1,7 +1,9 @@
 """Model files and resumable training state, as safetensors plus JSON. No pickle anywhere.
 
 <model_dir>/model.safetensors   weights
-<model_dir>/config.json         what builds the module again (see MODEL_CLASSES)
+<model_dir>/config.json         what builds the module again: its class (``model``, found in
+                                pipeline/models/registry.py), the constructor arguments
+                                that ``init_args`` names, and what it was trained on
 <state_file>                    weights + optimizer + RNG + epoch + history, one file,
                                 so that replacing it is atomic
 """
@@ -18,13 +20,7 @@ from torch import nn
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import PipelineError
-from pipeline.models.cvae_clip import CVAEClip
-from pipeline.models.cvae_gated import CVAEGated
-from pipeline.models.cvae_mlp import CVAEMLP
-from pipeline.models.judge import JudgeCNN
-
-MODEL_CLASSES = {"cvae_mlp": CVAEMLP, "judge_cnn": JudgeCNN, "cvae_clip": CVAEClip,
-                 "cvae_gated": CVAEGated}  # fmt: skip
+from pipeline.models.registry import model_class
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -46,8 +42,11 @@ def save_weights(path: Path, model: nn.Module) -> None:
 
 
 def save_model(model_dir: Path, model: nn.Module, extra: dict | None = None) -> None:
+    """``model.config()`` is its kind (``model``) and its constructor's arguments."""
+    config = model.config()
+    init_args = sorted(k for k in config if k != "model")
     save_weights(model_dir / "model.safetensors", model)
-    write_json(model_dir / "config.json", {**model.config(), **(extra or {})})
+    write_json(model_dir / "config.json", {**config, **(extra or {}), "init_args": init_args})
 
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -60,13 +59,12 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
     except ValueError as exc:
         message = f"{config_path}: not valid JSON ({exc}); train the model again"
         raise PipelineError(message) from None
-    kind = config.get("model") if isinstance(config, dict) else None
-    if kind not in MODEL_CLASSES:
-        expected = list(MODEL_CLASSES)
-        raise PipelineError(f"{config_path}: model {kind!r} unknown; expected one of {expected}")
-    cls = MODEL_CLASSES[kind]
-    init_keys = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
-    model = cls(**{k: config[k] for k in init_keys if k in config})
+    if not isinstance(config, dict):
+        raise PipelineError(f"{config_path}: expected a JSON object; train the model again")
+    cls = model_class(config.get("model"), str(config_path))
+    if "init_args" not in config:
+        raise PipelineError(f"{config_path}: no init_args (an older format); retrain the model")
+    model = cls(**{k: config[k] for k in config["init_args"]})
     model.load_state_dict(_read_tensors(weights_path))
     return model.to(device).eval(), config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -15,23 +16,28 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
 
-HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
+MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
+_LINES = "\n".join(f"  {name:<14} {spec.summary}\n" for name, spec in MODELS.items())
+HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
-`dvc repro` runs the stages below in order and reruns only what changed; each reads its own
-section of params.yaml. The stages are also sub-commands here:
+`dvc repro` runs the stages, rerunning only what changed. Each is a command:
 
-  download fmnist         -> data/raw/fmnist            (verified IDX files)\n
-  download coco           -> data/coco/manifest         (COCO 2014 subset, per-image status)\n
-  pack coco               -> data/shards/coco           (WebDataset tars, 224x224 RGB)\n
-  embed ENCODER DATASET   -> data/embeddings/...        (caption vectors, Parquet)\n
-  judge                   -> models/judge               (classifier that scores samples)\n
-  train fmnist_label      -> models/fmnist_label        (paper §2.1 CVAE)\n
-  evaluate fmnist_label   -> metrics/, reports/         (paper §3.1 figures + metrics)\n
-  generate                -> a PNG grid from a trained model\n
-  weights inception       -> weights/                   (FID/KID network, fetched once)
-"""
+  download fmnist | coco  -> data/raw/fmnist, data/coco/manifest\n
+  pack coco               -> data/shards/coco (WebDataset tars)\n
+  embed ENCODER DATASET   -> data/embeddings/ENCODER/DATASET\n
+  judge                   -> models/judge (scores Fashion-MNIST samples)\n
+  train MODEL             -> models/MODEL\n
+  evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
+  report MODEL            -> reports/MODEL/report.html (not a stage)\n
+  generate                -> a PNG grid for a label or a caption\n
+  weights inception       -> weights/ (the FID/KID network, once)
+
+MODEL is one of:
+
+{_LINES}"""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="params file to read")
@@ -76,41 +82,61 @@ def _stage(func: Callable) -> Callable:
     return wrapper
 
 
-def _choose(table: dict, name: str, what: str) -> Callable:
+def _choose(table: dict, name: str, what: str):
     if name not in table:
         raise PipelineError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
     return table[name]
+
+
+# `t2i COMMAND ARG` -> the stage module that runs it. scripts/stage_deps.py derives each DVC
+# stage's code deps from this module's imports, so dvc.yaml follows what the command runs.
+# A model's trainer follows from the data it trains on, its evaluator from its evaluation.
+TRAINERS = {"fmnist": "stages.train", "coco": "stages.train_coco"}
+EVALUATORS = {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate_text",
+              "coco": "stages.coco_evaluate"}  # fmt: skip
+STAGE_MODULES: dict[str, str | dict[str, str]] = {
+    "download": {"fmnist": "stages.download_fmnist", "coco": "stages.coco_download"},
+    "pack": {"coco": "stages.coco_pack"},
+    "embed": "stages.embed",
+    "judge": "stages.judge",
+    "train": {name: TRAINERS[spec.data] for name, spec in MODELS.items()},
+    "evaluate": {name: EVALUATORS[spec.evaluation] for name, spec in MODELS.items()},
+}
+WHAT = {"download": "dataset", "pack": "dataset", "train": "model", "evaluate": "model"}
+
+
+def stage_module(command: str, arg: str | None = None) -> str:
+    """The module name of the stage that `t2i COMMAND ARG` runs."""
+    entry = _choose(STAGE_MODULES, command, "stage command")
+    return entry if isinstance(entry, str) else _choose(entry, arg, WHAT[command])
+
+
+def _stage_run(command: str, arg: str | None = None) -> Callable:
+    return importlib.import_module(stage_module(command, arg)).run
 
 
 @app.command()
 @_stage
 def download(dataset: str = typer.Argument(..., help="fmnist | coco"), params: Path = ParamsOption):
     """Fetch and verify a dataset (official mirrors, or a local copy)."""
-    from stages import coco_download, download_fmnist
-
-    table = {"fmnist": download_fmnist.run, "coco": coco_download.run}
-    _choose(table, dataset, "dataset")(params)
+    _stage_run("download", dataset)(params)
 
 
 @app.command()
 @_stage
 def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsOption):
     """Pack verified images into WebDataset tar shards (resized, RGB, deterministic)."""
-    from stages import coco_pack
-
-    _choose({"coco": coco_pack.run}, dataset, "dataset")(params)
+    _stage_run("pack", dataset)(params)
 
 
 @app.command()
 @_stage
 def train(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     params: Path = ParamsOption,
 ):
     """Train a CVAE; resumes from its last finished epoch."""
-    from stages import train as stage
-
-    _choose(stage.MODELS, model, "model")(params)
+    _stage_run("train", model)(model, params)
 
 
 @app.command()
@@ -121,35 +147,24 @@ def embed(
     params: Path = ParamsOption,
 ):
     """Embed every caption of a dataset once into Parquet shards (torchrun-aware)."""
-    from stages import embed as stage
-
-    stage.run(params, encoder, dataset)
+    _stage_run("embed")(params, encoder, dataset)
 
 
 @app.command()
 @_stage
 def judge(params: Path = ParamsOption):
     """Train the Fashion-MNIST judge classifier used to score generated images."""
-    from stages import judge as stage
-
-    stage.run(params)
+    _stage_run("judge")(params)
 
 
 @app.command()
 @_stage
 def evaluate(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     params: Path = ParamsOption,
 ):
     """Write a model's figures (reports/) and metrics (metrics/)."""
-    from stages import coco_evaluate
-    from stages import evaluate as stage
-
-    table = {
-        **stage.MODELS,
-        **{m: functools.partial(coco_evaluate.run, m) for m in coco_evaluate.ENCODER},
-    }
-    _choose(table, model, "model")(params)
+    _stage_run("evaluate", model)(model, params)
 
 
 @app.command()
@@ -176,7 +191,7 @@ def weights(
 @app.command()
 @_stage
 def report(
-    model: str = typer.Argument(..., help="fmnist_label | fmnist_text | coco_clip | coco_t5"),
+    model: str = typer.Argument(..., help=" | ".join(MODELS)),
     output: Path = typer.Option(None, "-o", "--output", help="default reports/MODEL/report.html"),
     params: Path = ParamsOption,
 ):
@@ -198,7 +213,7 @@ def generate(
     seed: int = typer.Option(0, "--seed"),
     params: Path = ParamsOption,
 ):
-    """Write a grid of images generated for a label (fmnist_label) or a caption (fmnist_text)."""
+    """Write a grid of images from a trained model: for a label, or for any caption."""
     from pipeline.figures import save_png
     from stages.generate import grid
 

@@ -23,6 +23,9 @@ FMNIST_MIRRORS = [
 ]
 
 
+EncoderName = Literal["clip-vit-b-32", "t5-small", "minilm"]  # pipeline/encoders
+
+
 class Section(BaseModel):
     # strict: `epochs: true` or `epochs: "3"` is an error, not 1 or 3 (an int is still a
     # valid float); allow_inf_nan=False: `.inf` and `.nan` are errors wherever a number goes.
@@ -169,7 +172,7 @@ class TrainFmnistLabel(Guarded):
 class TrainFmnistText(TrainFmnistLabel):
     """The §2.1 CVAE conditioned on caption embeddings of the class phrasings."""
 
-    encoder: Literal["minilm", "clip-vit-b-32", "t5-small"] = Field(
+    encoder: EncoderName = Field(
         "minilm", description="whose embeddings of captions/fmnist.json condition the model"
     )
 
@@ -177,6 +180,7 @@ class TrainFmnistText(TrainFmnistLabel):
 class TrainCoco(Guarded):
     """Keys shared by the COCO models; the image size is that of the shards (pack.coco)."""
 
+    encoder: EncoderName = Field(..., description="whose caption embeddings condition the model")
     epochs: int = Field(..., ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(..., gt=0.0, le=1.0)
@@ -203,8 +207,9 @@ class TrainCoco(Guarded):
 
 
 class TrainCocoClip(TrainCoco):
-    """§2.2: Adam, lr 5e-3, weight decay 1e-5, 200 epochs, BCE + KL."""
+    """§2.2: CLIP ViT-B/32 captions; Adam, lr 5e-3, weight decay 1e-5, 200 epochs, BCE + KL."""
 
+    encoder: EncoderName = Field("clip-vit-b-32", description="paper §2.2: CLIP ViT-B/32")
     epochs: int = Field(200, ge=1, le=10_000)
     lr: float = Field(5e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
@@ -216,8 +221,9 @@ class TrainCocoClip(TrainCoco):
 
 
 class TrainCocoT5(TrainCoco):
-    """§2.3: Adam, lr 1e-3, MSE + beta KL, gated fusion; epochs 100 as in Fig. 10."""
+    """§2.3: T5-small captions; Adam, lr 1e-3, MSE + beta KL, gated fusion; 100 epochs (Fig. 10)."""
 
+    encoder: EncoderName = Field("t5-small", description="paper §2.3: T5-small")
     epochs: int = Field(100, ge=1, le=10_000)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     fusion: Literal["concat", "add", "gated"] = "gated"

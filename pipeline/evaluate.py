@@ -113,3 +113,36 @@ def conditional_accuracy(predicted: torch.Tensor, intended: torch.Tensor, names:
         if bool((intended == i).any())
     }
     return {"overall": float(hits.mean()), "per_class": per_class}
+
+
+@torch.no_grad()
+def posterior_mean_reconstructions(
+    model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """decoder(posterior mean, condition) of each image: the reconstruction the metrics score."""
+    model.eval()
+    parts = []
+    for part in _chunks(len(x), batch_size):
+        mu, _ = model.encode(x[part], c[part])
+        parts.append(model.decode(mu, c[part]))
+    return torch.cat(parts)
+
+
+def sample_in_batches(
+    model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, batch_size: int
+) -> torch.Tensor:
+    """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
+    parts = _chunks(len(conditions), batch_size)
+    return torch.cat([sample_images(model, conditions[part], generator) for part in parts])
+
+
+def hwc(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) images in [0, 1] -> (N, S, S, 3) numpy, as image_grid takes them."""
+    return images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def caption_sample_rows(
+    model: torch.nn.Module, vectors: torch.Tensor, samples: int, generator: torch.Generator
+) -> list[np.ndarray]:
+    """One row of ``samples`` caption-only images (z ~ N(0, I)) per caption vector."""
+    return [hwc(sample_images(model, v.expand(samples, -1), generator)) for v in vectors]

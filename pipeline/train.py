@@ -34,7 +34,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
+from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -106,43 +107,35 @@ class StepGuard:
             )
 
 
-class InMemoryBatches:
-    """Batches sliced from tensors that live on the device: no per-sample Python work.
+def inputs_digest(paths: list[Path]) -> str:
+    """sha256 over every file of ``paths`` (files or folders): their relative names and bytes."""
+    files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*"))
+                    if f.is_file()})  # fmt: skip
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
-    For data that fits in memory (Fashion-MNIST is 188 MB as float32) this is several times
-    faster than a DataLoader that collates one sample at a time (benchmarks/train_epoch.py).
+
+def run_fingerprint(model: nn.Module, params: dict, inputs: str | None = None) -> str:
+    """What must match for a saved state to be resumed: params, architecture and inputs.
+
+    ``inputs``: the digest of what the run depends on; a training stage passes that of its
+    declared DVC deps, code and data (stages/fingerprint.py). Without it, the code of the
+    model's classes and of this loop stands in. ``epochs`` should be left out of ``params``
+    so that a longer run continues a shorter one.
     """
-
-    def __init__(self, *tensors: torch.Tensor, batch_size: int):
-        if len({len(t) for t in tensors}) != 1:
-            raise ValueError("all tensors need the same first dimension")
-        self.tensors, self.batch_size = tensors, batch_size
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def batches(self, generator: torch.Generator | None = None) -> Iterator[tuple]:
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
-            else:
-                index = order[start : start + self.batch_size].to(self.tensors[0].device)
-                yield tuple(t[index] for t in self.tensors)
-
-
-def run_fingerprint(model: nn.Module, params: dict) -> str:
-    """What must match for a saved state to be resumed: params, architecture and the code.
-
-    ``epochs`` should be left out of ``params`` so that a longer run continues a shorter one.
-    """
-    classes = {cls for module in model.modules() for cls in type(module).__mro__}
-    sources = sorted(
-        {inspect.getsourcefile(cls) for cls in classes if cls.__module__.startswith("pipeline.")}
-    )
-    code = hashlib.sha256(b"".join(Path(p).read_bytes() for p in [*sources, __file__])).hexdigest()
-    blob = {"params": params, "model": model.config(), "code": code, "torch": torch.__version__}
+    if inputs is None:
+        classes = {cls for module in model.modules() for cls in type(module).__mro__}
+        sources = sorted(
+            {inspect.getsourcefile(c) for c in classes if c.__module__.startswith("pipeline.")}
+        )
+        code = b"".join(Path(p).read_bytes() for p in [*sources, __file__])
+        inputs = hashlib.sha256(code).hexdigest()
+    blob = {"params": params, "model": model.config(), "inputs": inputs, "torch": torch.__version__}
     return json.dumps(blob, sort_keys=True)
 
 
@@ -183,7 +176,7 @@ class BatchLosses(nn.Module):
 
 def train_one_epoch(
     model: nn.Module,
-    data: InMemoryBatches,
+    data: Batches,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     grad_clip: float | None = None,
@@ -193,10 +186,9 @@ def train_one_epoch(
     guard: StepGuard | None = None,
     lr_at: Callable[[], float] | None = None,
 ) -> dict[str, float]:
-    """``data``: anything with ``batches(generator)``, ``__len__`` and ``batch_size``.
-
-    ``losses``: the DistributedDataParallel-wrapped model under torchrun. ``guard`` skips
-    non-finite steps; ``lr_at()`` gives the learning rate of the next optimizer step.
+    """One pass over ``data``. ``losses``: the DistributedDataParallel-wrapped model under
+    torchrun. ``guard`` skips non-finite steps; ``lr_at()`` gives the learning rate of the
+    next optimizer step.
     """
     model.train()
     losses = losses or BatchLosses(model)
@@ -242,7 +234,7 @@ def _grad_norm(model: nn.Module, grad_clip: float | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -> dict[str, float]:
+def evaluate_terms(model: nn.Module, data: Batches, amp: bool = False) -> dict[str, float]:
     model.eval()
     totals: dict[str, float] = {}
     count = 0
@@ -255,16 +247,23 @@ def evaluate_terms(model: nn.Module, data: InMemoryBatches, amp: bool = False) -
 
 def fit(
     model: nn.Module,
-    train: InMemoryBatches,
-    test: InMemoryBatches,
+    train: Batches,
+    test: Batches,
     spec: FitSpec,
     *,
     generator: torch.Generator,
     state_path: Path,
     live_dir: Path,
     fingerprint: str,
+    keep_dir: Path | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches."""
+    """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches.
+
+    The weights of ``spec.keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``; a fresh
+    start first removes those of an earlier run.
+    """
+    if spec.keep_epochs and keep_dir is None:
+        raise ValueError("keep_epochs needs a keep_dir to write the weights to")
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
@@ -277,6 +276,10 @@ def fit(
             log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
         else:
             log.info("%s belongs to other params; training from scratch", state_path)
+    if keep_dir is not None and rank0:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        for stale in keep_dir.glob("epoch-*.safetensors") if not history else []:
+            stale.unlink()  # kept by a run this one does not continue
     losses = None
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(BatchLosses(model))
@@ -330,7 +333,7 @@ def fit(
                     "steps": steps}  # fmt: skip
             save_state(state_path, model, optimizer, generator, meta)
             if epoch + 1 in spec.keep_epochs:
-                save_weights(state_path.parent / f"epoch-{epoch + 1:04d}.safetensors", model)
+                save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)
     if live is not None:
         live.end()
     return history

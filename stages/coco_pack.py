@@ -7,7 +7,7 @@ from pipeline.atomic import TEMP_GLOB, write_json
 from pipeline.config import load_params
 from pipeline.data.coco import read_manifest
 from pipeline.data.images import prepare_jpegs
-from pipeline.data.shards import write_shards
+from pipeline.data.shards import SampleMeta, write_shards
 from stages.layout import COCO_MANIFESTS, COCO_SHARDS
 
 
@@ -25,9 +25,9 @@ def run(params_path: Path) -> None:
                               p.resize_mode, p.jpeg_quality, workers)  # fmt: skip
         samples = (
             {"__key__": f"{r['image_id']:012d}", "jpg": jpeg,
-             "json": {"image_id": r["image_id"], "file_name": r["file_name"],
-                      "split": r["split"], "original_size": [r["width"], r["height"]],
-                      "caption_ids": r["caption_ids"], "captions": r["captions"]}}
+             "json": SampleMeta(image_id=r["image_id"], file_name=r["file_name"],
+                                split=r["split"], original_size=[r["width"], r["height"]],
+                                caption_ids=r["caption_ids"], captions=r["captions"])}
             for r, jpeg in zip(rows, jpegs, strict=True)
         )  # fmt: skip
         shards = write_shards(samples, COCO_SHARDS, manifest.stem, maxcount=p.shard_maxcount,

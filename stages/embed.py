@@ -7,15 +7,14 @@ the number of ranks.
 """
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.config import load_params
 from pipeline.data.captions import caption_rows
 from pipeline.data.embeddings import shard_name, write_embedding_shard
+from pipeline.distributed import rank_device, torchrun_ranks
 from pipeline.encoders import ENCODERS, load_encoder
 from pipeline.errors import PipelineError
 from pipeline.runtime import resolve_device
@@ -28,10 +27,9 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
     if encoder_name not in ENCODERS:
         raise PipelineError(f"unknown encoder {encoder_name!r}; expected one of {list(ENCODERS)}")
     p = load_params(params_path).embed
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = resolve_device(p.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    ranks = torchrun_ranks()  # no process group: each rank embeds its own shards
+    rank, world = ranks.rank, ranks.world
+    device = rank_device(resolve_device(p.device), ranks)
     rows = caption_rows(dataset, COCO_MANIFESTS)
     encoder = load_encoder(encoder_name, p.encoder(encoder_name), device)
     out = embeddings_dir(encoder_name, dataset)

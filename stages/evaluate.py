@@ -1,4 +1,4 @@
-"""Stage evaluate@<model>: the paper's figures and the metrics JSON for one trained model."""
+"""Stage evaluate@fmnist_label: the paper's Figs. 4 and 5 (§3.1) and the metrics JSON."""
 
 from pathlib import Path
 
@@ -8,8 +8,6 @@ import torch.nn.functional as F
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
-from pipeline.data.captions import fmnist_caption_set
-from pipeline.data.embeddings import read_embeddings
 from pipeline.data.fmnist import LABELS, label_index, load_tensors
 from pipeline.evaluate import (
     conditional_accuracy,
@@ -21,8 +19,9 @@ from pipeline.evaluate import (
 )
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
+from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
+from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
 
 FIG5_LABELS = ["sneaker", "boot", "top", "handbag"]  # the paper's §3.1.2 rows
 
@@ -31,11 +30,11 @@ def _images(x: torch.Tensor):
     return x.reshape(-1, 28, 28).cpu().numpy()
 
 
-def fmnist_label(params_path: Path) -> None:
-    p = load_params(params_path).evaluate.fmnist_label
+def run(name: str, params_path: Path) -> None:
+    p = model_spec(name).evaluate_params(load_params(params_path))
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
-    model, _ = load_model(model_dir("fmnist_label"), device)
+    model, _ = load_model(model_dir(name), device)
     judge, _ = load_model(model_dir("judge"), device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     c_test = F.one_hot(y_test, 10).float()
@@ -62,10 +61,10 @@ def fmnist_label(params_path: Path) -> None:
             "features": "judge penultimate layer (128-d)",
         },
     }
-    path = METRICS / "fmnist_label" / "eval.json"
+    path = METRICS / name / "eval.json"
     write_json(path, require_finite(metrics, str(path)))
 
-    reports = REPORTS / "fmnist_label"
+    reports = REPORTS / name
     n = p.grid_columns
     # Fig. 4: originals above reconstructions decoded from the posterior mean.
     with torch.no_grad():
@@ -91,55 +90,3 @@ def _class_rows(model, classes: list[int], n: int, generator, device):
         condition = F.one_hot(torch.full((n,), c), 10).float().to(device)
         rows.append(_images(sample_images(model, condition, generator)))
     return image_grid(rows, [LABELS[c] for c in classes])
-
-
-def fmnist_text(params_path: Path) -> None:
-    """Samples for phrasings seen and never seen in training, scored by the judge."""
-    p = load_params(params_path).evaluate.fmnist_text
-    device = resolve_device(p.device)
-    generator = make_deterministic(p.seed, device)
-    model, config = load_model(model_dir("fmnist_text"), device)
-    judge, _ = load_model(model_dir("judge"), device)
-    columns, vectors = read_embeddings(embeddings_dir(config["encoder"], "fmnist"))
-    vectors = torch.from_numpy(vectors.astype("float32")).to(device)
-    caption_set = fmnist_caption_set()
-    row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
-    x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
-    _, real_features = judge_outputs(judge, x_test, p.batch_size)
-
-    metrics = {"conditions": {"encoder": config["encoder"], "test_images": len(x_test),
-                              "samples_per_caption": p.samples_per_caption,
-                              "features": "judge penultimate layer (128-d)"}}  # fmt: skip
-    for split in ("heldout", "train"):
-        rows = caption_set[split]
-        index = torch.tensor([row_of[r["caption_id"]] for r in rows]).repeat_interleave(
-            p.samples_per_caption
-        )
-        intended = torch.tensor([r["image_id"] for r in rows]).repeat_interleave(
-            p.samples_per_caption
-        )
-        samples = sample_images(model, vectors[index.to(device)], generator)
-        predicted, features = judge_outputs(judge, samples, p.batch_size)
-        metrics[f"judge_accuracy_{split}_phrasings"] = conditional_accuracy(
-            predicted, intended, LABELS
-        )
-        metrics[f"frechet_judge_features_{split}_phrasings"] = frechet_distance(
-            features, real_features
-        )
-    path = METRICS / "fmnist_text" / "eval.json"
-    write_json(path, require_finite(metrics, str(path)))
-
-    # One row per class: samples for its first held-out phrasing, labelled with the text.
-    first = {}
-    for r in caption_set["heldout"]:
-        first.setdefault(r["image_id"], r)
-    rows, labels = [], []
-    for label in sorted(first):
-        condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
-        rows.append(_images(sample_images(model, condition, generator)))
-        labels.append(first[label]["caption"][:30])
-    save_png(image_grid(rows, labels, label_width=150),
-             REPORTS / "fmnist_text" / "heldout_phrasings.png")  # fmt: skip
-
-
-MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text}

@@ -4,21 +4,24 @@ from pathlib import Path
 
 from pipeline.checkpoint import save_model
 from pipeline.config import load_params
+from pipeline.data.batches import InMemoryBatches
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.errors import PipelineError
-from pipeline.models.judge import JudgeCNN
+from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
+from pipeline.train import FitSpec, fit
+from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
 
 def run(params_path: Path) -> None:
-    p = load_params(params_path).judge
+    spec = model_spec("judge")
+    p = spec.train_params(load_params(params_path))
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     x_train, y_train = load_tensors(RAW_FMNIST, "train", p.train_limit, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
-    model = JudgeCNN(num_classes=len(LABELS)).to(device)
+    model = spec.build(p, num_classes=len(LABELS)).to(device)
     history = fit(
         model,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
@@ -34,8 +37,10 @@ def run(params_path: Path) -> None:
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
-        fingerprint=run_fingerprint(
-            model, p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"})
+        fingerprint=training_fingerprint(
+            "t2i judge",
+            model,
+            p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"}),
         ),
     )
     accuracy = history[-1]["test/accuracy"]
@@ -47,5 +52,5 @@ def run(params_path: Path) -> None:
     save_model(
         model_dir("judge"),
         model,
-        {"dataset": "fmnist", "labels": LABELS, "test_accuracy": accuracy},
+        {"name": "judge", "dataset": "fmnist", "labels": LABELS, "test_accuracy": accuracy},
     )

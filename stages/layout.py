@@ -13,8 +13,13 @@ def model_dir(name: str) -> Path:
 
 
 def state_file(name: str) -> Path:
-    """Resumable state: a persisted DVC output, so a rerun finds it."""
+    """Resumable state: no DVC output, so DVC leaves it in place for a rerun, never caches it."""
     return MODELS / name / "state" / "train_state.safetensors"
+
+
+def epochs_dir(name: str) -> Path:
+    """Weights of the epochs in train.<name>.keep_epochs (Figs. 9, 10): a cached DVC output."""
+    return MODELS / name / "epochs"
 
 
 def live_dir(name: str) -> Path:

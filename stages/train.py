@@ -1,34 +1,54 @@
-"""Stage train@<model>: train one CVAE with the shared loop; write weights and curves."""
+"""Stage train@fmnist_label and train_text@fmnist_text: the §2.1 MLP CVAE on Fashion-MNIST.
+
+The model registry says how each is conditioned: ``label``, the one-hot class (§2.1), or
+``text``, the embedding of a phrasing of the image's class, drawn per image and step from
+the training phrasings of captions/fmnist.json (the held-out ones are never seen).
+"""
 
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 from pipeline.checkpoint import save_model
 from pipeline.config import load_params
+from pipeline.data.batches import InMemoryBatches
 from pipeline.data.captions import fmnist_caption_set
-from pipeline.data.embeddings import read_embeddings
 from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.data.phrasings import ClassPhrasings, PhrasingBatches
-from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.data.phrasings import PhrasingBatches, train_phrasings
+from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, fit, run_fingerprint
+from pipeline.train import FitSpec, fit
+from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, embeddings_dir, live_dir, model_dir, state_file
-from stages.train_coco import train_coco
 
 
-def _train_fmnist_mlp(name: str, p, make_batches, cond_dim: int, extra: dict) -> None:
-    """The §2.1 MLP CVAE on Fashion-MNIST, conditioned by whatever ``make_batches`` pairs."""
+def run(name: str, params_path: Path) -> None:
+    spec = model_spec(name)
+    p = spec.train_params(load_params(params_path))
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     x_train, y_train = load_tensors(RAW_FMNIST, "train", p.train_limit, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
-    model = CVAEMLP(784, cond_dim, p.hidden_dim, p.latent_dim).to(device)
+    if spec.conditioning == "label":
+
+        def batches(x, y, batch_size):
+            return InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=batch_size)
+
+        cond_dim, extra = len(LABELS), {}
+    else:
+        rows = fmnist_caption_set()["train"]
+        phrasings = train_phrasings(embeddings_dir(p.encoder, "fmnist"), rows, len(LABELS))
+        phrasings = phrasings.to(device)
+
+        def batches(x, y, batch_size):
+            return PhrasingBatches(x, y, phrasings, batch_size=batch_size)
+
+        cond_dim, extra = phrasings.embeddings.shape[1], {"encoder": p.encoder}
+    model = spec.build(p, cond_dim=cond_dim).to(device)
     fit(
         model,
-        make_batches(x_train, y_train, p.batch_size, device),
-        make_batches(x_test, y_test, 1000, device),
+        batches(x_train, y_train, p.batch_size),
+        batches(x_test, y_test, 1000),
         FitSpec(
             epochs=p.epochs,
             batch_size=p.batch_size,
@@ -40,51 +60,9 @@ def _train_fmnist_mlp(name: str, p, make_batches, cond_dim: int, extra: dict) ->
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})),
+        fingerprint=training_fingerprint(
+            f"t2i train {name}", model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+        ),
     )
-    save_model(model_dir(name), model, {"dataset": "fmnist", "labels": LABELS, **extra})
-
-
-def fmnist_label(params_path: Path) -> None:
-    """§2.1: the MLP CVAE conditioned on one-hot class labels."""
-
-    def one_hot_batches(x, y, batch_size, device):
-        return InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=batch_size)
-
-    _train_fmnist_mlp("fmnist_label", load_params(params_path).train.fmnist_label,
-                      one_hot_batches, len(LABELS), {})  # fmt: skip
-
-
-def train_phrasings(encoder: str) -> ClassPhrasings:
-    """Embeddings of the training phrasings of captions/fmnist.json, by class."""
-    columns, vectors = read_embeddings(embeddings_dir(encoder, "fmnist"))
-    train_ids = {r["caption_id"] for r in fmnist_caption_set()["train"]}
-    keep = torch.tensor([int(c) in train_ids for c in columns["caption_id"]])
-    labels = torch.tensor(columns["image_id"])[keep]
-    return ClassPhrasings(torch.from_numpy(vectors.astype("float32"))[keep], labels, len(LABELS))
-
-
-def fmnist_text(params_path: Path) -> None:
-    """§2.1's CVAE conditioned on caption embeddings: trained on the training phrasings only."""
-    p = load_params(params_path).train.fmnist_text
-    phrasings = train_phrasings(p.encoder)
-
-    def phrasing_batches(x, y, batch_size, device):
-        return PhrasingBatches(x, y, phrasings.to(device), batch_size=batch_size)
-
-    _train_fmnist_mlp("fmnist_text", p, phrasing_batches, phrasings.embeddings.shape[1],
-                      {"encoder": p.encoder})  # fmt: skip
-
-
-def coco_clip(params_path: Path) -> None:
-    """§2.2: the conv CVAE on CLIP caption embeddings."""
-    train_coco("coco_clip", load_params(params_path).train.coco_clip)
-
-
-def coco_t5(params_path: Path) -> None:
-    """§2.3: the conv CVAE with T5 caption features and gated fusion."""
-    train_coco("coco_t5", load_params(params_path).train.coco_t5)
-
-
-MODELS = {"fmnist_label": fmnist_label, "fmnist_text": fmnist_text, "coco_clip": coco_clip,
-          "coco_t5": coco_t5}  # fmt: skip
+    extra = {"name": name, "dataset": "fmnist", "labels": LABELS, **extra}
+    save_model(model_dir(name), model, extra)

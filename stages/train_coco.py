@@ -2,38 +2,30 @@
 
 t2i train coco_clip                                          # CPU or one GPU
 torchrun --nproc_per_node=8 --no-python t2i train coco_clip  # 8 GPUs: DDP over NCCL
+
+Each is conditioned on the caption embeddings of the encoder train.<model>.encoder names.
 """
 
 import json
-import os
+from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from pipeline.checkpoint import save_model
+from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
-from pipeline.models.cvae_clip import CVAEClip
-from pipeline.models.cvae_gated import CVAEGated
+from pipeline.distributed import start_distributed, stop_distributed
+from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit, run_fingerprint
-from stages.layout import COCO_SHARDS, embeddings_dir, live_dir, model_dir, state_file
-
-ENCODER = {"coco_clip": "clip-vit-b-32", "coco_t5": "t5-small"}  # paper §2.2, §2.3
-
-
-def _start_distributed(device: torch.device) -> tuple[torch.device, bool]:
-    """Under torchrun (WORLD_SIZE > 1): join the process group; NCCL on GPU, gloo on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device, True
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device, dist.get_rank() == 0
+from pipeline.train import FitSpec, fit
+from stages.fingerprint import training_fingerprint
+from stages.layout import COCO_SHARDS, embeddings_dir, epochs_dir, live_dir, model_dir, state_file
 
 
-def train_coco(name: str, p) -> None:
-    device, rank0 = _start_distributed(resolve_device(p.device))
+def run(name: str, params_path: Path) -> None:
+    spec = model_spec(name)
+    p = spec.train_params(load_params(params_path))
+    device, ranks = start_distributed(resolve_device(p.device))
     generator = make_deterministic(p.seed, device)
     cuda = device.type == "cuda"
     index = json.loads((COCO_SHARDS / "index.json").read_text())
@@ -41,7 +33,7 @@ def train_coco(name: str, p) -> None:
     def pairs(subset: str) -> ShardCaptionPairs:
         return ShardCaptionPairs(
             sorted(COCO_SHARDS.glob(f"{subset}-*.tar")),
-            embeddings_dir(ENCODER[name], "coco"),
+            embeddings_dir(p.encoder, "coco"),
             pairs=index["subsets"].get(subset, {}).get("captions", 0),
             batch_size=p.batch_size,
             shuffle_buffer=p.shuffle_buffer,
@@ -51,19 +43,12 @@ def train_coco(name: str, p) -> None:
         )
 
     train, test = pairs(p.subset), pairs(p.eval_subset)
-    size = index["image_size"]
-    if name == "coco_clip":
-        model = CVAEClip(size, train.text_dim, p.latent_dim, p.width, p.fusion,
-                         p.feature_norm, p.logvar_bound)  # fmt: skip
-    else:
-        model = CVAEGated(size, train.text_dim, p.latent_dim, p.fusion, p.beta,
-                          p.logvar_bound)  # fmt: skip
-    model = model.to(device)
+    model = spec.build(p, image_size=index["image_size"], text_dim=train.text_dim).to(device)
     if p.channels_last and cuda:
         model = model.to(memory_format=torch.channels_last)
     if p.compile and cuda:
         model.compile()  # in place: batch_losses calls the compiled forward
-    spec = FitSpec(
+    schedule = FitSpec(
         epochs=p.epochs,
         batch_size=p.batch_size,
         lr=p.lr,
@@ -79,15 +64,17 @@ def train_coco(name: str, p) -> None:
         model,
         train,
         test,
-        spec,
+        schedule,
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=run_fingerprint(
-            model, p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"})
+        fingerprint=training_fingerprint(
+            f"t2i train {name}",
+            model,
+            p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"}),
         ),
+        keep_dir=epochs_dir(name),
     )
-    if rank0:
-        save_model(model_dir(name), model, {"dataset": "coco", "encoder": ENCODER[name]})
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if ranks.main:
+        save_model(model_dir(name), model, {"name": name, "dataset": "coco", "encoder": p.encoder})
+    stop_distributed()

@@ -1,8 +1,10 @@
-"""Shared fixtures: the real Fashion-MNIST files, a loopback HTTP server, a temp repo copy."""
+"""Shared fixtures and helpers: the real Fashion-MNIST files, a loopback HTTP server, a temp
+repo copy, and running `dvc` / `t2i` in it."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,11 +90,40 @@ def tiny_params() -> dict:
     return params
 
 
-def run_env() -> dict:
-    """The environment of a shell that activated this venv, so dvc finds `t2i`."""
+def run_env(repo: Path | None = None) -> dict:
+    """The environment of a shell that activated this venv, so dvc finds `t2i`.
+
+    With ``repo``, its ``pipeline`` and ``stages`` come first on the import path: a command
+    run in a repo copy runs that copy's code (an installed checkout would shadow it).
+    """
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if repo is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     return env
+
+
+def dvc(repo: Path, *args: str) -> str:
+    """``dvc ARGS`` in ``repo``; fails the test with DVC's output when it fails."""
+    result = subprocess.run(["dvc", *args], cwd=repo, env=run_env(repo), capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages that a `dvc repro` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(repo: Path, section: str, key: str, value) -> None:
+    """Set ``section.key`` (``train.fmnist_label``, ``epochs``) in the repo's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.random_inception import save_random_inception as make_random_inception
+
 TINY_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
@@ -53,33 +55,4 @@ def make_tiny_t5(folder: Path, seed: int = 0) -> dict:
     return {"weights": str(folder), "max_tokens": 64}
 
 
-def make_random_inception(path: Path, seed: int = 0) -> Path:
-    """torch-fidelity's InceptionV3 architecture with random weights, saved like the real file.
-
-    Default initialisation makes the 2048-d features vanish (~1e-8), which would make every FID
-    about 0; so the batch-norm statistics are set from one pass over random images, as training
-    would have, to give features of order 1 that differ between image sets. Stored in float16
-    (48 MB); loading casts back to float32.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class RandomInception(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True, assign=False):
-            return None  # keep the random initialisation
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    empty = path.with_suffix(".empty")
-    torch.save({}, empty)
-    torch.manual_seed(seed)
-    net = RandomInception("random", ["2048"], feature_extractor_weights_path=str(empty))
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the pass
-            module.reset_running_stats()
-    net.train()
-    with torch.no_grad():
-        net(torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8))
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    torch.save(state, path)
-    empty.unlink()
-    return path
+__all__ = ["make_random_inception", "make_tiny_clip", "make_tiny_t5"]

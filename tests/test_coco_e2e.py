@@ -5,6 +5,7 @@ import json
 import math
 import re
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,9 +17,8 @@ from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
 
 from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
-from .conftest import run_env
+from .conftest import LoopbackServer, dvc, make_repo_copy, run_env, stages_run
 from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
-from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -61,37 +61,53 @@ def assert_finite_or_absent(node, path="eval.json"):
         assert node is None or isinstance(node, (str, bool)), path
 
 
-def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_server):
-    fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
-    serve(http_server, fixture)
-    encoders = {"clip-vit-b-32": make_tiny_clip(tmp_path / "clip"),
-                "t5-small": make_tiny_t5(tmp_path / "t5")}  # fmt: skip
-    missing = str(tmp_path / "missing" / "weights.pth")
+@pytest.fixture(scope="module")
+def coco_run(tmp_path_factory):
+    """One `dvc repro coco/dvc.yaml` on the fixture, from a loopback server; the tests below
+    each check one part of what it made."""
+    tmp = tmp_path_factory.mktemp("coco_e2e")
+    repo, server = make_repo_copy(tmp), LoopbackServer()
+    serve(server, make_coco_fixture(tmp / "coco", server.url))
+    encoders = {"clip-vit-b-32": make_tiny_clip(tmp / "clip"),
+                "t5-small": make_tiny_t5(tmp / "t5")}  # fmt: skip
+    missing = str(tmp / "missing" / "weights.pth")
     evaluate = {  # coco_clip scores with test weights; coco_t5's are missing
-        "coco_clip": {"inception_weights": str(make_random_inception(tmp_path / "inc.pth")),
+        "coco_clip": {"inception_weights": str(make_random_inception(tmp / "inc.pth")),
                       "clip_score": encoders["clip-vit-b-32"]},
         "coco_t5": {"inception_weights": missing,
                     "clip_score": {**encoders["clip-vit-b-32"], "weights": missing}},
     }  # fmt: skip
-    coco_params(repo_copy, encoders, evaluate, annotations_url=http_server.url + ZIP_PATH)
+    coco_params(repo, encoders, evaluate, annotations_url=server.url + ZIP_PATH)
+    output = dvc(repo, "repro", "coco/dvc.yaml")
+    yield SimpleNamespace(repo=repo, tmp=tmp, server=server, output=output)
+    server.close()
 
-    out = dvc(repo_copy, "repro", "coco/dvc.yaml")
-    assert stages_run(out) == {
+
+def eval_json(repo, model: str) -> dict:
+    return json.loads((repo / "metrics" / model / "eval.json").read_text())
+
+
+def test_repro_runs_every_coco_stage(coco_run):
+    assert stages_run(coco_run.output) == {
         "coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack",
         "coco/dvc.yaml:embed@clip-vit-b-32-coco", "coco/dvc.yaml:embed@t5-small-coco",
         "coco/dvc.yaml:train@coco_clip", "coco/dvc.yaml:train@coco_t5",
         "coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5",
     }  # fmt: skip
 
-    manifest = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
+
+def test_the_manifest_records_every_images_fate(coco_run):
+    manifest = pq.read_table(coco_run.repo / "data/coco/manifest/train.parquet").to_pylist()
     assert [r["image_id"] for r in manifest] == list(range(1, 9))
     assert {r["image_id"] for r in manifest if r["status"] == "failed"} == BAD_TRAIN_IDS
-    summary = json.loads((repo_copy / "metrics/coco/download.json").read_text())
+    summary = json.loads((coco_run.repo / "metrics/coco/download.json").read_text())
     assert summary["train"]["failed"] == 3 and summary["val"]["images"] == 2
 
-    index = json.loads((repo_copy / "data/shards/coco/index.json").read_text())
+
+def test_shards_hold_square_rgb_images_with_their_captions(coco_run):
+    index = json.loads((coco_run.repo / "data/shards/coco/index.json").read_text())
     assert index["subsets"]["train"]["shards"] == ["train-000000.tar", "train-000001.tar"]
-    shards = sorted((repo_copy / "data/shards/coco").glob("train-*.tar"))
+    shards = sorted((coco_run.repo / "data/shards/coco").glob("train-*.tar"))
     samples = list(read_samples(shards))
     assert [s["json"]["image_id"] for s in samples] == [1, 2, 3, 4, 8]
     assert samples[0]["__key__"] == "000000000001"
@@ -102,43 +118,49 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
         image = Image.open(io.BytesIO(sample["jpg"]))
         assert image.mode == "RGB" and image.size == (32, 32)  # gray and CMYK become RGB
 
-    # Every caption of every image that downloaded, in both subsets, embedded once.
-    packed = list(read_samples(sorted((repo_copy / "data/shards/coco").glob("*.tar"))))
+
+def test_every_caption_is_embedded_once_by_each_encoder(coco_run):
+    repo = coco_run.repo
+    packed = list(read_samples(sorted((repo / "data/shards/coco").glob("*.tar"))))
     expected_captions = sum(len(s["json"]["captions"]) for s in packed)
     expected_ids = {s["json"]["image_id"] for s in packed}
     for encoder, dim in (("clip-vit-b-32", 16), ("t5-small", 16)):
-        folder = repo_copy / "data/embeddings" / encoder / "coco"
+        folder = repo / "data/embeddings" / encoder / "coco"
         columns, values = read_embeddings(folder)
         assert values.shape == (expected_captions, dim) and values.dtype == np.float16
         assert len(list(folder.glob("part-*.parquet"))) == -(-expected_captions // 20)
         assert set(columns["image_id"].tolist()) == expected_ids
         assert read_metadata(folder / "part-00000.parquet")["encoder"] == encoder
 
+
+def test_each_model_trains_and_keeps_the_weights_of_its_kept_epochs(coco_run):
     for model, kind in (("coco_clip", "cvae_clip"), ("coco_t5", "cvae_gated")):
-        folder = repo_copy / "models" / model
+        folder = coco_run.repo / "models" / model
         config = json.loads((folder / "config.json").read_text())
         assert config["model"] == kind and config["image_size"] == 32 and config["text_dim"] == 16
-        assert (folder / "state/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
-        live = json.loads((repo_copy / "metrics" / model / "train/metrics.json").read_text())
+        assert (folder / "epochs/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
+        live = json.loads((coco_run.repo / "metrics" / model / "train/metrics.json").read_text())
         assert live["step"] == 1 and live["train"]["loss"] > 0 and live["test"]["loss"] > 0
 
+
+def test_evaluation_writes_finite_metrics_and_the_papers_figures(coco_run):
     for model in ("coco_clip", "coco_t5"):
-        metrics = json.loads((repo_copy / "metrics" / model / "eval.json").read_text())
+        metrics = eval_json(coco_run.repo, model)
         recon = metrics["reconstruction"]
         assert recon["images"] == 2 and 0 < recon["mse"] < 1 and -1 <= recon["ssim"] <= 1
         assert recon["psnr_db"] > 0 and metrics["conditions"]["image_size"] == 32
-        figures = {p.name: Image.open(p) for p in (repo_copy / "reports" / model).glob("*.png")}
+        folder = coco_run.repo / "reports" / model
+        figures = {p.name: Image.open(p) for p in folder.glob("*.png")}
         assert set(figures) == {"fig6_captions.png", "fig7_heldout.png", "fig8_unseen.png",
                                 "fig9_10_epochs.png"}  # fmt: skip
         assert figures["fig6_captions.png"].height > 5 * 64  # a row for each paper caption
         assert figures["fig9_10_epochs.png"].height > 3 * 4 * 64  # final + 2 kept epochs, 4 each
-    assert "test_nelbo_nats" in json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())
-    for model in ("coco_clip", "coco_t5"):  # every number finite, or absent with its reason
-        eval_json = repo_copy / "metrics" / model / "eval.json"
-        assert_finite_or_absent(json.loads(eval_json.read_text()))
+        assert_finite_or_absent(metrics)  # every number finite, or absent with its reason
+    assert "test_nelbo_nats" in eval_json(coco_run.repo, "coco_clip")
 
-    # Caption-only samples: FID, KID and CLIP score with their conditions...
-    scored = json.loads((repo_copy / "metrics/coco_clip/eval.json").read_text())["caption_only"]
+
+def test_caption_only_samples_are_scored_with_their_conditions(coco_run):
+    scored = eval_json(coco_run.repo, "coco_clip")["caption_only"]
     assert "absent" not in scored["fid"], scored["fid"]
     assert scored["fid"]["value"] > 0
     assert scored["fid"]["conditions"]["samples"] == 2 == scored["fid"]["conditions"]["real_images"]
@@ -150,10 +172,12 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
     for key in ("value", "real_images", "mismatched_captions"):
         assert 0 <= scored["clip_score"][key] <= 100
     assert scored["clip_score"]["conditions"]["weights"] == "tiny-clip/" + str(
-        tmp_path / "clip/tiny-clip.safetensors"
+        coco_run.tmp / "clip/tiny-clip.safetensors"
     )
-    # ...and, where the weights are missing, absent with the reason while the rest completes.
-    absent = json.loads((repo_copy / "metrics/coco_t5/eval.json").read_text())["caption_only"]
+
+
+def test_missing_weights_leave_their_metrics_absent_with_the_reason(coco_run):
+    absent = eval_json(coco_run.repo, "coco_t5")["caption_only"]
     for metric in ("fid", "kid"):
         assert absent[metric]["value"] is None
         assert (
@@ -163,33 +187,49 @@ def test_coco_download_pack_and_embed_on_the_fixture(repo_copy, tmp_path, http_s
     assert absent["clip_score"]["value"] is None
     assert "evaluate.coco_t5.clip_score.weights" in absent["clip_score"]["absent"]
 
-    # Weights placed in weights/ (where `t2i weights inception` saves them) make exactly the
-    # two evaluate stages stale, so their absent metrics get computed on the next repro.
-    assert "up to date" in dvc(repo_copy, "status", "coco/dvc.yaml")
-    (repo_copy / "weights/weights-inception-2015-12-05-6726825d.pth").write_bytes(b"weights")
-    stale = re.findall(r"^(\S+):$", dvc(repo_copy, "status", "coco/dvc.yaml"), re.MULTILINE)
-    assert set(stale) == {"coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5"}
-    (repo_copy / "weights/weights-inception-2015-12-05-6726825d.pth").unlink()
 
-    before = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
-    assert stages_run(dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {
+@pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])
+def test_generate_draws_rgb_grids_from_a_trained_coco_model(coco_run, model):
+    out = coco_run.tmp / f"{model}.png"
+    run = subprocess.run(["t2i", "generate", "--model", f"models/{model}", "--caption",
+                          "a cat on a sofa", "-n", "4", "--columns", "4", "-o", str(out)],
+                         cwd=coco_run.repo, env=run_env(coco_run.repo), capture_output=True,
+                         text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    image = Image.open(out)  # 32x32 tiles (the packed size), drawn at 2x
+    assert image.mode == "RGB" and image.size == (4 * 66 + 2, 66 + 2)
+
+
+def test_weights_placed_in_weights_make_exactly_the_two_evaluate_stages_stale(coco_run):
+    repo = coco_run.repo
+    assert "up to date" in dvc(repo, "status", "coco/dvc.yaml")
+    (repo / "weights/weights-inception-2015-12-05-6726825d.pth").write_bytes(b"weights")
+    stale = re.findall(r"^(\S+):$", dvc(repo, "status", "coco/dvc.yaml"), re.MULTILINE)
+    (repo / "weights/weights-inception-2015-12-05-6726825d.pth").unlink()
+    assert set(stale) == {"coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5"}
+
+
+def test_a_rerun_of_pack_writes_byte_identical_shards(coco_run):
+    repo = coco_run.repo
+    before = {p.name: p.read_bytes() for p in (repo / "data/shards/coco").glob("*.tar")}
+    assert stages_run(dvc(repo, "repro", "-f", "-s", "coco/dvc.yaml:coco_pack")) == {
         "coco/dvc.yaml:coco_pack"
     }
-    after = {p.name: p.read_bytes() for p in (repo_copy / "data/shards/coco").glob("*.tar")}
-    assert before == after  # byte-identical tars on a rerun
+    after = {p.name: p.read_bytes() for p in (repo / "data/shards/coco").glob("*.tar")}
+    assert before == after
 
-    hits = dict(http_server.hits)
-    dvc(repo_copy, "repro", "-f", "-s", "coco/dvc.yaml:coco_download")
-    assert (
-        http_server.hits["/train2014/COCO_train2014_000000000001.jpg"]
-        == hits["/train2014/COCO_train2014_000000000001.jpg"]
-    )  # resumed from the store: valid images are not fetched again
+
+def test_a_rerun_of_download_resumes_from_the_store(coco_run):
+    image = "/train2014/COCO_train2014_000000000001.jpg"
+    hits = coco_run.server.hits[image]
+    dvc(coco_run.repo, "repro", "-f", "-s", "coco/dvc.yaml:coco_download")
+    assert coco_run.server.hits[image] == hits  # valid images are not fetched again
 
 
 def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     fixture = make_coco_fixture(tmp_path / "coco")
     coco_params(repo_copy, source="local", local_root=str(fixture.root))
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     rows = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
@@ -197,7 +237,7 @@ def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     assert not (repo_copy / "data/coco/store").exists()  # nothing copied
 
     coco_params(repo_copy, source="official", annotations_url="http://127.0.0.1:9/a.zip")
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(),
+    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 1
     assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr

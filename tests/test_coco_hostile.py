@@ -31,7 +31,7 @@ from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
 
 from .coco_fixture import ZIP_PATH, make_coco_fixture, serve
-from .conftest import REPO, run_env
+from .conftest import REPO, dvc, run_env
 
 HTTP = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5, "deadline_s": 30}
 
@@ -339,8 +339,6 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
     import base64
 
     from pipeline.data.coco import read_manifest
-
-    from .test_pipeline_e2e import dvc
 
     fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
     secret = "tester:TOKEN123"

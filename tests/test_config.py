@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import load_params, parse_params
+from pipeline.data.fmnist import fetch_fmnist
 from pipeline.errors import PipelineError
 
 from .conftest import REPO
@@ -43,13 +46,18 @@ def test_missing_params_file_says_where_to_run(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-def test_stage_stops_on_bad_params_before_any_work(tmp_path):
-    bad = tmp_path / "params.yaml"
-    bad.write_text(yaml.safe_dump({"train": {"fmnist_label": {"epochs": -3}}}))
-    result = CliRunner().invoke(app, ["train", "fmnist_label", "--params", str(bad)])
+def test_stage_stops_on_bad_params_before_any_work(tmp_path, monkeypatch, fmnist_gz_dir):
+    # A working directory where training could run (the data is there), so that any work
+    # done before validation would leave models/ or metrics/ behind.
+    fetch_fmnist(tmp_path / "data/raw/fmnist", source="local", local_dir=str(fmnist_gz_dir))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    bad = {"train": {"fmnist_label": {"epochs": -3, "train_limit": 64, "device": "cpu"}}}
+    Path("params.yaml").write_text(yaml.safe_dump(bad))
+    result = CliRunner().invoke(app, ["train", "fmnist_label"])
     assert result.exit_code == 1
     assert "train.fmnist_label.epochs" in result.output
-    assert not (tmp_path / "models").exists()
+    assert sorted(tmp_path.rglob("*")) == [*before, tmp_path / "params.yaml"]
 
 
 FMNIST = "train.fmnist_label"

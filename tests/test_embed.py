@@ -14,9 +14,8 @@ from pipeline.data.embeddings import read_embeddings, read_metadata, write_embed
 from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError
 
-from .conftest import REPO, run_env
+from .conftest import REPO, dvc, run_env, stages_run
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5
-from .test_pipeline_e2e import dvc, stages_run
 
 EDGE_CAPTIONS = [
     "A man riding a wave on top of a surfboard.",
@@ -136,7 +135,7 @@ def test_fmnist_caption_set_has_held_out_wording():
 
 
 def _embed(repo):
-    result = subprocess.run(["t2i", "embed", "minilm", "fmnist"], cwd=repo, env=run_env(),
+    result = subprocess.run(["t2i", "embed", "minilm", "fmnist"], cwd=repo, env=run_env(repo),
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return {p.name: p.read_bytes() for p in (repo / "data/embeddings/minilm/fmnist").glob("*")}
@@ -185,7 +184,9 @@ def test_killed_or_split_embedding_runs_end_with_identical_shards(repo_copy):
     for path in folder.glob("*"):
         path.unlink()
     torchrun = ["torchrun", "--nproc_per_node=2", "--no-python", "t2i", "embed", "minilm", "fmnist"]
-    result = subprocess.run(torchrun, cwd=repo_copy, env=run_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        torchrun, cwd=repo_copy, env=run_env(repo_copy), capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     after = {p.name: p.read_bytes() for p in folder.glob("*")}
     assert after == whole  # two ranks, each its own shards, the same files as one process

@@ -69,7 +69,7 @@ def test_a_killed_coco_fetch_leaves_temps_only_in_the_store_and_a_rerun_removes_
 @pytest.mark.e2e
 def test_dvc_never_records_a_temp_file_left_in_a_persisted_output(tmp_path):
     """The repository's .dvcignore keeps atomic_path's temp files out of what DVC hashes, as
-    in models/<name>/state/ (persist: true), where a killed run's temp file would stay."""
+    in models/<name>/epochs/ (persist: true), where a killed run's temp file would stay."""
     project = tmp_path / "project"
     project.mkdir()
     (project / ".dvcignore").write_text((REPO / ".dvcignore").read_text())

@@ -1,38 +1,18 @@
 """`dvc repro` of the whole Fashion-MNIST path in a temp copy of the repo, with tiny params."""
 
 import json
-import re
 import signal
 import subprocess
 import time
 
 import pytest
-import yaml
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from .conftest import run_env
+from .conftest import dvc, run_env, set_param, stages_run
 
 pytestmark = pytest.mark.e2e
-
-
-def dvc(repo, *args):
-    result = subprocess.run(["dvc", *args], cwd=repo, env=run_env(), capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def set_param(repo, section, key, value):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    node = params
-    for part in section.split("."):
-        node = node[part]
-    node[key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_repro_runs_all_then_nothing_then_only_what_a_param_change_touches(repo_copy):
@@ -73,17 +53,17 @@ def test_killed_training_rerun_ends_with_the_same_weights(repo_copy):
     cmd = ["t2i", "train", "fmnist_label"]
     state = repo_copy / "models/fmnist_label/state/train_state.safetensors"
 
-    proc = subprocess.Popen(cmd, cwd=repo_copy, env=run_env(), stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=repo_copy, env=run_env(repo_copy), stderr=subprocess.DEVNULL)
     while not state.exists() and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    subprocess.run(cmd, cwd=repo_copy, env=run_env(), check=True, capture_output=True)
+    subprocess.run(cmd, cwd=repo_copy, env=run_env(repo_copy), check=True, capture_output=True)
     resumed = load_file(repo_copy / "models/fmnist_label/model.safetensors")
 
     state.unlink()
-    subprocess.run(cmd, cwd=repo_copy, env=run_env(), check=True, capture_output=True)
+    subprocess.run(cmd, cwd=repo_copy, env=run_env(repo_copy), check=True, capture_output=True)
     uninterrupted = load_file(repo_copy / "models/fmnist_label/model.safetensors")
     assert all((resumed[k] == uninterrupted[k]).all() for k in uninterrupted)
 
@@ -93,8 +73,8 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     success; the guard skips the non-finite steps, then stops the stage at the epoch's test
     loss with one line, and DVC records nothing."""
     set_param(repo_copy, "train.fmnist_label", "lr", 1.0)
-    run = subprocess.run(["dvc", "repro", "train@fmnist_label"], cwd=repo_copy, env=run_env(),
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(["dvc", "repro", "train@fmnist_label"], cwd=repo_copy,
+                         env=run_env(repo_copy), capture_output=True, text=True)  # fmt: skip
     output = run.stdout + run.stderr
     assert run.returncode != 0
     errors = [line for line in output.splitlines() if line.startswith("error: train fmnist_label")]
@@ -107,3 +87,24 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     assert not (repo_copy / "models/fmnist_label/model.safetensors").exists()
     assert not (repo_copy / "models/fmnist_label/state/train_state.safetensors").exists()
     assert "train@fmnist_label" not in (repo_copy / "dvc.lock").read_text()
+
+
+def test_changing_how_the_condition_is_built_trains_afresh(repo_copy):
+    """A finished run, then the stage builds its one-hot condition differently: DVC reruns the
+    stage, and training starts from scratch instead of "resuming" at its last epoch."""
+    dvc(repo_copy, "repro", "train@fmnist_label")
+    weights = repo_copy / "models/fmnist_label/model.safetensors"
+    before = load_file(weights)
+    stage = repo_copy / "stages/train.py"
+    code = stage.read_text()
+    assert code.count("F.one_hot(y, 10)") == 1
+    stage.write_text(code.replace("F.one_hot(y, 10)", "F.one_hot((y + 1) % 10, 10)"))
+    assert stages_run(dvc(repo_copy, "repro", "train@fmnist_label")) == {"train@fmnist_label"}
+    rerun = load_file(weights)
+
+    (repo_copy / "models/fmnist_label/state/train_state.safetensors").unlink()
+    subprocess.run(["t2i", "train", "fmnist_label"], cwd=repo_copy, env=run_env(repo_copy),
+                   check=True, capture_output=True)  # fmt: skip
+    scratch = load_file(weights)
+    assert any(not torch.equal(before[k], rerun[k]) for k in before)  # it trained again...
+    assert all(torch.equal(rerun[k], scratch[k]) for k in scratch)  # ...from scratch

@@ -56,17 +56,20 @@ def test_report_images_load_in_headless_chromium_and_a_broken_one_is_caught(tmp_
 
 def test_t2i_report_gathers_the_runs_figures_metrics_and_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "reports/m1").mkdir(parents=True)
-    png(tmp_path / "reports/m1/fig.png", 99)
-    (tmp_path / "metrics/m1/train").mkdir(parents=True)
-    (tmp_path / "metrics/m1/eval.json").write_text(json.dumps({"psnr": {"db": 21.5}}))
-    (tmp_path / "metrics/m1/train/metrics.json").write_text(json.dumps({"step": 3}))
+    (tmp_path / "reports/fmnist_label").mkdir(parents=True)
+    png(tmp_path / "reports/fmnist_label/fig.png", 99)
+    (tmp_path / "metrics/fmnist_label/train").mkdir(parents=True)
+    (tmp_path / "metrics/fmnist_label/eval.json").write_text(json.dumps({"psnr": {"db": 21.5}}))
+    (tmp_path / "metrics/fmnist_label/train/metrics.json").write_text(json.dumps({"step": 3}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({}))
-    result = CliRunner().invoke(app, ["report", "m1"])
+    result = CliRunner().invoke(app, ["report", "fmnist_label"])
     assert result.exit_code == 0, result.output
-    page = (tmp_path / "reports/m1/report.html").read_text()
+    report = tmp_path / "reports/fmnist_label/report.html"
+    page = report.read_text()
     assert "psnr.db" in page and "21.5" in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # self-contained
-    assert images_loaded(tmp_path / "reports/m1/report.html", tmp_path / "profile") == (1, 1)
-    result = CliRunner().invoke(app, ["report", "nothing"])
+    assert images_loaded(report, tmp_path / "profile") == (1, 1)
+    result = CliRunner().invoke(app, ["report", "coco_t5"])
     assert result.exit_code == 1 and "run its stages first" in result.output
+    result = CliRunner().invoke(app, ["report", "nothing"])
+    assert result.exit_code == 1 and "unknown model 'nothing'" in result.output

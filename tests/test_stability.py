@@ -21,9 +21,8 @@ from pipeline.data.pairs import decode_jpeg
 from pipeline.data.shards import read_samples
 from pipeline.testing.photos import binary_entropy_per_image, make_photo_coco
 
-from .conftest import REPO, make_repo_copy, run_env
+from .conftest import REPO, dvc, make_repo_copy, run_env, stages_run
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5
-from .test_pipeline_e2e import dvc, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -105,7 +104,7 @@ def test_the_paper_model_diverges_and_the_guard_stops_it(photo_repo):
     (photo_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         run = subprocess.run(["dvc", "repro", "coco/dvc.yaml:train@coco_clip"], cwd=photo_repo,
-                             env=run_env(), capture_output=True, text=True)  # fmt: skip
+                             env=run_env(photo_repo), capture_output=True, text=True)  # fmt: skip
     finally:
         (photo_repo / "params.yaml").write_text(saved)
     assert run.returncode != 0

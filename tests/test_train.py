@@ -2,17 +2,23 @@
 
 import csv
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.checkpoint import load_model, load_state, save_model
+from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, InMemoryBatches, NonFiniteTraining, fit, run_fingerprint
+from pipeline.train import FitSpec, NonFiniteTraining, fit, inputs_digest, run_fingerprint
+
+from .conftest import REPO, run_env
 
 
 def toy_data(n=96):
@@ -93,9 +99,25 @@ def test_saved_model_loads_back_identically(tmp_path):
     assert not (tmp_path / "m" / "model.safetensors").read_bytes().startswith(b"\x80")  # no pickle
 
 
-def test_auto_device_is_cpu_without_cuda():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+def test_auto_device_is_cpu_without_cuda_and_an_explicit_cuda_is_refused():
+    code = (
+        "from pipeline.errors import PipelineError\n"
+        "from pipeline.runtime import resolve_device\n"
+        "print(resolve_device('auto'))\n"
+        "try:\n    resolve_device('cuda')\nexcept PipelineError as exc:\n    print(exc)\n"
+    )
+    env = {**run_env(REPO), "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "cpu",
+        "device: 'cuda' requested but CUDA is unavailable; use auto or cpu",
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_device_is_cuda_when_a_gpu_is_present():
+    assert resolve_device("auto").type == "cuda"
 
 
 def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_path):
@@ -183,3 +205,40 @@ def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
             state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
             fingerprint="f")  # fmt: skip
     assert_same(before, model.state_dict())  # weights and running statistics
+
+
+def test_inputs_digest_follows_every_byte_and_name_of_files_and_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data/sub").mkdir(parents=True)
+    Path("data/sub/a.bin").write_bytes(b"abc")
+    Path("code.py").write_text("x = 1\n")
+    inputs = [Path("data"), Path("code.py")]
+    first = inputs_digest(inputs)
+    assert inputs_digest(inputs) == first
+    Path("data/sub/a.bin").write_bytes(b"abd")
+    assert inputs_digest(inputs) != first
+    Path("data/sub/a.bin").write_bytes(b"abc")
+    Path("data/sub/a.bin").rename("data/sub/b.bin")
+    assert inputs_digest(inputs) != first
+    Path("data/sub/b.bin").rename("data/sub/a.bin")
+    assert inputs_digest(inputs) == first
+
+
+def test_kept_epochs_go_to_keep_dir_and_a_fresh_start_clears_them(tmp_path):
+    train, test = toy_data()
+    kept = tmp_path / "epochs"
+
+    def run(epochs, lr, keep):
+        model = CVAEMLP(784, 10, 16, 4)
+        fit(model, train, test, FitSpec(epochs=epochs, batch_size=32, lr=lr, keep_epochs=keep),
+            generator=make_deterministic(7, torch.device("cpu")),
+            state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
+            fingerprint=run_fingerprint(model, {"lr": lr}), keep_dir=kept)  # fmt: skip
+        return sorted(p.name for p in kept.iterdir())
+
+    assert run(2, 1e-3, (1, 2)) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    assert run(3, 1e-3, (3,)) == [  # resumed: the earlier kept epochs stay
+        "epoch-0001.safetensors", "epoch-0002.safetensors", "epoch-0003.safetensors"
+    ]  # fmt: skip
+    assert run(2, 5e-3, (2,)) == ["epoch-0002.safetensors"]  # other params: a fresh start
+    assert run(1, 5e-3, ()) == []  # fewer epochs than the state: afresh, nothing kept

@@ -8,13 +8,15 @@ embeddings table is read once, in the main process; DataLoader workers inherit i
 
 The epoch seed is drawn from the training loop's generator, so the data order is a function
 of the seed and the epoch: an interrupted run resumes with the same order.
+
+Evaluation reads the same join in shard order, one pair per image: ``first_caption_pairs``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pipeline.data.embeddings import caption_lookup
+from pipeline.data.shards import decode_meta, read_samples
 from pipeline.errors import PipelineError
 
 
@@ -31,6 +34,13 @@ def decode_jpeg(jpg: bytes) -> torch.Tensor:
     """(3, S, S) uint8 RGB tensor of a shard's JPEG."""
     image = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
     return torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
+
+
+@dataclass(frozen=True)
+class HeldOutPairs:
+    images: torch.Tensor  # (N, 3, S, S) float in [0, 1]
+    conditions: torch.Tensor  # (N, D): the embedding of each image's first embedded caption
+    captions: list[str]  # that caption's text
 
 
 class ShardCaptionPairs:
@@ -56,7 +66,7 @@ class ShardCaptionPairs:
 
     def _explode(self, samples):
         for sample in samples:
-            meta = json.loads(sample["json"])
+            meta = decode_meta(sample["json"])
             image = decode_jpeg(sample["jpg"])
             for caption_id in meta["caption_ids"]:
                 row = self.row_of.get(int(caption_id))
@@ -87,3 +97,23 @@ class ShardCaptionPairs:
         for images, captions in self.loader(seed):
             x = images.to(self.device, non_blocking=True).float().div_(255)
             yield x.contiguous(memory_format=memory), captions.to(self.device, non_blocking=True)
+
+    def first_caption_pairs(self, limit: int) -> HeldOutPairs:
+        """Up to ``limit`` images in shard order, each with its first caption that has an
+        embedding (images with none are skipped); held-out images for evaluation."""
+        images, rows, texts = [], [], []
+        for sample in read_samples([Path(u) for u in self.urls]):
+            meta = sample["json"]
+            captions = zip(meta["caption_ids"], meta["captions"], strict=True)
+            found = [(int(i), text) for i, text in captions if int(i) in self.row_of]
+            if not found:
+                continue
+            images.append(decode_jpeg(sample["jpg"]).float() / 255)
+            rows.append(self.row_of[found[0][0]])
+            texts.append(found[0][1])
+            if len(images) == limit:
+                break
+        if not images:
+            raise PipelineError(f"no images with embedded captions in {self.urls[0]}...: check "
+                                "the subset and that the embed stage ran")  # fmt: skip
+        return HeldOutPairs(torch.stack(images), self.vectors[rows], texts)

@@ -6,10 +6,13 @@ place of one-hot labels).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from pipeline.data.batches import InMemoryBatches
+from pipeline.data.embeddings import caption_lookup
 from pipeline.errors import PipelineError
-from pipeline.train import InMemoryBatches
 
 
 class ClassPhrasings:
@@ -57,3 +60,16 @@ class PhrasingBatches(InMemoryBatches):
     def batches(self, generator: torch.Generator | None = None):
         for x, y, index in super().batches(generator):
             yield x, self.phrasings.pick(y, generator, offset=index)
+
+
+def train_phrasings(embeddings: Path, rows: list[dict], num_classes: int) -> ClassPhrasings:
+    """The embeddings of ``rows`` (the training phrasings of captions/fmnist.json: image_id is
+    the class, caption_id the row in ``embeddings``), grouped by class."""
+    row_of, vectors = caption_lookup(embeddings)
+    missing = [r["caption_id"] for r in rows if r["caption_id"] not in row_of]
+    if missing:
+        raise PipelineError(f"{embeddings}: no embedding for captions {missing[:5]}; rerun the "
+                            "embed stage for fmnist")  # fmt: skip
+    index = torch.tensor([row_of[r["caption_id"]] for r in rows])
+    labels = torch.tensor([r["image_id"] for r in rows])
+    return ClassPhrasings(vectors[index], labels, num_classes)

@@ -1,10 +1,11 @@
 """WebDataset tar shards: the only module that writes or reads them.
 
-Each sample is ``<key>.jpg`` + ``<key>.json`` with the image id as key. Each shard is written
-with webdataset's TarWriter to a temp file beside it, with fixed mtimes and owner so that
-the same samples give byte-identical tars. A shard is published (renamed into place) only
-once it is complete, flushed and verified; any exception or signal that interrupts the
-writing deletes the temp file, so a reader never finds a partial shard.
+Each sample is ``<key>.jpg`` + ``<key>.json`` (``SampleMeta``) with the zero-padded image id
+as key. Each shard is written with webdataset's TarWriter to a temp file beside it, with
+fixed mtimes and owner so that the same samples give byte-identical tars. A shard is
+published (renamed into place) only once it is complete, flushed and verified; any exception
+or signal that interrupts the writing deletes the temp file, so a reader never finds a
+partial shard.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import webdataset as wds
 
@@ -22,6 +24,22 @@ from pipeline.atomic import new_temp, publish
 from pipeline.errors import PipelineError
 
 _TAR = {"user": "t2i", "group": "t2i", "mode": 0o444, "mtime": 0.0, "encoder": False}
+
+
+class SampleMeta(TypedDict):
+    """A sample's ``<key>.json``: coco_pack writes it, training and evaluation read it."""
+
+    image_id: int
+    file_name: str
+    split: str  # train2014 | val2014
+    original_size: list[int]  # [width, height] before resizing
+    caption_ids: list[int]
+    captions: list[str]
+
+
+def decode_meta(raw: bytes | str) -> SampleMeta:
+    """A sample's JSON as the tar holds it (webdataset yields its bytes)."""
+    return json.loads(raw)
 
 
 class _Shard:
@@ -95,4 +113,4 @@ def read_samples(paths: list[Path]) -> Iterator[dict]:
     dataset = wds.WebDataset([str(p) for p in paths], shardshuffle=False, empty_check=False)
     for sample in dataset:
         yield {"__key__": sample["__key__"], "jpg": sample["jpg"],
-               "json": json.loads(sample["json"])}  # fmt: skip
+               "json": decode_meta(sample["json"])}  # fmt: skip

@@ -46,6 +46,8 @@ def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
 
 
 class CVAEClip(BernoulliCVAE):
+    kind = "cvae_clip"  # config.json's "model"; pipeline/models/registry.py
+
     def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
                  width: int = 64, fusion: str = "concat", feature_norm: bool = True,
                  logvar_bound: float | None = 8.0):  # fmt: skip
@@ -76,7 +78,7 @@ class CVAEClip(BernoulliCVAE):
     def config(self) -> dict:
         keys = ("image_size", "text_dim", "latent_dim", "width", "feature_norm", "logvar_bound")
         return {
-            "model": "cvae_clip",
+            "model": self.kind,
             "fusion": self.fusion_kind,
             **{k: getattr(self, k) for k in keys},
         }

@@ -33,6 +33,8 @@ from pipeline.models.stability import soft_bound
 
 
 class CVAEGated(nn.Module):
+    kind = "cvae_gated"  # config.json's "model"; pipeline/models/registry.py
+
     def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
                  fusion: str = "gated", beta: float = 1.0,
                  logvar_bound: float | None = 8.0):  # fmt: skip
@@ -61,7 +63,7 @@ class CVAEGated(nn.Module):
     def config(self) -> dict:
         keys = ("image_size", "text_dim", "latent_dim", "beta", "logvar_bound")
         return {
-            "model": "cvae_gated",
+            "model": self.kind,
             "fusion": self.fusion_kind,
             **{k: getattr(self, k) for k in keys},
         }

@@ -20,6 +20,8 @@ from pipeline.models.bernoulli import BernoulliCVAE
 
 
 class CVAEMLP(BernoulliCVAE):
+    kind = "cvae_mlp"  # config.json's "model"; pipeline/models/registry.py
+
     def __init__(
         self, input_dim: int = 784, cond_dim: int = 10, hidden_dim: int = 400, latent_dim: int = 20
     ):
@@ -34,7 +36,7 @@ class CVAEMLP(BernoulliCVAE):
 
     def config(self) -> dict:
         return {
-            "model": "cvae_mlp",
+            "model": self.kind,
             "input_dim": self.input_dim,
             "cond_dim": self.cond_dim,
             "hidden_dim": self.hidden_dim,

@@ -17,6 +17,8 @@ from torch import nn
 
 
 class JudgeCNN(nn.Module):
+    kind = "judge_cnn"  # config.json's "model"; pipeline/models/registry.py
+
     def __init__(self, num_classes: int = 10, feature_dim: int = 128):
         super().__init__()
         self.num_classes, self.feature_dim = num_classes, feature_dim
@@ -37,7 +39,7 @@ class JudgeCNN(nn.Module):
 
     def config(self) -> dict:
         return {
-            "model": "judge_cnn",
+            "model": self.kind,
             "num_classes": self.num_classes,
             "feature_dim": self.feature_dim,
         }
