@@ -331,9 +331,9 @@ def fit(
         if rank0:
             meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint,
                     "steps": steps}  # fmt: skip
+            if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
+                save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)  # redoes it
             save_state(state_path, model, optimizer, generator, meta)
-            if epoch + 1 in spec.keep_epochs:
-                save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)
     if live is not None:
         live.end()
     return history
