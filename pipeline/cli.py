@@ -31,7 +31,7 @@ HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
   judge                   -> models/judge (scores Fashion-MNIST samples)\n
   train MODEL             -> models/MODEL\n
   evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
-  report MODEL            -> reports/MODEL/report.html (not a stage)\n
+  report MODEL | --all    -> reports/MODEL/report.html, reports/index.html (not stages)\n
   generate                -> a PNG grid for a label or a caption\n
   weights inception       -> weights/ (the FID/KID network, once)
 
@@ -191,14 +191,22 @@ def weights(
 @app.command()
 @_stage
 def report(
-    model: str = typer.Argument(..., help=" | ".join(MODELS)),
-    output: Path = typer.Option(None, "-o", "--output", help="default reports/MODEL/report.html"),
+    model: str = typer.Argument(None, help=" | ".join(MODELS) + " (or --all)"),
+    every: bool = typer.Option(False, "--all", help="every model with metrics, and an index"),
+    output: Path = typer.Option(
+        None, "-o", "--output", help="default reports/MODEL/report.html, or reports/index.html"
+    ),
     params: Path = ParamsOption,
 ):
-    """Write one self-contained HTML page of a run: figures, metrics and params."""
+    """Write one self-contained HTML page of a run: figures, training curves, per-class
+    accuracy, metrics and params. With --all: that page for every model with metrics, and
+    reports/index.html comparing them in one results table."""
     from stages import report as stage
 
-    typer.echo(f"wrote {stage.run(model, params, output)}")
+    if (model is None) == (not every):
+        raise PipelineError("give one MODEL, or --all for every model and the comparison page")
+    written = stage.run_all(params, output) if every else stage.run(model, params, output)
+    typer.echo(f"wrote {written}")
 
 
 @app.command()

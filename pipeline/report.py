@@ -1,16 +1,20 @@
-"""One self-contained HTML page per run: figures (inlined as data URIs), metrics and params.
+"""Self-contained HTML pages of the runs: one per model (figures inlined as data URIs, training
+curves and per-class accuracy as inline SVG, metrics and params) and one comparing the models.
 
-Viewable offline and shareable as a single file: nothing is fetched when it opens.
+Viewable offline and shareable as a single file: nothing is fetched when a page opens.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 from pathlib import Path
 
 from pipeline.atomic import write_bytes
+from pipeline.charts import bar_chart, line_chart
+from pipeline.errors import PipelineError
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -19,57 +23,182 @@ td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figcaption { color: #555; }
 img { max-width: 100%; image-rendering: pixelated; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
 """
 
-# Marks the page once every image has decoded, so a headless browser can check it.
+# Marks the page once laid out: every image decoded, and each chart's data area (page
+# coordinates), curves and bars, so that a headless browser can check what is shown.
 CHECK = """
 window.addEventListener("load", () => {
   const images = [...document.images];
   const ok = images.filter((i) => i.complete && i.naturalWidth > 0).length;
   document.body.dataset.images = images.length;
   document.body.dataset.imagesLoaded = ok;
+  const charts = [...document.querySelectorAll("svg.chart")].map((svg) => {
+    const r = svg.querySelector(".plot-area").getBoundingClientRect();
+    return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height,
+            curves: [...svg.querySelectorAll("polyline.curve")].map((p) => [
+              p.dataset.series, p.points.numberOfItems, p.getBoundingClientRect().width,
+              getComputedStyle(p).stroke]),
+            bars: svg.querySelectorAll("rect.bar").length};
+  });
+  document.body.dataset.charts = JSON.stringify(charts);
+  document.body.dataset.pageHeight = document.documentElement.scrollHeight;
 });
 """
 
+CURVE_ORDER = ["loss", "recon", "kl"]  # the negative ELBO and its two terms first
+REAL_PER_CLASS = "judge_accuracy_on_real_test_per_class"  # {class: accuracy}, when written
 
-def _flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
-    if isinstance(obj, dict):
+
+def mean_std(value) -> tuple[float, float | None] | None:
+    """(value, None) for a number, (mean, std) for {"mean": .., "std": ..}, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value), None
+    if isinstance(value, dict) and isinstance(value.get("mean"), int | float):
+        std = value.get("std")
+        return float(value["mean"]), float(std) if isinstance(std, int | float) else None
+    return None
+
+
+def _cell(value) -> str:
+    found = mean_std(value)
+    if found is None:
+        return html.escape(value if isinstance(value, str) else json.dumps(value))
+    mean, std = found
+    return f"{mean:.6g}" + (f" ± {std:.2g}" if std is not None else "")
+
+
+def flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
+    """Dotted keys to leaves; a {"mean", "std"} dict is one leaf."""
+    if isinstance(obj, dict) and mean_std(obj) is None:
         rows = []
         for key in obj:
-            rows += _flatten(obj[key], f"{prefix}.{key}" if prefix else str(key))
+            rows += flatten(obj[key], f"{prefix}.{key}" if prefix else str(key))
         return rows
     return [(prefix, obj)]
 
 
 def _table(obj: dict) -> str:
     rows = []
-    for key, value in _flatten(obj):
-        cell = f"{value:.6g}" if isinstance(value, float) else html.escape(json.dumps(value))
-        kind = "num" if isinstance(value, int | float) else ""
-        rows.append(f"<tr><td>{html.escape(key)}</td><td class='{kind}'>{cell}</td></tr>")
+    for key, value in flatten(obj):
+        kind = "num" if mean_std(value) is not None else ""
+        rows.append(f"<tr><td>{html.escape(key)}</td><td class='{kind}'>{_cell(value)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
-def render_report(title: str, figures: list[Path], metrics: dict[str, dict],
-                  params: dict[str, dict]) -> str:  # fmt: skip
+def read_curves(folder: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """dvclive's per-epoch TSVs under folder/{train,test}/NAME.tsv -> {NAME: {split: points}}."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for path in sorted(Path(folder).glob("*/*.tsv")):
+        try:
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            points = [(float(row["step"]), float(row[path.stem])) for row in rows]
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"{path}: not a dvclive TSV with columns step and "
+                                f"{path.stem} ({exc!r}); rerun its train stage (dvc repro)"
+                                ) from None  # fmt: skip
+        curves.setdefault(path.stem, {})[path.parent.name] = points
+    order = [n for n in CURVE_ORDER if n in curves] + sorted(set(curves) - set(CURVE_ORDER))
+    return {name: dict(sorted(curves[name].items(), reverse=True)) for name in order}
+
+
+def per_class_series(metrics: dict) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """Each per-class accuracy of an eval.json: {"per_class": {..}} blocks, and REAL_PER_CLASS."""
+    series = {}
+    for key, value in metrics.items():
+        classes = value.get("per_class") if isinstance(value, dict) else None
+        if key == REAL_PER_CLASS:
+            classes = value
+        if isinstance(classes, dict):
+            name = key.removeprefix("judge_accuracy_").removesuffix("_per_class")
+            found = {c: mean_std(v) for c, v in classes.items() if mean_std(v) is not None}
+            series[name.removeprefix("on_").replace("_", " ")] = found
+    return series
+
+
+def _charts(curves: dict, per_class: dict) -> list[str]:
+    parts = []
+    if curves:
+        parts.append("<h2>Training curves</h2><div class='charts'>")
+        parts += [line_chart(name, points, y_name="per image") for name, points in curves.items()]
+        parts.append("</div>")
+    if per_class:
+        parts.append("<h2>Judge accuracy per class</h2>")
+        parts.append(bar_chart("fraction the judge assigns to the intended class", per_class))
+    return parts
+
+
+def _page(title: str, body: list[str]) -> str:
     head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
-    parts = [f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>"]
-    parts.append("<h2>Figures</h2>")
+    return "\n".join([f"<!doctype html><html><head>{head}</head><body>"
+                      f"<h1>{html.escape(title)}</h1>", *body,
+                      f"<script>{CHECK}</script></body></html>"])  # fmt: skip
+
+
+def render_report(title: str, figures: list[Path], metrics: dict[str, dict],
+                  params: dict[str, dict], curves: dict | None = None,
+                  per_class: dict | None = None) -> str:  # fmt: skip
+    parts = ["<h2>Figures</h2>"]
     for path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode()
         parts.append(f"<figure><img alt='{html.escape(path.name)}' "
                      f"src='data:image/png;base64,{data}'>"
                      f"<figcaption>{html.escape(path.name)}</figcaption></figure>")  # fmt: skip
+    parts += _charts(curves or {}, per_class or {})
     parts.append("<h2>Metrics</h2>")
     for name, values in metrics.items():
         parts.append(f"<h3>{html.escape(name)}</h3>{_table(values)}")
     parts.append("<h2>Params</h2>")
     for name, values in params.items():
         parts.append(f"<h3>{html.escape(name)}</h3>{_table(values)}")
-    parts.append(f"<script>{CHECK}</script></body></html>")
-    return "\n".join(parts)
+    return _page(title, parts)
 
 
 def write_report(path: Path, title: str, figures: list[Path], metrics: dict[str, dict],
-                 params: dict[str, dict]) -> None:  # fmt: skip
-    write_bytes(path, render_report(title, figures, metrics, params).encode())
+                 params: dict[str, dict], curves: dict | None = None,
+                 per_class: dict | None = None) -> None:  # fmt: skip
+    page = render_report(title, figures, metrics, params, curves, per_class)
+    write_bytes(path, page.encode())
+
+
+def _row_prefix(file: str) -> str:
+    """A metrics file's prefix to its rows: eval.json -> "", train/metrics.json -> "train: "."""
+    stem = file.removesuffix(".json").removesuffix("metrics").rstrip("/")
+    return "" if stem in ("", "eval") else f"{stem}: "
+
+
+def results_rows(metrics: dict[str, dict[str, dict]]) -> dict[str, dict[str, object]]:
+    """{model: {file: metrics}} -> {row name: {model: value}}, without per-class leaves (the
+    chart shows those), the conditions last."""
+    rows: dict[str, dict[str, object]] = {}
+    for model, files in metrics.items():
+        for file, values in files.items():
+            for key, value in flatten(values):
+                if ".per_class." not in key and not key.startswith(REAL_PER_CLASS):
+                    rows.setdefault(_row_prefix(file) + key, {})[model] = value
+    return dict(sorted(rows.items(), key=lambda row: row[0].startswith("conditions.")))
+
+
+def render_index(title: str, metrics: dict[str, dict[str, dict]], links: dict[str, str],
+                 curves: dict[str, dict], per_class: dict[str, dict]) -> str:  # fmt: skip
+    """The comparison page: one results table (a column per model, mean ± std where the
+    metrics carry a spread), the models' test curves overlaid, and their per-class accuracy."""
+    models = list(metrics)
+    head = "".join(f"<th><a href='{html.escape(links[m])}'>{html.escape(m)}</a></th>"
+                   if m in links else f"<th>{html.escape(m)}</th>" for m in models)  # fmt: skip
+    body = []
+    for key, values in results_rows(metrics).items():
+        cells = "".join(f"<td class='num'>{_cell(values[m])}</td>" if m in values else "<td></td>"
+                        for m in models)  # fmt: skip
+        body.append(f"<tr><td>{html.escape(key)}</td>{cells}</tr>")
+    parts = [f"<h2>Results</h2><table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"]
+    names = list(dict.fromkeys(n for c in curves.values() for n in c))
+    test = {n: {m: c[n]["test"] for m, c in curves.items() if "test" in c.get(n, {})}
+            for n in names}  # fmt: skip
+    series = {f"{m}: {s}": v for m, by in per_class.items() for s, v in by.items()}
+    parts += _charts({f"test {n}": v for n, v in test.items() if v}, series)
+    return _page(title, parts)

@@ -1,35 +1,73 @@
-"""`t2i report MODEL`: reports/<model>/report.html from the run's figures, metrics and params."""
+"""`t2i report MODEL`: reports/<model>/report.html from the run's figures, training curves,
+metrics and params. `t2i report --all`: that page for every model with metrics, and
+reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs."""
 
 import json
+import os
 from pathlib import Path
 
+from pipeline.atomic import write_bytes
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.models.registry import model_spec
-from pipeline.report import write_report
-from stages.layout import METRICS, REPORTS
+from pipeline.models.registry import GENERATIVE, model_spec
+from pipeline.report import per_class_series, read_curves, render_index, write_report
+from stages.layout import METRICS, REPORTS, live_dir
+
+
+def _metric_files(model: str) -> list[Path]:
+    folder = METRICS / model
+    return sorted(folder.glob("*.json")) + sorted(folder.glob("**/metrics.json"))
+
+
+def _read_metrics(model: str) -> dict[str, dict]:
+    """{path relative to metrics/<model>: its JSON}, with eval.json first."""
+    metrics = {}
+    for path in _metric_files(model):
+        try:
+            metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise PipelineError(f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
+                                "that writes it (dvc repro) or delete it") from None  # fmt: skip
+    return metrics
+
+
+def _views(model: str) -> tuple[dict, dict, dict]:
+    """(metrics, training curves, per-class accuracy series) of one model's run."""
+    metrics = _read_metrics(model)
+    curves = read_curves(live_dir(model) / "plots" / "metrics")
+    return metrics, curves, per_class_series(metrics.get("eval.json", {}))
 
 
 def run(model: str, params_path: Path, output: Path | None = None) -> Path:
     spec = model_spec(model)
     params = load_params(params_path)
     figures = sorted((REPORTS / model).glob("*.png"))
-    metric_files = sorted((METRICS / model).glob("**/metrics.json")) + sorted(
-        (METRICS / model).glob("*.json")
-    )
-    if not figures and not metric_files:
+    metrics, curves, per_class = _views(model)
+    if not figures and not metrics:
         raise PipelineError(f"no figures in {REPORTS / model} and no metrics in "
                             f"{METRICS / model}: run its stages first (dvc repro)")  # fmt: skip
-    metrics = {}
-    for path in metric_files:
-        try:
-            metrics[str(path)] = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise PipelineError(f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
-                                "that writes it (dvc repro) or delete it") from None  # fmt: skip
     sections = {spec.train_section: spec.train_params(params).model_dump(by_alias=True)}
     if spec.evaluate_type is not None:
         sections[f"evaluate.{model}"] = spec.evaluate_params(params).model_dump(by_alias=True)
     output = output or REPORTS / model / "report.html"
-    write_report(output, f"t2i-cvae: {model}", figures, metrics, sections)
+    metrics = {str(METRICS / model / name): values for name, values in metrics.items()}
+    write_report(output, f"t2i-cvae: {model}", figures, metrics, sections, curves, per_class)
+    return output
+
+
+def run_all(params_path: Path, output: Path | None = None) -> Path:
+    """Every model of the registry with a metrics file, in registry order."""
+    models = [m for m in GENERATIVE if _metric_files(m)]
+    if not models:
+        raise PipelineError(f"no metrics of any model ({', '.join(GENERATIVE)}) under "
+                            f"{METRICS}: run the stages first (dvc repro)")  # fmt: skip
+    output = output or REPORTS / "index.html"
+    views = {m: _views(m) for m in models}  # read all before writing anything
+    links = {}
+    for model in models:
+        page = run(model, params_path)
+        links[model] = Path(os.path.relpath(page, output.parent)).as_posix()
+    metrics, curves, per_class = ({m: v[i] for m, v in views.items()} for i in range(3))
+    page = render_index("t2i-cvae: models compared", metrics, links, curves, per_class)
+    write_bytes(output, page.encode())
     return output

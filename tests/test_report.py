@@ -1,5 +1,6 @@
-"""`t2i report`: one self-contained HTML page, opened in headless Chromium."""
+"""`t2i report`: self-contained HTML pages, opened in headless Chromium."""
 
+import html
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from pipeline.charts import COLORS
 from pipeline.cli import app
 from pipeline.report import write_report
 
@@ -73,3 +75,112 @@ def test_t2i_report_gathers_the_runs_figures_metrics_and_params(tmp_path, monkey
     assert result.exit_code == 1 and "run its stages first" in result.output
     result = CliRunner().invoke(app, ["report", "nothing"])
     assert result.exit_code == 1 and "unknown model 'nothing'" in result.output
+
+
+def run_dir(tmp_path, eval_json: dict, model: str = "fmnist_label", epochs: int = 6, shift=0):
+    """A run's committed outputs as `t2i report` reads them: one figure, dvclive's per-epoch
+    TSVs (loss falling, KL rising), the train stage's last values and eval.json."""
+    (tmp_path / "reports" / model).mkdir(parents=True, exist_ok=True)
+    png(tmp_path / "reports" / model / "fig.png", 99)
+    live = tmp_path / "metrics" / model / "train"
+    for split, offset in (("train", shift), ("test", shift + 3.0)):
+        (live / "plots/metrics" / split).mkdir(parents=True, exist_ok=True)
+        for name, start, slope in (("loss", 280, -8), ("recon", 270, -9), ("kl", 10, 1)):
+            rows = "".join(f"{e}\t{start + offset + slope * e + (e % 2)}\n" for e in range(epochs))
+            (live / "plots/metrics" / split / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
+    (live / "metrics.json").write_text(json.dumps({"test": {"loss": 250.0}, "step": epochs - 1}))
+    (tmp_path / "metrics" / model / "eval.json").write_text(json.dumps(eval_json))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({}))
+
+
+def rendered(page, profile, tmp_path) -> tuple[dict, np.ndarray]:
+    """The page's layout record (its load check) and a screenshot of the whole page, both at
+    1200 px wide and one CSS pixel per screen pixel."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (scripts/setup.sh installs Debian's chromium)")
+    flags = [*FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
+             "--force-device-scale-factor=1"]  # fmt: skip
+    dom = subprocess.run([CHROMIUM, *flags, "--window-size=1200,800", "--dump-dom",
+                          page.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    record = {k: html.unescape(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', body)}
+    shot = tmp_path / "shot.png"
+    height = int(record["page-height"]) + 20
+    subprocess.run([CHROMIUM, *flags, f"--window-size=1200,{height}", f"--screenshot={shot}",
+                    page.resolve().as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    return record, np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+def ink(shot: np.ndarray, chart: dict, color: str) -> int:
+    """Pixels of one series' colour inside a chart's data area (legend and labels lie outside)."""
+    x, y, w, h = (round(chart[k]) for k in ("x", "y", "width", "height"))
+    area = shot[y + 1 : y + h - 1, x + 1 : x + w - 1]
+    rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(area - rgb).sum(axis=-1) < 60).sum())
+
+
+PER_CLASS = {"Bag": 0.9, "Coat": 0.6, "Shirt": 0.3}
+
+
+def test_the_report_draws_training_curves_and_per_class_bars_visibly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir(tmp_path, {
+        "judge_accuracy_on_samples": {"overall": 0.6, "per_class": PER_CLASS},
+        "judge_accuracy_on_real_test_per_class": {"Bag": 0.97, "Coat": 0.85, "Shirt": 0.7},
+    })  # fmt: skip
+    result = CliRunner().invoke(app, ["report", "fmnist_label"])
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "reports/fmnist_label/report.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()
+    record, shot = rendered(page, tmp_path / "profile", tmp_path)
+    charts = json.loads(record["charts"])
+    curves, bars = charts[:3], charts[3]
+    train, test = COLORS[0], COLORS[1]
+    for chart in curves:  # loss, recon, kl: a train and a test line of 6 epochs each
+        assert [(c[0], c[1]) for c in chart["curves"]] == [("train", 6), ("test", 6)]
+        assert all(c[2] > 100 for c in chart["curves"]), chart  # laid out across the chart
+        assert ink(shot, chart, train) > 50 and ink(shot, chart, test) > 50, chart
+    assert bars["bars"] == 6  # 3 classes: the samples' bar beside the real images' bar
+    assert ink(shot, bars, train) > 200 and ink(shot, bars, test) > 200
+    assert len(charts) == 4
+
+
+def test_report_all_compares_every_model_with_metrics_in_one_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir(tmp_path, {"judge_accuracy_on_samples": {"overall": 0.7778, "per_class": PER_CLASS}})
+    spread = {"mean": 0.5733, "std": 0.0121}  # a metric measured over several sample seeds
+    run_dir(tmp_path, {"judge_accuracy_heldout_phrasings": {"overall": spread,
+                       "per_class": {"Bag": spread}}}, model="fmnist_text", shift=20)  # fmt: skip
+    result = CliRunner().invoke(app, ["report", "--all"])
+    assert result.exit_code == 0, result.output
+    index = tmp_path / "reports/index.html"
+    page = index.read_text()
+    header = re.search(r"<tr><th>metric</th>(.*?)</tr>", page).group(1)
+    assert re.findall(r"href='([^']+)'>(\w+)<", header) == [
+        ("fmnist_label/report.html", "fmnist_label"),
+        ("fmnist_text/report.html", "fmnist_text"),
+    ]
+    assert (tmp_path / "reports/fmnist_text/report.html").is_file()
+    assert "coco" not in header  # no metrics, no column
+    assert re.search(r"judge_accuracy_on_samples.overall</td><td class='num'>0.7778</td><td>", page)
+    assert "<td class='num'>0.5733 ± 0.012</td>" in page
+    assert "http://" not in page and "https://" not in page
+    record, shot = rendered(index, tmp_path / "profile", tmp_path)
+    charts = json.loads(record["charts"])
+    assert [c[0] for c in charts[0]["curves"]] == ["fmnist_label", "fmnist_text"]  # test loss
+    assert ink(shot, charts[0], COLORS[0]) > 50 and ink(shot, charts[0], COLORS[1]) > 50
+    assert charts[-1]["bars"] == 4  # the label model's 3 classes, the text model's one
+    result = CliRunner().invoke(app, ["report", "fmnist_label", "--all"])
+    assert result.exit_code == 1 and "give one MODEL, or --all" in result.output
+
+
+def test_a_malformed_curve_file_is_one_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir(tmp_path, {})
+    curve = tmp_path / "metrics/fmnist_label/train/plots/metrics/test/kl.tsv"
+    curve.write_text("step\tkl\n0\tnot a number\n")
+    result = CliRunner().invoke(app, ["report", "fmnist_label"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {curve.relative_to(tmp_path)}: not a dvclive TSV")
+    assert not (tmp_path / "reports/fmnist_label/report.html").exists()
