@@ -20,6 +20,7 @@ from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
 
 MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
+FMNIST_GENERATIVE = [name for name, spec in GENERATIVE.items() if spec.data == "fmnist"]
 _LINES = "\n".join(f"  {name:<14} {spec.summary}\n" for name, spec in MODELS.items())
 HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
@@ -99,6 +100,7 @@ STAGE_MODULES: dict[str, str | dict[str, str]] = {
     "pack": {"coco": "stages.coco_pack"},
     "embed": "stages.embed",
     "judge": "stages.judge",
+    "cas": "stages.cas",
     "train": {name: TRAINERS[spec.data] for name, spec in MODELS.items()},
     "evaluate": {name: EVALUATORS[spec.evaluation] for name, spec in MODELS.items()},
 }
@@ -155,6 +157,19 @@ def embed(
 def judge(params: Path = ParamsOption):
     """Train the Fashion-MNIST judge classifier used to score generated images."""
     _stage_run("judge")(params)
+
+
+@app.command()
+@_stage
+def cas(
+    model: str = typer.Argument(..., help=" | ".join(["real", *FMNIST_GENERATIVE])),
+    params: Path = ParamsOption,
+):
+    """Classification Accuracy Score: the judge's CNN trained on a model's samples only."""
+    if model != "real" and model not in FMNIST_GENERATIVE:
+        raise PipelineError(f"unknown model {model!r}; expected one of "
+                            f"{['real', *FMNIST_GENERATIVE]}")  # fmt: skip
+    _stage_run("cas")(model, params)
 
 
 @app.command()

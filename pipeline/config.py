@@ -169,12 +169,44 @@ class TrainFmnistLabel(Guarded):
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
 
 
+Fusion = Literal["concat", "add", "gated"]  # pipeline/models/fusion.py; paper §1.0.2
+
+
 class TrainFmnistText(TrainFmnistLabel):
     """The §2.1 CVAE conditioned on caption embeddings of the class phrasings."""
 
     encoder: EncoderName = Field(
         "minilm", description="whose embeddings of captions/fmnist.json condition the model"
     )
+    fusion: Fusion = Field("concat", description="how the decoder joins z and the caption")
+
+
+class TrainFmnistConv(Guarded):
+    """Ours, beyond §2.1: a convolutional CVAE with a learned prior p(z|c) (Sohn et al.)."""
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    latent_dim: int = Field(16, ge=1, le=4096)
+    width: int = Field(32, ge=1, le=1024, description="channels of the first conv")
+    cond_hidden: int = Field(128, ge=1, le=65_536, description="units of the condition network")
+    prior: Literal["learned", "standard"] = Field(
+        "learned", description="learned: p(z|c) from a prior network; standard: N(0, I)"
+    )
+    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
+
+
+class TrainFmnistTextConv(TrainFmnistConv):
+    """The convolutional CVAE with a learned prior, conditioned on caption embeddings."""
+
+    encoder: EncoderName = Field(
+        "minilm", description="whose embeddings of captions/fmnist.json condition the model"
+    )
+    fusion: Fusion = Field("concat", description="how the decoder joins z and the caption")
+    cond_noise: float = Field(
+        0.0, ge=0.0, le=10.0, description="std of Gaussian noise on each embedding coordinate"
+    )
+    cond_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the embedding")
 
 
 class TrainCoco(Guarded):
@@ -233,6 +265,8 @@ class TrainCocoT5(TrainCoco):
 class Train(Section):
     fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
     fmnist_text: TrainFmnistText = TrainFmnistText()
+    fmnist_conv: TrainFmnistConv = TrainFmnistConv()
+    fmnist_text_conv: TrainFmnistTextConv = TrainFmnistTextConv()
     coco_clip: TrainCocoClip = TrainCocoClip()
     coco_t5: TrainCocoT5 = TrainCocoT5()
 
@@ -247,19 +281,38 @@ class Judge(Guarded):
     )
 
 
-class EvaluateFmnistLabel(Runtime):
+class Sampling(Runtime):
+    """How a Fashion-MNIST evaluation draws its samples."""
+
+    sample_seeds: int = Field(
+        3, ge=1, le=100, description="sample sets (seeds seed, seed+1, ...): metrics are mean ± std"
+    )
+    temperature: float = Field(
+        1.0, gt=0.0, le=10.0, description="z = mu_p + T sigma_p eps; 1: the model's prior"
+    )
+    test_limit: int | None = Field(None, ge=4)
+    batch_size: int = Field(500, ge=1, le=65_536)
+    grid_columns: int = Field(8, ge=1, le=64)
+
+
+class EvaluateFmnistLabel(Sampling):
     iw_k: int = Field(100, ge=1, le=10_000, description="samples in the importance-weighted bound")
     samples_per_class: int = Field(1000, ge=2, le=100_000)
-    test_limit: int | None = Field(None, ge=2)
-    batch_size: int = Field(500, ge=1, le=65_536)
-    grid_columns: int = Field(8, ge=1, le=64)
 
 
-class EvaluateFmnistText(Runtime):
+class EvaluateFmnistText(Sampling):
     samples_per_caption: int = Field(100, ge=1, le=100_000)
-    test_limit: int | None = Field(None, ge=2)
-    batch_size: int = Field(500, ge=1, le=65_536)
-    grid_columns: int = Field(8, ge=1, le=64)
+
+
+class Cas(Guarded):
+    """Classification Accuracy Score (Ravuri & Vinyals 2019): the judge's architecture trained
+    on generated samples only, labelled by their condition, tested on the real test set."""
+
+    samples_per_class: int = Field(6000, ge=1, le=100_000, description="as many as real data")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="sampling temperature")
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
 
 
 PAPER_CAPTIONS = [  # §3.2.1, Fig. 6, verbatim
@@ -326,6 +379,8 @@ class EvaluateCoco(Runtime):
 class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
     fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
+    fmnist_conv: EvaluateFmnistLabel = EvaluateFmnistLabel()
+    fmnist_text_conv: EvaluateFmnistText = EvaluateFmnistText()
     coco_clip: EvaluateCoco = EvaluateCoco()
     coco_t5: EvaluateCoco = EvaluateCoco()
 
@@ -359,6 +414,7 @@ class Params(Section):
     pack: Pack = Pack()
     train: Train = Train()
     judge: Judge = Judge()
+    cas: Cas = Cas()
     evaluate: Evaluate = Evaluate()
     embed: Embed = Embed()
 

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.bernoulli import cvae_loss_terms, log_normal
-from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.bernoulli import log_normal
 
 
 def _chunks(n: int, size: int):
@@ -22,28 +21,37 @@ def _chunks(n: int, size: int):
         yield slice(start, min(start + size, n))
 
 
+def prior(model: torch.nn.Module, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the model's p(z|c): its prior network's, or N(0, I) (the paper's)."""
+    if hasattr(model, "prior"):
+        return model.prior(c)
+    zeros = torch.zeros(len(c), model.latent_dim, device=c.device)
+    return zeros, zeros
+
+
 @torch.no_grad()
 def negative_elbo(
-    model: CVAEMLP, x: torch.Tensor, c: torch.Tensor, batch_size: int = 500
+    model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, batch_size: int = 500
 ) -> dict[str, float]:
-    """Mean -ELBO = E_q[-log p(x|z,c)] + KL(q||p), one posterior sample per image."""
+    """Mean -ELBO = E_q[-log p(x|z,c)] + KL(q||p(z|c)), one posterior sample per image: the
+    model's own loss terms in eval mode."""
     model.eval()
     recon = kl = 0.0
     for part in _chunks(len(x), batch_size):
-        logits, mu, logvar = model(x[part], c[part])
-        r, k = cvae_loss_terms(logits, x[part], mu, logvar)
-        recon, kl = recon + float(r), kl + float(k)
+        terms = model.batch_losses(x[part], c[part])
+        recon, kl = recon + float(terms["recon"]), kl + float(terms["kl"])
     n = len(x)
     return {"nelbo": (recon + kl) / n, "recon": recon / n, "kl": kl / n}
 
 
 @torch.no_grad()
 def importance_weighted_nll(
-    model: CVAEMLP, x: torch.Tensor, c: torch.Tensor, k: int, batch_size: int = 500
+    model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, k: int, batch_size: int = 500
 ) -> float:
     """Mean of -log (1/k) sum_i p(x, z_i | c) / q(z_i | x, c), z_i ~ q (Burda et al. 2016).
 
     An upper bound on -log p(x|c) that tightens as k grows; k = 1 is the -ELBO estimate.
+    p(z|c) is the model's prior: N(0, I), or its prior network's.
     """
     model.eval()
     total = 0.0
@@ -51,12 +59,13 @@ def importance_weighted_nll(
     for part in _chunks(len(x), rows):
         xb, cb = x[part], c[part]
         mu, logvar = model.encode(xb, cb)
+        mu_p, logvar_p = prior(model, cb)
         z = mu + torch.exp(0.5 * logvar) * torch.randn(k, *mu.shape, device=mu.device)
         logits = model.decode_logits(z, cb.expand(k, *cb.shape))
         log_px_z = -F.binary_cross_entropy_with_logits(
             logits, xb.expand(k, *xb.shape), reduction="none"
         ).sum(-1)
-        log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        log_pz = log_normal(z, mu_p.expand_as(z), logvar_p.expand_as(z))
         log_qz = log_normal(z, mu, logvar)
         log_w = log_px_z + log_pz - log_qz  # (k, rows)
         total += float((torch.logsumexp(log_w, 0) - math.log(k)).sum())
@@ -82,12 +91,17 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def sample_images(
-    model: CVAEMLP, conditions: torch.Tensor, generator: torch.Generator
+    model: torch.nn.Module,
+    conditions: torch.Tensor,
+    generator: torch.Generator,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Decode z ~ N(0, I) under each condition row; returns (N, 784) in [0, 1]."""
+    """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
+    (z = mu_p + T sigma_p eps; T = 1: the prior itself); returns (N, 784) in [0, 1]."""
     model.eval()
-    z = torch.randn(len(conditions), model.latent_dim, generator=generator)
-    return model.decode(z.to(conditions.device), conditions)
+    eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    mu, logvar = prior(model, conditions)
+    return model.decode(mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device), conditions)
 
 
 @torch.no_grad()
@@ -128,12 +142,13 @@ def posterior_mean_reconstructions(
     return torch.cat(parts)
 
 
-def sample_in_batches(
-    model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, batch_size: int
-) -> torch.Tensor:
+def sample_in_batches(model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator,
+                      batch_size: int, temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
     """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
     parts = _chunks(len(conditions), batch_size)
-    return torch.cat([sample_images(model, conditions[part], generator) for part in parts])
+    return torch.cat(
+        [sample_images(model, conditions[part], generator, temperature) for part in parts]
+    )
 
 
 def hwc(images: torch.Tensor) -> np.ndarray:
@@ -146,3 +161,51 @@ def caption_sample_rows(
 ) -> list[np.ndarray]:
     """One row of ``samples`` caption-only images (z ~ N(0, I)) per caption vector."""
     return [hwc(sample_images(model, v.expand(samples, -1), generator)) for v in vectors]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """{"mean", "std"} of per-seed values; std is the sample standard deviation (n - 1), 0.0
+    for a single value."""
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
+def summarise(runs: list):
+    """Per-seed results of one shape (numbers, nested in dicts) -> the same shape with each
+    number replaced by its {"mean", "std"} over the seeds."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: summarise([run[key] for run in runs]) for key in first}
+    return mean_std([float(run) for run in runs])
+
+
+def real_vs_real_frechet(features: np.ndarray, seeds: list[int]) -> dict[str, float]:
+    """Fréchet distance between two disjoint random halves of the real test set, per seed: the
+    floor a perfect generator would reach with as many images as a half holds."""
+    values = []
+    for seed in seeds:
+        order = np.random.default_rng(seed).permutation(len(features))
+        half = len(features) // 2
+        values.append(frechet_distance(features[order[:half]], features[order[half:]]))
+    return mean_std(values)
+
+
+def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
+    """The judge's accuracy on real images of each class: what sample accuracy compares with."""
+    return conditional_accuracy(predicted, labels, names)["per_class"]
+
+
+def seeded_sample_scores(model, judge, conditions: torch.Tensor, intended: torch.Tensor,
+                         real_features: np.ndarray, names: list[str], seeds: list[int],
+                         temperature: float, batch_size: int) -> tuple[dict, dict]:  # fmt: skip
+    """One sample set per seed under ``conditions``: the judge's accuracy against ``intended``
+    (overall and per class) and the Fréchet distance of its features to ``real_features``,
+    each as {"mean", "std"} over the seeds."""
+    accuracy, frechet = [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        samples = sample_images(model, conditions, generator, temperature)
+        predicted, features = judge_outputs(judge, samples, batch_size)
+        accuracy.append(conditional_accuracy(predicted, intended, names))
+        frechet.append(frechet_distance(features, real_features))
+    return summarise(accuracy), mean_std(frechet)

@@ -2,7 +2,8 @@
 
 The judge scores samples generated from each phrasing of captions/fmnist.json: the share it
 assigns to the phrasing's class, and the Fréchet distance of their judge features to the real
-test images, for the held-out and the training phrasings. The figure shows one held-out
+test images, for the held-out, validation and training phrasings (mean ± std over
+``sample_seeds`` sample sets). The figure shows one held-out
 phrasing per class.
 """
 
@@ -16,7 +17,7 @@ from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import caption_lookup
 from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.evaluate import conditional_accuracy, frechet_distance, judge_outputs, sample_images
+from pipeline.evaluate import judge_outputs, sample_images, seeded_sample_scores
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.models.registry import model_spec
@@ -38,20 +39,20 @@ def run(name: str, params_path: Path) -> None:
 
     metrics = {"conditions": {"encoder": config["encoder"], "test_images": len(x_test),
                               "samples_per_caption": p.samples_per_caption,
+                              "sample_seeds": p.sample_seeds, "temperature": p.temperature,
                               "features": "judge penultimate layer (128-d)"}}  # fmt: skip
-    for split in ("heldout", "train"):
+    seeds = [p.seed + i for i in range(p.sample_seeds)]
+    for split in ("heldout", "val", "train"):  # val chooses settings; heldout only reports
         rows = caption_set[split]
         index = torch.tensor([row_of[r["caption_id"]] for r in rows])
         intended = torch.tensor([r["image_id"] for r in rows])
         index, intended = (t.repeat_interleave(p.samples_per_caption) for t in (index, intended))
-        samples = sample_images(model, vectors[index.to(device)], generator)
-        predicted, features = judge_outputs(judge, samples, p.batch_size)
-        metrics[f"judge_accuracy_{split}_phrasings"] = conditional_accuracy(
-            predicted, intended, LABELS
-        )
-        metrics[f"frechet_judge_features_{split}_phrasings"] = frechet_distance(
-            features, real_features
-        )
+        accuracy, frechet = seeded_sample_scores(
+            model, judge, vectors[index.to(device)], intended, real_features, LABELS, seeds,
+            p.temperature, p.batch_size,
+        )  # fmt: skip
+        metrics[f"judge_accuracy_{split}_phrasings"] = accuracy
+        metrics[f"frechet_judge_features_{split}_phrasings"] = frechet
     path = METRICS / name / "eval.json"
     write_json(path, require_finite(metrics, str(path)))
 
@@ -62,6 +63,7 @@ def run(name: str, params_path: Path) -> None:
     rows, labels = [], []
     for label in sorted(first):
         condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
-        rows.append(sample_images(model, condition, generator).reshape(-1, 28, 28).cpu().numpy())
+        samples = sample_images(model, condition, generator, p.temperature)
+        rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")

@@ -126,12 +126,14 @@ def test_reader_names_a_folder_without_shards(tmp_path):
         read_embeddings(tmp_path)
 
 
-def test_fmnist_caption_set_has_held_out_wording():
+def test_fmnist_caption_set_keeps_validation_and_held_out_wording_apart():
     caption_set = fmnist_caption_set()
-    train = {r["caption"] for r in caption_set["train"]}
-    heldout = {r["caption"] for r in caption_set["heldout"]}
-    assert not train & heldout
-    assert {r["image_id"] for r in caption_set["heldout"]} == set(range(10))
+    texts = {split: {r["caption"] for r in rows} for split, rows in caption_set.items()}
+    ids = {split: {r["caption_id"] for r in rows} for split, rows in caption_set.items()}
+    for a, b in (("train", "val"), ("train", "heldout"), ("val", "heldout")):
+        assert not texts[a] & texts[b] and not ids[a] & ids[b], (a, b)
+    for split in ("train", "val", "heldout"):
+        assert {r["image_id"] for r in caption_set[split]} == set(range(10)), split
 
 
 def _embed(repo):
@@ -155,15 +157,18 @@ def test_dvc_repro_embeds_fmnist_captions_with_the_real_minilm(repo_copy):
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     folder = repo_copy / "data/embeddings/minilm/fmnist"
     columns, values = read_embeddings(folder)
-    assert values.shape == (110, 384)
+    assert values.shape == (sum(map(len, fmnist_caption_set().values())), 384)
     np.testing.assert_allclose(np.linalg.norm(values.astype(np.float32), axis=1), 1, atol=2e-3)
     meta = read_metadata(folder / "part-00000.parquet")
     assert meta["encoder"] == "minilm" and meta["normalized"] and len(meta["weights_sha256"]) == 64
     # Real weights carry meaning: held-out wording lands nearest its own class's phrasings.
-    heldout = {r["caption_id"] for r in fmnist_caption_set()["heldout"]}
+    caption_set = fmnist_caption_set()
+    heldout = {r["caption_id"] for r in caption_set["heldout"]}
+    train = {r["caption_id"] for r in caption_set["train"]}
     is_heldout = np.array([c in heldout for c in columns["caption_id"]])
+    is_train = np.array([c in train for c in columns["caption_id"]])
     labels, v = columns["image_id"], values.astype(np.float32)
-    centroids = np.stack([v[~is_heldout & (labels == k)].mean(0) for k in range(10)])
+    centroids = np.stack([v[is_train & (labels == k)].mean(0) for k in range(10)])
     accuracy = ((v[is_heldout] @ centroids.T).argmax(1) == labels[is_heldout]).mean()
     assert accuracy >= 0.8
 
@@ -171,7 +176,7 @@ def test_dvc_repro_embeds_fmnist_captions_with_the_real_minilm(repo_copy):
 @pytest.mark.e2e
 def test_killed_or_split_embedding_runs_end_with_identical_shards(repo_copy):
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["embed"].update(rows_per_shard=40, device="cpu")
+    params["embed"].update(rows_per_shard=100, device="cpu")  # 260 captions: 3 shards
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     whole = _embed(repo_copy)
     assert sorted(whole) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]

@@ -13,6 +13,8 @@ from .conftest import REPO
 SIZES = {  # what each model's data gives it: the stages pass these from the data they read
     "fmnist_label": {"cond_dim": 10},
     "fmnist_text": {"cond_dim": 384},
+    "fmnist_conv": {"cond_dim": 10},
+    "fmnist_text_conv": {"cond_dim": 384},
     "coco_clip": {"image_size": 32, "text_dim": 16},
     "coco_t5": {"image_size": 32, "text_dim": 16},
     "judge": {"num_classes": 10},
@@ -40,6 +42,7 @@ def test_text_models_name_their_encoder_in_their_params():
                 if s.conditioning == "text"}  # fmt: skip
     assert encoders == {
         "fmnist_text": "minilm",
+        "fmnist_text_conv": "minilm",
         "coco_clip": "clip-vit-b-32",
         "coco_t5": "t5-small",
     }
@@ -51,6 +54,7 @@ def test_files_without_a_name_resolve_by_class_and_conditioning():
     assert spec_of_config({"model": "cvae_mlp"}, "c").name == "fmnist_label"
     assert spec_of_config({"model": "cvae_mlp", "encoder": "minilm"}, "c").name == "fmnist_text"
     assert spec_of_config({"model": "cvae_gated", "encoder": "t5-small"}, "c").name == "coco_t5"
+    assert spec_of_config({"model": "cvae_conv", "name": "fmnist_conv"}, "c").name == "fmnist_conv"
     with pytest.raises(PipelineError, match="c: no model of the registry is a 'vit'"):
         spec_of_config({"model": "vit"}, "c")
 

@@ -16,10 +16,13 @@ FMNIST_CAPTIONS = Path("captions/fmnist.json")
 
 
 def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
-    """{"train": rows, "heldout": rows}, rows of {image_id (label), caption_id, caption}."""
+    """{"train", "val", "heldout"} -> rows of {image_id (label), caption_id, caption}.
+
+    Only ``train`` phrasings are trained on; ``val`` ones choose between settings; ``heldout``
+    ones are never used to choose anything, only reported."""
     try:
         data = json.loads(Path(path).read_text())
-        out = {"train": [], "heldout": []}
+        out = {"train": [], "val": [], "heldout": []}
         for entry in data["classes"]:
             for split in out:
                 for item in entry[split]:
@@ -27,14 +30,14 @@ def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
                                        "caption_id": int(item["caption_id"]),
                                        "caption": str(item["caption"])})  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{path}: expected classes[].train/heldout[].caption ({exc})") from None
+        raise PipelineError(f"{path}: expected classes[].train/val/heldout[].caption ({exc})") from None
     return out
 
 
 def caption_rows(dataset: str, manifest_dir: Path) -> list[dict]:
     if dataset == "fmnist":
         caption_set = fmnist_caption_set()
-        return caption_set["train"] + caption_set["heldout"]
+        return caption_set["train"] + caption_set["val"] + caption_set["heldout"]
     if dataset == "coco":
         rows = []
         for manifest in sorted(manifest_dir.glob("*.parquet")):

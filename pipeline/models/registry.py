@@ -27,11 +27,14 @@ from pipeline.config import (
     Params,
     TrainCocoClip,
     TrainCocoT5,
+    TrainFmnistConv,
     TrainFmnistLabel,
     TrainFmnistText,
+    TrainFmnistTextConv,
 )
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_clip import CVAEClip
+from pipeline.models.cvae_conv import CVAEConv
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.judge import JudgeCNN
@@ -78,7 +81,12 @@ def _section(params: Params, key: str, expected: type[BaseModel]):
 
 
 def _mlp(p, cond_dim: int) -> CVAEMLP:
-    return CVAEMLP(784, cond_dim, p.hidden_dim, p.latent_dim)
+    return CVAEMLP(784, cond_dim, p.hidden_dim, p.latent_dim, getattr(p, "fusion", "concat"))
+
+
+def _conv(p, cond_dim: int) -> CVAEConv:
+    text = {k: getattr(p, k) for k in ("fusion", "cond_noise", "cond_dropout") if hasattr(p, k)}
+    return CVAEConv(cond_dim, p.latent_dim, p.width, p.cond_hidden, p.prior, **text)
 
 
 def _clip(p, image_size: int, text_dim: int) -> CVAEClip:
@@ -105,6 +113,18 @@ _SPECS = [
         "fmnist_text", CVAEMLP, "§2.1 with captions: embeddings of class phrasings",
         train_section="train.fmnist_text", train_type=TrainFmnistText, conditioning="text",
         data="fmnist", loss="bce_kl", build=_mlp,
+        evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
+    ),
+    ModelSpec(
+        "fmnist_conv", CVAEConv, "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
+        train_section="train.fmnist_conv", train_type=TrainFmnistConv, conditioning="label",
+        data="fmnist", loss="bce_kl", build=_conv,
+        evaluation="fmnist_label", evaluate_type=EvaluateFmnistLabel,
+    ),
+    ModelSpec(
+        "fmnist_text_conv", CVAEConv, "(ours) conv CVAE with a learned prior, caption embeddings",
+        train_section="train.fmnist_text_conv", train_type=TrainFmnistTextConv,
+        conditioning="text", data="fmnist", loss="bce_kl", build=_conv,
         evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
     ),
     ModelSpec(
