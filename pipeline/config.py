@@ -181,9 +181,10 @@ class TrainFmnistText(TrainFmnistLabel):
     fusion: Fusion = Field("concat", description="how the decoder joins z and the caption")
 
 
-class TrainFmnistConv(Guarded):
-    """Ours, beyond §2.1: a convolutional CVAE with a learned prior p(z|c) (Sohn et al.)."""
+class TrainFmnistPrior(Guarded):
+    """Ours, beyond §2.1: a CVAE with a learned prior p(z|c) (Sohn et al.), conv or MLP."""
 
+    arch: Literal["conv", "mlp"] = Field("conv", description="encoder/decoder bodies")
     epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
@@ -193,11 +194,14 @@ class TrainFmnistConv(Guarded):
     prior: Literal["learned", "standard"] = Field(
         "learned", description="learned: p(z|c) from a prior network; standard: N(0, I)"
     )
+    likelihood: Literal["bernoulli", "continuous_bernoulli"] = Field(
+        "bernoulli", description="p(x|z,c) of the grey values; samples are its mean"
+    )
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
 
 
-class TrainFmnistTextConv(TrainFmnistConv):
-    """The convolutional CVAE with a learned prior, conditioned on caption embeddings."""
+class TrainFmnistTextPrior(TrainFmnistPrior):
+    """The CVAE with a learned prior, conditioned on caption embeddings."""
 
     encoder: EncoderName = Field(
         "minilm", description="whose embeddings of captions/fmnist.json condition the model"
@@ -265,8 +269,8 @@ class TrainCocoT5(TrainCoco):
 class Train(Section):
     fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
     fmnist_text: TrainFmnistText = TrainFmnistText()
-    fmnist_conv: TrainFmnistConv = TrainFmnistConv()
-    fmnist_text_conv: TrainFmnistTextConv = TrainFmnistTextConv()
+    fmnist_conv: TrainFmnistPrior = TrainFmnistPrior()
+    fmnist_text_prior: TrainFmnistTextPrior = TrainFmnistTextPrior()
     coco_clip: TrainCocoClip = TrainCocoClip()
     coco_t5: TrainCocoT5 = TrainCocoT5()
 
@@ -380,7 +384,7 @@ class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
     fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
     fmnist_conv: EvaluateFmnistLabel = EvaluateFmnistLabel()
-    fmnist_text_conv: EvaluateFmnistText = EvaluateFmnistText()
+    fmnist_text_prior: EvaluateFmnistText = EvaluateFmnistText()
     coco_clip: EvaluateCoco = EvaluateCoco()
     coco_t5: EvaluateCoco = EvaluateCoco()
 

@@ -62,9 +62,7 @@ def importance_weighted_nll(
         mu_p, logvar_p = prior(model, cb)
         z = mu + torch.exp(0.5 * logvar) * torch.randn(k, *mu.shape, device=mu.device)
         logits = model.decode_logits(z, cb.expand(k, *cb.shape))
-        log_px_z = -F.binary_cross_entropy_with_logits(
-            logits, xb.expand(k, *xb.shape), reduction="none"
-        ).sum(-1)
+        log_px_z = model.log_likelihood(logits, xb.expand(k, *xb.shape))
         log_pz = log_normal(z, mu_p.expand_as(z), logvar_p.expand_as(z))
         log_qz = log_normal(z, mu, logvar)
         log_w = log_px_z + log_pz - log_qz  # (k, rows)

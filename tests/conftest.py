@@ -80,7 +80,7 @@ def tiny_params() -> dict:
     """params.yaml shrunk so the whole pipeline runs in seconds on a CPU."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
-    for name in ("fmnist_text", "fmnist_conv", "fmnist_text_conv"):
+    for name in ("fmnist_text", "fmnist_conv", "fmnist_text_prior"):
         params["train"][name].update(epochs=2, train_limit=2048, device="cpu")
     params["evaluate"]["fmnist_conv"].update(
         iw_k=8, samples_per_class=20, test_limit=500, device="cpu"

@@ -14,7 +14,7 @@ SIZES = {  # what each model's data gives it: the stages pass these from the dat
     "fmnist_label": {"cond_dim": 10},
     "fmnist_text": {"cond_dim": 384},
     "fmnist_conv": {"cond_dim": 10},
-    "fmnist_text_conv": {"cond_dim": 384},
+    "fmnist_text_prior": {"cond_dim": 384},
     "coco_clip": {"image_size": 32, "text_dim": 16},
     "coco_t5": {"image_size": 32, "text_dim": 16},
     "judge": {"num_classes": 10},
@@ -42,7 +42,7 @@ def test_text_models_name_their_encoder_in_their_params():
                 if s.conditioning == "text"}  # fmt: skip
     assert encoders == {
         "fmnist_text": "minilm",
-        "fmnist_text_conv": "minilm",
+        "fmnist_text_prior": "minilm",
         "coco_clip": "clip-vit-b-32",
         "coco_t5": "t5-small",
     }

@@ -30,6 +30,10 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
 
 
 class BernoulliCVAE(nn.Module):
+    def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z,c) per image (summed over the last dimension): Bernoulli on grey values."""
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1]: the sigmoid of the decoder's logits."""
         return torch.sigmoid(self.decode_logits(z, c))

@@ -27,14 +27,14 @@ from pipeline.config import (
     Params,
     TrainCocoClip,
     TrainCocoT5,
-    TrainFmnistConv,
+    TrainFmnistPrior,
     TrainFmnistLabel,
     TrainFmnistText,
-    TrainFmnistTextConv,
+    TrainFmnistTextPrior,
 )
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_clip import CVAEClip
-from pipeline.models.cvae_conv import CVAEConv
+from pipeline.models.cvae_prior import CVAEPrior
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.judge import JudgeCNN
@@ -84,9 +84,10 @@ def _mlp(p, cond_dim: int) -> CVAEMLP:
     return CVAEMLP(784, cond_dim, p.hidden_dim, p.latent_dim, getattr(p, "fusion", "concat"))
 
 
-def _conv(p, cond_dim: int) -> CVAEConv:
+def _prior(p, cond_dim: int) -> CVAEPrior:
     text = {k: getattr(p, k) for k in ("fusion", "cond_noise", "cond_dropout") if hasattr(p, k)}
-    return CVAEConv(cond_dim, p.latent_dim, p.width, p.cond_hidden, p.prior, **text)
+    return CVAEPrior(cond_dim, p.latent_dim, p.width, p.cond_hidden, p.prior, arch=p.arch,
+                     likelihood=p.likelihood, **text)  # fmt: skip
 
 
 def _clip(p, image_size: int, text_dim: int) -> CVAEClip:
@@ -116,15 +117,15 @@ _SPECS = [
         evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
     ),
     ModelSpec(
-        "fmnist_conv", CVAEConv, "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
-        train_section="train.fmnist_conv", train_type=TrainFmnistConv, conditioning="label",
-        data="fmnist", loss="bce_kl", build=_conv,
+        "fmnist_conv", CVAEPrior, "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
+        train_section="train.fmnist_conv", train_type=TrainFmnistPrior, conditioning="label",
+        data="fmnist", loss="bce_kl", build=_prior,
         evaluation="fmnist_label", evaluate_type=EvaluateFmnistLabel,
     ),
     ModelSpec(
-        "fmnist_text_conv", CVAEConv, "(ours) conv CVAE with a learned prior, caption embeddings",
-        train_section="train.fmnist_text_conv", train_type=TrainFmnistTextConv,
-        conditioning="text", data="fmnist", loss="bce_kl", build=_conv,
+        "fmnist_text_prior", CVAEPrior, "(ours) CVAE with a learned prior and noisy captions",
+        train_section="train.fmnist_text_prior", train_type=TrainFmnistTextPrior,
+        conditioning="text", data="fmnist", loss="bce_kl", build=_prior,
         evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
     ),
     ModelSpec(

@@ -1,15 +1,18 @@
-"""A convolutional Fashion-MNIST CVAE with a learned conditional prior (ours, beyond §2.1).
+"""Fashion-MNIST CVAEs with a learned conditional prior (ours, beyond §2.1), conv or MLP.
 
 Sohn, Lee & Yan (2015) write the conditional VAE with three networks: a recognition network
 q(z|x,c), a generation network p(x|z,c) and a *prior* network p(z|c). The paper's §2.1 model
 (``cvae_mlp``) fixes p(z|c) = N(0, I); here it is learned, and samples are drawn from it:
 
     condition  c (B, C) -> [train: + noise, dropout] -> fc (C -> H) -> ReLU      h (B, H)
-    encoder    x (B, 1, 28, 28) -> conv 4x4/2 (W) -> ReLU -> conv 4x4/2 (2W) -> ReLU
-               -> flatten (2W*7*7) ++ h -> fc -> ReLU -> fc -> mu, logvar       (B, L) each
+    encoder    body(x) ++ h -> fc (-> 256) -> ReLU -> fc -> mu, logvar            (B, L) each
     prior      h -> fc (H -> H) -> ReLU -> fc -> mu_p, logvar_p                  (B, L) each
-    decoder    fuse(z, h) -> fc -> ReLU -> (2W, 7, 7) -> deconv 4x4/2 (W) -> ReLU
-               -> deconv 4x4/2 (1) -> logits (B, 1, 28, 28), flattened to (B, 784)
+    decoder    fuse(z, h) -> fc -> ReLU -> head -> logits (B, 784)
+
+    arch conv  body: x (B, 1, 28, 28) -> conv 4x4/2 (W) -> ReLU -> conv 4x4/2 (2W) -> ReLU
+               -> flatten (2W*7*7); head: (2W, 7, 7) -> deconv 4x4/2 (W) -> ReLU
+               -> deconv 4x4/2 (1)
+    arch mlp   body: x (B, 784) -> fc (-> 8W) -> ReLU; head: fc (8W -> 784)
 
 ``prior: standard`` keeps N(0, I) (the paper's choice) with the same networks otherwise.
 The loss is the negative ELBO with KL(q(z|x,c) || p(z|c)) in closed form. For text
@@ -21,6 +24,7 @@ conditioning inputs, as in StackGAN's conditioning augmentation).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -31,27 +35,43 @@ from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.models.fusion import Fusion, FusionKind
 
 PriorKind = Literal["learned", "standard"]
+Arch = Literal["conv", "mlp"]
+Likelihood = Literal["bernoulli", "continuous_bernoulli"]
 
 
-class CVAEConv(BernoulliCVAE):
-    kind = "cvae_conv"  # config.json's "model"; pipeline/models/registry.py
+class CVAEPrior(BernoulliCVAE):
+    kind = "cvae_prior"  # config.json's "model"; pipeline/models/registry.py
 
     def __init__(self, cond_dim: int = 10, latent_dim: int = 16, width: int = 32,
                  cond_hidden: int = 128, prior: PriorKind = "learned", fusion: FusionKind = "concat",
-                 cond_noise: float = 0.0, cond_dropout: float = 0.0):  # fmt: skip
+                 cond_noise: float = 0.0, cond_dropout: float = 0.0, arch: Arch = "conv",
+                 likelihood: Likelihood = "bernoulli"):  # fmt: skip
         super().__init__()
-        if prior not in ("learned", "standard"):
-            raise ValueError(f"prior {prior!r}: expected 'learned' or 'standard'")
+        if prior not in ("learned", "standard") or arch not in ("conv", "mlp"):
+            raise ValueError(f"prior {prior!r}, arch {arch!r}: expected learned | standard, "
+                             "conv | mlp")  # fmt: skip
         self.cond_dim, self.latent_dim, self.width = cond_dim, latent_dim, width
         self.cond_hidden, self.prior_kind, self.fusion_kind = cond_hidden, prior, fusion
-        self.cond_noise, self.cond_dropout = cond_noise, cond_dropout
-        w, flat = width, 2 * width * 7 * 7
+        self.cond_noise, self.cond_dropout, self.arch = cond_noise, cond_dropout, arch
+        if likelihood not in ("bernoulli", "continuous_bernoulli"):
+            raise ValueError(f"likelihood {likelihood!r}: expected bernoulli | continuous_bernoulli")
+        self.likelihood = likelihood
+        w = width
+        flat = 2 * w * 7 * 7 if arch == "conv" else 8 * w
         self.cond = nn.Sequential(nn.Dropout(cond_dropout), nn.Linear(cond_dim, cond_hidden),
                                   nn.ReLU())  # fmt: skip
-        self.enc_conv = nn.Sequential(
-            nn.Conv2d(1, w, 4, 2, 1), nn.ReLU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(),
-        )  # fmt: skip
+        if arch == "conv":
+            self.body = nn.Sequential(
+                nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, w, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+            )  # fmt: skip
+            self.head = nn.Sequential(
+                nn.Unflatten(1, (2 * w, 7, 7)), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Flatten(),
+            )  # fmt: skip
+        else:
+            self.body = nn.Sequential(nn.Linear(784, flat), nn.ReLU())
+            self.head = nn.Linear(flat, 784)
         self.enc_fc = nn.Sequential(nn.Linear(flat + cond_hidden, 256), nn.ReLU())
         self.enc_out = nn.Linear(256, 2 * latent_dim)
         self.prior_net = (
@@ -62,16 +82,13 @@ class CVAEConv(BernoulliCVAE):
         )
         self.fuse = Fusion(fusion, latent_dim, cond_hidden)
         self.dec_fc = nn.Sequential(nn.Linear(self.fuse.out_dim, flat), nn.ReLU())
-        self.dec_conv = nn.Sequential(
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(w, 1, 4, 2, 1)
-        )
 
     def config(self) -> dict:
         return {
             "model": self.kind, "cond_dim": self.cond_dim, "latent_dim": self.latent_dim,
             "width": self.width, "cond_hidden": self.cond_hidden, "prior": self.prior_kind,
             "fusion": self.fusion_kind, "cond_noise": self.cond_noise,
-            "cond_dropout": self.cond_dropout,
+            "cond_dropout": self.cond_dropout, "arch": self.arch, "likelihood": self.likelihood,
         }  # fmt: skip
 
     def condition(self, c: torch.Tensor) -> torch.Tensor:
@@ -88,33 +105,66 @@ class CVAEConv(BernoulliCVAE):
         return mu, logvar
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.enc_conv(x.reshape(-1, 1, 28, 28))
-        h = self.enc_fc(torch.cat([features, self.condition(c)], dim=1))
+        h = self.enc_fc(torch.cat([self.body(x.reshape(-1, 784)), self.condition(c)], dim=1))
         mu, logvar = self.enc_out(h).chunk(2, dim=-1)
         return mu, logvar
 
     def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]  # (B,) or (k, B) in the importance-weighted bound
         z, c = z.reshape(-1, z.shape[-1]), c.reshape(-1, c.shape[-1])
-        h = self.dec_fc(self.fuse(z, self.condition(c)))
-        logits = self.dec_conv(h.reshape(-1, 2 * self.width, 7, 7))
-        return logits.reshape(*lead, 784)
+        return self.head(self.dec_fc(self.fuse(z, self.condition(c)))).reshape(*lead, 784)
 
     def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
         """BCE + KL(q(z|x,c) || p(z|c)), summed over the batch."""
         h = self.condition(c)  # one noise draw per step for encoder, prior and decoder alike
-        features = self.enc_conv(x.reshape(-1, 1, 28, 28))
+        features = self.body(x.reshape(-1, 784))
         mu, logvar = self.enc_out(self.enc_fc(torch.cat([features, h], dim=1))).chunk(2, dim=-1)
         if self.prior_net is None:
             mu_p = logvar_p = torch.zeros_like(mu)
         else:
             mu_p, logvar_p = self.prior_net(h).chunk(2, dim=-1)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        out = self.dec_fc(self.fuse(z, h))
-        logits = self.dec_conv(out.reshape(-1, 2 * self.width, 7, 7)).reshape(len(x), 784)
-        recon = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="sum")
+        logits = self.head(self.dec_fc(self.fuse(z, h)))
+        recon = -self.log_likelihood(logits.float(), x.float()).sum()
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p).sum()
         return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+
+    def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z,c) per image: Bernoulli on grey values, or the continuous Bernoulli
+        (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1]: Bernoulli + log C."""
+        log_p = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        if self.likelihood == "continuous_bernoulli":
+            log_p = log_p + continuous_bernoulli_log_norm(logits)
+        return log_p.sum(-1)
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1]: the mean of p(x|z,c)."""
+        logits = self.decode_logits(z, c)
+        if self.likelihood == "continuous_bernoulli":
+            return continuous_bernoulli_mean(logits)
+        return torch.sigmoid(logits)
+
+
+# The continuous Bernoulli with logit l = log(lambda / (1 - lambda)) has the density
+# C(l) lambda^x (1 - lambda)^(1 - x) on [0, 1], that is, proportional to e^(l x). Both functions
+# below are written in l, with their Taylor series where |l| is small.
+_SMALL = 1e-2
+
+
+def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(l) with C(l) = l / tanh(l / 2): what turns Bernoulli's x l - softplus(l) into a
+    density on [0, 1]. Near 0, log C = log 2 + l^2 / 12 + O(l^4)."""
+    a = logits.abs().clamp(min=_SMALL)
+    exact = torch.log(a) - torch.log(torch.tanh(a / 2))
+    return torch.where(logits.abs() < _SMALL, math.log(2.0) + logits.pow(2) / 12, exact)
+
+
+def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
+    """E[x] = 1 / (1 - e^-l) - 1 / l; near 0, 1/2 + l / 12."""
+    safe = torch.where(logits.abs() < _SMALL, torch.full_like(logits, _SMALL), logits)
+    exact = -1.0 / torch.expm1(-safe) - 1.0 / safe
+    return torch.where(logits.abs() < _SMALL, 0.5 + logits / 12, exact).clamp(0.0, 1.0)
 
 
 def gaussian_kl(mu, logvar, mu_p, logvar_p) -> torch.Tensor:
