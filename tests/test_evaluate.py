@@ -11,11 +11,16 @@ from pipeline.evaluate import (
     conditional_accuracy,
     frechet_distance,
     importance_weighted_nll,
+    mean_std,
     negative_elbo,
+    real_vs_real_frechet,
     sample_images,
+    seeded_sample_scores,
+    summarise,
 )
 from pipeline.figures import image_grid
 from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.judge import JudgeCNN
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -64,3 +69,37 @@ def test_samples_are_deterministic_under_a_generator():
 def test_image_grid_size():
     grid = image_grid([np.zeros((3, 28, 28)), np.ones((2, 28, 28))], ["a", "b"], scale=2)
     assert grid.size == (90 + 3 * (56 + 2) + 2, 2 * (56 + 2) + 2)
+
+
+def test_mean_std_and_summarise_keep_the_shape_of_per_seed_results():
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0}  # sample std, n - 1
+    assert mean_std([5.0]) == {"mean": 5.0, "std": 0.0}
+    runs = [{"overall": 0.5, "per_class": {"a": 0.25}}, {"overall": 0.7, "per_class": {"a": 0.75}}]
+    summary = summarise(runs)
+    assert summary["overall"]["mean"] == pytest.approx(0.6)
+    assert summary["overall"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert summary["per_class"]["a"] == pytest.approx({"mean": 0.5, "std": math.sqrt(0.125)})
+
+
+def test_real_vs_real_floor_is_small_for_one_distribution_and_seeds_vary_it():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(4000, 8))
+    floor = real_vs_real_frechet(same, [0, 1, 2])
+    shifted = frechet_distance(same[:2000], rng.normal(size=(2000, 8)) + 1.0)
+    assert 0 < floor["mean"] < 0.05 * shifted  # shifted by 1 in 8 dims: about 8
+    assert floor["std"] > 0  # three different splits
+
+
+def test_seeded_sample_scores_draw_one_set_per_seed():
+    torch.manual_seed(0)
+    model, judge = CVAEMLP(784, 10, 16, 4), JudgeCNN()
+    intended = torch.arange(10).repeat_interleave(20)
+    conditions = F.one_hot(intended, 10).float()
+    real = np.random.default_rng(0).normal(size=(300, 128))
+    accuracy, frechet = seeded_sample_scores(model, judge, conditions, intended, real,
+                                             list("abcdefghij"), [0, 1, 2], 1.0, 64)  # fmt: skip
+    assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set("abcdefghij")
+    assert 0 <= accuracy["overall"]["mean"] <= 1 and frechet["std"] > 0  # the sets differ
+    again, _ = seeded_sample_scores(model, judge, conditions, intended, real, list("abcdefghij"),
+                                    [0, 1, 2], 1.0, 64)  # fmt: skip
+    assert again == accuracy  # and each is reproducible
