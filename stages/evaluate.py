@@ -90,7 +90,8 @@ def run(name: str, params_path: Path) -> None:
         reports / "fig5_generated.png",
     )
     save_png(
-        _class_rows(model, list(range(10)), n, generator, p.temperature), reports / "fig5_all_classes.png"
+        _class_rows(model, list(range(10)), n, generator, p.temperature),
+        reports / "fig5_all_classes.png",
     )
 
 

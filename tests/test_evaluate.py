@@ -98,7 +98,9 @@ def test_seeded_sample_scores_draw_one_set_per_seed():
     real = np.random.default_rng(0).normal(size=(300, 128))
     accuracy, frechet = seeded_sample_scores(model, judge, conditions, intended, real,
                                              list("abcdefghij"), [0, 1, 2], 1.0, 64)  # fmt: skip
-    assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set("abcdefghij")
+    assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set(
+        "abcdefghij"
+    )
     assert 0 <= accuracy["overall"]["mean"] <= 1 and frechet["std"] > 0  # the sets differ
     again, _ = seeded_sample_scores(model, judge, conditions, intended, real, list("abcdefghij"),
                                     [0, 1, 2], 1.0, 64)  # fmt: skip

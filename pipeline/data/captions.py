@@ -30,7 +30,9 @@ def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
                                        "caption_id": int(item["caption_id"]),
                                        "caption": str(item["caption"])})  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{path}: expected classes[].train/val/heldout[].caption ({exc})") from None
+        raise PipelineError(
+            f"{path}: expected classes[].train/val/heldout[].caption ({exc})"
+        ) from None
     return out
 
 

@@ -43,8 +43,9 @@ class CVAEPrior(BernoulliCVAE):
     kind = "cvae_prior"  # config.json's "model"; pipeline/models/registry.py
 
     def __init__(self, cond_dim: int = 10, latent_dim: int = 16, width: int = 32,
-                 cond_hidden: int = 128, prior: PriorKind = "learned", fusion: FusionKind = "concat",
-                 cond_noise: float = 0.0, cond_dropout: float = 0.0, arch: Arch = "conv",
+                 cond_hidden: int = 128, prior: PriorKind = "learned",
+                 fusion: FusionKind = "concat", cond_noise: float = 0.0,
+                 cond_dropout: float = 0.0, arch: Arch = "conv",
                  likelihood: Likelihood = "bernoulli"):  # fmt: skip
         super().__init__()
         if prior not in ("learned", "standard") or arch not in ("conv", "mlp"):
@@ -54,7 +55,9 @@ class CVAEPrior(BernoulliCVAE):
         self.cond_hidden, self.prior_kind, self.fusion_kind = cond_hidden, prior, fusion
         self.cond_noise, self.cond_dropout, self.arch = cond_noise, cond_dropout, arch
         if likelihood not in ("bernoulli", "continuous_bernoulli"):
-            raise ValueError(f"likelihood {likelihood!r}: expected bernoulli | continuous_bernoulli")
+            raise ValueError(
+                f"likelihood {likelihood!r}: expected bernoulli | continuous_bernoulli"
+            )
         self.likelihood = likelihood
         w = width
         flat = 2 * w * 7 * 7 if arch == "conv" else 8 * w
@@ -75,8 +78,11 @@ class CVAEPrior(BernoulliCVAE):
         self.enc_fc = nn.Sequential(nn.Linear(flat + cond_hidden, 256), nn.ReLU())
         self.enc_out = nn.Linear(256, 2 * latent_dim)
         self.prior_net = (
-            nn.Sequential(nn.Linear(cond_hidden, cond_hidden), nn.ReLU(),
-                          nn.Linear(cond_hidden, 2 * latent_dim))  # fmt: skip
+            nn.Sequential(
+                nn.Linear(cond_hidden, cond_hidden),
+                nn.ReLU(),
+                nn.Linear(cond_hidden, 2 * latent_dim),
+            )  # fmt: skip
             if prior == "learned"
             else None
         )
@@ -129,7 +135,6 @@ class CVAEPrior(BernoulliCVAE):
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p).sum()
         return {"loss": recon + kl, "recon": recon, "kl": kl}
 
-
     def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z,c) per image: Bernoulli on grey values, or the continuous Bernoulli
         (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1]: Bernoulli + log C."""
@@ -169,6 +174,6 @@ def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
 
 def gaussian_kl(mu, logvar, mu_p, logvar_p) -> torch.Tensor:
     """KL(N(mu, e^logvar) || N(mu_p, e^logvar_p)) per row, summed over the latent dimension."""
-    return 0.5 * (
-        logvar_p - logvar + (logvar.exp() + (mu - mu_p).pow(2)) / logvar_p.exp() - 1
-    ).sum(-1)
+    return 0.5 * (logvar_p - logvar + (logvar.exp() + (mu - mu_p).pow(2)) / logvar_p.exp() - 1).sum(
+        -1
+    )

@@ -27,16 +27,16 @@ from pipeline.config import (
     Params,
     TrainCocoClip,
     TrainCocoT5,
-    TrainFmnistPrior,
     TrainFmnistLabel,
+    TrainFmnistPrior,
     TrainFmnistText,
     TrainFmnistTextPrior,
 )
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_clip import CVAEClip
-from pipeline.models.cvae_prior import CVAEPrior
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.cvae_prior import CVAEPrior
 from pipeline.models.judge import JudgeCNN
 
 FMNIST_SHAPE = (1, 28, 28)  # §2.1: grey 28x28, flattened to 784 inside the MLP
