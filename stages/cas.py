@@ -53,7 +53,7 @@ def run(name: str, params_path: Path) -> None:
     generator = make_deterministic(p.seed, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
     if name == REAL:
-        x_train, y_train = load_tensors(RAW_FMNIST, "train", None, device)
+        x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on = "the real training images"
     else:
         x_train, y_train = generated_training_set(name, p, device, generator)

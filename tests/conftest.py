@@ -85,7 +85,7 @@ def tiny_params() -> dict:
     params["evaluate"]["fmnist_conv"].update(
         iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
     )
-    params["cas"].update(samples_per_class=100, epochs=1, device="cpu")
+    params["cas"].update(samples_per_class=100, real_limit=2048, epochs=1, device="cpu")
     params["evaluate"]["fmnist_text"].update(samples_per_caption=5, test_limit=500, device="cpu")
     params["embed"].update(device="cpu")
     params["judge"].update(epochs=1, train_limit=2048, min_accuracy=0.5, device="cpu")
