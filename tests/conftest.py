@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.data.fmnist import DEBIAN_DIR
+from pipeline.data.fmnist_download import DEBIAN_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
