@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.encoders.base import sha256_file
 from pipeline.errors import PipelineError
+from pipeline.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -65,6 +65,16 @@ class FitSpec:
     warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
     max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
     name: str = "model"  # named in errors
+
+    @classmethod
+    def from_params(cls, p, *, name: str, **overrides) -> FitSpec:
+        """The schedule of a stage's params section ``p`` (``train.<model>``, ``judge``):
+        every field above that ``p`` has, the rest at their defaults; ``overrides`` win
+        (``amp=p.amp and cuda``)."""
+        values = {f.name: getattr(p, f.name) for f in fields(cls) if hasattr(p, f.name)}
+        if "keep_epochs" in values:
+            values["keep_epochs"] = tuple(values["keep_epochs"])
+        return cls(**{**values, **overrides, "name": name})
 
 
 class NonFiniteTraining(PipelineError):

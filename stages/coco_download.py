@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from pipeline.atomic import remove_stale_temps, write_json
 from pipeline.config import load_params
-from pipeline.data.archive import extract_members, file_sha256
+from pipeline.data.archive import extract_members
 from pipeline.data.coco import (
     failure_summary,
     fetch_images,
@@ -13,10 +13,11 @@ from pipeline.data.coco import (
     local_images,
     read_captions,
     select_coco_subset,
-    write_manifest,
 )
+from pipeline.data.coco_manifest import write_manifest
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
+from pipeline.hashing import sha256_file
 from stages.layout import COCO_MANIFESTS, COCO_STORE, METRICS
 
 LOCAL_HINT = (
@@ -39,7 +40,7 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
             raise PipelineError(message) from None
     names = sorted(f"captions_{split}.json" for split in splits)
     try:
-        digest = p.annotations_sha256 and file_sha256(archive)
+        digest = p.annotations_sha256 and sha256_file(archive)
         if digest and digest != p.annotations_sha256:
             raise PipelineError(f"{archive}: sha256 {digest}, expected {p.annotations_sha256} "
                                 "(download.coco.annotations_sha256)")  # fmt: skip

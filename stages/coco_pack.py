@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.atomic import TEMP_GLOB, write_json
 from pipeline.config import load_params
-from pipeline.data.coco import read_manifest
+from pipeline.data.coco_manifest import read_manifest
 from pipeline.data.images import prepare_jpegs
 from pipeline.data.shards import SampleMeta, write_shards
 from stages.layout import COCO_MANIFESTS, COCO_SHARDS

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.data.fmnist import fetch_fmnist
+from pipeline.data.fmnist_download import fetch_fmnist
 from stages.layout import RAW_FMNIST
 
 

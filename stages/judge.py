@@ -26,14 +26,7 @@ def run(params_path: Path) -> None:
         model,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
-        FitSpec(
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            lr=p.lr,
-            warmup_steps=p.warmup_steps,
-            max_nonfinite_steps=p.max_nonfinite_steps,
-            name="judge",
-        ),  # fmt: skip
+        FitSpec.from_params(p, name="judge"),
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),

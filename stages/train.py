@@ -49,14 +49,7 @@ def run(name: str, params_path: Path) -> None:
         model,
         batches(x_train, y_train, p.batch_size),
         batches(x_test, y_test, 1000),
-        FitSpec(
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            lr=p.lr,
-            warmup_steps=p.warmup_steps,
-            max_nonfinite_steps=p.max_nonfinite_steps,
-            name=name,
-        ),  # fmt: skip
+        FitSpec.from_params(p, name=name),
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),

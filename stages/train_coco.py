@@ -48,23 +48,11 @@ def run(name: str, params_path: Path) -> None:
         model = model.to(memory_format=torch.channels_last)
     if p.compile and cuda:
         model.compile()  # in place: batch_losses calls the compiled forward
-    schedule = FitSpec(
-        epochs=p.epochs,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        weight_decay=p.weight_decay,
-        grad_clip=p.grad_clip,
-        amp=p.amp and cuda,
-        keep_epochs=tuple(p.keep_epochs),
-        warmup_steps=p.warmup_steps,
-        max_nonfinite_steps=p.max_nonfinite_steps,
-        name=name,
-    )
     fit(
         model,
         train,
         test,
-        schedule,
+        FitSpec.from_params(p, name=name, amp=p.amp and cuda),
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),

@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: the real Fashion-MNIST files, a loopback HTTP server, a temp
-repo copy, and running `dvc` / `t2i` in it."""
+repo copy, one finished tiny run of the root pipeline, and running `dvc` / `t2i` in them."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from pipeline.data.fmnist import DEBIAN_DIR
+from pipeline.data.fmnist_download import DEBIAN_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +78,13 @@ def http_server():
 
 
 def tiny_params() -> dict:
-    """params.yaml shrunk so the whole pipeline runs in seconds on a CPU."""
+    """params.yaml shrunk so the whole pipeline runs in seconds on a CPU.
+
+    The one place that shrinks params for the tests: every repo copy (and so the shared
+    finished root run) gets these. A new section or stage (another model to train, a new
+    metric stage) needs its epochs, data limits and sample counts shrunk here, and
+    ``device="cpu"``, or every `dvc repro` of the suite runs it at full size.
+    """
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
     for name in ("fmnist_text", "fmnist_conv", "fmnist_text_prior"):
@@ -98,13 +105,14 @@ def tiny_params() -> dict:
 def run_env(repo: Path | None = None) -> dict:
     """The environment of a shell that activated this venv, so dvc finds `t2i`.
 
-    With ``repo``, its ``pipeline`` and ``stages`` come first on the import path: a command
-    run in a repo copy runs that copy's code (an installed checkout would shadow it).
+    The ``pipeline`` and ``stages`` of ``repo`` (default: this checkout) come first on the
+    import path: a command runs the code under test, even where the venv's editable install
+    points at another checkout (its `t2i` would import that one's code).
     """
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if repo is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    root = str(repo if repo is not None else REPO)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
 
 
@@ -114,6 +122,12 @@ def dvc(repo: Path, *args: str) -> str:
                             text=True)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def root_stages(repo: Path) -> set[str]:
+    """Every stage of the root dvc.yaml as `dvc repro` names them (foreach and matrix items
+    expanded). Derived from dvc.yaml, so a stage added there is expected by the tests too."""
+    return set(dvc(repo, "stage", "list", "--name-only", "dvc.yaml").split())
 
 
 def stages_run(output: str) -> set[str]:
@@ -155,3 +169,27 @@ def make_repo_copy(tmp_path: Path) -> Path:
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
     return dest
+
+
+def copy_repo(repo: Path, tmp_path: Path) -> Path:
+    """A full copy of ``repo`` (git history, DVC cache, workspace outputs, resume states) at
+    ``tmp_path/repo``: much cheaper than rerunning what made it. The cache is in the repo's
+    own .dvc/cache and the default link type copies files (none is configured), so the
+    copy's outputs are plain files backed by its own cache. Symlinks are copied as the files
+    they point to (never into the original), and .dvc/tmp (DVC's state and lock files,
+    keyed by inode) is left behind for DVC to rebuild."""
+
+    def ignore(folder, names):
+        return ["tmp"] if Path(folder) == repo / ".dvc" else []
+
+    return Path(shutil.copytree(repo, tmp_path / "repo", ignore=ignore))
+
+
+@pytest.fixture(scope="session")
+def finished_root_run(tmp_path_factory) -> SimpleNamespace:
+    """One `dvc repro` of the whole root pipeline (dvc.yaml) in a repo copy with tiny params,
+    shared by the session. ``repo``: the finished copy, uncommitted after the copy's first
+    commit (outputs, dvc.lock); ``output``: what `dvc repro` printed. Tests only read it; a
+    test that changes anything works in ``copy_repo(finished_root_run.repo, tmp_path)``."""
+    repo = make_repo_copy(tmp_path_factory.mktemp("root_run"))
+    return SimpleNamespace(repo=repo, output=dvc(repo, "repro"))

@@ -25,8 +25,8 @@ from pipeline.data.coco import (
     local_images,
     read_captions,
     select_coco_subset,
-    write_manifest,
 )
+from pipeline.data.coco_manifest import write_manifest
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
 
@@ -338,7 +338,7 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
     the credentials reach the server but no message, manifest or metrics file."""
     import base64
 
-    from pipeline.data.coco import read_manifest
+    from pipeline.data.coco_manifest import read_manifest
 
     fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
     secret = "tester:TOKEN123"

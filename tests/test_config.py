@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import load_params, parse_params
-from pipeline.data.fmnist import fetch_fmnist
+from pipeline.data.fmnist_download import fetch_fmnist
 from pipeline.errors import PipelineError
 
 from .conftest import REPO

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from pipeline.data.fmnist import FMNIST_IDX_SHA256, fetch_fmnist
+from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, fetch_fmnist
 from pipeline.errors import PipelineError
 
 NAMES = list(FMNIST_IDX_SHA256)

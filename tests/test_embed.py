@@ -14,7 +14,7 @@ from pipeline.data.embeddings import read_embeddings, read_metadata, write_embed
 from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError
 
-from .conftest import REPO, dvc, run_env, stages_run
+from .conftest import REPO, copy_repo, dvc, run_env, stages_run
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5
 
 EDGE_CAPTIONS = [
@@ -144,8 +144,9 @@ def _embed(repo):
 
 
 @pytest.mark.e2e
-def test_dvc_repro_embeds_fmnist_captions_with_the_real_minilm(repo_copy):
-    assert stages_run(dvc(repo_copy, "repro", "embed@minilm-fmnist")) >= {"embed@minilm-fmnist"}
+def test_dvc_repro_embeds_fmnist_captions_with_the_real_minilm(finished_root_run, tmp_path):
+    assert "embed@minilm-fmnist" in stages_run(finished_root_run.output)
+    repo_copy = copy_repo(finished_root_run.repo, tmp_path)
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["embed"]["clip-vit-b-32"]["weights"] = "/other/clip.safetensors"
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline.data.fmnist import FMNIST_IDX_SHA256, fetch_fmnist
+from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, fetch_fmnist
 from pipeline.data.http import DownloadError, download
 
 from .conftest import REPO, run_env
@@ -176,7 +176,8 @@ def test_a_killed_mirror_fetch_leaves_nothing_in_tmp_and_a_rerun_cleans_up(tmp_p
     out, tmpdir = tmp_path / "raw", tmp_path / "TMPDIR"
     tmpdir.mkdir()
     code = (
-        "import sys; from pathlib import Path; from pipeline.data.fmnist import fetch_fmnist; "
+        "import sys; from pathlib import Path; "
+        "from pipeline.data.fmnist_download import fetch_fmnist; "
         "fetch_fmnist(Path(sys.argv[1]), source='mirror', mirrors=[sys.argv[2]], retries=0)"
     )
     env = {**run_env(), "TMPDIR": str(tmpdir)}

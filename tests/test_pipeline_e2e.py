@@ -1,6 +1,7 @@
 """`dvc repro` of the whole Fashion-MNIST path in a temp copy of the repo, with tiny params."""
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -10,44 +11,50 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from .conftest import dvc, run_env, set_param, stages_run
+from .conftest import copy_repo, dvc, root_stages, run_env, set_param, stages_run
 
 pytestmark = pytest.mark.e2e
 
 
-def test_repro_runs_all_then_nothing_then_only_what_a_param_change_touches(repo_copy):
-    first = dvc(repo_copy, "repro")
-    assert stages_run(first) == {
-        "download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label",
-        "embed@minilm-fmnist", "train_text@fmnist_text", "evaluate_text@fmnist_text",
-    }  # fmt: skip
+def test_repro_runs_every_stage_then_nothing(finished_root_run):
+    repo = finished_root_run.repo
+    assert {"download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label",
+            "embed@minilm-fmnist", "train_text@fmnist_text",
+            "evaluate_text@fmnist_text"} <= root_stages(repo)  # fmt: skip
+    assert stages_run(finished_root_run.output) == root_stages(repo)
 
-    metrics = json.loads((repo_copy / "metrics/fmnist_label/eval.json").read_text())
+    metrics = json.loads((repo / "metrics/fmnist_label/eval.json").read_text())
     for key in ("test_nelbo_nats", "test_iw_nll_nats", "frechet_judge_features"):
         assert metrics[key] > 0
     assert metrics["test_iw_nll_nats"] <= metrics["test_nelbo_nats"] + 1.0
     assert set(metrics["judge_accuracy_on_samples"]["per_class"]) >= {"Sneaker", "Bag"}
     assert metrics["conditions"]["test_images"] == 500
     for figure in ("fig4_reconstructions", "fig5_generated", "fig5_all_classes"):
-        assert Image.open(repo_copy / f"reports/fmnist_label/{figure}.png").width > 100
-    judge = json.loads((repo_copy / "metrics/judge/train/metrics.json").read_text())
+        assert Image.open(repo / f"reports/fmnist_label/{figure}.png").width > 100
+    judge = json.loads((repo / "metrics/judge/train/metrics.json").read_text())
     assert judge["test"]["accuracy"] >= 0.5
-    assert len(load_file(repo_copy / "models/fmnist_label/model.safetensors")) == 10
-    plots = dvc(repo_copy, "plots", "show", "--json")
+    assert len(load_file(repo / "models/fmnist_label/model.safetensors")) == 10
+    plots = dvc(repo, "plots", "show", "--json")
     assert "CVAE loss per image (fmnist_label)" in plots and "fig5_generated.png" in plots
 
-    assert stages_run(dvc(repo_copy, "repro")) == set()
+    assert stages_run(dvc(repo, "repro")) == set()
 
-    set_param(repo_copy, "train.fmnist_label", "epochs", 3)
-    assert stages_run(dvc(repo_copy, "repro")) == {"train@fmnist_label", "evaluate@fmnist_label"}
-    curve = (repo_copy / "metrics/fmnist_label/train/plots/metrics/train/loss.tsv").read_text()
+
+def test_a_param_change_reruns_only_the_stages_it_touches(finished_root_run, tmp_path):
+    repo = copy_repo(finished_root_run.repo, tmp_path)
+    assert stages_run(dvc(repo, "repro")) == set()  # the copy is as finished as the original
+
+    set_param(repo, "train.fmnist_label", "epochs", 3)
+    assert stages_run(dvc(repo, "repro")) == {"train@fmnist_label", "evaluate@fmnist_label"}
+    curve = (repo / "metrics/fmnist_label/train/plots/metrics/train/loss.tsv").read_text()
     assert len(curve.strip().splitlines()) == 1 + 3  # header + 3 epochs, 2 of them resumed
-    diff = dvc(repo_copy, "metrics", "diff", "HEAD", "--json")
+    diff = dvc(repo, "metrics", "diff", "HEAD", "--json")
     assert "metrics/fmnist_label/eval.json" in diff
 
 
-def test_killed_training_rerun_ends_with_the_same_weights(repo_copy):
-    dvc(repo_copy, "repro", "download_fmnist")
+def test_killed_training_rerun_ends_with_the_same_weights(finished_root_run, tmp_path):
+    repo_copy = copy_repo(finished_root_run.repo, tmp_path)  # the data downloaded
+    shutil.rmtree(repo_copy / "models/fmnist_label/state")  # the kill waits for a new state
     set_param(repo_copy, "train.fmnist_label", "epochs", 3)
     set_param(repo_copy, "train.fmnist_label", "train_limit", 12000)
     cmd = ["t2i", "train", "fmnist_label"]
@@ -89,10 +96,11 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     assert "train@fmnist_label" not in (repo_copy / "dvc.lock").read_text()
 
 
-def test_changing_how_the_condition_is_built_trains_afresh(repo_copy):
+def test_changing_how_the_condition_is_built_trains_afresh(finished_root_run, tmp_path):
     """A finished run, then the stage builds its one-hot condition differently: DVC reruns the
     stage, and training starts from scratch instead of "resuming" at its last epoch."""
-    dvc(repo_copy, "repro", "train@fmnist_label")
+    repo_copy = copy_repo(finished_root_run.repo, tmp_path)
+    assert (repo_copy / "models/fmnist_label/state/train_state.safetensors").is_file()
     weights = repo_copy / "models/fmnist_label/model.safetensors"
     before = load_file(weights)
     stage = repo_copy / "stages/train.py"

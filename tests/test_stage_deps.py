@@ -35,6 +35,18 @@ def test_no_stage_declares_code_it_does_not_import():
     assert stage_deps.drift(REPO) == [], "run `python scripts/stage_deps.py`"
 
 
+def test_no_declared_code_dep_is_an_empty_file():
+    """DVC warns "'pipeline/data/__init__.py' is empty." for every empty dep on every run: a
+    package's __init__.py, a dep of each stage that imports the package, says what it holds."""
+    empty = {
+        path
+        for stage in stage_deps.declared_stages(REPO)
+        for path in stage_deps.declared_code_deps(stage, REPO)
+        if (REPO / path).is_file() and (REPO / path).stat().st_size == 0
+    }
+    assert empty == set()
+
+
 def test_import_walk_follows_lazy_relative_and_named_imports(tmp_path):
     files = {
         "pipeline/__init__.py": "",
@@ -85,12 +97,20 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(repo_copy):
         "pipeline/data/fmnist.py": {
             s for s, files in importers.items() if "pipeline/data/fmnist.py" in files
         },  # fmt: skip
+        "pipeline/data/http.py": {
+            s for s, files in importers.items() if "pipeline/data/http.py" in files
+        },  # fmt: skip
         "pipeline/report.py": set(),  # `t2i report` is no stage
     }
     # The issue's example: pixel loading reaches every model that trains on Fashion-MNIST.
-    assert {"download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label",
-            "train_text@fmnist_text"} <= expected["pipeline/data/fmnist.py"]  # fmt: skip
-    assert "embed@minilm-fmnist" not in expected["pipeline/data/fmnist.py"]
+    assert {"judge", "train@fmnist_label", "evaluate@fmnist_label", "train_text@fmnist_text",
+            "evaluate_text@fmnist_text"} <= expected["pipeline/data/fmnist.py"]  # fmt: skip
+    assert not {"embed@minilm-fmnist", "download_fmnist"} & expected["pipeline/data/fmnist.py"]
+    # The HTTP client reaches the stages that download, never those that train or evaluate
+    # on Fashion-MNIST (their pixels come from pipeline/data/fmnist.py, their captions from
+    # captions/fmnist.json).
+    assert {"download_fmnist", "coco/dvc.yaml:coco_download"} <= expected["pipeline/data/http.py"]
+    assert not expected["pipeline/data/http.py"] & expected["pipeline/data/fmnist.py"]
     for module, stages in expected.items():
         path = repo_copy / module
         original = path.read_text()

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from pipeline.checkpoint import load_model, load_state, save_model
+from pipeline.config import parse_params
 from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
@@ -242,3 +244,22 @@ def test_kept_epochs_go_to_keep_dir_and_a_fresh_start_clears_them(tmp_path):
     ]  # fmt: skip
     assert run(2, 5e-3, (2,)) == ["epoch-0002.safetensors"]  # other params: a fresh start
     assert run(1, 5e-3, ()) == []  # fewer epochs than the state: afresh, nothing kept
+
+
+def test_fit_spec_from_params_reads_every_schedule_key_a_section_has():
+    params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    coco = params.train.coco_clip.model_copy(update={"keep_epochs": [3, 7], "grad_clip": 2.0})
+    spec = FitSpec.from_params(coco, name="coco_clip", amp=False)
+    assert spec == FitSpec(
+        epochs=coco.epochs, batch_size=coco.batch_size, lr=coco.lr,
+        weight_decay=coco.weight_decay, grad_clip=2.0, amp=False, keep_epochs=(3, 7),
+        warmup_steps=coco.warmup_steps, max_nonfinite_steps=coco.max_nonfinite_steps,
+        name="coco_clip",
+    )  # fmt: skip
+    assert coco.amp and FitSpec.from_params(coco, name="coco_clip").amp  # no override: as set
+    judge = params.judge  # no weight decay, clipping, amp or kept epochs: FitSpec's defaults
+    assert FitSpec.from_params(judge, name="judge") == FitSpec(
+        epochs=judge.epochs, batch_size=judge.batch_size, lr=judge.lr,
+        warmup_steps=judge.warmup_steps, max_nonfinite_steps=judge.max_nonfinite_steps,
+        name="judge",
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Data: Fashion-MNIST and COCO acquisition, captions, caption embeddings, batches."""

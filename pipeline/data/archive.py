@@ -7,21 +7,12 @@ it again. Directory entries (``./``, ``annotations/``) are skipped.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath | None:

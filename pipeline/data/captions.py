@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.data.coco import read_manifest
+from pipeline.data.coco_manifest import read_manifest
 from pipeline.errors import PipelineError
 
 FMNIST_CAPTIONS = Path("captions/fmnist.json")

@@ -1,8 +1,9 @@
 """MS-COCO 2014 captions (paper §2.2, §2.3): annotations, subset selection, image fetching.
 
-Every image's fate is one row of a Parquet manifest (after img2dataset): where it came
-from, whether it decoded, its sha256, and its captions. The pack stage reads only the
-manifest, so DVC sees a change of any image through the manifest's hash.
+Every image's fate is one row of a Parquet manifest (after img2dataset;
+pipeline/data/coco_manifest.py): where it came from, whether it decoded, its sha256, and its
+captions. The pack stage reads only the manifest, so DVC sees a change of any image through
+the manifest's hash.
 
 The annotations never choose a path: an image's file is ``COCO_<split>_<12-digit id>.jpg``
 under the store (or the local root), derived from its id and split alone. An annotation whose
@@ -22,36 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_path, remove_stale_temps
+from pipeline.atomic import remove_stale_temps
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.int64()),
-        ("file_name", pa.string()),
-        ("split", pa.string()),
-        ("url", pa.string()),
-        ("path", pa.string()),
-        ("status", pa.string()),  # ok | failed
-        ("error", pa.string()),
-        ("sha256", pa.string()),
-        ("bytes", pa.int64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("caption_ids", pa.list_(pa.int64())),
-        ("captions", pa.list_(pa.string())),
-    ]
-)
 
 
 @dataclass
@@ -239,24 +220,6 @@ def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(one, records)  # keeps the subset's order
         return list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))
-
-
-def write_manifest(rows: list[dict], path: Path) -> None:
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
-def read_manifest(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise PipelineError(f"{path}: missing; run the coco_download stage first")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise PipelineError(f"{path}: not a readable Parquet manifest ({exc})") from None
-    if not set(MANIFEST_SCHEMA.names) <= set(table.column_names):
-        raise PipelineError(f"{path}: manifest lacks columns {MANIFEST_SCHEMA.names}")
-    return table.to_pylist()
 
 
 def failure_summary(rows: list[dict]) -> dict:

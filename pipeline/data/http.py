@@ -106,7 +106,9 @@ class _Deadline:
         return factory
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _DeadlineMixin:
+    """Opens each connection of an urllib handler through its download's deadline."""
+
     def __init__(self, deadline: _Deadline):
         super().__init__()
         self.deadline = deadline
@@ -115,13 +117,12 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         return super().do_open(self.deadline.track(http_class), req, **kw)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self.deadline = deadline
+class _HTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class, req, **kw):
-        return super().do_open(self.deadline.track(http_class), req, **kw)
+
+class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):

@@ -13,21 +13,11 @@ tests: captions in order, each padded to the encoder's full length, float32.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions(*names: str) -> dict[str, str]:

@@ -16,8 +16,9 @@ import torch
 from open_clip.transformer import text_global_pool
 from safetensors import SafetensorError
 
-from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions, sha256_file
+from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions
 from pipeline.encoders.weights import weights_error
+from pipeline.hashing import sha256_file
 
 
 class ClipEncoder(TextEncoder):

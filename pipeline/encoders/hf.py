@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
-from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions, sha256_file
+from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions
 from pipeline.encoders.weights import hf_weight_file, resolve_hf_dir, weights_error
+from pipeline.hashing import sha256_file
 
 
 def minilm_package_dir() -> Path:
