@@ -66,8 +66,10 @@ def main() -> None:
     real = _load(METRICS / "cas" / "real.json")
     judge = _load(METRICS / "judge" / "train" / "metrics.json")
     if real:
-        print(f"\nThe same CNN trained on the real training images: {cell(real['accuracy_on_real_test'])} "
-              f"(cas_real). The judge: {cell(judge and judge['test']['accuracy'])} on the real test set.")
+        cas_real = cell(real["accuracy_on_real_test"])
+        judged = cell(judge and judge["test"]["accuracy"])
+        print(f"\nThe same CNN trained on the real training images (cas_real): {cas_real}. "
+              f"The judge on the real test set: {judged}.")  # fmt: skip
 
 
 if __name__ == "__main__":
