@@ -64,6 +64,12 @@ def run(name: str, params_path: Path) -> None:
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
         FitSpec.from_params(p, name=f"cas {name}"),
+        generator=generator,
+        state_path=state_file(f"cas_{name}"),
+        live_dir=METRICS / "cas" / name / "train",
+        fingerprint=training_fingerprint(
+            f"t2i cas {name}", classifier, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+        ),
     )
     predicted, _ = judge_outputs(classifier, x_test)
     metrics = {
