@@ -21,7 +21,7 @@ from pipeline.redact import RedactingFilter, redact
 
 MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
 FMNIST_GENERATIVE = [name for name, spec in GENERATIVE.items() if spec.data == "fmnist"]
-_LINES = "\n".join(f"  {name:<14} {spec.summary}\n" for name, spec in MODELS.items())
+_LINES = "\n".join(f"  {name:<17} {spec.summary}\n" for name, spec in MODELS.items())
 HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
 `dvc repro` runs the stages, rerunning only what changed. Each is a command:
@@ -32,6 +32,7 @@ HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
   judge                   -> models/judge (scores Fashion-MNIST samples)\n
   train MODEL             -> models/MODEL\n
   evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
+  cas MODEL | real        -> metrics/cas/MODEL.json (classifier trained on samples only)\n
   report MODEL | --all    -> reports/MODEL/report.html, reports/index.html (not stages)\n
   generate                -> a PNG grid for a label or a caption\n
   weights inception       -> weights/ (the FID/KID network, once)

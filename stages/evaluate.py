@@ -62,15 +62,10 @@ def run(name: str, params_path: Path) -> None:
         # What the judge scores on real test images: the ceiling for the sample accuracy.
         "judge_accuracy_on_real_test": float((real_predicted == y_test.cpu()).float().mean()),
         "judge_accuracy_on_real_test_per_class": per_class_accuracy(real_predicted, y_test, LABELS),
-        "conditions": {
-            "test_images": len(x_test),
-            "iw_k": p.iw_k,
-            "samples_per_class": p.samples_per_class,
-            "sample_seeds": p.sample_seeds,
-            "temperature": p.temperature,
-            "features": "judge penultimate layer (128-d)",
-        },
-    }
+        "conditions": {"test_images": len(x_test), "iw_k": p.iw_k,
+                       "samples_per_class": p.samples_per_class, "sample_seeds": p.sample_seeds,
+                       "temperature": p.temperature, "features": "judge penultimate layer (128-d)"},
+    }  # fmt: skip
     path = METRICS / name / "eval.json"
     write_json(path, require_finite(metrics, str(path)))
 
