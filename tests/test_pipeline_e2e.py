@@ -23,12 +23,31 @@ def test_repro_runs_every_stage_then_nothing(finished_root_run):
             "evaluate_text@fmnist_text"} <= root_stages(repo)  # fmt: skip
     assert stages_run(finished_root_run.output) == root_stages(repo)
 
-    metrics = json.loads((repo / "metrics/fmnist_label/eval.json").read_text())
-    for key in ("test_nelbo_nats", "test_iw_nll_nats", "frechet_judge_features"):
-        assert metrics[key] > 0
-    assert metrics["test_iw_nll_nats"] <= metrics["test_nelbo_nats"] + 1.0
-    assert set(metrics["judge_accuracy_on_samples"]["per_class"]) >= {"Sneaker", "Bag"}
-    assert metrics["conditions"]["test_images"] == 500
+    for name in ("fmnist_label", "fmnist_conv"):  # the paper's model and ours, one evaluator
+        metrics = json.loads((repo / f"metrics/{name}/eval.json").read_text())
+        for key in ("test_nelbo_nats", "test_iw_nll_nats"):
+            assert metrics[key] > 0
+        assert metrics["test_iw_nll_nats"] <= metrics["test_nelbo_nats"] + 1.0
+        accuracy = metrics["judge_accuracy_on_samples"]
+        assert set(accuracy["per_class"]) == set(metrics["judge_accuracy_on_real_test_per_class"])
+        assert 0 <= accuracy["overall"]["mean"] <= 1 and accuracy["overall"]["std"] >= 0
+        frechet, floor = metrics["frechet_judge_features"], metrics["frechet_real_vs_real"]
+        assert 0 < floor["mean"] < frechet["mean"] and frechet["std"] > 0  # 3 sample sets
+        conditions = metrics["conditions"]
+        assert (conditions["test_images"], conditions["sample_seeds"]) == (500, 3)
+        assert conditions["temperature"] == 1.0
+    for name in ("fmnist_text", "fmnist_text_prior"):
+        metrics = json.loads((repo / f"metrics/{name}/eval.json").read_text())
+        for split in ("train", "val", "heldout"):
+            assert 0 <= metrics[f"judge_accuracy_{split}_phrasings"]["overall"]["mean"] <= 1
+            assert metrics[f"frechet_judge_features_{split}_phrasings"]["mean"] > 0
+    # CAS: the judge's CNN trained on each model's samples only, and on real images.
+    cas = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics/cas").glob("*.json")}
+    assert set(cas) == {"real", "fmnist_label", "fmnist_conv", "fmnist_text", "fmnist_text_prior"}
+    for name, result in cas.items():
+        assert 0 <= result["accuracy_on_real_test"] <= 1 and len(result["per_class"]) == 10, name
+    assert cas["real"]["accuracy_on_real_test"] > 0.5  # 2,048 real images, one epoch
+    assert cas["fmnist_label"]["conditions"]["training_images"] == 10 * 100
     for figure in ("fig4_reconstructions", "fig5_generated", "fig5_all_classes"):
         assert Image.open(repo / f"reports/fmnist_label/{figure}.png").width > 100
     judge = json.loads((repo / "metrics/judge/train/metrics.json").read_text())
