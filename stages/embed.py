@@ -32,6 +32,7 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
     device = rank_device(resolve_device(p.device), ranks)
     rows = caption_rows(dataset, COCO_MANIFESTS)
     encoder = load_encoder(encoder_name, p.encoder(encoder_name), device)
+    encoder.precision = p.precision
     out = embeddings_dir(encoder_name, dataset)
     count = -(-len(rows) // p.rows_per_shard)
     if rank == 0:  # what an earlier run with other params or a kill left behind

@@ -4,7 +4,8 @@ The fast path (``encode``) is exact, not approximate:
 - captions are sorted by token count, so each batch carries little padding;
 - each batch is padded only to its own longest caption (``_embed_batch(..., fast=True)``);
   what that means per encoder, and why it is exact, is written beside each encoder;
-- it runs under ``torch.inference_mode``, with bf16 autocast on a GPU.
+- it runs under ``torch.inference_mode``, on a GPU with autocast at ``precision`` (bf16 by
+  default; fp16, or fp32 for none: embed.precision). The CPU always runs fp32.
 
 ``encode_plain`` is the baseline of benchmarks/embed_captions.py and of the equivalence
 tests: captions in order, each padded to the encoder's full length, float32.
@@ -48,9 +49,13 @@ class EncoderInfo:
     libraries: dict = field(default_factory=dict)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
 class TextEncoder:
     info: EncoderInfo
     device: torch.device
+    precision: str = "bf16"  # autocast dtype of the fast path on a GPU (AUTOCAST_DTYPES)
 
     def token_counts(self, captions: list[str]) -> list[int]:
         """Tokens per caption before any truncation."""
@@ -60,8 +65,9 @@ class TextEncoder:
         raise NotImplementedError
 
     def _autocast(self, fast: bool):
-        if fast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        dtype = AUTOCAST_DTYPES[self.precision]
+        if fast and self.device.type == "cuda" and dtype is not None:
+            return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
     @torch.inference_mode()
