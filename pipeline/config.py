@@ -283,9 +283,14 @@ class ClipEncoderParams(Section):
 
 
 class ClipScoreParams(ClipEncoderParams):
-    """The CLIP that scores caption-only samples; weights null: the score is left absent."""
+    """The CLIP that scores caption-only samples (pipeline/clip_metrics.py), apart from the one
+    the model is conditioned on; weights null: the scores are left absent."""
 
+    model: str = Field("ViT-L-14", description="open_clip architecture that scores samples")
     weights: str | None = Field("openai", description="open_clip pretrained tag, a file, or null")
+    r_precision_draws: int = Field(
+        5, ge=1, le=1000, description="CLIP-R-precision: draws of the 99 other captions"
+    )
 
 
 # torch-fidelity's InceptionV3 for FID/KID, as `t2i weights inception` saves it.
