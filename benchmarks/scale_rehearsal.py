@@ -44,11 +44,12 @@ from pipeline.testing.encoders import make_tiny_clip
 from pipeline.testing.photos import photo_variants
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = (
+VOCABULARY = (
     "a man woman child dog cat bus train plate of food table kitchen street city park bench "
     "sitting standing riding next to on top with in front the large small red white green "
     "two three people group skateboard surfboard wave beach snow field tennis pizza giraffe"
-).split()  # noqa: SIM905 (a sentence reads better than a 46-item list)
+)
+WORDS = VOCABULARY.split()  # noqa: SIM905 (a sentence reads better than a 46-item list)
 DISTINCT_JPEGS = 256  # the N files cycle through these (every file still decodes in full)
 # Peak memory of this process alone: /proc's VmHWM. (getrusage's ru_maxrss keeps, across the
 # exec, the high-water mark of the process that forked it: here the driver's.)
