@@ -60,7 +60,9 @@ def vm_mb(key):
             return int(line.split()[1]) / 1024
 """
 # Runs one `t2i` command in this process and reports its peak memory (and its workers').
-MEASURED = HWM + """
+MEASURED = (
+    HWM
+    + """
 import json, resource, sys, time
 from pipeline.cli import app
 start = time.perf_counter()
@@ -74,6 +76,7 @@ usage = {"seconds": time.perf_counter() - start,
          "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 open(sys.argv[1], "w").write(json.dumps(usage))
 """
+)
 
 
 def coco_like_caption(rng: np.random.Generator) -> str:
@@ -141,7 +144,9 @@ def pipeline_at(tmp: Path, images: int, args) -> dict:
     return row
 
 
-EVAL_ONE = HWM + """
+EVAL_ONE = (
+    HWM
+    + """
 import json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -188,6 +193,7 @@ json.dump({"images": out.images, "seconds": time.perf_counter() - start,
            "clip_s": out.caption_only["clip_s"]["value"],
            "fid": out.caption_only["fid"]["value"]}, open(work / "eval.json", "w"))
 """
+)
 
 
 def evaluate_at(tmp: Path, images: int, args) -> dict:
