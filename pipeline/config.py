@@ -115,7 +115,7 @@ class CocoDownload(Section):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of that zip; null: not checked"
     )
     subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
-    workers: int = Field(16, ge=1, le=256, description="concurrent image downloads")
+    workers: int = Field(16, ge=1, le=256, description="concurrent downloads or local checks")
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0.0, le=60.0)
     timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")

@@ -67,7 +67,8 @@ def run(params_path: Path) -> None:
         ids = select_coco_subset(coco_index, subset.num_images, subset.seed)
         records = image_records(coco_index, ids, subset.split)
         if p.source == "local":
-            rows = local_images(records, subset.split, Path(p.local_root) / subset.split)
+            rows = local_images(records, subset.split, Path(p.local_root) / subset.split,
+                                workers=p.workers)  # fmt: skip
         else:
             rows = fetch_images(records, subset.split, COCO_STORE / subset.split,
                                 workers=p.workers, **http)  # fmt: skip
