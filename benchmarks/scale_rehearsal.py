@@ -128,7 +128,14 @@ def measured(work: Path, *command: str) -> dict:
     return json.loads(report.read_text())
 
 
-def pipeline_at(tmp: Path, images: int, args) -> dict:
+STAGES = {
+    "coco_download": ("download", "coco"),
+    "coco_pack": ("pack", "coco"),
+    "embed": ("embed", "clip-vit-b-32", "coco"),
+}
+
+
+def pipeline_at(tmp: Path, images: int, args, head: str) -> dict:
     work = tmp / f"pipeline-{images}"
     root = work / "coco-root"
     start = time.perf_counter()
@@ -137,9 +144,10 @@ def pipeline_at(tmp: Path, images: int, args) -> dict:
            "annotations_mb": (root / "annotations" / "captions_train2014.json").stat().st_size
            / 2**20}  # fmt: skip
     write_params(work, root, make_tiny_clip(work / "clip"), args.pack_size)
-    for stage, command in (("coco_download", ("download", "coco")), ("coco_pack", ("pack", "coco")),
-                           ("embed", ("embed", "clip-vit-b-32", "coco"))):  # fmt: skip
-        row[stage] = measured(work, *command)
+    for stage, command in STAGES.items():
+        if stage not in args.stages:
+            continue
+        row[stage] = {**measured(work, *command), "code": head}
         print(images, stage, {k: round(v, 1) for k, v in row[stage].items()}, flush=True)
     return row
 
@@ -180,6 +188,7 @@ weights = str(save_random_inception(work / "inception.pth")) if inception == "1"
 p = EvaluateCoco(metric_images=n, batch_size=250, kid_subsets=10, inception_weights=weights,
                  clip_score=make_tiny_clip(work / "clip"), device="cpu")
 model = CVAEClip(size, 16, 16, 8)
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here: the evaluation alone
 base = vm_mb("VmRSS")
 start = time.perf_counter()
 batches = ShardCaptionPairs(shards, work / "emb", pairs=0, batch_size=p.batch_size
@@ -211,6 +220,14 @@ def evaluate_at(tmp: Path, images: int, args) -> dict:
     return row
 
 
+def merged(rows: list[dict], earlier: Path) -> list[dict]:
+    """``rows`` with the stages they lack taken from an earlier run's rows of the same size."""
+    if not earlier.is_file():
+        return rows
+    before = {r["images"]: r for r in json.loads(earlier.read_text())["rows"]}
+    return [{**before.get(r["images"], {}), **r} for r in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[7000, 20000, 82783])
@@ -218,13 +235,26 @@ def main() -> None:
     parser.add_argument("--jpeg-size", type=int, nargs=2, default=[64, 48])
     parser.add_argument("--pack-size", type=int, default=32)
     parser.add_argument("--eval-inception", action="store_true")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=list(STAGES),
+        help="a first part of the pipeline: the others need its outputs; the "
+        "stages not run keep their rows of an earlier scale_pipeline.json",
+    )
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     machine = {"cpu_cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
                "platform": platform.platform(), "load_average": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="scale-rehearsal-") as tmp:
         if args.sizes:
-            rows = [pipeline_at(Path(tmp), n, args) for n in args.sizes]
+            head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                                  capture_output=True).stdout.strip()  # fmt: skip
+            rows = merged(
+                [pipeline_at(Path(tmp), n, args, head) for n in args.sizes],
+                args.out_dir / "scale_pipeline.json",
+            )
             write_json(args.out_dir / "scale_pipeline.json", {
                 "benchmark": "coco_download (local) -> coco_pack -> embed (tiny CLIP), real "
                 "stages, synthetic COCO root", "jpeg_size": args.jpeg_size,
