@@ -148,7 +148,7 @@ def pipeline_at(tmp: Path, images: int, args, head: str) -> dict:
         if stage not in args.stages:
             continue
         row[stage] = {**measured(work, *command), "code": head}
-        print(images, stage, {k: round(v, 1) for k, v in row[stage].items()}, flush=True)
+        print(images, stage, row[stage], flush=True)
     return row
 
 
