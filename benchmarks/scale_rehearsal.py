@@ -193,11 +193,20 @@ base = vm_mb("VmRSS")
 start = time.perf_counter()
 batches = ShardCaptionPairs(shards, work / "emb", pairs=0, batch_size=p.batch_size
                             ).first_caption_batches(n, p.batch_size)
-out = evaluate_held_out(model, batches, p, "evaluate.coco_clip", "coco_clip", torch.device("cpu"),
+between = []  # RSS as each batch arrives: what the stream holds, without transient peaks
+
+def tapped(stream):
+    for batch in stream:
+        between.append(vm_mb("VmRSS"))
+        yield batch
+
+out = evaluate_held_out(model, tapped(batches), p, "evaluate.coco_clip", "coco_clip", torch.device("cpu"),
                         size, 8, torch.Generator().manual_seed(1))
 peak = vm_mb("VmHWM")
 json.dump({"images": out.images, "seconds": time.perf_counter() - start,
            "rss_before_mb": base, "peak_rss_mb": peak, "growth_mb": peak - base,
+           "rss_first_batch_mb": between[0], "rss_last_batch_mb": between[-1],
+           "rss_max_between_batches_mb": max(between), "rss_end_mb": vm_mb("VmRSS"),
            "inception": inception == "1",
            "clip_s": out.caption_only["clip_s"]["value"],
            "fid": out.caption_only["fid"]["value"]}, open(work / "eval.json", "w"))
