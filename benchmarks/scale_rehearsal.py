@@ -200,8 +200,8 @@ def tapped(stream):
         between.append(vm_mb("VmRSS"))
         yield batch
 
-out = evaluate_held_out(model, tapped(batches), p, "evaluate.coco_clip", "coco_clip", torch.device("cpu"),
-                        size, 8, torch.Generator().manual_seed(1))
+out = evaluate_held_out(model, tapped(batches), p, "evaluate.coco_clip", "coco_clip",
+                        torch.device("cpu"), size, 8, torch.Generator().manual_seed(1))
 peak = vm_mb("VmHWM")
 json.dump({"images": out.images, "seconds": time.perf_counter() - start,
            "rss_before_mb": base, "peak_rss_mb": peak, "growth_mb": peak - base,
