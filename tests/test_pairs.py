@@ -14,9 +14,7 @@ from safetensors.torch import load_file
 
 from pipeline.data.embeddings import write_embedding_shard
 from pipeline.data.pairs import ShardCaptionPairs
-from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.data.shards import write_shards
-from pipeline.errors import PipelineError
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic
 from pipeline.train import FitSpec, fit, run_fingerprint
@@ -89,7 +87,6 @@ import sys, torch, torch.distributed as dist
 from pathlib import Path
 from safetensors.torch import save_file
 from pipeline.data.pairs import ShardCaptionPairs
-from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic
 from pipeline.train import FitSpec, fit, run_fingerprint
@@ -125,25 +122,3 @@ def test_ddp_with_gloo_two_ranks_end_with_identical_weights(tmp_path):
     losses = sorted(line.split()[2] for line in result.stdout.splitlines() if "images" in line)
     assert len(losses) == 2 and losses[0] == losses[1]  # both report the all-reduced epoch loss
     assert (tmp_path / "run/state.safetensors").is_file()  # written by rank 0
-
-
-def test_resident_images_give_the_streamed_pairs_and_a_seeded_permutation(tmp_path):
-    shards, emb, n = make_pairs_data(tmp_path)
-    streamed = ShardCaptionPairs(shards, emb, pairs=n, batch_size=4, workers=0)
-    resident = ResidentCaptionPairs(shards, emb, images=6, batch_size=4)
-    assert len(resident) == n and resident.text_dim == 8 and not resident.gpu_decoded
-    assert resident.images.dtype == torch.uint8 and resident.images.shape == (6, 3, 32, 32)
-    for (xs, cs), (xr, cr) in zip(streamed.batches(), resident.batches(), strict=True):
-        assert torch.equal(xs, xr) and torch.equal(cs, cr)  # shard order: the same batches
-
-    def order(seed):
-        return [caption_of(c) for _, cs in resident.batches(torch.Generator().manual_seed(seed))
-                for c in cs]  # fmt: skip
-
-    assert sorted(order(1)) == list(range(n)) and order(1) == order(1) != order(2)
-
-
-def test_resident_images_refuse_a_count_that_disagrees_with_the_index(tmp_path):
-    shards, emb, _ = make_pairs_data(tmp_path)
-    with pytest.raises(PipelineError, match="6 images in the shards, but the index says 7"):
-        ResidentCaptionPairs(shards, emb, images=7, batch_size=4)
