@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 
 from pipeline.config import parse_params
 from pipeline.encoders import load_encoder
-from pipeline.encoders.hf import minilm_package_dir
+from pipeline.testing.encoders import make_random_clip, make_random_t5_small
 
 VOCABULARY = (
     "a man woman child dog cat bus train plate of food table kitchen street city park bench "
@@ -46,21 +45,9 @@ def coco_like_captions(n: int, seed: int = 0) -> list[str]:
 
 
 def build_checkpoints(folder: Path) -> dict:
-    import open_clip
-    from safetensors.torch import save_file
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(0)
-    clip = open_clip.create_model("ViT-B-32", pretrained=None)
-    clip_file = folder / "vit-b-32-random.safetensors"
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(clip_file))
-    t5 = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8)
-    T5EncoderModel(t5).save_pretrained(folder / "t5")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_package_dir() / name, folder / "t5" / name)
     return {
-        "clip-vit-b-32": {"weights": str(clip_file)},
-        "t5-small": {"weights": str(folder / "t5"), "max_tokens": 512},
+        "clip-vit-b-32": make_random_clip(folder / "clip", "ViT-B-32"),
+        "t5-small": make_random_t5_small(folder / "t5"),
     }
 
 

@@ -115,7 +115,7 @@ class CocoDownload(Section):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of that zip; null: not checked"
     )
     subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
-    workers: int = Field(16, ge=1, le=256, description="concurrent image downloads")
+    workers: int = Field(16, ge=1, le=256, description="concurrent downloads or local checks")
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0.0, le=60.0)
     timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")
@@ -231,6 +231,10 @@ class TrainCoco(Guarded):
     amp: bool = Field(True, description="bf16 autocast (on CUDA only)")
     channels_last: bool = Field(True, description="channels-last memory (on CUDA only)")
     compile: bool = Field(False, description="torch.compile the model (on CUDA only)")
+    resident_images: bool = Field(
+        False, description="decode every image once and keep it on the device as uint8 "
+        "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)",
+    )  # fmt: skip
     keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
     warmup_steps: int = Field(
         100, ge=0, le=10_000_000,
@@ -337,9 +341,14 @@ class ClipEncoderParams(Section):
 
 
 class ClipScoreParams(ClipEncoderParams):
-    """The CLIP that scores caption-only samples; weights null: the score is left absent."""
+    """The CLIP that scores caption-only samples (pipeline/clip_metrics.py), apart from the one
+    the model is conditioned on; weights null: the scores are left absent."""
 
+    model: str = Field("ViT-L-14", description="open_clip architecture that scores samples")
     weights: str | None = Field("openai", description="open_clip pretrained tag, a file, or null")
+    r_precision_draws: int = Field(
+        5, ge=1, le=1000, description="CLIP-R-precision: draws of the 99 other captions"
+    )
 
 
 # torch-fidelity's InceptionV3 for FID/KID, as `t2i weights inception` saves it.
@@ -405,6 +414,9 @@ class MiniLMParams(Section):
 class Embed(DeviceParams):
     batch_size: int = Field(256, ge=1, le=65_536)
     dtype: Literal["float16", "float32"] = Field("float16", description="stored embedding dtype")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="autocast dtype on a GPU (fp32: none); the CPU always runs fp32"
+    )
     rows_per_shard: int = Field(100_000, ge=1)
     clip_vit_b_32: ClipEncoderParams = Field(ClipEncoderParams(), alias="clip-vit-b-32")
     t5_small: T5Params = Field(T5Params(), alias="t5-small")

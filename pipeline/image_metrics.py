@@ -54,13 +54,27 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.
     return ssim.flatten(1).mean(1)
 
 
-def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
+def reconstruction_per_image(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
+    """MSE, PSNR and SSIM of each image (CPU tensors), so a stream of batches can be scored."""
     require_finite_tensor(originals, "reconstruction metrics: original images")
     require_finite_tensor(reconstructions, "reconstruction metrics: reconstructions")
-    psnr = psnr_per_image(originals, reconstructions)
     return {
-        "mse": float(mse_per_image(originals, reconstructions).mean()),
-        "psnr_db": float(psnr.mean()),  # +inf when an image is reconstructed exactly
-        "ssim": float(ssim_per_image(originals, reconstructions).mean()),
-        "images": len(originals),
+        "mse": mse_per_image(originals, reconstructions).cpu(),
+        "psnr_db": psnr_per_image(originals, reconstructions).cpu(),
+        "ssim": ssim_per_image(originals, reconstructions).cpu(),
     }
+
+
+def summarise_reconstruction(parts: list[dict]) -> dict:
+    """Means over every image of ``reconstruction_per_image`` results of several batches."""
+    values = {k: torch.cat([part[k] for part in parts]) for k in ("mse", "psnr_db", "ssim")}
+    return {
+        "mse": float(values["mse"].mean()),
+        "psnr_db": float(values["psnr_db"].mean()),  # +inf when an image is reconstructed exactly
+        "ssim": float(values["ssim"].mean()),
+        "images": len(values["mse"]),
+    }
+
+
+def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
+    return summarise_reconstruction([reconstruction_per_image(originals, reconstructions)])

@@ -1,4 +1,4 @@
-"""Quality of caption-only samples: FID and KID against held-out real images, and CLIP score.
+"""Quality of caption-only samples: FID and KID against held-out real images, and CLIP scores.
 
 FID and KID are torchmetrics' FrechetInceptionDistance and KernelInceptionDistance on the
 2048-d pool features of torch-fidelity's InceptionV3 (the port of the TensorFlow FID network
@@ -9,9 +9,12 @@ is never unpickled: ``torch.load(weights_only=True)`` reads it as plain tensors 
 that holds anything else is refused before any of its code can run), and a file named
 like the official one must have the official sha256.
 
-CLIP score is max(100 * mean cos(E_image, E_caption), 0), the definition of Hessel et al.
-(2021) that torchmetrics' CLIPScore uses, computed with an open_clip model and open_clip's own
-evaluation preprocessing.
+CLIP-S (Hessel et al.), torchmetrics' CLIPScore and CLIP-R-precision are defined in
+pipeline/clip_metrics.py, computed with the open_clip model evaluate.<model>.clip_score names.
+
+Images stream through in batches (``CaptionOnlyScores``): per image only its Inception
+features (2 x 2048 float32) and CLIP embeddings stay in memory, never the images, so FID-30K
+(30,000 held-out images and as many samples) fits where the images would take 18 GB.
 
 A metric whose weights are missing is written as absent, with the reason; it never stops the
 stage and is never replaced by a made-up number. Every value carries its conditions (tool,
@@ -28,16 +31,16 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from pipeline.clip_metrics import ClipScorer
 from pipeline.errors import PipelineError
 from pipeline.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
 INCEPTION_FEATURES = 2048
+FID_CHUNK = 4096  # feature rows per FID update
 # torch-fidelity's release file (URL_INCEPTION_V3): its name carries the first 8 hex digits.
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -113,8 +116,9 @@ def load_inception(weights: str | None, key: str, device: torch.device) -> torch
 def inception_features(
     net: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Pool features (N, 2048) of uint8 images (N, 3, H, W), float64 on the CPU."""
-    parts = [net(images[i : i + batch_size].to(device)).double().cpu()
+    """Pool features (N, 2048) of uint8 images (N, 3, H, W), float32 on the CPU (the
+    network's own precision; FID takes them to float64)."""
+    parts = [net(images[i : i + batch_size].to(device)).float().cpu()
              for i in range(0, len(images), batch_size)]  # fmt: skip
     return torch.cat(parts)
 
@@ -138,14 +142,17 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     _check_sizes(real, fake)
-    metric = FrechetInceptionDistance(feature=_Given())  # its sums are float64 already
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
+    metric = FrechetInceptionDistance(feature=_Given())  # float64 sums of float64 features
+    for part in real.split(FID_CHUNK):  # chunks: no float64 copy of every feature at once
+        metric.update(part.double(), real=True)
+    for part in fake.split(FID_CHUNK):
+        metric.update(part.double(), real=False)
     return float(metric.compute())
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, *, subsets: int, subset_size: int, seed: int):
-    """KID (mean, std over ``subsets`` random subsets, the subset size used)."""
+    """KID (mean, std over ``subsets`` random subsets, the subset size used), computed in
+    the features' dtype (float32 from ``inception_features``)."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     _check_sizes(real, fake)
@@ -233,118 +240,84 @@ def fetch_inception(dest: Path, url: str | None = None, sha256: str | None = Non
     return dest
 
 
-# ---------------------------------------------------------------------------- CLIP score
+# ---------------------------------------------------------------------------- streamed
 
 
-class ClipScorer:
-    """CLIP score of (image, caption) pairs with an open_clip model loaded like the encoder."""
+class CaptionOnlyScores:
+    """FID, KID and the CLIP scores of caption-only samples against held-out real images,
+    accumulated batch by batch (``add``), scored as the ``p`` section (EvaluateCoco, at params
+    key ``key``) says. A metric whose weights are missing is absent with the reason, so the
+    rest of the stage still completes."""
 
-    def __init__(self, spec, key: str, device: torch.device):
-        from open_clip import get_model_preprocess_cfg
-        from open_clip.transform import PreprocessCfg, image_transform_v2
+    def __init__(self, p, key: str, device: torch.device, image_size: int):
+        self.p, self.key, self.device, self.image_size = p, key, device, image_size
+        self.real_f, self.fake_f, self.e_real, self.e_fake = [], [], [], []
+        self.captions: list[str] = []
+        try:
+            self.net = load_inception(p.inception_weights, f"{key}.inception_weights", device)
+            self.inception_absent = None
+        except PipelineError as exc:
+            log.warning("FID and KID left absent: %s", exc)
+            self.net, self.inception_absent = None, str(exc)
+        try:
+            if p.clip_score.weights is None:
+                raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
+            self.clip = ClipScorer(p.clip_score, f"{key}.clip_score.weights", device)
+            self.clip_absent = None
+        except PipelineError as exc:
+            log.warning("CLIP scores left absent: %s", exc)
+            self.clip, self.clip_absent = None, str(exc)
 
-        from pipeline.encoders.clip import ClipEncoder
+    def add(self, real: torch.Tensor, fake: torch.Tensor, captions: list[str]) -> None:
+        """One batch: real held-out images, their caption-only samples (both (B, 3, S, S) in
+        [0, 1]) and the captions."""
+        bs = self.p.batch_size
+        if self.net is not None:
+            self.real_f.append(inception_features(self.net, to_uint8(real), bs, self.device))
+            self.fake_f.append(inception_features(self.net, to_uint8(fake), bs, self.device))
+        if self.clip is not None:
+            self.e_real.append(self.clip.image_embeddings(real, bs))
+            self.e_fake.append(self.clip.image_embeddings(fake, bs))
+        self.captions += captions
 
-        self.encoder = ClipEncoder(spec, key, device)
-        model = self.encoder.model
-        cfg = PreprocessCfg(**get_model_preprocess_cfg(model))
-        self.preprocess = image_transform_v2(cfg, is_train=False)
-        self.device = device
-
-    @torch.no_grad()
-    def image_embeddings(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Unit-length CLIP embeddings of images (N, 3, H, W) in [0, 1], through open_clip's
-        evaluation transform (resize, centre crop, normalise) of each image as a PIL image."""
-        pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-        parts = []
-        for start in range(0, len(pixels), batch_size):
-            batch = [self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
-                     for p in pixels[start : start + batch_size]]  # fmt: skip
-            parts.append(self.encoder.model.encode_image(torch.stack(batch).to(self.device)))
-        return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
-
-    @torch.no_grad()
-    def text_embeddings(self, captions: list[str], batch_size: int) -> torch.Tensor:
-        tokenize, model = self.encoder.tokenizer, self.encoder.model
-        parts = [model.encode_text(tokenize(captions[i : i + batch_size]).to(self.device))
-                 for i in range(0, len(captions), batch_size)]  # fmt: skip
-        return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
-
-    @staticmethod
-    def pair_scores(e_image: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
-        """100 * cos(E_image, E_caption) of each row pair."""
-        if len(e_image) != len(e_text):
-            raise ValueError(f"{len(e_image)} images but {len(e_text)} captions")
-        return 100 * (e_image * e_text).sum(dim=-1)
-
-    @staticmethod
-    def score(e_image: torch.Tensor, e_text: torch.Tensor) -> float:
-        """CLIP score: max(mean of the pair scores, 0)."""
-        return float(ClipScorer.pair_scores(e_image, e_text).mean().clamp(min=0))
-
-    def conditions(self, images: int, image_size: int) -> dict:
-        info = self.encoder.info
-        return {
-            "tool": f"open_clip {version('open_clip_torch')}, max(100 * mean cos, 0)",
-            "weights": info.weights_id,
-            "weights_sha256": info.weights_sha256,
-            "samples": images,
-            "image_size": image_size,
-        }
+    def result(self) -> dict:
+        n, p, out = len(self.captions), self.p, {}
+        conditions = fid_conditions(p.inception_weights, n, n, self.image_size)
+        if self.net is None:
+            out["fid"] = absent(self.inception_absent, conditions)
+            out["kid"] = absent(self.inception_absent, conditions)
+        else:
+            real_f, fake_f = torch.cat(self.real_f), torch.cat(self.fake_f)
+            scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
+                             kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+            out["fid"] = {"value": scores["fid"], "conditions": conditions}
+            out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
+                          "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
+                                         "kid_subset_size": scores["kid_subset_size"],
+                                         "kid_features": "float32"}}  # fmt: skip
+            half = len(real_f) // 2
+            if half >= 2:  # a reference: FID between two halves of the real images
+                out["fid"]["real_half_vs_half"] = fid(real_f[:half], real_f[half : 2 * half])
+        if self.clip is None:
+            for name in CLIP_METRICS:
+                out[name] = absent(self.clip_absent, {"samples": n, "image_size": self.image_size,
+                                                      "model": p.clip_score.model})  # fmt: skip
+        else:
+            out.update(self.clip.scores(torch.cat(self.e_fake), torch.cat(self.e_real),
+                                        self.captions, p.batch_size,
+                                        draws=p.clip_score.r_precision_draws, seed=p.seed,
+                                        image_size=self.image_size))  # fmt: skip
+        return out
 
 
-# ---------------------------------------------------------------------------- both
+CLIP_METRICS = ("clip_s", "clipscore_100", "clip_r_precision")
 
 
-def score_caption_only(
-    p,
-    key: str,
-    x: torch.Tensor,
-    samples: torch.Tensor,
-    captions: list[str],
-    device: torch.device,
-    image_size: int,
-) -> dict:
-    """FID, KID and CLIP score of caption-only ``samples`` of ``captions`` against the real
-    held-out images ``x`` (both (N, 3, S, S) in [0, 1]), scored as the ``p`` section
-    (EvaluateCoco, at params key ``key``) says. A metric whose weights are missing is absent
-    with the reason, so the rest of the stage still completes."""
-    out = {}
-    real, fake = to_uint8(x), to_uint8(samples)
-    conditions = fid_conditions(p.inception_weights, len(real), len(fake), image_size)
-    try:
-        net = load_inception(p.inception_weights, f"{key}.inception_weights", device)
-    except PipelineError as exc:
-        log.warning("FID and KID left absent: %s", exc)
-        out["fid"] = absent(str(exc), conditions)
-        out["kid"] = absent(str(exc), conditions)
-    else:
-        real_f = inception_features(net, real, p.batch_size, device)
-        fake_f = inception_features(net, fake, p.batch_size, device)
-        del net
-        scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
-                         kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
-        out["fid"] = {"value": scores["fid"], "conditions": conditions}
-        out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
-                      "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
-                                     "kid_subset_size": scores["kid_subset_size"]}}  # fmt: skip
-        half = len(real_f) // 2
-        if half >= 2:  # a reference: FID between two halves of the real images
-            out["fid"]["real_half_vs_half"] = fid(real_f[:half], real_f[half : 2 * half])
-    try:
-        if p.clip_score.weights is None:
-            raise PipelineError(f"{key}.clip_score.weights is null: no CLIP weights were given")
-        scorer = ClipScorer(p.clip_score, f"{key}.clip_score.weights", device)
-    except PipelineError as exc:
-        log.warning("CLIP score left absent: %s", exc)
-        out["clip_score"] = absent(str(exc), {"samples": len(fake), "image_size": image_size})
-    else:
-        e_text = scorer.text_embeddings(captions, p.batch_size)
-        e_samples = scorer.image_embeddings(samples, p.batch_size)
-        out["clip_score"] = {
-            "value": scorer.score(e_samples, e_text),
-            "real_images": scorer.score(scorer.image_embeddings(x, p.batch_size), e_text),
-            "mismatched_captions": scorer.score(e_samples, e_text.roll(-1, dims=0)),
-            "conditions": scorer.conditions(len(fake), image_size),
-        }
-    return out
+def score_caption_only(p, key: str, x: torch.Tensor, samples: torch.Tensor, captions: list[str],
+                       device: torch.device, image_size: int) -> dict:  # fmt: skip
+    """``CaptionOnlyScores`` of tensors already in memory, fed in batches of p.batch_size."""
+    scores = CaptionOnlyScores(p, key, device, image_size)
+    for start in range(0, len(x), p.batch_size):
+        part = slice(start, start + p.batch_size)
+        scores.add(x[part], samples[part], captions[part])
+    return scores.result()

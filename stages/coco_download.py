@@ -1,5 +1,6 @@
 """Stage coco_download: annotations, the chosen image subsets, and a per-image manifest."""
 
+import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -67,8 +68,10 @@ def run(params_path: Path) -> None:
         coco_index = read_captions(annotations / f"captions_{subset.split}.json")
         ids = select_coco_subset(coco_index, subset.num_images, subset.seed)
         records = image_records(coco_index, ids, subset.split)
+        del coco_index  # the parsed annotations: ~9x their JSON's size, not needed past here
         if p.source == "local":
-            rows = local_images(records, subset.split, Path(p.local_root) / subset.split)
+            rows = local_images(records, subset.split, Path(p.local_root) / subset.split,
+                                workers=min(p.workers, os.cpu_count() or 1))  # fmt: skip
         else:
             rows = fetch_images(records, subset.split, COCO_STORE / subset.split,
                                 workers=p.workers, **http)  # fmt: skip

@@ -6,8 +6,10 @@ Fig. 8   captions not seen in training (evaluate.<model>.unseen_captions)
 Figs. 9, 10   samples for the epoch captions at each kept epoch (train.<model>.keep_epochs)
 
 metrics/<model>/eval.json: reconstruction MSE / PSNR / SSIM and the test loss of held-out
-images, and for caption-only samples of the same images' captions FID, KID and CLIP score
-(pipeline/sample_quality.py), each with its conditions, or absent with the reason. Captions
+images, and for caption-only samples of the same images' captions FID, KID, CLIP-S,
+CLIPScore and CLIP-R-precision (pipeline/sample_quality.py, clip_metrics.py), each with its
+conditions, or absent with the reason. Held-out images stream through in batches
+(pipeline/heldout.py): metric_images 30000 (FID-30K) needs no more memory than 500. Captions
 are embedded with the encoder the model was trained on (its config.json).
 """
 
@@ -19,23 +21,14 @@ from safetensors.torch import load_file
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
-from pipeline.data.batches import InMemoryBatches
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.encoders import load_encoder
-from pipeline.evaluate import (
-    caption_sample_rows,
-    hwc,
-    posterior_mean_reconstructions,
-    sample_images,
-    sample_in_batches,
-)
+from pipeline.evaluate import caption_sample_rows, hwc, sample_images
 from pipeline.figures import image_grid, save_png
-from pipeline.finite import require_finite, require_finite_tensor
-from pipeline.image_metrics import reconstruction_metrics
+from pipeline.finite import require_finite
+from pipeline.heldout import evaluate_held_out
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.sample_quality import score_caption_only
-from pipeline.train import evaluate_terms
 from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, epochs_dir, model_dir
 
 
@@ -51,26 +44,21 @@ def run(name: str, params_path: Path) -> None:
     held_out = ShardCaptionPairs(
         sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")), embeddings_dir(encoder_name, "coco"),
         pairs=0, batch_size=p.batch_size,
-    ).first_caption_pairs(p.metric_images)  # fmt: skip
-    x, c = held_out.images.to(device), held_out.conditions.to(device)
-    recon = posterior_mean_reconstructions(model, x, c, p.batch_size)
-    require_finite_tensor(recon, f"evaluate {name}: reconstructions")
-    losses = evaluate_terms(model, InMemoryBatches(x, c, batch_size=p.batch_size))
+    ).first_caption_batches(p.metric_images, p.batch_size)  # fmt: skip
     metric_generator = torch.Generator().manual_seed(p.seed + 1)  # independent of figures
-    only_caption = sample_in_batches(model, c, metric_generator, p.batch_size)
-    require_finite_tensor(only_caption, f"evaluate {name}: caption-only samples")
+    scored = evaluate_held_out(model, held_out, p, f"evaluate.{name}", name, device,
+                               config["image_size"], p.figure_images, metric_generator)  # fmt: skip
+    losses = scored.test_loss_per_image
     metrics = {
-        "reconstruction": reconstruction_metrics(x, recon),
+        "reconstruction": scored.reconstruction,
         "test_loss_per_image": losses,
-        "conditions": {"images": len(x), "image_size": config["image_size"],
+        "conditions": {"images": scored.images, "image_size": config["image_size"],
                        "subset": p.eval_subset, "encoder": encoder_name,
                        "reconstruction": "decoder(posterior mean, caption)"},
     }  # fmt: skip
     if spec.loss == "bce_kl":  # BCE + KL is the Bernoulli decoder's negative ELBO
         metrics["test_nelbo_nats"] = losses["loss"]
-    metrics["caption_only"] = score_caption_only(
-        p, f"evaluate.{name}", x, only_caption, held_out.captions, device, config["image_size"]
-    )
+    metrics["caption_only"] = scored.caption_only
     path = METRICS / name / "eval.json"
     write_json(path, require_finite(metrics, str(path), allow_inf=("psnr_db",)))
 
@@ -85,9 +73,9 @@ def run(name: str, params_path: Path) -> None:
         save_png(image, out / figure)
 
     grid(rows(p.captions), [t[:40] for t in p.captions], "fig6_captions.png")
-    n = min(p.figure_images, len(x))
-    only_text = sample_images(model, c[:n], generator)
-    grid([hwc(x[:n]), hwc(recon[:n]), hwc(only_text)],
+    x, recon, c = scored.first
+    only_text = sample_images(model, c, generator)
+    grid([hwc(x), hwc(recon), hwc(only_text)],
          ["original", "image + caption", "caption only"], "fig7_heldout.png", 110)  # fmt: skip
     grid(rows(p.unseen_captions), [t[:40] for t in p.unseen_captions], "fig8_unseen.png")
     epoch_rows = rows(p.epoch_captions)  # the final weights first, then each kept epoch

@@ -32,6 +32,7 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
     device = rank_device(resolve_device(p.device), ranks)
     rows = caption_rows(dataset, COCO_MANIFESTS)
     encoder = load_encoder(encoder_name, p.encoder(encoder_name), device)
+    encoder.precision = p.precision
     out = embeddings_dir(encoder_name, dataset)
     count = -(-len(rows) // p.rows_per_shard)
     if rank == 0:  # what an earlier run with other params or a kill left behind
@@ -43,11 +44,12 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
     for index in range(rank, count, world):
         part = rows[index * p.rows_per_shard : (index + 1) * p.rows_per_shard]
         captions = [r["caption"] for r in part]
-        truncated = int(sum(n > encoder.info.max_tokens for n in encoder.token_counts(captions)))
+        counts = encoder.token_counts(captions)  # once: for the sort and the truncation count
+        truncated = int(sum(n > encoder.info.max_tokens for n in counts))
         if truncated:
             log.info("shard %d: %d captions longer than %d tokens, truncated as %s does",
                      index, truncated, encoder.info.max_tokens, encoder_name)  # fmt: skip
-        vectors = encoder.encode(captions, p.batch_size)
+        vectors = encoder.encode(captions, p.batch_size, counts)
         meta = {**vars(encoder.info), "dataset": dataset, "dtype": p.dtype, "shard": index,
                 "shards": count, "truncated_captions": truncated}  # fmt: skip
         write_embedding_shard(out / shard_name(index), np.array([r["image_id"] for r in part]),

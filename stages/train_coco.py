@@ -14,6 +14,7 @@ import torch
 from pipeline.checkpoint import save_model
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
+from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.distributed import start_distributed, stop_distributed
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
@@ -30,11 +31,20 @@ def run(name: str, params_path: Path) -> None:
     cuda = device.type == "cuda"
     index = json.loads((COCO_SHARDS / "index.json").read_text())
 
-    def pairs(subset: str) -> ShardCaptionPairs:
-        return ShardCaptionPairs(
+    def pairs(subset: str) -> ShardCaptionPairs | ResidentCaptionPairs:
+        shards, counts = (
             sorted(COCO_SHARDS.glob(f"{subset}-*.tar")),
+            index["subsets"].get(subset, {}),
+        )
+        if p.resident_images:
+            return ResidentCaptionPairs(shards, embeddings_dir(p.encoder, "coco"),
+                                        images=counts.get("images", 0), batch_size=p.batch_size,
+                                        device=device, channels_last=p.channels_last and cuda,
+                                        key=f"train.{name}.resident_images")  # fmt: skip
+        return ShardCaptionPairs(
+            shards,
             embeddings_dir(p.encoder, "coco"),
-            pairs=index["subsets"].get(subset, {}).get("captions", 0),
+            pairs=counts.get("captions", 0),
             batch_size=p.batch_size,
             shuffle_buffer=p.shuffle_buffer,
             workers=p.workers,

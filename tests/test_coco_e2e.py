@@ -170,10 +170,14 @@ def test_caption_only_samples_are_scored_with_their_conditions(coco_run):
     assert isinstance(scored["kid"]["value"], float) and scored["kid"]["std"] >= 0
     assert scored["kid"]["conditions"]["kid_subset_size"] == 2
     for key in ("value", "real_images", "mismatched_captions"):
-        assert 0 <= scored["clip_score"][key] <= 100
-    assert scored["clip_score"]["conditions"]["weights"] == "tiny-clip/" + str(
-        coco_run.tmp / "clip/tiny-clip.safetensors"
-    )
+        assert 0 <= scored["clipscore_100"][key] <= 100 and 0 <= scored["clip_s"][key] <= 2.5
+    assert 0 <= scored["clip_r_precision"]["value"] <= 1
+    assert scored["clip_r_precision"]["candidates"] == 2  # 2 held-out captions in all
+    for name in ("clip_s", "clipscore_100", "clip_r_precision"):
+        assert scored[name]["conditions"]["weights"] == "tiny-clip/" + str(
+            coco_run.tmp / "clip/tiny-clip.safetensors"
+        )
+        assert scored[name]["conditions"]["model"] == "tiny-clip"
 
 
 def test_missing_weights_leave_their_metrics_absent_with_the_reason(coco_run):
@@ -184,8 +188,9 @@ def test_missing_weights_leave_their_metrics_absent_with_the_reason(coco_run):
             "evaluate.coco_t5.inception_weights: no Inception weights file"
             in absent[metric]["absent"]
         )
-    assert absent["clip_score"]["value"] is None
-    assert "evaluate.coco_t5.clip_score.weights" in absent["clip_score"]["absent"]
+    for name in ("clip_s", "clipscore_100", "clip_r_precision"):
+        assert absent[name]["value"] is None
+        assert "evaluate.coco_t5.clip_score.weights" in absent[name]["absent"]
 
 
 @pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])

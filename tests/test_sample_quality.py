@@ -1,4 +1,5 @@
-"""FID, KID and CLIP score of caption-only samples (pipeline/sample_quality.py)."""
+"""FID, KID and the CLIP scores of caption-only samples (pipeline/sample_quality.py,
+pipeline/clip_metrics.py)."""
 
 import hashlib
 import subprocess
@@ -9,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.clip_metrics import ClipScorer, clip_s, clipscore_100, pair_cosines, r_precision
 from pipeline.config import ClipScoreParams
 from pipeline.errors import PipelineError
 from pipeline.sample_quality import (
-    ClipScorer,
     fetch_inception,
     fid_kid,
     inception_features,
@@ -112,7 +113,7 @@ def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
     scorer, spec = clip_scorer
     images = photos(8, n=5).float() / 255
     captions = ["a cat", "two dogs on a sofa", "", "a red bus ☺", "an orange"]
-    batched = scorer.pair_scores(
+    batched = 100 * pair_cosines(
         scorer.image_embeddings(images, batch_size=2), scorer.text_embeddings(captions, 3)
     )
 
@@ -130,12 +131,45 @@ def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
         assert batched[i].item() == pytest.approx(expected, abs=1e-3)
 
 
-def test_clip_score_is_the_clamped_mean():
+def test_clip_s_is_hessels_per_pair_clamp_times_2_5_and_clipscore_100_is_torchmetrics():
     e_image = torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]])
-    e_text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]])
-    assert ClipScorer.pair_scores(e_image, e_text).tolist() == pytest.approx([100, 80, -60])
-    assert ClipScorer.score(e_image, e_text) == pytest.approx(40.0)
-    assert ClipScorer.score(e_image[2:], e_text[2:]) == 0.0  # the mean is clamped at 0
+    e_text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]])  # cosines 1, 0.8, -0.6
+    assert pair_cosines(e_image, e_text).tolist() == pytest.approx([1.0, 0.8, -0.6])
+    # each pair clamped at 0 before the mean: (1 + 0.8 + 0) / 3, not max(mean, 0) = 0.4
+    assert clip_s(e_image, e_text) == pytest.approx(2.5 * 1.8 / 3)
+    assert clipscore_100(e_image, e_text) == pytest.approx(100 * 1.8 / 3)
+    assert clip_s(e_image[2:], e_text[2:]) == 0.0 == clipscore_100(e_image[2:], e_text[2:])
+
+
+def test_clipscore_100_matches_torchmetrics_formula_on_known_embeddings():
+    g = torch.Generator().manual_seed(0)
+    e_image = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=-1)
+    e_text = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=-1)
+    cos = torch.nn.functional.cosine_similarity(e_image, e_text)
+    # torchmetrics.functional.multimodal.clip_score: 100 * cosine, clamped at 0 per pair
+    assert clipscore_100(e_image, e_text) == pytest.approx(float((100 * cos).clamp(min=0).mean()))
+    assert clip_s(e_image, e_text) == pytest.approx(clipscore_100(e_image, e_text) / 40)
+
+
+def test_r_precision_is_one_for_matched_pairs_and_near_chance_for_noise():
+    g = torch.Generator().manual_seed(1)
+    captions = torch.nn.functional.normalize(torch.randn(300, 32, generator=g), dim=-1)
+    perfect = r_precision(captions, captions, draws=3, seed=0)
+    assert perfect == {"value": 1.0, "std": 0.0, "draws": 3, "candidates": 100}
+    noise = torch.nn.functional.normalize(torch.randn(300, 32, generator=g), dim=-1)
+    chance = r_precision(noise, captions, draws=20, seed=0)
+    assert 0.0 <= chance["value"] < 0.05 and chance["std"] >= 0  # chance is 1 in 100
+    again = [r_precision(noise, captions, draws=4, seed=5) for _ in range(2)]
+    assert again[0] == again[1]  # seeded
+
+
+def test_r_precision_counts_a_known_rank_and_uses_fewer_candidates_when_few_captions():
+    # image i is closest to caption i except image 0, which is closer to caption 1
+    e_text = torch.eye(4)
+    e_image = torch.eye(4).clone()
+    e_image[0] = torch.nn.functional.normalize(torch.tensor([0.6, 0.8, 0.0, 0.0]), dim=0)
+    out = r_precision(e_image, e_text, draws=2, seed=0)
+    assert out["candidates"] == 4 and out["value"] == 0.75  # every caption is in every draw
 
 
 def test_clip_score_conditions_name_the_weights(clip_scorer):
@@ -144,6 +178,7 @@ def test_clip_score_conditions_name_the_weights(clip_scorer):
     sha = hashlib.sha256(Path(spec.weights).read_bytes()).hexdigest()
     assert conditions["weights_sha256"] == sha and conditions["samples"] == 12
     assert conditions["image_size"] == 32 and "open_clip" in conditions["tool"]
+    assert conditions["model"] == "tiny-clip"
 
 
 def tensors_file_bytes(tmp_path) -> bytes:
@@ -259,7 +294,11 @@ def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file,
     assert out["fid"]["value"] > out["fid"]["real_half_vs_half"] > 0  # 3 real against 3 real
     assert out["kid"]["conditions"]["kid_subset_size"] == 6
     assert out["fid"]["conditions"]["samples"] == 6 and out["fid"]["conditions"]["image_size"] == 32
-    assert 0 <= out["clip_score"]["value"] <= 100
+    assert 0 <= out["clipscore_100"]["value"] <= 100 and 0 <= out["clip_s"]["value"] <= 2.5
+    assert out["clip_s"]["value"] == pytest.approx(out["clipscore_100"]["value"] / 40)
+    r = out["clip_r_precision"]
+    assert r["candidates"] == 6 and 0 <= r["value"] <= 1 and r["draws"] == 5
+    assert out["clip_s"]["conditions"]["model"] == "tiny-clip"
 
     p = EvaluateCoco(inception_weights=None, clip_score={**clip.model_dump(), "weights": None})
     out = score_caption_only(p, "evaluate.coco_t5", real, fake, captions, CPU, 32)
@@ -269,4 +308,5 @@ def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file,
         == "evaluate.coco_t5.inception_weights is null: no Inception weights were given"
     )
     assert out["kid"]["value"] is None and "null" in out["kid"]["absent"]
-    assert out["clip_score"]["absent"].startswith("evaluate.coco_t5.clip_score.weights is null")
+    for name in ("clip_s", "clipscore_100", "clip_r_precision"):
+        assert out[name]["absent"].startswith("evaluate.coco_t5.clip_score.weights is null")

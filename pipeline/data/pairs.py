@@ -9,7 +9,8 @@ embeddings table is read once, in the main process; DataLoader workers inherit i
 The epoch seed is drawn from the training loop's generator, so the data order is a function
 of the seed and the epoch: an interrupted run resumes with the same order.
 
-Evaluation reads the same join in shard order, one pair per image: ``first_caption_pairs``.
+Evaluation reads the same join in shard order, one pair per image, in batches:
+``first_caption_batches``.
 """
 
 from __future__ import annotations
@@ -98,11 +99,14 @@ class ShardCaptionPairs:
             x = images.to(self.device, non_blocking=True).float().div_(255)
             yield x.contiguous(memory_format=memory), captions.to(self.device, non_blocking=True)
 
-    def first_caption_pairs(self, limit: int) -> HeldOutPairs:
+    def first_caption_batches(self, limit: int, batch_size: int):
         """Up to ``limit`` images in shard order, each with its first caption that has an
-        embedding (images with none are skipped); held-out images for evaluation."""
-        images, rows, texts = [], [], []
+        embedding (images with none are skipped), as HeldOutPairs of ``batch_size``: held-out
+        images for evaluation, streamed so that memory does not grow with ``limit``."""
+        images, rows, texts, seen = [], [], [], 0
         for sample in read_samples([Path(u) for u in self.urls]):
+            if seen == limit:
+                break
             meta = sample["json"]
             captions = zip(meta["caption_ids"], meta["captions"], strict=True)
             found = [(int(i), text) for i, text in captions if int(i) in self.row_of]
@@ -111,9 +115,12 @@ class ShardCaptionPairs:
             images.append(decode_jpeg(sample["jpg"]).float() / 255)
             rows.append(self.row_of[found[0][0]])
             texts.append(found[0][1])
-            if len(images) == limit:
-                break
-        if not images:
+            seen += 1
+            if len(images) == batch_size:
+                yield HeldOutPairs(torch.stack(images), self.vectors[rows], texts)
+                images, rows, texts = [], [], []
+        if images:
+            yield HeldOutPairs(torch.stack(images), self.vectors[rows], texts)
+        if not seen:
             raise PipelineError(f"no images with embedded captions in {self.urls[0]}...: check "
                                 "the subset and that the embed stage ran")  # fmt: skip
-        return HeldOutPairs(torch.stack(images), self.vectors[rows], texts)

@@ -4,7 +4,8 @@ The fast path (``encode``) is exact, not approximate:
 - captions are sorted by token count, so each batch carries little padding;
 - each batch is padded only to its own longest caption (``_embed_batch(..., fast=True)``);
   what that means per encoder, and why it is exact, is written beside each encoder;
-- it runs under ``torch.inference_mode``, with bf16 autocast on a GPU.
+- it runs under ``torch.inference_mode``, on a GPU with autocast at ``precision`` (bf16 by
+  default; fp16, or fp32 for none: embed.precision). The CPU always runs fp32.
 
 ``encode_plain`` is the baseline of benchmarks/embed_captions.py and of the equivalence
 tests: captions in order, each padded to the encoder's full length, float32.
@@ -38,9 +39,13 @@ class EncoderInfo:
     libraries: dict = field(default_factory=dict)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
 class TextEncoder:
     info: EncoderInfo
     device: torch.device
+    precision: str = "bf16"  # autocast dtype of the fast path on a GPU (AUTOCAST_DTYPES)
 
     def token_counts(self, captions: list[str]) -> list[int]:
         """Tokens per caption before any truncation."""
@@ -50,14 +55,19 @@ class TextEncoder:
         raise NotImplementedError
 
     def _autocast(self, fast: bool):
-        if fast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        dtype = AUTOCAST_DTYPES[self.precision]
+        if fast and self.device.type == "cuda" and dtype is not None:
+            return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def encode(self, captions: list[str], batch_size: int = 256) -> np.ndarray:
-        """(N, dim) float32 embeddings, in the order of ``captions``."""
-        order = np.argsort(np.asarray(self.token_counts(captions)), kind="stable")
+    def encode(self, captions: list[str], batch_size: int = 256,
+               counts: list[int] | None = None) -> np.ndarray:  # fmt: skip
+        """(N, dim) float32 embeddings, in the order of ``captions``. ``counts``: their
+        ``token_counts`` when the caller has them already (tokenising is most of the CPU time)."""
+        if counts is None:
+            counts = self.token_counts(captions)
+        order = np.argsort(np.asarray(counts), kind="stable")
         out = np.empty((len(captions), self.info.dim), dtype=np.float32)
         for start in range(0, len(captions), batch_size):
             index = order[start : start + batch_size]
