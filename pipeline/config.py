@@ -319,7 +319,7 @@ class Cas(Guarded):
     samples_per_class: int = Field(6000, ge=1, le=100_000, description="as many as real data")
     real_limit: int | None = Field(None, ge=1, description="cas_real: the first N real images")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="sampling temperature")
-    epochs: int = Field(3, ge=1, le=1000)
+    epochs: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
 

@@ -102,35 +102,36 @@ class CVAEPrior(BernoulliCVAE):
             c = c + self.cond_noise * torch.randn_like(c)
         return self.cond(c)
 
-    def prior(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu_p, logvar_p) of p(z|c)."""
+    def prior(self, c: torch.Tensor, h: torch.Tensor | None = None):
+        """(mu_p, logvar_p) of p(z|c); ``h``: ``condition(c)`` when already computed."""
         if self.prior_net is None:
             zeros = c.new_zeros(len(c), self.latent_dim)
             return zeros, zeros
-        mu, logvar = self.prior_net(self.condition(c)).chunk(2, dim=-1)
+        mu, logvar = self.prior_net(self.condition(c) if h is None else h).chunk(2, dim=-1)
         return mu, logvar
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.enc_fc(torch.cat([self.body(x.reshape(-1, 784)), self.condition(c)], dim=1))
-        mu, logvar = self.enc_out(h).chunk(2, dim=-1)
+    def encode(self, x: torch.Tensor, c: torch.Tensor, h: torch.Tensor | None = None):
+        """(mu, logvar) of q(z|x,c)."""
+        h = self.condition(c) if h is None else h
+        mu, logvar = self.enc_out(
+            self.enc_fc(torch.cat([self.body(x.reshape(-1, 784)), h], dim=1))
+        ).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, c: torch.Tensor,
+                      h: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         lead = z.shape[:-1]  # (B,) or (k, B) in the importance-weighted bound
         z, c = z.reshape(-1, z.shape[-1]), c.reshape(-1, c.shape[-1])
-        return self.head(self.dec_fc(self.fuse(z, self.condition(c)))).reshape(*lead, 784)
+        h = self.condition(c) if h is None else h.reshape(-1, h.shape[-1])
+        return self.head(self.dec_fc(self.fuse(z, h))).reshape(*lead, 784)
 
     def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
         """BCE + KL(q(z|x,c) || p(z|c)), summed over the batch."""
         h = self.condition(c)  # one noise draw per step for encoder, prior and decoder alike
-        features = self.body(x.reshape(-1, 784))
-        mu, logvar = self.enc_out(self.enc_fc(torch.cat([features, h], dim=1))).chunk(2, dim=-1)
-        if self.prior_net is None:
-            mu_p = logvar_p = torch.zeros_like(mu)
-        else:
-            mu_p, logvar_p = self.prior_net(h).chunk(2, dim=-1)
+        mu, logvar = self.encode(x, c, h)
+        mu_p, logvar_p = self.prior(c, h)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        logits = self.head(self.dec_fc(self.fuse(z, h)))
+        logits = self.decode_logits(z, c, h)
         recon = -self.log_likelihood(logits.float(), x.float()).sum()
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p).sum()
         return {"loss": recon + kl, "recon": recon, "kl": kl}
