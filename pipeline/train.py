@@ -77,6 +77,15 @@ class FitSpec:
         return cls(**{**values, **overrides, "name": name})
 
 
+def fused_adam_supported(model: nn.Module) -> bool:
+    """Whether torch's fused Adam (one kernel over all parameters) can update ``model``:
+    floating-point parameters on the CPU or CUDA. On CPU torch otherwise updates one tensor at
+    a time; fused is 1.3-1.4x faster a step for the MLP CVAEs (benchmarks/fused_adam.py),
+    the same update up to float rounding."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+               for p in model.parameters())  # fmt: skip
+
+
 class NonFiniteTraining(PipelineError):
     """Training produced non-finite numbers ``max_nonfinite_steps`` times in a row."""
 
@@ -274,7 +283,8 @@ def fit(
     """
     if spec.keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
+                                 fused=fused_adam_supported(model))  # fmt: skip
     rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
     steps = 0  # optimizer steps taken: the warmup's clock
