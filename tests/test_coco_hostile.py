@@ -274,12 +274,19 @@ def pack_workdir(tmp_path: Path, n: int, bad_sha_at: int | None = None) -> Path:
     return workdir
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_packing_leaves_no_published_partial_shard(tmp_path, signum):
     workdir = pack_workdir(tmp_path, 800)
     shards = workdir / "data/shards/coco"
+    # A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, and
+    # Python keeps it ignored: the child gets the default action back, as in a terminal.
     proc = subprocess.Popen(["t2i", "pack", "coco"], cwd=workdir, env=run_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not list(shards.glob(".train-000000.tar.*.tmp")) and time.monotonic() < deadline:
