@@ -89,10 +89,14 @@ def main() -> None:
             del encoder
     report = {
         "benchmark": "caption embedding, fast path vs plain full-length fp32 loop",
-        "captions": args.captions, "batch_size": args.batch_size, "device": str(device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": sys.version.split()[0], "results": results,
-    }  # fmt: skip
+        "captions": args.captions,
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

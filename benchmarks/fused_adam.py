@@ -80,8 +80,10 @@ def main() -> None:
             "speedup": median["fused"] / median["default_per_tensor"],
             "max_weight_difference_after_one_step": one_step_difference(make, targets[kind], x),
         }
-        print(f"{name:>40}: default {median['default_per_tensor']:7.0f} images/s, fused "
-              f"{median['fused']:7.0f} images/s, {results[name]['speedup']:.2f}x")  # fmt: skip
+        print(
+            f"{name:>40}: default {median['default_per_tensor']:7.0f} images/s, fused "
+            f"{median['fused']:7.0f} images/s, {results[name]['speedup']:.2f}x"
+        )
     out = {
         "benchmark": "one training epoch, Adam default (per-tensor) vs fused, CPU",
         "images": len(x),

@@ -93,11 +93,15 @@ def environment(device: torch.device, smoke: bool) -> dict:
         vision = None
     return {
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "device_type": device.type, "smoke": smoke, "torch": torch.__version__,
+        "device_type": device.type,
+        "smoke": smoke,
+        "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
-        "cudnn": torch.backends.cudnn.version() if cuda else None, "torchvision": vision,
-        "cpu_cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
-    }  # fmt: skip
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "torchvision": vision,
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -123,26 +127,35 @@ def build_shards(folder: Path, images: int, size: int) -> tuple[list[Path], list
         ids = [image_id * 5 + k for k in range(5)]
         captions = [t.format(text) + f" number {image_id}" for t in TEMPLATES]
         jpeg = encode_jpeg(image.convert("RGB").resize((size, size)), 90)
-        samples.append({"__key__": f"{image_id:012d}", "jpg": jpeg,
-                        "json": {"image_id": image_id, "caption_ids": ids,
-                                 "captions": captions}})  # fmt: skip
+        samples.append(
+            {
+                "__key__": f"{image_id:012d}",
+                "jpg": jpeg,
+                "json": {"image_id": image_id, "caption_ids": ids, "captions": captions},
+            }
+        )
         rows += [(image_id, c, t) for c, t in zip(ids, captions, strict=True)]
     maxcount = max(1, images // 32)  # enough shards for every loader worker
-    return write_shards(iter(samples), folder / "shards", "train", maxcount=maxcount,
-                        maxsize=10**9), rows  # fmt: skip
+    return write_shards(
+        iter(samples), folder / "shards", "train", maxcount=maxcount, maxsize=10**9
+    ), rows
 
 
-def embed_and_cache(folder: Path, rows: list[tuple], smoke: bool, device: torch.device,
-                    batch_size: int) -> dict:  # fmt: skip
+def embed_and_cache(
+    folder: Path, rows: list[tuple], smoke: bool, device: torch.device, batch_size: int
+) -> dict:
     """Captions/s per encoder and precision; writes each encoder's cache (bf16, as the stage)."""
-    make = {"clip-vit-b-32": make_tiny_clip if smoke else make_random_clip,
-            "t5-small": make_tiny_t5 if smoke else make_random_t5_small}  # fmt: skip
+    make = {
+        "clip-vit-b-32": make_tiny_clip if smoke else make_random_clip,
+        "t5-small": make_tiny_t5 if smoke else make_random_t5_small,
+    }
     captions = [r[2] for r in rows]
     results = {}
     for name, build in make.items():
         section = build(folder / "weights" / name)
-        encoder = load_encoder(name, parse_params({"embed": {name: section}}).embed.encoder(name),
-                               device)  # fmt: skip
+        encoder = load_encoder(
+            name, parse_params({"embed": {name: section}}).embed.encoder(name), device
+        )
         out, rates = {}, {}
         for precision in ("fp32", "bf16", "fp16"):
             encoder.precision = precision
@@ -153,15 +166,24 @@ def embed_and_cache(folder: Path, rows: list[tuple], smoke: bool, device: torch.
             sync(device)
             rates[precision] = len(captions) / (time.perf_counter() - start)
         results[name] = {
-            p: {"captions_per_s": rates[p], "speedup_vs_fp32": rates[p] / rates["fp32"],
+            p: {
+                "captions_per_s": rates[p],
+                "speedup_vs_fp32": rates[p] / rates["fp32"],
                 "max_abs_diff_vs_fp32": float(np.abs(out[p] - out["fp32"]).max()),
-                "max_abs_fp32": float(np.abs(out["fp32"]).max())}
+                "max_abs_fp32": float(np.abs(out["fp32"]).max()),
+            }
             for p in rates
-        }  # fmt: skip
+        }
         results[name]["dim"] = encoder.info.dim
-        write_embedding_shard(folder / "emb" / name / "part-00000.parquet",
-                              [r[0] for r in rows], [r[1] for r in rows], captions, out["bf16"],
-                              "float16", {})  # fmt: skip
+        write_embedding_shard(
+            folder / "emb" / name / "part-00000.parquet",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            captions,
+            out["bf16"],
+            "float16",
+            {},
+        )
         print(f"embed {name}: " + ", ".join(f"{p} {rates[p]:.0f}/s" for p in rates), flush=True)
         del encoder
     return results
@@ -206,17 +228,27 @@ def train_grid(args, folder: Path, shards: list[Path], pairs: int, device) -> di
     streamed = {}
 
     def data(name: str, batch: int, channels_last: bool) -> ShardCaptionPairs:
-        return ShardCaptionPairs(shards, folder / "emb" / MODELS[name][0], pairs=pairs,
-                                 batch_size=batch, shuffle_buffer=2000, workers=workers,
-                                 device=device, channels_last=channels_last and cuda)  # fmt: skip
+        return ShardCaptionPairs(
+            shards,
+            folder / "emb" / MODELS[name][0],
+            pairs=pairs,
+            batch_size=batch,
+            shuffle_buffer=2000,
+            workers=workers,
+            device=device,
+            channels_last=channels_last and cuda,
+        )
 
     loader = data("coco_clip", max(args.batches), False)
     start, count = time.perf_counter(), 0
     for x, _ in Steps(loader, args.steps).batches(torch.Generator().manual_seed(0)):
         count += len(x)
     sync(device)
-    streamed["loader_alone"] = {"pairs_per_s": count / (time.perf_counter() - start),
-                                "workers": workers, "batch_size": loader.batch_size}  # fmt: skip
+    streamed["loader_alone"] = {
+        "pairs_per_s": count / (time.perf_counter() - start),
+        "workers": workers,
+        "batch_size": loader.batch_size,
+    }
     rows = []
     grid = itertools.product(MODELS, args.batches, (False, True), (False, True), (False, True))
     for name, batch, amp, channels_last, compile_ in grid:
@@ -228,26 +260,51 @@ def train_grid(args, folder: Path, shards: list[Path], pairs: int, device) -> di
         reset_peak(device)
         model = build_model(args, name, d.text_dim, device, channels_last, compile_)
         rate = timed_steps(model, d, args.steps, args.warmup, amp and cuda, device)
-        rows.append({"model": name, "batch_size": batch, "amp_bf16": amp,
-                     "channels_last": channels_last, "compile": compile_, "data": "streamed",
-                     "pairs_per_s": rate, "peak_memory_mb": peak_mb(device)})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "batch_size": batch,
+                "amp_bf16": amp,
+                "channels_last": channels_last,
+                "compile": compile_,
+                "data": "streamed",
+                "pairs_per_s": rate,
+                "peak_memory_mb": peak_mb(device),
+            }
+        )
         print(f"train {rows[-1]}", flush=True)
         del model
     for name, batch in itertools.product(MODELS, [*args.batches, args.large_batch]):
         for gpu_decode in (True, False) if batch == max(args.batches) else (True,):
             start = time.perf_counter()
-            d = ResidentCaptionPairs(shards, folder / "emb" / MODELS[name][0], images=args.images,
-                                     batch_size=batch, device=device, channels_last=cuda,
-                                     gpu_decode=gpu_decode)  # fmt: skip
+            d = ResidentCaptionPairs(
+                shards,
+                folder / "emb" / MODELS[name][0],
+                images=args.images,
+                batch_size=batch,
+                device=device,
+                channels_last=cuda,
+                gpu_decode=gpu_decode,
+            )
             sync(device)
             load_s = time.perf_counter() - start
             reset_peak(device)
             model = build_model(args, name, d.text_dim, device, True, False)
             rate = timed_steps(model, d, args.steps, args.warmup, cuda, device)
-            rows.append({"model": name, "batch_size": batch, "amp_bf16": True,
-                         "channels_last": True, "compile": False, "data": "resident",
-                         "decoder": "nvjpeg" if d.gpu_decoded else "pil", "load_s": load_s,
-                         "pairs_per_s": rate, "peak_memory_mb": peak_mb(device)})  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "batch_size": batch,
+                    "amp_bf16": True,
+                    "channels_last": True,
+                    "compile": False,
+                    "data": "resident",
+                    "decoder": "nvjpeg" if d.gpu_decoded else "pil",
+                    "load_s": load_s,
+                    "pairs_per_s": rate,
+                    "peak_memory_mb": peak_mb(device),
+                }
+            )
             print(f"train {rows[-1]}", flush=True)
             del model, d
     for row in rows:  # ratios to the plain setting: fp32, no channels_last, no compile, streamed
@@ -265,26 +322,51 @@ def stability(args, folder: Path, shards: list[Path], pairs: int, device) -> dic
     out = {}
     for name, (encoder, _) in MODELS.items():
         p = train_params(name, args.smoke)
-        data = ShardCaptionPairs(shards, folder / "emb" / encoder, pairs=pairs,
-                                 batch_size=p.batch_size, workers=0 if device.type == "cpu" else 4,
-                                 device=device, channels_last=device.type == "cuda")  # fmt: skip
+        data = ShardCaptionPairs(
+            shards,
+            folder / "emb" / encoder,
+            pairs=pairs,
+            batch_size=p.batch_size,
+            workers=0 if device.type == "cpu" else 4,
+            device=device,
+            channels_last=device.type == "cuda",
+        )
         model = build_model(args, name, data.text_dim, device, True, False)
-        spec = FitSpec(epochs=1, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
-                       grad_clip=p.grad_clip, amp=device.type == "cuda",
-                       warmup_steps=p.warmup_steps, max_nonfinite_steps=p.max_nonfinite_steps,
-                       name=name)  # fmt: skip
+        spec = FitSpec(
+            epochs=1,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            grad_clip=p.grad_clip,
+            amp=device.type == "cuda",
+            warmup_steps=p.warmup_steps,
+            max_nonfinite_steps=p.max_nonfinite_steps,
+            name=name,
+        )
         start = time.perf_counter()
-        history = fit(model, Steps(data, args.stability_steps), Steps(data, 4), spec,
-                      generator=torch.Generator().manual_seed(0),
-                      state_path=folder / name / "state.safetensors",
-                      live_dir=folder / name / "live", fingerprint=name)  # fmt: skip
+        history = fit(
+            model,
+            Steps(data, args.stability_steps),
+            Steps(data, 4),
+            spec,
+            generator=torch.Generator().manual_seed(0),
+            state_path=folder / name / "state.safetensors",
+            live_dir=folder / name / "live",
+            fingerprint=name,
+        )
         row = history[-1]
-        out[name] = {"steps": args.stability_steps, "batch_size": p.batch_size, "lr": p.lr,
-                     "warmup_steps": p.warmup_steps, "amp_bf16": spec.amp,
-                     "nonfinite_steps": int(row["train/nonfinite_steps"]),
-                     "all_finite": all(math.isfinite(v) for v in row.values())
-                     and row["train/nonfinite_steps"] == 0,
-                     "seconds": time.perf_counter() - start, "last_epoch": row}  # fmt: skip
+        out[name] = {
+            "steps": args.stability_steps,
+            "batch_size": p.batch_size,
+            "lr": p.lr,
+            "warmup_steps": p.warmup_steps,
+            "amp_bf16": spec.amp,
+            "nonfinite_steps": int(row["train/nonfinite_steps"]),
+            "all_finite": all(math.isfinite(v) for v in row.values())
+            and row["train/nonfinite_steps"] == 0,
+            "seconds": time.perf_counter() - start,
+            "last_epoch": row,
+        }
         print(f"stability {name}: {out[name]['all_finite']}", flush=True)
     return out
 

@@ -99,8 +99,10 @@ def peak_memory_mb(files: Path, count: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         result = subprocess.run(
             [sys.executable, "-c", MEMORY_CHILD, str(files), str(count), out],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     own, workers = (int(v) / 1024 for v in result.stdout.split())
     return {
         "images": count,
@@ -119,8 +121,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_photos(Path(tmp), args.images)
-        runs = {"plain_1_process": [], "draft_1_process": [], f"draft_{cores}_processes": [],
-                "plain_decode_resize_only": [], "draft_decode_resize_only": []}  # fmt: skip
+        runs = {
+            "plain_1_process": [],
+            "draft_1_process": [],
+            f"draft_{cores}_processes": [],
+            "plain_decode_resize_only": [],
+            "draft_decode_resize_only": [],
+        }
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits every side
             runs["plain_1_process"].append(rate(plain, paths))
             runs["draft_1_process"].append(rate(draft, paths))
@@ -147,8 +154,10 @@ def main() -> None:
         print(f"{name:>22}: {value:7.0f} images/s  ({value / base:.2f}x plain)")
     print(f"decode+resize alone: draft is {decode_ratio:.2f}x plain")
     for row in memory:
-        print(f"{row['images']:>6} images: main {row['main_process_mb']} MB, "
-              f"largest worker {row['largest_worker_mb']} MB")  # fmt: skip
+        print(
+            f"{row['images']:>6} images: main {row['main_process_mb']} MB, "
+            f"largest worker {row['largest_worker_mb']} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from pipeline.sample_quality import fid_kid, inception_features, load_inception
 
 
 def plain(weights: str, real, fake, batch: int, subsets: int, size: int, device) -> dict:
-    net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                             feature_extractor_weights_path=weights)  # fmt: skip
+    net = NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights
+    )
     fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=weights)
     kid = KernelInceptionDistance(feature=net, subsets=subsets, subset_size=size)
     fid, kid = fid.to(device), kid.to(device)
@@ -81,14 +82,22 @@ def main() -> None:
         shared_s, shared_out = timed(shared, *run)
     report = {
         "benchmark": "FID + KID: features shared by both metrics vs each metric's own Inception",
-        "images_each_side": args.images, "image_size": args.size, "batch_size": args.batch_size,
-        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "images_each_side": args.images,
+        "image_size": args.size,
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "python": sys.version.split()[0],
-        "plain_s": plain_s, "shared_s": shared_s, "speedup": plain_s / shared_s,
-        "fid_plain": plain_out["fid"], "fid_shared": shared_out["fid"],
+        "plain_s": plain_s,
+        "shared_s": shared_s,
+        "speedup": plain_s / shared_s,
+        "fid_plain": plain_out["fid"],
+        "fid_shared": shared_out["fid"],
         "fid_rel_diff": abs(plain_out["fid"] - shared_out["fid"]) / abs(plain_out["fid"]),
-        "kid_plain": plain_out["kid_mean"], "kid_shared": shared_out["kid_mean"],
-    }  # fmt: skip
+        "kid_plain": plain_out["kid_mean"],
+        "kid_shared": shared_out["kid_mean"],
+    }
     print(json.dumps(report, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

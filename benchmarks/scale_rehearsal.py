@@ -85,8 +85,10 @@ def coco_like_caption(rng: np.random.Generator) -> str:
 
 def make_coco_root(root: Path, images: int, jpeg_size: tuple[int, int], seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    blobs = [encode_jpeg(image.convert("RGB").resize(jpeg_size), 90)
-             for image, _ in photo_variants(DISTINCT_JPEGS, seed)]  # fmt: skip
+    blobs = [
+        encode_jpeg(image.convert("RGB").resize(jpeg_size), 90)
+        for image, _ in photo_variants(DISTINCT_JPEGS, seed)
+    ]
     (root / "train2014").mkdir(parents=True)
     (root / "annotations").mkdir()
     entries, annotations = [], []
@@ -94,23 +96,38 @@ def make_coco_root(root: Path, images: int, jpeg_size: tuple[int, int], seed: in
         image_id = i + 1
         name = f"COCO_train2014_{image_id:012d}.jpg"
         (root / "train2014" / name).write_bytes(blobs[i % DISTINCT_JPEGS])
-        entries.append({"license": 1, "file_name": name, "coco_url": "", "height": jpeg_size[1],
-                        "width": jpeg_size[0], "date_captured": "2013-11-14 16:28:13",
-                        "flickr_url": "", "id": image_id})  # fmt: skip
-        annotations += [{"image_id": image_id, "id": image_id * 10 + k,
-                         "caption": coco_like_caption(rng)} for k in range(5)]  # fmt: skip
-    payload = {"info": {"description": "synthetic COCO 2014 captions", "year": 2014},
-               "licenses": [{"id": 1, "name": "synthetic", "url": ""}], "images": entries,
-               "annotations": annotations}  # fmt: skip
+        entries.append(
+            {
+                "license": 1,
+                "file_name": name,
+                "coco_url": "",
+                "height": jpeg_size[1],
+                "width": jpeg_size[0],
+                "date_captured": "2013-11-14 16:28:13",
+                "flickr_url": "",
+                "id": image_id,
+            }
+        )
+        annotations += [
+            {"image_id": image_id, "id": image_id * 10 + k, "caption": coco_like_caption(rng)}
+            for k in range(5)
+        ]
+    payload = {
+        "info": {"description": "synthetic COCO 2014 captions", "year": 2014},
+        "licenses": [{"id": 1, "name": "synthetic", "url": ""}],
+        "images": entries,
+        "annotations": annotations,
+    }
     (root / "annotations" / "captions_train2014.json").write_text(json.dumps(payload))
 
 
 def write_params(work: Path, root: Path, clip: dict, pack_size: int) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["coco"].update(
-        source="local", local_root=str(root),
+        source="local",
+        local_root=str(root),
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0}},
-    )  # fmt: skip
+    )
     params["pack"]["coco"].update(image_size=pack_size)
     params["embed"].update(device="cpu")
     params["embed"]["clip-vit-b-32"] = {**params["embed"]["clip-vit-b-32"], **clip}
@@ -121,8 +138,13 @@ def measured(work: Path, *command: str) -> dict:
     report = work / "usage.json"
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    result = subprocess.run([sys.executable, "-c", MEASURED, str(report), *command], cwd=work,
-                            env=env, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURED, str(report), *command],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode:
         raise SystemExit(f"t2i {' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return json.loads(report.read_text())
@@ -140,9 +162,12 @@ def pipeline_at(tmp: Path, images: int, args, head: str) -> dict:
     root = work / "coco-root"
     start = time.perf_counter()
     make_coco_root(root, images, tuple(args.jpeg_size))
-    row = {"images": images, "captions": images * 5, "make_root_s": time.perf_counter() - start,
-           "annotations_mb": (root / "annotations" / "captions_train2014.json").stat().st_size
-           / 2**20}  # fmt: skip
+    row = {
+        "images": images,
+        "captions": images * 5,
+        "make_root_s": time.perf_counter() - start,
+        "annotations_mb": (root / "annotations" / "captions_train2014.json").stat().st_size / 2**20,
+    }
     write_params(work, root, make_tiny_clip(work / "clip"), args.pack_size)
     for stage, command in STAGES.items():
         if stage not in args.stages:
@@ -218,14 +243,28 @@ def evaluate_at(tmp: Path, images: int, args) -> dict:
     work = tmp / f"evaluate-{images}"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", EVAL_ONE, str(work), str(images),
-                             str(args.pack_size), "1" if args.eval_inception else "0"],
-                            env=env, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            EVAL_ONE,
+            str(work),
+            str(images),
+            str(args.pack_size),
+            "1" if args.eval_inception else "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode:
         raise SystemExit(f"evaluation of {images} images failed:\n{result.stderr[-3000:]}")
     row = json.loads((work / "eval.json").read_text())
-    print("evaluate", {k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()},
-          flush=True)  # fmt: skip
+    print(
+        "evaluate",
+        {k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()},
+        flush=True,
+    )
     return row
 
 
@@ -254,28 +293,49 @@ def main() -> None:
     )
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
-    machine = {"cpu_cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
-               "platform": platform.platform(), "load_average": os.getloadavg()}  # fmt: skip
+    machine = {
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "load_average": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory(prefix="scale-rehearsal-") as tmp:
         if args.sizes:
-            head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                  capture_output=True).stdout.strip()  # fmt: skip
+            head = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True, capture_output=True
+            ).stdout.strip()
             rows = merged(
                 [pipeline_at(Path(tmp), n, args, head) for n in args.sizes],
                 args.out_dir / "scale_pipeline.json",
             )
-            write_json(args.out_dir / "scale_pipeline.json", {
-                "benchmark": "coco_download (local) -> coco_pack -> embed (tiny CLIP), real "
-                "stages, synthetic COCO root", "jpeg_size": args.jpeg_size,
-                "pack_size": args.pack_size, "machine": machine, "rows": rows})  # fmt: skip
+            write_json(
+                args.out_dir / "scale_pipeline.json",
+                {
+                    "benchmark": "coco_download (local) -> coco_pack -> embed (tiny CLIP), real "
+                    "stages, synthetic COCO root",
+                    "jpeg_size": args.jpeg_size,
+                    "pack_size": args.pack_size,
+                    "machine": machine,
+                    "rows": rows,
+                },
+            )
         if args.eval_sizes:
             rows = [evaluate_at(Path(tmp), n, args) for n in args.eval_sizes]
-            write_json(args.out_dir / "scale_evaluate.json", {
-                "benchmark": "streamed held-out evaluation (pipeline/heldout.py)",
-                "image_size": args.pack_size, "inception": args.eval_inception,
-                "machine": machine, "rows": rows})  # fmt: skip
-    print("peak RSS of this driver:",
-          round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "MB")  # fmt: skip
+            write_json(
+                args.out_dir / "scale_evaluate.json",
+                {
+                    "benchmark": "streamed held-out evaluation (pipeline/heldout.py)",
+                    "image_size": args.pack_size,
+                    "inception": args.eval_inception,
+                    "machine": machine,
+                    "rows": rows,
+                },
+            )
+    print(
+        "peak RSS of this driver:",
+        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "MB",
+    )
 
 
 if __name__ == "__main__":

@@ -78,21 +78,39 @@ def run(model_name: str, variant: str, x, c, args) -> dict:
         model = CVAEGated(args.size, 512, 128, "gated", 1.0, **kwargs)
     lr, weight_decay = OPTIMISER[model_name]
     steps_per_epoch = -(-len(x) // args.batch_size)
-    spec = FitSpec(epochs=-(-args.steps // steps_per_epoch), batch_size=args.batch_size, lr=lr,
-                   weight_decay=weight_decay, grad_clip=1.0, warmup_steps=warmup,
-                   max_nonfinite_steps=args.max_nonfinite_steps,
-                   name=f"{model_name}/{variant}")  # fmt: skip
+    spec = FitSpec(
+        epochs=-(-args.steps // steps_per_epoch),
+        batch_size=args.batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=1.0,
+        warmup_steps=warmup,
+        max_nonfinite_steps=args.max_nonfinite_steps,
+        name=f"{model_name}/{variant}",
+    )
     floor = binary_entropy_per_image(x.numpy()) if model_name == "coco_clip" else 0.0
-    result = {"model": model_name, "variant": variant, "model_kwargs": kwargs,
-              "warmup_steps": warmup, "lr": lr, "weight_decay": weight_decay,
-              "recon_floor_per_image": floor}  # fmt: skip
+    result = {
+        "model": model_name,
+        "variant": variant,
+        "model_kwargs": kwargs,
+        "warmup_steps": warmup,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "recon_floor_per_image": floor,
+    }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            history = fit(model, InMemoryBatches(x, c, batch_size=args.batch_size),
-                          InMemoryBatches(x[:8], c[:8], batch_size=8), spec, generator=generator,
-                          state_path=Path(tmp) / "state.safetensors", live_dir=Path(tmp) / "live",
-                          fingerprint="stability")  # fmt: skip
+            history = fit(
+                model,
+                InMemoryBatches(x, c, batch_size=args.batch_size),
+                InMemoryBatches(x[:8], c[:8], batch_size=8),
+                spec,
+                generator=generator,
+                state_path=Path(tmp) / "state.safetensors",
+                live_dir=Path(tmp) / "live",
+                fingerprint="stability",
+            )
             result["outcome"] = "finite"
         except PipelineError as exc:
             state = Path(tmp) / "state.safetensors"
@@ -105,14 +123,19 @@ def run(model_name: str, variant: str, x, c, args) -> dict:
     result["seconds"] = round(time.perf_counter() - start, 1)
     excess = [row["train/recon"] - floor for row in history]
     result["epochs"] = [
-        {"excess": round(e, 1), "kl": round(row["train/kl"], 2),
-         "skipped": int(row["train/nonfinite_steps"])}
+        {
+            "excess": round(e, 1),
+            "kl": round(row["train/kl"], 2),
+            "skipped": int(row["train/nonfinite_steps"]),
+        }
         for e, row in zip(excess, history, strict=True)
-    ]  # fmt: skip
+    ]
     finished = len(history) == spec.epochs
     result["ratio"] = round(excess[-1] / excess[0], 3) if finished and excess[0] > 0 else None
-    print(json.dumps({k: result[k] for k in ("model", "variant", "outcome", "ratio", "seconds")}),
-          flush=True)  # fmt: skip
+    print(
+        json.dumps({k: result[k] for k in ("model", "variant", "outcome", "ratio", "seconds")}),
+        flush=True,
+    )
     return result
 
 
@@ -134,10 +157,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     x, c = photos(args.images, args.size)
     report = {
-        "settings": {**vars(args), "torch": torch.__version__, "machine": platform.machine(),
-                     "cpu_threads": torch.get_num_threads()},
+        "settings": {
+            **vars(args),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads(),
+        },
         "results": [],
-    }  # fmt: skip
+    }
     for model_name in args.models.split(","):
         wanted = args.variants.split(",") if args.variants else list(VARIANTS[model_name])
         for variant in (v for v in wanted if v in VARIANTS[model_name]):

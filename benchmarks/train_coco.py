@@ -39,13 +39,25 @@ def make_data(folder: Path, images: int, size: int) -> tuple[list[Path], Path, i
         out = io.BytesIO()
         Image.fromarray(coarse).resize((size, size), Image.BICUBIC).save(out, "JPEG", quality=90)
         caption_ids = [image_id * 10 + k for k in range(5)]
-        samples.append({"__key__": f"{image_id:012d}", "jpg": out.getvalue(),
-                        "json": {"image_id": image_id, "caption_ids": caption_ids}})  # fmt: skip
+        samples.append(
+            {
+                "__key__": f"{image_id:012d}",
+                "jpg": out.getvalue(),
+                "json": {"image_id": image_id, "caption_ids": caption_ids},
+            }
+        )
         ids += [(image_id, c) for c in caption_ids]
     shards = write_shards(iter(samples), folder / "shards", "train", maxcount=100, maxsize=10**9)
     vectors = rng.normal(size=(len(ids), 512)).astype(np.float32)
-    write_embedding_shard(folder / "emb" / "part-00000.parquet", [i for i, _ in ids],
-                          [c for _, c in ids], [""] * len(ids), vectors, "float16", {})  # fmt: skip
+    write_embedding_shard(
+        folder / "emb" / "part-00000.parquet",
+        [i for i, _ in ids],
+        [c for _, c in ids],
+        [""] * len(ids),
+        vectors,
+        "float16",
+        {},
+    )
     return shards, folder / "emb", len(ids)
 
 
@@ -101,12 +113,25 @@ def main() -> None:
             results[name] = row
             print(name, {k: round(v, 2) for k, v in row.items()}, flush=True)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("loader alone:", round(results["loader_alone_pairs_per_s"]), "pairs/s;",
-          "peak RSS", round(results["peak_rss_mb"]), "MB")  # fmt: skip
-    report = {"benchmark": "COCO CVAE training, synthetic shards", "images": args.images,
-              "pairs": pairs, "image_size": args.size, "batch_size": args.batch_size,
-              "workers": args.workers, "device": str(device), "torch": torch.__version__,
-              "results": results}  # fmt: skip
+    print(
+        "loader alone:",
+        round(results["loader_alone_pairs_per_s"]),
+        "pairs/s;",
+        "peak RSS",
+        round(results["peak_rss_mb"]),
+        "MB",
+    )
+    report = {
+        "benchmark": "COCO CVAE training, synthetic shards",
+        "images": args.images,
+        "pairs": pairs,
+        "image_size": args.size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "device": str(device),
+        "torch": torch.__version__,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -38,37 +38,61 @@ def _legend(names: list[str], width: int) -> tuple[str, int]:
         need = 20 + CHAR * len(name)
         if x > LEFT and x + need > width:
             x, y = LEFT, y + 15
-        parts.append(f"<rect x='{x}' y='{y - 5}' width='12' height='4' "
-                     f"fill='{COLORS[i % len(COLORS)]}'/>"
-                     f"<text x='{x + 16}' y='{y}'>{html.escape(name)}</text>")  # fmt: skip
+        parts.append(
+            f"<rect x='{x}' y='{y - 5}' width='12' height='4' "
+            f"fill='{COLORS[i % len(COLORS)]}'/>"
+            f"<text x='{x + 16}' y='{y}'>{html.escape(name)}</text>"
+        )
         x += need + 12
     return "".join(parts), y + 12
 
 
-def _frame(title: str, width: int, height: int, top: int, plot_h: int, y_ticks: list[float],
-           y_of, y_name: str) -> list[str]:  # fmt: skip
+def _frame(
+    title: str,
+    width: int,
+    height: int,
+    top: int,
+    plot_h: int,
+    y_ticks: list[float],
+    y_of,
+    y_name: str,
+) -> list[str]:
     plot_w = width - LEFT - RIGHT
-    parts = [f"<svg class='chart' width='{width}' "
-             f"height='{height}' viewBox='0 0 {width} {height}' font-size='11' "
-             "font-family='sans-serif'>",
-             f"<text x='{LEFT}' y='13' font-weight='bold'>{html.escape(title)}</text>",
-             f"<rect class='plot-area' x='{LEFT}' y='{top}' width='{plot_w}' "
-             f"height='{plot_h}' fill='white' stroke='#999'/>"]  # fmt: skip
+    parts = [
+        f"<svg class='chart' width='{width}' "
+        f"height='{height}' viewBox='0 0 {width} {height}' font-size='11' "
+        "font-family='sans-serif'>",
+        f"<text x='{LEFT}' y='13' font-weight='bold'>{html.escape(title)}</text>",
+        f"<rect class='plot-area' x='{LEFT}' y='{top}' width='{plot_w}' "
+        f"height='{plot_h}' fill='white' stroke='#999'/>",
+    ]
     for tick in y_ticks:
         y = y_of(tick)
-        parts.append(f"<line x1='{LEFT}' x2='{LEFT + plot_w}' y1='{y:.1f}' y2='{y:.1f}' "
-                     f"stroke='#eee'/><text x='{LEFT - 4}' y='{y + 4:.1f}' "
-                     f"text-anchor='end'>{_label(tick)}</text>")  # fmt: skip
-    parts.append(f"<text transform='translate(12 {top + plot_h / 2:.0f}) rotate(-90)' "
-                 f"text-anchor='middle'>{html.escape(y_name)}</text>")  # fmt: skip
+        parts.append(
+            f"<line x1='{LEFT}' x2='{LEFT + plot_w}' y1='{y:.1f}' y2='{y:.1f}' "
+            f"stroke='#eee'/><text x='{LEFT - 4}' y='{y + 4:.1f}' "
+            f"text-anchor='end'>{_label(tick)}</text>"
+        )
+    parts.append(
+        f"<text transform='translate(12 {top + plot_h / 2:.0f}) rotate(-90)' "
+        f"text-anchor='middle'>{html.escape(y_name)}</text>"
+    )
     return parts
 
 
-def line_chart(title: str, series: dict[str, list[tuple[float, float]]], x_name: str = "epoch",
-               y_name: str = "", width: int = 360, plot_h: int = 170) -> str:  # fmt: skip
+def line_chart(
+    title: str,
+    series: dict[str, list[tuple[float, float]]],
+    x_name: str = "epoch",
+    y_name: str = "",
+    width: int = 360,
+    plot_h: int = 170,
+) -> str:
     """One polyline per series of (x, y) points; non-finite points are left out."""
-    series = {k: [(x, y) for x, y in v if math.isfinite(x) and math.isfinite(y)]
-              for k, v in series.items()}  # fmt: skip
+    series = {
+        k: [(x, y) for x, y in v if math.isfinite(x) and math.isfinite(y)]
+        for k, v in series.items()
+    }
     points = [p for v in series.values() for p in v]
     if not points:
         return ""
@@ -88,20 +112,30 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], x_name:
     parts = [*_frame(title, width, height, top, plot_h, y_ticks, y_of, y_name), legend]
     for tick in nice_ticks(x_low, x_high, 4):
         if x_low <= tick <= x_high:
-            parts.append(f"<text x='{x_of(tick):.1f}' y='{top + plot_h + 14}' "
-                         f"text-anchor='middle'>{_label(tick)}</text>")  # fmt: skip
-    parts.append(f"<text x='{LEFT + plot_w / 2:.0f}' y='{height - 6}' "
-                 f"text-anchor='middle'>{html.escape(x_name)}</text>")  # fmt: skip
+            parts.append(
+                f"<text x='{x_of(tick):.1f}' y='{top + plot_h + 14}' "
+                f"text-anchor='middle'>{_label(tick)}</text>"
+            )
+    parts.append(
+        f"<text x='{LEFT + plot_w / 2:.0f}' y='{height - 6}' "
+        f"text-anchor='middle'>{html.escape(x_name)}</text>"
+    )
     for i, (name, pts) in enumerate(series.items()):
         coords = " ".join(f"{x_of(x):.1f},{y_of(y):.1f}" for x, y in pts)
-        parts.append(f"<polyline class='curve' data-series='{html.escape(name)}' "
-                     f"data-points='{len(pts)}' points='{coords}' fill='none' "
-                     f"stroke='{COLORS[i % len(COLORS)]}' stroke-width='2'/>")  # fmt: skip
+        parts.append(
+            f"<polyline class='curve' data-series='{html.escape(name)}' "
+            f"data-points='{len(pts)}' points='{coords}' fill='none' "
+            f"stroke='{COLORS[i % len(COLORS)]}' stroke-width='2'/>"
+        )
     return "".join(parts) + "</svg>"
 
 
-def bar_chart(title: str, series: dict[str, dict[str, tuple[float, float | None]]],
-              y_name: str = "accuracy", plot_h: int = 180) -> str:  # fmt: skip
+def bar_chart(
+    title: str,
+    series: dict[str, dict[str, tuple[float, float | None]]],
+    y_name: str = "accuracy",
+    plot_h: int = 180,
+) -> str:
     """Grouped bars on a 0..1 axis: series name -> {category: (value, std or None)}; a std
     draws a whisker of +-1 std. Categories keep the order they first appear in."""
     categories = list(dict.fromkeys(c for v in series.values() for c in v))
@@ -127,13 +161,19 @@ def bar_chart(title: str, series: dict[str, dict[str, tuple[float, float | None]
             x, y = x0 + i * bar, y_of(value)
             tip = f"{category}, {name}: {_label(value)}"
             tip += f" ± {_label(std)}" if std is not None else ""
-            parts.append(f"<rect class='bar' x='{x}' y='{y:.1f}' width='{bar - 1}' "
-                         f"height='{top + plot_h - y:.1f}' fill='{COLORS[i % len(COLORS)]}'>"
-                         f"<title>{html.escape(tip)}</title></rect>")  # fmt: skip
+            parts.append(
+                f"<rect class='bar' x='{x}' y='{y:.1f}' width='{bar - 1}' "
+                f"height='{top + plot_h - y:.1f}' fill='{COLORS[i % len(COLORS)]}'>"
+                f"<title>{html.escape(tip)}</title></rect>"
+            )
             if std:
                 cx = x + (bar - 1) / 2
-                parts.append(f"<line x1='{cx}' x2='{cx}' y1='{y_of(value + std):.1f}' "
-                             f"y2='{y_of(value - std):.1f}' stroke='black'/>")  # fmt: skip
-        parts.append(f"<text transform='translate({x0 + 2} {top + plot_h + 12}) rotate(35)'"
-                     f">{html.escape(category)}</text>")  # fmt: skip
+                parts.append(
+                    f"<line x1='{cx}' x2='{cx}' y1='{y_of(value + std):.1f}' "
+                    f"y2='{y_of(value - std):.1f}' stroke='black'/>"
+                )
+        parts.append(
+            f"<text transform='translate({x0 + 2} {top + plot_h + 12}) rotate(35)'"
+            f">{html.escape(category)}</text>"
+        )
     return "".join(parts) + "</svg>"

@@ -73,8 +73,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:  # truncated or not safetensors
-        raise PipelineError(f"{path}: not a readable safetensors file ({exc}); "
-                            "train the model again (dvc repro)") from None  # fmt: skip
+        raise PipelineError(
+            f"{path}: not a readable safetensors file ({exc}); train the model again (dvc repro)"
+        ) from None
 
 
 def save_state(
@@ -105,8 +106,9 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads(handle.metadata()["meta"])
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{path}: not a readable training state ({exc}); delete it to "
-                            "train from scratch") from None  # fmt: skip
+        raise PipelineError(
+            f"{path}: not a readable training state ({exc}); delete it to train from scratch"
+        ) from None
     return _read_tensors(path), meta
 
 

@@ -94,8 +94,11 @@ def _choose(table: dict, name: str, what: str):
 # stage's code deps from this module's imports, so dvc.yaml follows what the command runs.
 # A model's trainer follows from the data it trains on, its evaluator from its evaluation.
 TRAINERS = {"fmnist": "stages.train", "coco": "stages.train_coco"}
-EVALUATORS = {"fmnist_label": "stages.evaluate", "fmnist_text": "stages.evaluate_text",
-              "coco": "stages.coco_evaluate"}  # fmt: skip
+EVALUATORS = {
+    "fmnist_label": "stages.evaluate",
+    "fmnist_text": "stages.evaluate_text",
+    "coco": "stages.coco_evaluate",
+}
 STAGE_MODULES: dict[str, str | dict[str, str]] = {
     "download": {"fmnist": "stages.download_fmnist", "coco": "stages.coco_download"},
     "pack": {"coco": "stages.coco_pack"},
@@ -168,8 +171,9 @@ def cas(
 ):
     """Classification Accuracy Score: the judge's CNN trained on a model's samples only."""
     if model != "real" and model not in FMNIST_GENERATIVE:
-        raise PipelineError(f"unknown model {model!r}; expected one of "
-                            f"{['real', *FMNIST_GENERATIVE]}")  # fmt: skip
+        raise PipelineError(
+            f"unknown model {model!r}; expected one of {['real', *FMNIST_GENERATIVE]}"
+        )
     _stage_run("cas")(model, params)
 
 

@@ -42,15 +42,23 @@ def clipscore_100(e_image: torch.Tensor, e_text: torch.Tensor) -> float:
     return float((100 * pair_cosines(e_image, e_text).clamp(min=0)).mean())
 
 
-def r_precision(e_image: torch.Tensor, e_text: torch.Tensor, *, candidates: int = 100,
-                draws: int = 5, seed: int = 0, chunk: int = 64) -> dict:  # fmt: skip
+def r_precision(
+    e_image: torch.Tensor,
+    e_text: torch.Tensor,
+    *,
+    candidates: int = 100,
+    draws: int = 5,
+    seed: int = 0,
+    chunk: int = 64,
+) -> dict:
     """Top-1 accuracy of each image's own caption (row i of ``e_text``) against
     ``candidates - 1`` others drawn without replacement from the rest (fewer when there are
     fewer); mean and std over ``draws``. A tie with the true caption counts as a miss."""
     n = len(e_text)
     if len(e_image) != n or n < 2:
-        raise ValueError(f"R-precision needs as many images as captions, at least 2; got "
-                         f"{len(e_image)} and {n}")  # fmt: skip
+        raise ValueError(
+            f"R-precision needs as many images as captions, at least 2; got {len(e_image)} and {n}"
+        )
     others = min(candidates - 1, n - 1)
     generator = torch.Generator().manual_seed(seed)
     true = pair_cosines(e_image, e_text)
@@ -63,8 +71,12 @@ def r_precision(e_image: torch.Tensor, e_text: torch.Tensor, *, candidates: int 
             cos = torch.bmm(e_text[drawn], e_image[rows, :, None])[..., 0]  # (rows, others)
             hits += int((cos < true[rows, None]).all(dim=1).sum())
         accuracies.append(hits / n)
-    return {"value": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
-            "draws": draws, "candidates": others + 1}  # fmt: skip
+    return {
+        "value": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies)),
+        "draws": draws,
+        "candidates": others + 1,
+    }
 
 
 def _draw_others(rows: torch.Tensor, n: int, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -110,16 +122,20 @@ class ClipScorer:
         pixels = pixels.cpu().numpy()
         parts = []
         for start in range(0, len(pixels), batch_size):
-            batch = [self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
-                     for p in pixels[start : start + batch_size]]  # fmt: skip
+            batch = [
+                self.preprocess(Image.fromarray(np.ascontiguousarray(p)))
+                for p in pixels[start : start + batch_size]
+            ]
             parts.append(self.encoder.model.encode_image(torch.stack(batch).to(self.device)))
         return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
 
     @torch.no_grad()
     def text_embeddings(self, captions: list[str], batch_size: int) -> torch.Tensor:
         tokenize, model = self.encoder.tokenizer, self.encoder.model
-        parts = [model.encode_text(tokenize(captions[i : i + batch_size]).to(self.device))
-                 for i in range(0, len(captions), batch_size)]  # fmt: skip
+        parts = [
+            model.encode_text(tokenize(captions[i : i + batch_size]).to(self.device))
+            for i in range(0, len(captions), batch_size)
+        ]
         return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
 
     def conditions(self, images: int, image_size: int) -> dict:
@@ -133,8 +149,17 @@ class ClipScorer:
             "image_size": image_size,
         }
 
-    def scores(self, e_samples: torch.Tensor, e_real: torch.Tensor, captions: list[str],
-               batch_size: int, *, draws: int, seed: int, image_size: int) -> dict:  # fmt: skip
+    def scores(
+        self,
+        e_samples: torch.Tensor,
+        e_real: torch.Tensor,
+        captions: list[str],
+        batch_size: int,
+        *,
+        draws: int,
+        seed: int,
+        image_size: int,
+    ) -> dict:
         """clip_s, clipscore_100 and clip_r_precision of samples against their captions, with
         the same numbers for the real images (a ceiling) and for captions shifted by one
         (a floor)."""
@@ -145,15 +170,23 @@ class ClipScorer:
         for name, fn, definition in (
             ("clip_s", clip_s, "Hessel et al. 2021 CLIP-S: mean of 2.5 * max(cos, 0)"),
             ("clipscore_100", clipscore_100, "torchmetrics CLIPScore: mean of 100 * max(cos, 0)"),
-        ):  # fmt: skip
-            out[name] = {"value": fn(e_samples, e_text), "real_images": fn(e_real, e_text),
-                         "mismatched_captions": fn(e_samples, shifted),
-                         "conditions": {**base, "definition": definition}}  # fmt: skip
+        ):
+            out[name] = {
+                "value": fn(e_samples, e_text),
+                "real_images": fn(e_real, e_text),
+                "mismatched_captions": fn(e_samples, shifted),
+                "conditions": {**base, "definition": definition},
+            }
         ranked = r_precision(e_samples, e_text, draws=draws, seed=seed)
         real = r_precision(e_real, e_text, draws=draws, seed=seed)
         out["clip_r_precision"] = {
-            **ranked, "real_images": real["value"], "real_images_std": real["std"],
-            "conditions": {**base, "definition": "top-1 of the true caption among 1 + "
-                           f"{ranked['candidates'] - 1} held-out captions, mean/std over draws"},
-        }  # fmt: skip
+            **ranked,
+            "real_images": real["value"],
+            "real_images_std": real["std"],
+            "conditions": {
+                **base,
+                "definition": "top-1 of the true caption among 1 + "
+                f"{ranked['candidates'] - 1} held-out captions, mean/std over draws",
+            },
+        }
         return out

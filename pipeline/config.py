@@ -60,9 +60,11 @@ class Guarded(Runtime):
     """Keys of every stage that trains: the non-finite step guard and the warmup."""
 
     max_nonfinite_steps: int = Field(
-        20, ge=1, le=1_000_000,
+        20,
+        ge=1,
+        le=1_000_000,
         description="consecutive non-finite steps (skipped) before the stage stops",
-    )  # fmt: skip
+    )
     warmup_steps: int = Field(
         0, ge=0, le=10_000_000, description="linear learning-rate warmup (optimizer steps)"
     )
@@ -232,18 +234,23 @@ class TrainCoco(Guarded):
     channels_last: bool = Field(True, description="channels-last memory (on CUDA only)")
     compile: bool = Field(False, description="torch.compile the model (on CUDA only)")
     resident_images: bool = Field(
-        False, description="decode every image once and keep it on the device as uint8 "
+        False,
+        description="decode every image once and keep it on the device as uint8 "
         "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)",
-    )  # fmt: skip
+    )
     keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
     warmup_steps: int = Field(
-        100, ge=0, le=10_000_000,
+        100,
+        ge=0,
+        le=10_000_000,
         description="linear learning-rate warmup (not in the paper; see models/stability.py)",
-    )  # fmt: skip
+    )
     logvar_bound: float | None = Field(
-        8.0, gt=0.0, le=100.0,
+        8.0,
+        gt=0.0,
+        le=100.0,
         description="soft bound on the log-variance (not in the paper); null: unbounded",
-    )  # fmt: skip
+    )
 
 
 class TrainCocoClip(TrainCoco):
@@ -370,7 +377,7 @@ class EvaluateCoco(Runtime):
             "a bright orange sunset",
             "an orange and a yam on a table",
             "an orange next to other fruit",
-        ],  # fmt: skip
+        ],
         min_length=1,
     )
     inception_weights: str | None = Field(
@@ -385,7 +392,7 @@ class EvaluateCoco(Runtime):
             "A beautiful landscape with mountains and a lake",
             "A black car",
             "An orange tree",
-        ],  # fmt: skip
+        ],
         min_length=1,
     )
 

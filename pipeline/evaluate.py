@@ -139,8 +139,13 @@ def posterior_mean_reconstructions(
     return torch.cat(parts)
 
 
-def sample_in_batches(model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator,
-                      batch_size: int, temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
+def sample_in_batches(
+    model: torch.nn.Module,
+    conditions: torch.Tensor,
+    generator: torch.Generator,
+    batch_size: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
     parts = _chunks(len(conditions), batch_size)
     return torch.cat(
@@ -192,9 +197,17 @@ def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, names: lis
     return conditional_accuracy(predicted, labels, names)["per_class"]
 
 
-def seeded_sample_scores(model, judge, conditions: torch.Tensor, intended: torch.Tensor,
-                         real_features: np.ndarray, names: list[str], seeds: list[int],
-                         temperature: float, batch_size: int) -> tuple[dict, dict]:  # fmt: skip
+def seeded_sample_scores(
+    model,
+    judge,
+    conditions: torch.Tensor,
+    intended: torch.Tensor,
+    real_features: np.ndarray,
+    names: list[str],
+    seeds: list[int],
+    temperature: float,
+    batch_size: int,
+) -> tuple[dict, dict]:
     """One sample set per seed under ``conditions``: the judge's accuracy against ``intended``
     (overall and per class) and the Fréchet distance of its features to ``real_features``,
     each as {"mean", "std"} over the seeds."""

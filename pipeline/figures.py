@@ -28,9 +28,11 @@ def label_font(name: str = LABEL_FONT, size: int = LABEL_SIZE) -> ImageFont.Free
     try:
         return ImageFont.truetype(name, size)
     except OSError:  # no silent fallback: the default font loses the spaces between words
-        raise PipelineError(f"TrueType font {name} not found (figure labels need it): "
-                            "install Debian's fonts-dejavu-core (scripts/setup.sh does), "
-                            "or DejaVu Sans from your system's packages") from None  # fmt: skip
+        raise PipelineError(
+            f"TrueType font {name} not found (figure labels need it): "
+            "install Debian's fonts-dejavu-core (scripts/setup.sh does), "
+            "or DejaVu Sans from your system's packages"
+        ) from None
 
 
 def image_grid(

@@ -34,9 +34,17 @@ class HeldOutResult:
 
 
 @torch.no_grad()
-def evaluate_held_out(model: torch.nn.Module, batches: Iterable[HeldOutPairs], p, key: str,
-                      name: str, device: torch.device, image_size: int, keep: int,
-                      generator: torch.Generator) -> HeldOutResult:  # fmt: skip
+def evaluate_held_out(
+    model: torch.nn.Module,
+    batches: Iterable[HeldOutPairs],
+    p,
+    key: str,
+    name: str,
+    device: torch.device,
+    image_size: int,
+    keep: int,
+    generator: torch.Generator,
+) -> HeldOutResult:
     """Scores ``model`` on a stream of held-out batches as section ``p`` (EvaluateCoco, params
     key ``key``) says; ``generator`` draws the caption-only samples."""
     model.eval()
@@ -54,8 +62,7 @@ def evaluate_held_out(model: torch.nn.Module, batches: Iterable[HeldOutPairs], p
         require_finite_tensor(samples, f"evaluate {name}: caption-only samples")
         scores.add(x, samples, batch.captions)
         if count < keep:
-            firsts.append((x[: keep - count].cpu(), recon[: keep - count].cpu(),
-                           c[: keep - count]))  # fmt: skip
+            firsts.append((x[: keep - count].cpu(), recon[: keep - count].cpu(), c[: keep - count]))
         count += len(x)
     first = tuple(torch.cat(parts) for parts in zip(*firsts, strict=True))
     return HeldOutResult(

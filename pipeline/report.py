@@ -98,9 +98,10 @@ def read_curves(folder: Path) -> dict[str, dict[str, list[tuple[float, float]]]]
                 rows = list(csv.DictReader(f, delimiter="\t"))
             points = [(float(row["step"]), float(row[path.stem])) for row in rows]
         except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise PipelineError(f"{path}: not a dvclive TSV with columns step and "
-                                f"{path.stem} ({exc!r}); rerun its train stage (dvc repro)"
-                                ) from None  # fmt: skip
+            raise PipelineError(
+                f"{path}: not a dvclive TSV with columns step and "
+                f"{path.stem} ({exc!r}); rerun its train stage (dvc repro)"
+            ) from None
         curves.setdefault(path.stem, {})[path.parent.name] = points
     order = [n for n in CURVE_ORDER if n in curves] + sorted(set(curves) - set(CURVE_ORDER))
     return {name: dict(sorted(curves[name].items(), reverse=True)) for name in order}
@@ -134,20 +135,31 @@ def _charts(curves: dict, per_class: dict) -> list[str]:
 
 def _page(title: str, body: list[str]) -> str:
     head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
-    return "\n".join([f"<!doctype html><html><head>{head}</head><body>"
-                      f"<h1>{html.escape(title)}</h1>", *body,
-                      f"<script>{CHECK}</script></body></html>"])  # fmt: skip
+    return "\n".join(
+        [
+            f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>",
+            *body,
+            f"<script>{CHECK}</script></body></html>",
+        ]
+    )
 
 
-def render_report(title: str, figures: list[Path], metrics: dict[str, dict],
-                  params: dict[str, dict], curves: dict | None = None,
-                  per_class: dict | None = None) -> str:  # fmt: skip
+def render_report(
+    title: str,
+    figures: list[Path],
+    metrics: dict[str, dict],
+    params: dict[str, dict],
+    curves: dict | None = None,
+    per_class: dict | None = None,
+) -> str:
     parts = ["<h2>Figures</h2>"]
     for path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode()
-        parts.append(f"<figure><img alt='{html.escape(path.name)}' "
-                     f"src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(path.name)}</figcaption></figure>")  # fmt: skip
+        parts.append(
+            f"<figure><img alt='{html.escape(path.name)}' "
+            f"src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+        )
     parts += _charts(curves or {}, per_class or {})
     parts.append("<h2>Metrics</h2>")
     for name, values in metrics.items():
@@ -158,9 +170,15 @@ def render_report(title: str, figures: list[Path], metrics: dict[str, dict],
     return _page(title, parts)
 
 
-def write_report(path: Path, title: str, figures: list[Path], metrics: dict[str, dict],
-                 params: dict[str, dict], curves: dict | None = None,
-                 per_class: dict | None = None) -> None:  # fmt: skip
+def write_report(
+    path: Path,
+    title: str,
+    figures: list[Path],
+    metrics: dict[str, dict],
+    params: dict[str, dict],
+    curves: dict | None = None,
+    per_class: dict | None = None,
+) -> None:
     page = render_report(title, figures, metrics, params, curves, per_class)
     write_bytes(path, page.encode())
 
@@ -183,22 +201,34 @@ def results_rows(metrics: dict[str, dict[str, dict]]) -> dict[str, dict[str, obj
     return dict(sorted(rows.items(), key=lambda row: row[0].startswith("conditions.")))
 
 
-def render_index(title: str, metrics: dict[str, dict[str, dict]], links: dict[str, str],
-                 curves: dict[str, dict], per_class: dict[str, dict]) -> str:  # fmt: skip
+def render_index(
+    title: str,
+    metrics: dict[str, dict[str, dict]],
+    links: dict[str, str],
+    curves: dict[str, dict],
+    per_class: dict[str, dict],
+) -> str:
     """The comparison page: one results table (a column per model, mean ± std where the
     metrics carry a spread), the models' test curves overlaid, and their per-class accuracy."""
     models = list(metrics)
-    head = "".join(f"<th><a href='{html.escape(links[m])}'>{html.escape(m)}</a></th>"
-                   if m in links else f"<th>{html.escape(m)}</th>" for m in models)  # fmt: skip
+    head = "".join(
+        f"<th><a href='{html.escape(links[m])}'>{html.escape(m)}</a></th>"
+        if m in links
+        else f"<th>{html.escape(m)}</th>"
+        for m in models
+    )
     body = []
     for key, values in results_rows(metrics).items():
-        cells = "".join(f"<td class='num'>{_cell(values[m])}</td>" if m in values else "<td></td>"
-                        for m in models)  # fmt: skip
+        cells = "".join(
+            f"<td class='num'>{_cell(values[m])}</td>" if m in values else "<td></td>"
+            for m in models
+        )
         body.append(f"<tr><td>{html.escape(key)}</td>{cells}</tr>")
     parts = [f"<h2>Results</h2><table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"]
     names = list(dict.fromkeys(n for c in curves.values() for n in c))
-    test = {n: {m: c[n]["test"] for m, c in curves.items() if "test" in c.get(n, {})}
-            for n in names}  # fmt: skip
+    test = {
+        n: {m: c[n]["test"] for m, c in curves.items() if "test" in c.get(n, {})} for n in names
+    }
     series = {f"{m}: {s}": v for m, by in per_class.items() for s, v in by.items()}
     parts += _charts({f"test {n}": v for n, v in test.items() if v}, series)
     return _page(title, parts)

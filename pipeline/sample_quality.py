@@ -64,8 +64,10 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[-1][:200]
-        raise PipelineError(f"{key}: {path} holds more than plain tensors and is refused "
-                            f"unread (no pickle is run): {first}") from None  # fmt: skip
+        raise PipelineError(
+            f"{key}: {path} holds more than plain tensors and is refused "
+            f"unread (no pickle is run): {first}"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:  # truncated, not torch
         first = str(exc).strip().splitlines()[0][:200]
         raise PipelineError(f"{key}: {path} is not a readable weights file ({first})") from None
@@ -87,9 +89,11 @@ def load_inception(weights: str | None, key: str, device: torch.device) -> torch
             f"(run `t2i weights inception --dest {path}` once where there is network access)"
         )
     if path.name == INCEPTION_FILE and (digest := sha256_file(path)) != INCEPTION_SHA256:
-        raise PipelineError(f"{key}: {path} has sha256 {digest}, not that of torch-fidelity's "
-                            f"file ({INCEPTION_SHA256}); delete it and run `t2i weights "
-                            "inception`")  # fmt: skip
+        raise PipelineError(
+            f"{key}: {path} has sha256 {digest}, not that of torch-fidelity's "
+            f"file ({INCEPTION_SHA256}); delete it and run `t2i weights "
+            "inception`"
+        )
     state = read_state_dict(path, key)
     from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -118,8 +122,10 @@ def inception_features(
 ) -> torch.Tensor:
     """Pool features (N, 2048) of uint8 images (N, 3, H, W), float32 on the CPU (the
     network's own precision; FID takes them to float64)."""
-    parts = [net(images[i : i + batch_size].to(device)).float().cpu()
-             for i in range(0, len(images), batch_size)]  # fmt: skip
+    parts = [
+        net(images[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(parts)
 
 
@@ -175,10 +181,16 @@ def fid_kid(
     real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int, kid_subset_size: int, seed: int
 ) -> dict:
     """FID and KID between two feature sets (N, 2048), from the same features."""
-    kid_mean, kid_std, size = kid(real, fake, subsets=kid_subsets, subset_size=kid_subset_size,
-                                  seed=seed)  # fmt: skip
-    return {"fid": fid(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
-            "kid_subsets": kid_subsets, "kid_subset_size": size}  # fmt: skip
+    kid_mean, kid_std, size = kid(
+        real, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+    )
+    return {
+        "fid": fid(real, fake),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": size,
+    }
 
 
 def fid_conditions(weights: str | None, real: int, fake: int, image_size: int) -> dict:
@@ -203,8 +215,7 @@ def weights_hash_prefix(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def fetch_inception(dest: Path, url: str | None = None, sha256: str | None = None,
-                    **http) -> Path:  # fmt: skip
+def fetch_inception(dest: Path, url: str | None = None, sha256: str | None = None, **http) -> Path:
     """Download InceptionV3 weights to ``dest``; ``dest`` appears only once the file checks out.
 
     torch-fidelity's file (the default) is checked against its full sha256; another ``url``
@@ -234,8 +245,9 @@ def fetch_inception(dest: Path, url: str | None = None, sha256: str | None = Non
             ) from None
         digest = sha256_file(tmp)
         if not digest.startswith(expected):
-            raise PipelineError(f"{redact(url)}: sha256 {digest} does not match {expected}; "
-                                "nothing was written")  # fmt: skip
+            raise PipelineError(
+                f"{redact(url)}: sha256 {digest} does not match {expected}; nothing was written"
+            )
         read_state_dict(tmp, redact(url))  # plain tensors, or refused before it is kept
     return dest
 
@@ -288,33 +300,60 @@ class CaptionOnlyScores:
             out["kid"] = absent(self.inception_absent, conditions)
         else:
             real_f, fake_f = torch.cat(self.real_f), torch.cat(self.fake_f)
-            scores = fid_kid(real_f, fake_f, kid_subsets=p.kid_subsets,
-                             kid_subset_size=p.kid_subset_size, seed=p.seed)  # fmt: skip
+            scores = fid_kid(
+                real_f,
+                fake_f,
+                kid_subsets=p.kid_subsets,
+                kid_subset_size=p.kid_subset_size,
+                seed=p.seed,
+            )
             out["fid"] = {"value": scores["fid"], "conditions": conditions}
-            out["kid"] = {"value": scores["kid_mean"], "std": scores["kid_std"],
-                          "conditions": {**conditions, "kid_subsets": scores["kid_subsets"],
-                                         "kid_subset_size": scores["kid_subset_size"],
-                                         "kid_features": "float32"}}  # fmt: skip
+            out["kid"] = {
+                "value": scores["kid_mean"],
+                "std": scores["kid_std"],
+                "conditions": {
+                    **conditions,
+                    "kid_subsets": scores["kid_subsets"],
+                    "kid_subset_size": scores["kid_subset_size"],
+                    "kid_features": "float32",
+                },
+            }
             half = len(real_f) // 2
             if half >= 2:  # a reference: FID between two halves of the real images
                 out["fid"]["real_half_vs_half"] = fid(real_f[:half], real_f[half : 2 * half])
         if self.clip is None:
             for name in CLIP_METRICS:
-                out[name] = absent(self.clip_absent, {"samples": n, "image_size": self.image_size,
-                                                      "model": p.clip_score.model})  # fmt: skip
+                out[name] = absent(
+                    self.clip_absent,
+                    {"samples": n, "image_size": self.image_size, "model": p.clip_score.model},
+                )
         else:
-            out.update(self.clip.scores(torch.cat(self.e_fake), torch.cat(self.e_real),
-                                        self.captions, p.batch_size,
-                                        draws=p.clip_score.r_precision_draws, seed=p.seed,
-                                        image_size=self.image_size))  # fmt: skip
+            out.update(
+                self.clip.scores(
+                    torch.cat(self.e_fake),
+                    torch.cat(self.e_real),
+                    self.captions,
+                    p.batch_size,
+                    draws=p.clip_score.r_precision_draws,
+                    seed=p.seed,
+                    image_size=self.image_size,
+                )
+            )
         return out
 
 
 CLIP_METRICS = ("clip_s", "clipscore_100", "clip_r_precision")
 
 
-def score_caption_only(p, key: str, x: torch.Tensor, samples: torch.Tensor, captions: list[str],
-                       device: torch.device, image_size: int) -> dict:  # fmt: skip
+def score_caption_only(
+    p,
+    key: str,
+    x: torch.Tensor,
+    samples: torch.Tensor,
+    captions: list[str],
+    device: torch.device,
+    image_size: int,
+) -> dict:
     """``CaptionOnlyScores`` of tensors already in memory, fed in batches of p.batch_size."""
     scores = CaptionOnlyScores(p, key, device, image_size)
     for start in range(0, len(x), p.batch_size):

@@ -82,8 +82,9 @@ def fused_adam_supported(model: nn.Module) -> bool:
     floating-point parameters on the CPU or CUDA. On CPU torch otherwise updates one tensor at
     a time; fused is 1.3-1.4x faster a step for the MLP CVAEs (benchmarks/fused_adam.py),
     the same update up to float rounding."""
-    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-               for p in model.parameters())  # fmt: skip
+    return all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters()
+    )
 
 
 class NonFiniteTraining(PipelineError):
@@ -115,8 +116,13 @@ class StepGuard:
             return
         self.skipped += 1
         self.consecutive += 1
-        log.warning("%s: epoch %d step %d: %s not finite; step skipped", self.name,
-                    self.epoch, step, problem)  # fmt: skip
+        log.warning(
+            "%s: epoch %d step %d: %s not finite; step skipped",
+            self.name,
+            self.epoch,
+            step,
+            problem,
+        )
         if self.consecutive >= self.limit:
             raise NonFiniteTraining(
                 f"train {self.name}: stopped at epoch {self.epoch}, step {step}: {problem} not "
@@ -128,8 +134,9 @@ class StepGuard:
 
 def inputs_digest(paths: list[Path]) -> str:
     """sha256 over every file of ``paths`` (files or folders): their relative names and bytes."""
-    files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*"))
-                    if f.is_file()})  # fmt: skip
+    files = sorted(
+        {f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()}
+    )
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.as_posix().encode() + b"\0")
@@ -217,8 +224,9 @@ def train_one_epoch(
     steps = -(-len(data) // data.batch_size)
     join = losses.join() if isinstance(losses, DistributedDataParallel) else nullcontext()
     with join:  # ranks may hold different numbers of batches: join() keeps them in step
-        for step, batch in enumerate(tqdm(data.batches(generator), total=steps, desc=desc,
-                                          leave=False, disable=None)):  # fmt: skip
+        for step, batch in enumerate(
+            tqdm(data.batches(generator), total=steps, desc=desc, leave=False, disable=None)
+        ):
             buffers = [b.detach().clone() for b in model.buffers()]
             with _autocast(model, amp):
                 terms = losses(*batch)  # in train mode this also moves BatchNorm's statistics
@@ -283,8 +291,12 @@ def fit(
     """
     if spec.keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
-                                 fused=fused_adam_supported(model))  # fmt: skip
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        fused=fused_adam_supported(model),
+    )
     rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
     steps = 0  # optimizer steps taken: the warmup's clock
@@ -349,8 +361,12 @@ def fit(
             " ".join(f"{k}={v:.4f}" for k, v in row.items()),
         )
         if rank0:
-            meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint,
-                    "steps": steps}  # fmt: skip
+            meta = {
+                "epoch": epoch + 1,
+                "history": history,
+                "fingerprint": fingerprint,
+                "steps": steps,
+            }
             if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
                 save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)  # redoes it
             save_state(state_path, model, optimizer, generator, meta)

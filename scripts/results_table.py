@@ -68,8 +68,10 @@ def main() -> None:
     if real:
         cas_real = cell(real["accuracy_on_real_test"])
         judged = cell(judge and judge["test"]["accuracy"])
-        print(f"\nThe same CNN trained on the real training images (cas_real): {cas_real}. "
-              f"The judge on the real test set: {judged}.")  # fmt: skip
+        print(
+            f"\nThe same CNN trained on the real training images (cas_real): {cas_real}. "
+            f"The judge on the real test set: {judged}."
+        )
 
 
 if __name__ == "__main__":

@@ -114,8 +114,11 @@ def declared_stages(root: Path = ROOT) -> list:
 
 def declared_code_deps(stage, root: Path = ROOT) -> list[str]:
     """A stage's declared deps under PACKAGES, repo-relative (files or folders)."""
-    deps = [Path(os.path.relpath(d.fs_path, root)).as_posix() for d in stage.deps
-            if getattr(d, "def_path", None) and not hasattr(d, "params")]  # fmt: skip
+    deps = [
+        Path(os.path.relpath(d.fs_path, root)).as_posix()
+        for d in stage.deps
+        if getattr(d, "def_path", None) and not hasattr(d, "params")
+    ]
     return sorted(d for d in deps if is_code(d))
 
 
@@ -127,8 +130,10 @@ def wanted_deps(root: Path = ROOT) -> dict[tuple[str, str], list[str]]:
         key = (stage.path_in_repo, stage.name.split("@")[0])
         deps = code_deps(entry_module(stage.cmd), root)
         if key in wanted and wanted[key] != deps:
-            raise SystemExit(f"{key[0]}: {origin[key]} and {stage.name} import different "
-                             "modules but share one deps list: split the stage")  # fmt: skip
+            raise SystemExit(
+                f"{key[0]}: {origin[key]} and {stage.name} import different "
+                "modules but share one deps list: split the stage"
+            )
         wanted[key], origin[key] = deps, stage.name
     return wanted
 

@@ -39,8 +39,9 @@ def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tenso
         conditions = F.one_hot(labels, len(LABELS)).float()
     else:  # each class's training phrasings in turn
         rows = fmnist_caption_set()["train"]
-        phrasings = train_phrasings(embeddings_dir(config["encoder"], "fmnist"), rows,
-                                    len(LABELS)).to(device)  # fmt: skip
+        phrasings = train_phrasings(
+            embeddings_dir(config["encoder"], "fmnist"), rows, len(LABELS)
+        ).to(device)
         offset = torch.arange(len(labels), device=device)
         conditions = phrasings.pick(labels, offset=offset)
     images = sample_in_batches(model, conditions, generator, 1000, p.temperature)

@@ -43,8 +43,10 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
     try:
         digest = p.annotations_sha256 and sha256_file(archive)
         if digest and digest != p.annotations_sha256:
-            raise PipelineError(f"{archive}: sha256 {digest}, expected {p.annotations_sha256} "
-                                "(download.coco.annotations_sha256)")  # fmt: skip
+            raise PipelineError(
+                f"{archive}: sha256 {digest}, expected {p.annotations_sha256} "
+                "(download.coco.annotations_sha256)"
+            )
         extract_members(archive, names, COCO_STORE / "annotations", p.max_extract_bytes)
     except PipelineError as exc:
         archive.unlink()  # a bad archive is fetched again on the next run
@@ -54,12 +56,17 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
 
 def run(params_path: Path) -> None:
     p = load_params(params_path).download.coco
-    http = {"retries": p.retries, "backoff_s": p.backoff_s, "timeout_s": p.timeout_s,
-            "deadline_s": p.deadline_s}  # fmt: skip
+    http = {
+        "retries": p.retries,
+        "backoff_s": p.backoff_s,
+        "timeout_s": p.timeout_s,
+        "deadline_s": p.deadline_s,
+    }
     if p.source == "local":
         if not p.local_root or not Path(p.local_root).is_dir():
-            raise PipelineError(f"download.coco.local_root: {p.local_root!r} is not a directory. "
-                                + LOCAL_HINT)  # fmt: skip
+            raise PipelineError(
+                f"download.coco.local_root: {p.local_root!r} is not a directory. " + LOCAL_HINT
+            )
         annotations = Path(p.local_root) / "annotations"
     else:
         annotations = _official_annotations(p, http, {s.split for s in p.subsets.values()})
@@ -70,11 +77,16 @@ def run(params_path: Path) -> None:
         records = image_records(coco_index, ids, subset.split)
         del coco_index  # the parsed annotations: ~9x their JSON's size, not needed past here
         if p.source == "local":
-            rows = local_images(records, subset.split, Path(p.local_root) / subset.split,
-                                workers=min(p.workers, os.cpu_count() or 1))  # fmt: skip
+            rows = local_images(
+                records,
+                subset.split,
+                Path(p.local_root) / subset.split,
+                workers=min(p.workers, os.cpu_count() or 1),
+            )
         else:
-            rows = fetch_images(records, subset.split, COCO_STORE / subset.split,
-                                workers=p.workers, **http)  # fmt: skip
+            rows = fetch_images(
+                records, subset.split, COCO_STORE / subset.split, workers=p.workers, **http
+            )
         write_manifest(rows, COCO_MANIFESTS / f"{name}.parquet")
         summary[name] = failure_summary(rows)
     write_json(METRICS / "coco" / "download.json", summary)

@@ -42,20 +42,35 @@ def run(name: str, params_path: Path) -> None:
     encoder_name = config["encoder"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
     held_out = ShardCaptionPairs(
-        sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")), embeddings_dir(encoder_name, "coco"),
-        pairs=0, batch_size=p.batch_size,
-    ).first_caption_batches(p.metric_images, p.batch_size)  # fmt: skip
+        sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")),
+        embeddings_dir(encoder_name, "coco"),
+        pairs=0,
+        batch_size=p.batch_size,
+    ).first_caption_batches(p.metric_images, p.batch_size)
     metric_generator = torch.Generator().manual_seed(p.seed + 1)  # independent of figures
-    scored = evaluate_held_out(model, held_out, p, f"evaluate.{name}", name, device,
-                               config["image_size"], p.figure_images, metric_generator)  # fmt: skip
+    scored = evaluate_held_out(
+        model,
+        held_out,
+        p,
+        f"evaluate.{name}",
+        name,
+        device,
+        config["image_size"],
+        p.figure_images,
+        metric_generator,
+    )
     losses = scored.test_loss_per_image
     metrics = {
         "reconstruction": scored.reconstruction,
         "test_loss_per_image": losses,
-        "conditions": {"images": scored.images, "image_size": config["image_size"],
-                       "subset": p.eval_subset, "encoder": encoder_name,
-                       "reconstruction": "decoder(posterior mean, caption)"},
-    }  # fmt: skip
+        "conditions": {
+            "images": scored.images,
+            "image_size": config["image_size"],
+            "subset": p.eval_subset,
+            "encoder": encoder_name,
+            "reconstruction": "decoder(posterior mean, caption)",
+        },
+    }
     if spec.loss == "bce_kl":  # BCE + KL is the Bernoulli decoder's negative ELBO
         metrics["test_nelbo_nats"] = losses["loss"]
     metrics["caption_only"] = scored.caption_only
@@ -75,8 +90,12 @@ def run(name: str, params_path: Path) -> None:
     grid(rows(p.captions), [t[:40] for t in p.captions], "fig6_captions.png")
     x, recon, c = scored.first
     only_text = sample_images(model, c, generator)
-    grid([hwc(x), hwc(recon), hwc(only_text)],
-         ["original", "image + caption", "caption only"], "fig7_heldout.png", 110)  # fmt: skip
+    grid(
+        [hwc(x), hwc(recon), hwc(only_text)],
+        ["original", "image + caption", "caption only"],
+        "fig7_heldout.png",
+        110,
+    )
     grid(rows(p.unseen_captions), [t[:40] for t in p.unseen_captions], "fig8_unseen.png")
     epoch_rows = rows(p.epoch_captions)  # the final weights first, then each kept epoch
     labels = [f"final: {t[:30]}" for t in p.epoch_captions]

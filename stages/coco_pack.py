@@ -21,19 +21,34 @@ def run(params_path: Path) -> None:
     index = {"image_size": p.image_size, "resize_mode": p.resize_mode, "subsets": {}}
     for manifest in sorted(COCO_MANIFESTS.glob("*.parquet")):
         rows = [r for r in read_manifest(manifest) if r["status"] == "ok"]
-        jpegs = prepare_jpegs(((r["path"], r["sha256"]) for r in rows), p.image_size,
-                              p.resize_mode, p.jpeg_quality, workers)  # fmt: skip
+        jpegs = prepare_jpegs(
+            ((r["path"], r["sha256"]) for r in rows),
+            p.image_size,
+            p.resize_mode,
+            p.jpeg_quality,
+            workers,
+        )
         samples = (
-            {"__key__": f"{r['image_id']:012d}", "jpg": jpeg,
-             "json": SampleMeta(image_id=r["image_id"], file_name=r["file_name"],
-                                split=r["split"], original_size=[r["width"], r["height"]],
-                                caption_ids=r["caption_ids"], captions=r["captions"])}
+            {
+                "__key__": f"{r['image_id']:012d}",
+                "jpg": jpeg,
+                "json": SampleMeta(
+                    image_id=r["image_id"],
+                    file_name=r["file_name"],
+                    split=r["split"],
+                    original_size=[r["width"], r["height"]],
+                    caption_ids=r["caption_ids"],
+                    captions=r["captions"],
+                ),
+            }
             for r, jpeg in zip(rows, jpegs, strict=True)
-        )  # fmt: skip
-        shards = write_shards(samples, COCO_SHARDS, manifest.stem, maxcount=p.shard_maxcount,
-                              maxsize=p.shard_maxsize)  # fmt: skip
+        )
+        shards = write_shards(
+            samples, COCO_SHARDS, manifest.stem, maxcount=p.shard_maxcount, maxsize=p.shard_maxsize
+        )
         index["subsets"][manifest.stem] = {
-            "images": len(rows), "captions": sum(len(r["captions"]) for r in rows),
+            "images": len(rows),
+            "captions": sum(len(r["captions"]) for r in rows),
             "shards": [s.name for s in shards],
-        }  # fmt: skip
+        }
     write_json(COCO_SHARDS / "index.json", index)

@@ -47,12 +47,29 @@ def run(params_path: Path, encoder_name: str, dataset: str) -> None:
         counts = encoder.token_counts(captions)  # once: for the sort and the truncation count
         truncated = int(sum(n > encoder.info.max_tokens for n in counts))
         if truncated:
-            log.info("shard %d: %d captions longer than %d tokens, truncated as %s does",
-                     index, truncated, encoder.info.max_tokens, encoder_name)  # fmt: skip
+            log.info(
+                "shard %d: %d captions longer than %d tokens, truncated as %s does",
+                index,
+                truncated,
+                encoder.info.max_tokens,
+                encoder_name,
+            )
         vectors = encoder.encode(captions, p.batch_size, counts)
-        meta = {**vars(encoder.info), "dataset": dataset, "dtype": p.dtype, "shard": index,
-                "shards": count, "truncated_captions": truncated}  # fmt: skip
-        write_embedding_shard(out / shard_name(index), np.array([r["image_id"] for r in part]),
-                              np.array([r["caption_id"] for r in part]), captions, vectors,
-                              p.dtype, meta)  # fmt: skip
+        meta = {
+            **vars(encoder.info),
+            "dataset": dataset,
+            "dtype": p.dtype,
+            "shard": index,
+            "shards": count,
+            "truncated_captions": truncated,
+        }
+        write_embedding_shard(
+            out / shard_name(index),
+            np.array([r["image_id"] for r in part]),
+            np.array([r["caption_id"] for r in part]),
+            captions,
+            vectors,
+            p.dtype,
+            meta,
+        )
         log.info("wrote %s (%d captions)", out / shard_name(index), len(part))

@@ -47,9 +47,16 @@ def run(name: str, params_path: Path) -> None:
     intended = torch.arange(10).repeat_interleave(p.samples_per_class).to(device)
     seeds = [p.seed + i for i in range(p.sample_seeds)]
     accuracy, frechet = seeded_sample_scores(
-        model, judge, F.one_hot(intended, 10).float(), intended, real_features, LABELS, seeds,
-        p.temperature, p.batch_size,
-    )  # fmt: skip
+        model,
+        judge,
+        F.one_hot(intended, 10).float(),
+        intended,
+        real_features,
+        LABELS,
+        seeds,
+        p.temperature,
+        p.batch_size,
+    )
     metrics = {
         "test_nelbo_nats": elbo["nelbo"],
         "test_recon_nats": elbo["recon"],
@@ -62,10 +69,15 @@ def run(name: str, params_path: Path) -> None:
         # What the judge scores on real test images: the ceiling for the sample accuracy.
         "judge_accuracy_on_real_test": float((real_predicted == y_test.cpu()).float().mean()),
         "judge_accuracy_on_real_test_per_class": per_class_accuracy(real_predicted, y_test, LABELS),
-        "conditions": {"test_images": len(x_test), "iw_k": p.iw_k,
-                       "samples_per_class": p.samples_per_class, "sample_seeds": p.sample_seeds,
-                       "temperature": p.temperature, "features": "judge penultimate layer (128-d)"},
-    }  # fmt: skip
+        "conditions": {
+            "test_images": len(x_test),
+            "iw_k": p.iw_k,
+            "samples_per_class": p.samples_per_class,
+            "sample_seeds": p.sample_seeds,
+            "temperature": p.temperature,
+            "features": "judge penultimate layer (128-d)",
+        },
+    }
     path = METRICS / name / "eval.json"
     write_json(path, require_finite(metrics, str(path)))
 

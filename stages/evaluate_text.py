@@ -37,10 +37,16 @@ def run(name: str, params_path: Path) -> None:
     x_test, _ = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     _, real_features = judge_outputs(judge, x_test, p.batch_size)
 
-    metrics = {"conditions": {"encoder": config["encoder"], "test_images": len(x_test),
-                              "samples_per_caption": p.samples_per_caption,
-                              "sample_seeds": p.sample_seeds, "temperature": p.temperature,
-                              "features": "judge penultimate layer (128-d)"}}  # fmt: skip
+    metrics = {
+        "conditions": {
+            "encoder": config["encoder"],
+            "test_images": len(x_test),
+            "samples_per_caption": p.samples_per_caption,
+            "sample_seeds": p.sample_seeds,
+            "temperature": p.temperature,
+            "features": "judge penultimate layer (128-d)",
+        }
+    }
     seeds = [p.seed + i for i in range(p.sample_seeds)]
     for split in ("heldout", "val", "train"):  # val chooses settings; heldout only reports
         rows = caption_set[split]
@@ -48,9 +54,16 @@ def run(name: str, params_path: Path) -> None:
         intended = torch.tensor([r["image_id"] for r in rows])
         index, intended = (t.repeat_interleave(p.samples_per_caption) for t in (index, intended))
         accuracy, frechet = seeded_sample_scores(
-            model, judge, vectors[index.to(device)], intended, real_features, LABELS, seeds,
-            p.temperature, p.batch_size,
-        )  # fmt: skip
+            model,
+            judge,
+            vectors[index.to(device)],
+            intended,
+            real_features,
+            LABELS,
+            seeds,
+            p.temperature,
+            p.batch_size,
+        )
         metrics[f"judge_accuracy_{split}_phrasings"] = accuracy
         metrics[f"frechet_judge_features_{split}_phrasings"] = frechet
     path = METRICS / name / "eval.json"

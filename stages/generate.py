@@ -34,8 +34,15 @@ def image_tiles(images: torch.Tensor, shape: tuple[int, int, int], where: str) -
     return images[:, 0].numpy() if channels == 1 else hwc(images)
 
 
-def grid(model_path: Path, label: str | None, caption: str | None, n: int, columns: int,
-         seed: int, params_path: Path):  # fmt: skip
+def grid(
+    model_path: Path,
+    label: str | None,
+    caption: str | None,
+    n: int,
+    columns: int,
+    seed: int,
+    params_path: Path,
+):
     model, config = load_model(model_path)
     spec = spec_of_config(config, str(model_path / "config.json"))
     if spec.conditioning == "text":

@@ -26,8 +26,10 @@ def _read_metrics(model: str) -> dict[str, dict]:
         try:
             metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise PipelineError(f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
-                                "that writes it (dvc repro) or delete it") from None  # fmt: skip
+            raise PipelineError(
+                f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
+                "that writes it (dvc repro) or delete it"
+            ) from None
     return metrics
 
 
@@ -44,8 +46,10 @@ def run(model: str, params_path: Path, output: Path | None = None) -> Path:
     figures = sorted((REPORTS / model).glob("*.png"))
     metrics, curves, per_class = _views(model)
     if not figures and not metrics:
-        raise PipelineError(f"no figures in {REPORTS / model} and no metrics in "
-                            f"{METRICS / model}: run its stages first (dvc repro)")  # fmt: skip
+        raise PipelineError(
+            f"no figures in {REPORTS / model} and no metrics in "
+            f"{METRICS / model}: run its stages first (dvc repro)"
+        )
     sections = {spec.train_section: spec.train_params(params).model_dump(by_alias=True)}
     if spec.evaluate_type is not None:
         sections[f"evaluate.{model}"] = spec.evaluate_params(params).model_dump(by_alias=True)
@@ -59,8 +63,10 @@ def run_all(params_path: Path, output: Path | None = None) -> Path:
     """Every model of the registry with a metrics file, in registry order."""
     models = [m for m in GENERATIVE if _metric_files(m)]
     if not models:
-        raise PipelineError(f"no metrics of any model ({', '.join(GENERATIVE)}) under "
-                            f"{METRICS}: run the stages first (dvc repro)")  # fmt: skip
+        raise PipelineError(
+            f"no metrics of any model ({', '.join(GENERATIVE)}) under "
+            f"{METRICS}: run the stages first (dvc repro)"
+        )
     output = output or REPORTS / "index.html"
     views = {m: _views(m) for m in models}  # read all before writing anything
     links = {}

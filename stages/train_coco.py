@@ -37,10 +37,15 @@ def run(name: str, params_path: Path) -> None:
             index["subsets"].get(subset, {}),
         )
         if p.resident_images:
-            return ResidentCaptionPairs(shards, embeddings_dir(p.encoder, "coco"),
-                                        images=counts.get("images", 0), batch_size=p.batch_size,
-                                        device=device, channels_last=p.channels_last and cuda,
-                                        key=f"train.{name}.resident_images")  # fmt: skip
+            return ResidentCaptionPairs(
+                shards,
+                embeddings_dir(p.encoder, "coco"),
+                images=counts.get("images", 0),
+                batch_size=p.batch_size,
+                device=device,
+                channels_last=p.channels_last and cuda,
+                key=f"train.{name}.resident_images",
+            )
         return ShardCaptionPairs(
             shards,
             embeddings_dir(p.encoder, "coco"),

@@ -63,11 +63,18 @@ def make_coco_fixture(root: Path, base_url: str = "http://127.0.0.1:9") -> CocoF
         for offset, case in enumerate(cases):
             image_id = first_id + offset
             name = f"COCO_{split}_{image_id:012d}.jpg"
-            images.append({
-                "license": 1, "file_name": name, "coco_url": f"{base_url}/{split}/{name}",
-                "height": 48, "width": 64, "date_captured": "2013-11-14 16:28:13",
-                "flickr_url": "", "id": image_id,
-            })  # fmt: skip
+            images.append(
+                {
+                    "license": 1,
+                    "file_name": name,
+                    "coco_url": f"{base_url}/{split}/{name}",
+                    "height": 48,
+                    "width": 64,
+                    "date_captured": "2013-11-14 16:28:13",
+                    "flickr_url": "",
+                    "id": image_id,
+                }
+            )
             for k in range(5 if case != "gray" else 6):  # ~five captions each, as in COCO
                 caption = f" A {case} photo number {image_id}, take {k}. "
                 annotations.append({"image_id": image_id, "id": next_caption, "caption": caption})

@@ -118,8 +118,9 @@ def run_env(repo: Path | None = None) -> dict:
 
 def dvc(repo: Path, *args: str) -> str:
     """``dvc ARGS`` in ``repo``; fails the test with DVC's output when it fails."""
-    result = subprocess.run(["dvc", *args], cwd=repo, env=run_env(repo), capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        ["dvc", *args], cwd=repo, env=run_env(repo), capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -154,8 +155,11 @@ def repo_copy(tmp_path) -> Path:
 def make_repo_copy(tmp_path: Path) -> Path:
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dest = tmp_path / "repo"
     skip = ("data/", "models/", "metrics/", "reports/", "dvc.lock")
     for name in files:

@@ -67,8 +67,19 @@ def test_generate_from_a_caption_with_a_text_model(tmp_path):
     torch.manual_seed(0)
     save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
     out = tmp_path / "shoes.png"
-    args = ["generate", "--caption", "white running shoes", "-n", "8", "-o", str(out),
-            "--model", str(tmp_path / "m"), "--params", str(REPO / "params.yaml")]  # fmt: skip
+    args = [
+        "generate",
+        "--caption",
+        "white running shoes",
+        "-n",
+        "8",
+        "-o",
+        str(out),
+        "--model",
+        str(tmp_path / "m"),
+        "--params",
+        str(REPO / "params.yaml"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (8 * 58 + 2, 58 + 2)
@@ -78,9 +89,11 @@ def test_generate_from_a_caption_with_a_text_model(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "model", "encoder"),
-    [("coco_clip", CVAEClip(224, 16, 8, 8, "concat"), "clip-vit-b-32"),
-     ("coco_t5", CVAEGated(224, 16, 8, "gated", 1.0), "t5-small")],
-)  # fmt: skip
+    [
+        ("coco_clip", CVAEClip(224, 16, 8, 8, "concat"), "clip-vit-b-32"),
+        ("coco_t5", CVAEGated(224, 16, 8, "gated", 1.0), "t5-small"),
+    ],
+)
 def test_generate_draws_224_rgb_grids_for_any_caption_from_a_coco_model(
     tmp_path, name, model, encoder
 ):
@@ -91,8 +104,21 @@ def test_generate_draws_224_rgb_grids_for_any_caption_from_a_coco_model(
     weights = make(tmp_path / "w")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"embed": {encoder: weights}}))
     out, params = tmp_path / "cat.png", str(tmp_path / "params.yaml")
-    args = ["generate", "--model", str(tmp_path / "m"), "--caption", "a cat on a sofa",
-            "-n", "4", "--columns", "2", "-o", str(out), "--params", params]  # fmt: skip
+    args = [
+        "generate",
+        "--model",
+        str(tmp_path / "m"),
+        "--caption",
+        "a cat on a sofa",
+        "-n",
+        "4",
+        "--columns",
+        "2",
+        "-o",
+        str(out),
+        "--params",
+        params,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     image = Image.open(out)

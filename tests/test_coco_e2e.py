@@ -27,20 +27,39 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["embed"].update(device="cpu", rows_per_shard=20, **(encoders or {}))
     params["download"]["coco"].update(
-        subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
-                 "val": {"split": "val2014", "num_images": 2, "seed": 1}},
-        retries=2, backoff_s=0.01, timeout_s=5, workers=4, max_failure_rate=0.5, **download,
-    )  # fmt: skip
+        subsets={
+            "train": {"split": "train2014", "num_images": None, "seed": 0},
+            "val": {"split": "val2014", "num_images": 2, "seed": 1},
+        },
+        retries=2,
+        backoff_s=0.01,
+        timeout_s=5,
+        workers=4,
+        max_failure_rate=0.5,
+        **download,
+    )
     params["pack"]["coco"].update(image_size=32, shard_maxcount=3, workers=2)
     for model in ("coco_clip", "coco_t5"):
-        params["train"][model].update(epochs=2, batch_size=4, workers=1, shuffle_buffer=8,
-                                      device="cpu", keep_epochs=[1, 2], latent_dim=8)  # fmt: skip
+        params["train"][model].update(
+            epochs=2,
+            batch_size=4,
+            workers=1,
+            shuffle_buffer=8,
+            device="cpu",
+            keep_epochs=[1, 2],
+            latent_dim=8,
+        )
     params["train"]["coco_clip"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
         params["evaluate"][model] = {  # a copy: params.yaml shares one section (YAML anchor)
-            **params["evaluate"][model], "device": "cpu", "samples": 2, "figure_images": 3,
-            "metric_images": 6, "kid_subsets": 5, **(evaluate or {}).get(model, {}),
-        }  # fmt: skip
+            **params["evaluate"][model],
+            "device": "cpu",
+            "samples": 2,
+            "figure_images": 3,
+            "metric_images": 6,
+            "kid_subsets": 5,
+            **(evaluate or {}).get(model, {}),
+        }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -68,15 +87,18 @@ def coco_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("coco_e2e")
     repo, server = make_repo_copy(tmp), LoopbackServer()
     serve(server, make_coco_fixture(tmp / "coco", server.url))
-    encoders = {"clip-vit-b-32": make_tiny_clip(tmp / "clip"),
-                "t5-small": make_tiny_t5(tmp / "t5")}  # fmt: skip
+    encoders = {"clip-vit-b-32": make_tiny_clip(tmp / "clip"), "t5-small": make_tiny_t5(tmp / "t5")}
     missing = str(tmp / "missing" / "weights.pth")
     evaluate = {  # coco_clip scores with test weights; coco_t5's are missing
-        "coco_clip": {"inception_weights": str(make_random_inception(tmp / "inc.pth")),
-                      "clip_score": encoders["clip-vit-b-32"]},
-        "coco_t5": {"inception_weights": missing,
-                    "clip_score": {**encoders["clip-vit-b-32"], "weights": missing}},
-    }  # fmt: skip
+        "coco_clip": {
+            "inception_weights": str(make_random_inception(tmp / "inc.pth")),
+            "clip_score": encoders["clip-vit-b-32"],
+        },
+        "coco_t5": {
+            "inception_weights": missing,
+            "clip_score": {**encoders["clip-vit-b-32"], "weights": missing},
+        },
+    }
     coco_params(repo, encoders, evaluate, annotations_url=server.url + ZIP_PATH)
     output = dvc(repo, "repro", "coco/dvc.yaml")
     yield SimpleNamespace(repo=repo, tmp=tmp, server=server, output=output)
@@ -89,11 +111,15 @@ def eval_json(repo, model: str) -> dict:
 
 def test_repro_runs_every_coco_stage(coco_run):
     assert stages_run(coco_run.output) == {
-        "coco/dvc.yaml:coco_download", "coco/dvc.yaml:coco_pack",
-        "coco/dvc.yaml:embed@clip-vit-b-32-coco", "coco/dvc.yaml:embed@t5-small-coco",
-        "coco/dvc.yaml:train@coco_clip", "coco/dvc.yaml:train@coco_t5",
-        "coco/dvc.yaml:evaluate@coco_clip", "coco/dvc.yaml:evaluate@coco_t5",
-    }  # fmt: skip
+        "coco/dvc.yaml:coco_download",
+        "coco/dvc.yaml:coco_pack",
+        "coco/dvc.yaml:embed@clip-vit-b-32-coco",
+        "coco/dvc.yaml:embed@t5-small-coco",
+        "coco/dvc.yaml:train@coco_clip",
+        "coco/dvc.yaml:train@coco_t5",
+        "coco/dvc.yaml:evaluate@coco_clip",
+        "coco/dvc.yaml:evaluate@coco_t5",
+    }
 
 
 def test_the_manifest_records_every_images_fate(coco_run):
@@ -151,8 +177,12 @@ def test_evaluation_writes_finite_metrics_and_the_papers_figures(coco_run):
         assert recon["psnr_db"] > 0 and metrics["conditions"]["image_size"] == 32
         folder = coco_run.repo / "reports" / model
         figures = {p.name: Image.open(p) for p in folder.glob("*.png")}
-        assert set(figures) == {"fig6_captions.png", "fig7_heldout.png", "fig8_unseen.png",
-                                "fig9_10_epochs.png"}  # fmt: skip
+        assert set(figures) == {
+            "fig6_captions.png",
+            "fig7_heldout.png",
+            "fig8_unseen.png",
+            "fig9_10_epochs.png",
+        }
         assert figures["fig6_captions.png"].height > 5 * 64  # a row for each paper caption
         assert figures["fig9_10_epochs.png"].height > 3 * 4 * 64  # final + 2 kept epochs, 4 each
         assert_finite_or_absent(metrics)  # every number finite, or absent with its reason
@@ -196,10 +226,26 @@ def test_missing_weights_leave_their_metrics_absent_with_the_reason(coco_run):
 @pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])
 def test_generate_draws_rgb_grids_from_a_trained_coco_model(coco_run, model):
     out = coco_run.tmp / f"{model}.png"
-    run = subprocess.run(["t2i", "generate", "--model", f"models/{model}", "--caption",
-                          "a cat on a sofa", "-n", "4", "--columns", "4", "-o", str(out)],
-                         cwd=coco_run.repo, env=run_env(coco_run.repo), capture_output=True,
-                         text=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            "t2i",
+            "generate",
+            "--model",
+            f"models/{model}",
+            "--caption",
+            "a cat on a sofa",
+            "-n",
+            "4",
+            "--columns",
+            "4",
+            "-o",
+            str(out),
+        ],
+        cwd=coco_run.repo,
+        env=run_env(coco_run.repo),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     image = Image.open(out)  # 32x32 tiles (the packed size), drawn at 2x
     assert image.mode == "RGB" and image.size == (4 * 66 + 2, 66 + 2)
@@ -234,16 +280,26 @@ def test_a_rerun_of_download_resumes_from_the_store(coco_run):
 def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     fixture = make_coco_fixture(tmp_path / "coco")
     coco_params(repo_copy, source="local", local_root=str(fixture.root))
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        ["t2i", "download", "coco"],
+        cwd=repo_copy,
+        env=run_env(repo_copy),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     rows = pq.read_table(repo_copy / "data/coco/manifest/train.parquet").to_pylist()
     assert rows[0]["path"].startswith(str(fixture.root))  # read in place
     assert not (repo_copy / "data/coco/store").exists()  # nothing copied
 
     coco_params(repo_copy, source="official", annotations_url="http://127.0.0.1:9/a.zip")
-    run = subprocess.run(["t2i", "download", "coco"], cwd=repo_copy, env=run_env(repo_copy),
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        ["t2i", "download", "coco"],
+        cwd=repo_copy,
+        env=run_env(repo_copy),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1
     assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr
     assert "Traceback" not in run.stderr

@@ -107,10 +107,16 @@ def test_local_mode_reads_only_inside_local_root(tmp_path, outside):
     fixture = make_coco_fixture(tmp_path / "coco")
     secret = fixture.files[f"/train2014/COCO_train2014_{1:012d}.jpg"]
     (outside / "secret.jpg").write_bytes(secret)  # decodes fine, were it ever read
-    path = edit_annotations(fixture.root, "train2014", lambda d: d["images"][7].update(
-        file_name=str(outside / "secret.jpg")))  # fmt: skip
-    edit_annotations(fixture.root, "train2014", lambda d: d["images"][0].update(
-        file_name="../../OUTSIDE/secret.jpg"))  # fmt: skip
+    path = edit_annotations(
+        fixture.root,
+        "train2014",
+        lambda d: d["images"][7].update(file_name=str(outside / "secret.jpg")),
+    )
+    edit_annotations(
+        fixture.root,
+        "train2014",
+        lambda d: d["images"][0].update(file_name="../../OUTSIDE/secret.jpg"),
+    )
     coco = read_captions(path)
     records = image_records(coco, select_coco_subset(coco, None, 0), "train2014")
     rows = local_images(records, "train2014", fixture.root / "train2014")
@@ -123,20 +129,24 @@ def test_local_mode_reads_only_inside_local_root(tmp_path, outside):
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("annotations", "caption", None, r"annotations\[0\] \(id 100\): 'caption' should be a "
-                                         r"string, got null"),
+        (
+            "annotations",
+            "caption",
+            None,
+            r"annotations\[0\] \(id 100\): 'caption' should be a "
+            r"string, got null",
+        ),
         ("images", "id", "1", r"images\[0\]: 'id' should be an integer of 0..10\^12-1, got \"1\""),
         ("images", "id", True, r"images\[0\]: 'id' should be an integer .*, got true"),
         ("images", "file_name", 7, r"images\[0\] \(id 1\): 'file_name' should be a string, got 7"),
         ("annotations", "image_id", "1", r"annotations\[0\]: 'image_id' should be an integer"),
     ],
-)  # fmt: skip
+)
 def test_malformed_entries_are_one_line_naming_the_file_and_entry(
     tmp_path, section, key, value, message
 ):
     fixture = make_coco_fixture(tmp_path / "coco")
-    path = edit_annotations(fixture.root, "train2014",
-                            lambda d: d[section][0].update({key: value}))  # fmt: skip
+    path = edit_annotations(fixture.root, "train2014", lambda d: d[section][0].update({key: value}))
     with pytest.raises(PipelineError, match=rf"captions_train2014.json: {message}") as info:
         read_captions(path)
     assert "\n" not in str(info.value)
@@ -145,10 +155,15 @@ def test_malformed_entries_are_one_line_naming_the_file_and_entry(
 def stage_params(workdir: Path, **coco) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["coco"].update(
-        subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
-                 "val": {"split": "val2014", "num_images": 2, "seed": 1}},
-        workers=2, max_failure_rate=0.9, **HTTP, **coco,
-    )  # fmt: skip
+        subsets={
+            "train": {"split": "train2014", "num_images": None, "seed": 0},
+            "val": {"split": "val2014", "num_images": 2, "seed": 1},
+        },
+        workers=2,
+        max_failure_rate=0.9,
+        **HTTP,
+        **coco,
+    )
     params["pack"]["coco"].update(image_size=32, shard_maxcount=3, workers=1)
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -172,8 +187,9 @@ def test_a_null_caption_stops_the_stage_with_one_line(tmp_path, monkeypatch):
     edit_annotations(fixture.root, "train2014", lambda d: d["annotations"][3].update(caption=None))
     stage_params(tmp_path, source="local", local_root=str(fixture.root))
     line = one_error_line(t2i(tmp_path, monkeypatch, "download", "coco"))
-    assert line.endswith("captions_train2014.json: annotations[3] (id 103): 'caption' should be "
-                         "a string, got null")  # fmt: skip
+    assert line.endswith(
+        "captions_train2014.json: annotations[3] (id 103): 'caption' should be a string, got null"
+    )
 
 
 def lying_zip(good: bytes) -> bytes:
@@ -191,16 +207,21 @@ def test_a_bad_archive_is_one_line_and_removed_so_a_rerun_fetches_it_again(
     fixture = make_coco_fixture(tmp_path / "coco", http_server.url)
     serve(http_server, fixture)
     good = fixture.files[ZIP_PATH]
-    bad = {"lying_header": lying_zip(good), "truncated": good[: len(good) // 2],
-           "other_bytes": rezip(fixture.root) + b"\0"}[fault]  # fmt: skip
+    bad = {
+        "lying_header": lying_zip(good),
+        "truncated": good[: len(good) // 2],
+        "other_bytes": rezip(fixture.root) + b"\0",
+    }[fault]
     http_server.routes[ZIP_PATH] = [(200, bad), (200, good)]
     checked = hashlib.sha256(good).hexdigest() if fault == "other_bytes" else None
     stage_params(tmp_path, annotations_url=http_server.url + ZIP_PATH, annotations_sha256=checked)
 
     line = one_error_line(t2i(tmp_path, monkeypatch, "download", "coco"))
-    expected = {"lying_header": "not a valid zip file (BadZipFile: Bad CRC-32",
-                "truncated": "not a valid zip file (BadZipFile",
-                "other_bytes": "(download.coco.annotations_sha256)"}[fault]  # fmt: skip
+    expected = {
+        "lying_header": "not a valid zip file (BadZipFile: Bad CRC-32",
+        "truncated": "not a valid zip file (BadZipFile",
+        "other_bytes": "(download.coco.annotations_sha256)",
+    }[fault]
     assert "data/coco/store/annotations_trainval2014.zip: " in line and expected in line
     assert line.endswith("the archive was removed: a rerun fetches it again")
     assert not (tmp_path / "data/coco/store/annotations_trainval2014.zip").exists()
@@ -255,12 +276,23 @@ def pack_workdir(tmp_path: Path, n: int, bad_sha_at: int | None = None) -> Path:
     Image.fromarray(pixels).save(photo, quality=95)
     sha = hashlib.sha256(photo.read_bytes()).hexdigest()
     rows = [
-        {"image_id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "split": "train2014",
-         "url": "", "path": str(photo), "status": "ok", "error": "",
-         "sha256": "0" * 64 if i == bad_sha_at else sha, "bytes": 1, "width": 640,
-         "height": 480, "caption_ids": [i], "captions": [f"photo {i}"]}
+        {
+            "image_id": i,
+            "file_name": f"COCO_train2014_{i:012d}.jpg",
+            "split": "train2014",
+            "url": "",
+            "path": str(photo),
+            "status": "ok",
+            "error": "",
+            "sha256": "0" * 64 if i == bad_sha_at else sha,
+            "bytes": 1,
+            "width": 640,
+            "height": 480,
+            "caption_ids": [i],
+            "captions": [f"photo {i}"],
+        }
         for i in range(1, n + 1)
-    ]  # fmt: skip
+    ]
     workdir = tmp_path / "work"
     write_manifest(rows, workdir / "data/coco/manifest/train.parquet")
     stage_params(workdir)
@@ -284,9 +316,14 @@ def test_a_signal_during_packing_leaves_no_published_partial_shard(tmp_path, sig
     shards = workdir / "data/shards/coco"
     # A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, and
     # Python keeps it ignored: the child gets the default action back, as in a terminal.
-    proc = subprocess.Popen(["t2i", "pack", "coco"], cwd=workdir, env=run_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_default_sigint)  # fmt: skip
+    proc = subprocess.Popen(
+        ["t2i", "pack", "coco"],
+        cwd=workdir,
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_default_sigint,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(shards.glob(".train-000000.tar.*.tmp")) and time.monotonic() < deadline:
@@ -301,8 +338,9 @@ def test_a_signal_during_packing_leaves_no_published_partial_shard(tmp_path, sig
     assert proc.returncode != 0
     assert list(shards.iterdir()) == []  # no partial shard, no temp, no stale index or shard
 
-    result = subprocess.run(["t2i", "pack", "coco"], cwd=workdir, env=run_env(),
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["t2i", "pack", "coco"], cwd=workdir, env=run_env(), capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     index = json.loads((shards / "index.json").read_text())
     assert sorted(p.name for p in shards.glob("*.tar")) == index["subsets"]["train"]["shards"]
@@ -353,8 +391,9 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
 
     def edit(data):
         hostile_file_names(outside)(data)
-        data["images"][2].update(coco_url="file:///etc/hostname",
-                                 file_name="COCO_train2014_000000000003.jpg")  # fmt: skip
+        data["images"][2].update(
+            coco_url="file:///etc/hostname", file_name="COCO_train2014_000000000003.jpg"
+        )
         for i in (3, 6):  # id 4 fetches fine, id 7 is a 404: both behind credentials
             data["images"][i]["coco_url"] = data["images"][i]["coco_url"].replace(
                 http_server.url, authed
@@ -370,8 +409,10 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
         annotations_url=authed + ZIP_PATH,
         annotations_sha256=hashlib.sha256(fixture.files[ZIP_PATH]).hexdigest(),
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0}},
-        workers=2, max_failure_rate=0.9, **HTTP,
-    )  # fmt: skip
+        workers=2,
+        max_failure_rate=0.9,
+        **HTTP,
+    )
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     out = dvc(repo_copy, "repro", "coco/dvc.yaml:coco_download")
@@ -387,8 +428,9 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
     assert http_server.headers[f"/train2014/{by_id[4]['file_name']}"]["Authorization"] == basic
     store = repo_copy / "data/coco/store"
     assert {p.name for p in (store / "train2014").iterdir()} == {
-        "COCO_train2014_000000000004.jpg", "COCO_train2014_000000000008.jpg"
-    }  # fmt: skip
+        "COCO_train2014_000000000004.jpg",
+        "COCO_train2014_000000000008.jpg",
+    }
 
     assert "TOKEN123" not in json.dumps(rows) + out
     files = [p for p in repo_copy.rglob("*") if p.is_file() and ".git" not in p.parts]
@@ -396,8 +438,10 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
     # Only the params the user wrote, DVC's record of them (its lock file and run cache), and
     # the annotations as the server sent them: no manifest, metrics file or log.
     assert {h for h in holders if not h.startswith((".dvc/cache/runs/", "tests/"))} == {
-        "params.yaml", "coco/dvc.lock", "data/coco/store/annotations/captions_train2014.json"
-    }  # fmt: skip
+        "params.yaml",
+        "coco/dvc.lock",
+        "data/coco/store/annotations/captions_train2014.json",
+    }
     download = (repo_copy / "metrics/coco/download.json").read_text()
     assert "http://***@127.0.0.1" in download and "file:///etc/hostname" in download
     assert "HTTP 404" in by_id[7]["error"] and "http://***@127.0.0.1" in by_id[7]["error"]

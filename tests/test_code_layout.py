@@ -1,6 +1,9 @@
 """Rules of the house that a reader relies on: what may import what, how long a stage is."""
 
 import ast
+import re
+import subprocess
+import sys
 
 from .conftest import REPO
 
@@ -34,3 +37,32 @@ def test_no_stage_or_command_branches_on_a_model_name():
         source = path.read_text()
         for name in ("fmnist_label", "fmnist_text", "coco_clip", "coco_t5"):
             assert f'== "{name}"' not in source and f"== '{name}'" not in source, path.name
+
+
+def _python_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
+
+
+def test_the_formatter_and_linter_pass():
+    files = _python_files()
+    assert len(files) > 50
+    for args in (["format", "--check"], ["check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, *files], cwd=REPO, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_fmt_skip_says_why():
+    # A `# fmt: skip` fights the formatter; it is allowed only where a reason follows it,
+    # for example `# fmt: skip (aligned table)`.
+    bare = [
+        f"{name}:{number}"
+        for name in _python_files()
+        for number, line in enumerate((REPO / name).read_text().splitlines(), 1)
+        if re.search(r"# fmt: (skip|off)\s*$", line)
+    ]
+    assert bare == []

@@ -81,8 +81,11 @@ def test_bools_and_strings_are_not_numbers(key, value, expected):
     for section in sections:
         node = node.setdefault(section, {})
     node[name] = value
-    with pytest.raises(PipelineError, match=rf"^params.yaml: invalid params: {key}: Input should "
-                       rf"be {expected}$"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=rf"^params.yaml: invalid params: {key}: Input should "
+        rf"be {expected}$",
+    ):
         parse_params(raw)
 
 
@@ -113,8 +116,11 @@ def test_an_int_is_still_a_float_and_the_test_params_validate():
     ],
 )
 def test_urls_must_be_http(raw):
-    with pytest.raises(PipelineError, match=r"download\.\w+\.\w+: Value error, expected an "
-                       r"http:// or https:// URL"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=r"download\.\w+\.\w+: Value error, expected an "
+        r"http:// or https:// URL",
+    ):
         parse_params(raw)
 
 

@@ -93,8 +93,9 @@ def test_offline_hub_weights_give_one_clear_error_and_no_output(tmp_path, name, 
     (tmp_path / "captions/fmnist.json").write_text((REPO / "captions/fmnist.json").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"embed": {name: {"weights": weights}}}))
     env = {**run_env(), "HF_HUB_OFFLINE": "1"}  # as on a machine without network
-    result = subprocess.run(["t2i", "embed", name, "fmnist"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["t2i", "embed", name, "fmnist"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert f"embed.{name}.weights" in result.stderr and match in result.stderr
     assert "Traceback" not in result.stderr
@@ -104,8 +105,15 @@ def test_offline_hub_weights_give_one_clear_error_and_no_output(tmp_path, name, 
 def test_shard_schema_metadata_and_vectorised_reader(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     meta = {"encoder": "x", "weights_sha256": "ab", "dim": 8}
-    write_embedding_shard(tmp_path / "part-00000.parquet", [1, 1, 2, 3, 3], [10, 11, 20, 30, 31],
-                          list("abcde"), vectors, "float16", meta)  # fmt: skip
+    write_embedding_shard(
+        tmp_path / "part-00000.parquet",
+        [1, 1, 2, 3, 3],
+        [10, 11, 20, 30, 31],
+        list("abcde"),
+        vectors,
+        "float16",
+        meta,
+    )
     schema = pq.read_schema(tmp_path / "part-00000.parquet")
     assert str(schema.field("embedding").type) == "fixed_size_list<element: halffloat>[8]"
     assert (
@@ -137,8 +145,13 @@ def test_fmnist_caption_set_keeps_validation_and_held_out_wording_apart():
 
 
 def _embed(repo):
-    result = subprocess.run(["t2i", "embed", "minilm", "fmnist"], cwd=repo, env=run_env(repo),
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["t2i", "embed", "minilm", "fmnist"],
+        cwd=repo,
+        env=run_env(repo),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return {p.name: p.read_bytes() for p in (repo / "data/embeddings/minilm/fmnist").glob("*")}
 

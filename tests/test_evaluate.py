@@ -96,12 +96,14 @@ def test_seeded_sample_scores_draw_one_set_per_seed():
     intended = torch.arange(10).repeat_interleave(20)
     conditions = F.one_hot(intended, 10).float()
     real = np.random.default_rng(0).normal(size=(300, 128))
-    accuracy, frechet = seeded_sample_scores(model, judge, conditions, intended, real,
-                                             list("abcdefghij"), [0, 1, 2], 1.0, 64)  # fmt: skip
+    accuracy, frechet = seeded_sample_scores(
+        model, judge, conditions, intended, real, list("abcdefghij"), [0, 1, 2], 1.0, 64
+    )
     assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set(
         "abcdefghij"
     )
     assert 0 <= accuracy["overall"]["mean"] <= 1 and frechet["std"] > 0  # the sets differ
-    again, _ = seeded_sample_scores(model, judge, conditions, intended, real, list("abcdefghij"),
-                                    [0, 1, 2], 1.0, 64)  # fmt: skip
+    again, _ = seeded_sample_scores(
+        model, judge, conditions, intended, real, list("abcdefghij"), [0, 1, 2], 1.0, 64
+    )
     assert again == accuracy  # and each is reproducible

@@ -26,12 +26,18 @@ def test_smoke_run_writes_every_measurement_finite(tmp_path):
     out = tmp_path / "results"
     result = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out-dir", str(out)],
-        cwd=REPO, env=run_env(REPO), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=run_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == [
-        "gpu_embed.json", "gpu_stability.json", "gpu_train.json",
-    ]  # fmt: skip
+        "gpu_embed.json",
+        "gpu_stability.json",
+        "gpu_train.json",
+    ]
     reports = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
     for report in reports.values():
         env = report["environment"]

@@ -72,8 +72,16 @@ def get(url, dest, **kw):
     download(url, dest, **{"retries": 2, "backoff_s": 0.01, "timeout_s": 5, **kw})
 
 
-@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/x", "127.0.0.1/x",
-                                 "http:///no-host", "http://127.0.0.1:99999/x"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/hostname",
+        "ftp://127.0.0.1/x",
+        "127.0.0.1/x",
+        "http:///no-host",
+        "http://127.0.0.1:99999/x",
+    ],
+)
 def test_only_http_and_https_urls_are_fetched(tmp_path, url):
     with pytest.raises(DownloadError) as info:
         get(url, tmp_path / "out")
@@ -162,8 +170,9 @@ def mirrors(http_server, fmnist_gz_dir):
 @pytest.mark.parametrize("first", ["short", "wrong"])
 def test_mirrors_fall_back_in_order_on_any_failure(tmp_path, mirrors, first):
     urls = [f"{mirrors.url}/{first}/", f"{mirrors.url}/good/"]
-    origins = fetch_fmnist(tmp_path, source="mirror", mirrors=urls, retries=1, backoff_s=0.01,
-                           timeout_s=5)  # fmt: skip
+    origins = fetch_fmnist(
+        tmp_path, source="mirror", mirrors=urls, retries=1, backoff_s=0.01, timeout_s=5
+    )
     assert all(origin.startswith(f"{mirrors.url}/good/") for origin in origins.values())
     tries = 2 if first == "short" else 1  # a short body is retried once; a wrong file is not
     assert all(mirrors.hits[f"/{first}/{name}.gz"] == tries for name in NAMES)
@@ -181,8 +190,9 @@ def test_a_killed_mirror_fetch_leaves_nothing_in_tmp_and_a_rerun_cleans_up(tmp_p
         "fetch_fmnist(Path(sys.argv[1]), source='mirror', mirrors=[sys.argv[2]], retries=0)"
     )
     env = {**run_env(), "TMPDIR": str(tmpdir)}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out), f"{mirrors.url}/slow/"],
-                            cwd=REPO, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(out), f"{mirrors.url}/slow/"], cwd=REPO, env=env
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(out.glob(".*.tmp")) and time.monotonic() < deadline:

@@ -38,15 +38,23 @@ def test_a_killed_coco_fetch_leaves_temps_only_in_the_store_and_a_rerun_removes_
     tmpdir.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["coco"].update(
-        annotations_url=http_server.url + ZIP_PATH, workers=1, retries=0, max_failure_rate=0.9,
+        annotations_url=http_server.url + ZIP_PATH,
+        workers=1,
+        retries=0,
+        max_failure_rate=0.9,
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0}},
-    )  # fmt: skip
+    )
     work.mkdir()
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**run_env(), "TMPDIR": str(tmpdir)}
     store = work / "data/coco/store/train2014"
-    proc = subprocess.Popen(["t2i", "download", "coco"], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        ["t2i", "download", "coco"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(store.glob(".*.tmp")) and time.monotonic() < deadline:
@@ -58,8 +66,9 @@ def test_a_killed_coco_fetch_leaves_temps_only_in_the_store_and_a_rerun_removes_
     assert [p.name for p in store.glob(".*.tmp")][0].startswith(".COCO_train2014_000000000001")
     assert list(tmpdir.iterdir()) == []
 
-    result = subprocess.run(["t2i", "download", "coco"], cwd=work, env=env, capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        ["t2i", "download", "coco"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     everything = [p for p in (work / "data").rglob("*") if p.is_file()]
     assert [p for p in everything if p.name.endswith(".tmp")] == []
@@ -75,13 +84,13 @@ def test_dvc_never_records_a_temp_file_left_in_a_persisted_output(tmp_path):
     (project / ".dvcignore").write_text((REPO / ".dvcignore").read_text())
     write = "from pathlib import Path; Path('state').mkdir(exist_ok=True); "
     write += "Path('state/train_state.bin').write_bytes(b'epoch 3')"
-    stage = {"cmd": f'python -c "{write}"', "outs": [{"state": {"persist": True,
-                                                                "cache": False}}]}  # fmt: skip
+    stage = {"cmd": f'python -c "{write}"', "outs": [{"state": {"persist": True, "cache": False}}]}
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}))
 
     def dvc(*args):
-        done = subprocess.run(["dvc", *args], cwd=project, env=run_env(), capture_output=True,
-                              text=True)  # fmt: skip
+        done = subprocess.run(
+            ["dvc", *args], cwd=project, env=run_env(), capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

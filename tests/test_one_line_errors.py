@@ -69,8 +69,17 @@ def test_generate_with_a_truncated_text_encoder_file(tmp_path):
     params["embed"]["minilm"]["weights"] = str(weights)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
-    args = ["generate", "--caption", "shoes", "--model", str(tmp_path / "m"), "-o", "x.png",
-            "--params", str(tmp_path / "params.yaml")]  # fmt: skip
+    args = [
+        "generate",
+        "--caption",
+        "shoes",
+        "--model",
+        str(tmp_path / "m"),
+        "-o",
+        "x.png",
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
     line = one_error_line(CliRunner().invoke(app, args))
     assert (
         f"embed.minilm.weights: weights '{weights}' could not be loaded ({weights}/model." in line

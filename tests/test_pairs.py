@@ -30,14 +30,26 @@ def make_pairs_data(folder):
         out = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(out, "JPEG")
         caption_ids = [image_id * 10 + k for k in range(2 + image_id % 2)]
-        samples.append({"__key__": f"{image_id:012d}", "jpg": out.getvalue(),
-                        "json": {"image_id": image_id, "caption_ids": caption_ids}})  # fmt: skip
+        samples.append(
+            {
+                "__key__": f"{image_id:012d}",
+                "jpg": out.getvalue(),
+                "json": {"image_id": image_id, "caption_ids": caption_ids},
+            }
+        )
         ids += [(image_id, c) for c in caption_ids]
         captions += [f"caption {c}" for c in caption_ids]
     shards = write_shards(iter(samples), folder / "shards", "train", maxcount=2, maxsize=10**9)
     vectors = np.arange(len(ids) * 8, dtype=np.float32).reshape(-1, 8) / 100
-    write_embedding_shard(folder / "emb" / "part-00000.parquet", [i for i, _ in ids],
-                          [c for _, c in ids], captions, vectors, "float32", {})  # fmt: skip
+    write_embedding_shard(
+        folder / "emb" / "part-00000.parquet",
+        [i for i, _ in ids],
+        [c for _, c in ids],
+        captions,
+        vectors,
+        "float32",
+        {},
+    )
     return shards, folder / "emb", len(ids)
 
 
@@ -68,9 +80,16 @@ def train_streamed(tmp_path, shards, emb, n, epochs, name):
     generator = make_deterministic(3, torch.device("cpu"))
     model = CVAEGated(image_size=32, text_dim=8, latent_dim=4)
     data = ShardCaptionPairs(shards, emb, pairs=n, batch_size=4, shuffle_buffer=8, workers=1)
-    fit(model, data, data, FitSpec(epochs=epochs, batch_size=4, lr=1e-3, grad_clip=1.0),
-        generator=generator, state_path=tmp_path / name / "state.safetensors",
-        live_dir=tmp_path / name / "live", fingerprint=run_fingerprint(model, {}))  # fmt: skip
+    fit(
+        model,
+        data,
+        data,
+        FitSpec(epochs=epochs, batch_size=4, lr=1e-3, grad_clip=1.0),
+        generator=generator,
+        state_path=tmp_path / name / "state.safetensors",
+        live_dir=tmp_path / name / "live",
+        fingerprint=run_fingerprint(model, {}),
+    )
     return model.state_dict()
 
 
@@ -113,8 +132,14 @@ def test_ddp_with_gloo_two_ranks_end_with_identical_weights(tmp_path):
     make_pairs_data(tmp_path)
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(DDP_DRIVER))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(driver),
-           str(tmp_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        str(driver),
+        str(tmp_path),
+    ]
     result = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))

@@ -18,9 +18,15 @@ pytestmark = pytest.mark.e2e
 
 def test_repro_runs_every_stage_then_nothing(finished_root_run):
     repo = finished_root_run.repo
-    assert {"download_fmnist", "judge", "train@fmnist_label", "evaluate@fmnist_label",
-            "embed@minilm-fmnist", "train_text@fmnist_text",
-            "evaluate_text@fmnist_text"} <= root_stages(repo)  # fmt: skip
+    assert {
+        "download_fmnist",
+        "judge",
+        "train@fmnist_label",
+        "evaluate@fmnist_label",
+        "embed@minilm-fmnist",
+        "train_text@fmnist_text",
+        "evaluate_text@fmnist_text",
+    } <= root_stages(repo)
     assert stages_run(finished_root_run.output) == root_stages(repo)
 
     for name in ("fmnist_label", "fmnist_conv"):  # the paper's model and ours, one evaluator
@@ -65,8 +71,10 @@ def test_a_param_change_reruns_only_the_stages_it_touches(finished_root_run, tmp
 
     set_param(repo, "train.fmnist_label", "epochs", 3)
     assert stages_run(dvc(repo, "repro")) == {  # the model, and all that reads it
-        "train@fmnist_label", "evaluate@fmnist_label", "cas@fmnist_label"
-    }  # fmt: skip
+        "train@fmnist_label",
+        "evaluate@fmnist_label",
+        "cas@fmnist_label",
+    }
     curve = (repo / "metrics/fmnist_label/train/plots/metrics/train/loss.tsv").read_text()
     assert len(curve.strip().splitlines()) == 1 + 3  # header + 3 epochs, 2 of them resumed
     diff = dvc(repo, "metrics", "diff", "HEAD", "--json")
@@ -101,8 +109,13 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     success; the guard skips the non-finite steps, then stops the stage at the epoch's test
     loss with one line, and DVC records nothing."""
     set_param(repo_copy, "train.fmnist_label", "lr", 1.0)
-    run = subprocess.run(["dvc", "repro", "train@fmnist_label"], cwd=repo_copy,
-                         env=run_env(repo_copy), capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        ["dvc", "repro", "train@fmnist_label"],
+        cwd=repo_copy,
+        env=run_env(repo_copy),
+        capture_output=True,
+        text=True,
+    )
     output = run.stdout + run.stderr
     assert run.returncode != 0
     errors = [line for line in output.splitlines() if line.startswith("error: train fmnist_label")]
@@ -132,8 +145,13 @@ def test_changing_how_the_condition_is_built_trains_afresh(finished_root_run, tm
     rerun = load_file(weights)
 
     (repo_copy / "models/fmnist_label/state/train_state.safetensors").unlink()
-    subprocess.run(["t2i", "train", "fmnist_label"], cwd=repo_copy, env=run_env(repo_copy),
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["t2i", "train", "fmnist_label"],
+        cwd=repo_copy,
+        env=run_env(repo_copy),
+        check=True,
+        capture_output=True,
+    )
     scratch = load_file(weights)
     assert any(not torch.equal(before[k], rerun[k]) for k in before)  # it trained again...
     assert all(torch.equal(rerun[k], scratch[k]) for k in scratch)  # ...from scratch

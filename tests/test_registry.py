@@ -38,8 +38,9 @@ def test_every_model_builds_from_its_params_and_loads_back_as_itself(name, tmp_p
 
 def test_text_models_name_their_encoder_in_their_params():
     params = load_params(REPO / "params.yaml")
-    encoders = {n: s.train_params(params).encoder for n, s in GENERATIVE.items()
-                if s.conditioning == "text"}  # fmt: skip
+    encoders = {
+        n: s.train_params(params).encoder for n, s in GENERATIVE.items() if s.conditioning == "text"
+    }
     assert encoders == {
         "fmnist_text": "minilm",
         "fmnist_text_prior": "minilm",

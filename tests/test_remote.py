@@ -12,8 +12,12 @@ pytestmark = pytest.mark.e2e
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_a_fresh_clone_pulls_every_output_and_generates_without_retraining(
@@ -38,11 +42,18 @@ def test_a_fresh_clone_pulls_every_output_and_generates_without_retraining(
     assert json.loads(dvc(clone, "status", "--json", "dvc.yaml")) == {}
     assert stages_run(dvc(clone, "repro")) == set()  # nothing retrains
 
-    for args in (["--model", "models/fmnist_text", "--caption", "white running shoes"],
-                 ["--model", "models/fmnist_label", "--label", "sneaker"]):  # fmt: skip
+    for args in (
+        ["--model", "models/fmnist_text", "--caption", "white running shoes"],
+        ["--model", "models/fmnist_label", "--label", "sneaker"],
+    ):
         out = clone / "generated.png"
-        run = subprocess.run(["t2i", "generate", *args, "-n", "8", "-o", str(out)], cwd=clone,
-                             env=run_env(clone), capture_output=True, text=True)  # fmt: skip
+        run = subprocess.run(
+            ["t2i", "generate", *args, "-n", "8", "-o", str(out)],
+            cwd=clone,
+            env=run_env(clone),
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr
         assert Image.open(out).size == (8 * 58 + 2, 58 + 2)
         out.unlink()

@@ -33,9 +33,12 @@ def images_loaded(page, profile) -> tuple[int, int]:
     """(images on the page, images that decoded) as the page's own load check reports."""
     if CHROMIUM is None:
         pytest.skip("chromium not installed (scripts/setup.sh installs Debian's chromium)")
-    result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                             page.resolve().as_uri()], capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     body = re.search(r"<body[^>]*>", result.stdout).group(0)
     found = re.search(r'data-images="(\d+)" data-images-loaded="(\d+)"', body)
     assert found, body
@@ -98,17 +101,33 @@ def rendered(page, profile, tmp_path) -> tuple[dict, np.ndarray]:
     1200 px wide and one CSS pixel per screen pixel."""
     if CHROMIUM is None:
         pytest.skip("chromium not installed (scripts/setup.sh installs Debian's chromium)")
-    flags = [*FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
-             "--force-device-scale-factor=1"]  # fmt: skip
-    dom = subprocess.run([CHROMIUM, *flags, "--window-size=1200,800", "--dump-dom",
-                          page.resolve().as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout  # fmt: skip
+    flags = [
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1200,800", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     record = {k: html.unescape(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', body)}
     shot = tmp_path / "shot.png"
     height = int(record["page-height"]) + 20
-    subprocess.run([CHROMIUM, *flags, f"--window-size=1200,{height}", f"--screenshot={shot}",
-                    page.resolve().as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            CHROMIUM,
+            *flags,
+            f"--window-size=1200,{height}",
+            f"--screenshot={shot}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     return record, np.asarray(Image.open(shot).convert("RGB")).astype(int)
 
 
@@ -125,10 +144,13 @@ PER_CLASS = {"Bag": 0.9, "Coat": 0.6, "Shirt": 0.3}
 
 def test_the_report_draws_training_curves_and_per_class_bars_visibly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir(tmp_path, {
-        "judge_accuracy_on_samples": {"overall": 0.6, "per_class": PER_CLASS},
-        "judge_accuracy_on_real_test_per_class": {"Bag": 0.97, "Coat": 0.85, "Shirt": 0.7},
-    })  # fmt: skip
+    run_dir(
+        tmp_path,
+        {
+            "judge_accuracy_on_samples": {"overall": 0.6, "per_class": PER_CLASS},
+            "judge_accuracy_on_real_test_per_class": {"Bag": 0.97, "Coat": 0.85, "Shirt": 0.7},
+        },
+    )
     result = CliRunner().invoke(app, ["report", "fmnist_label"])
     assert result.exit_code == 0, result.output
     page = tmp_path / "reports/fmnist_label/report.html"
@@ -150,8 +172,12 @@ def test_report_all_compares_every_model_with_metrics_in_one_table(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     run_dir(tmp_path, {"judge_accuracy_on_samples": {"overall": 0.7778, "per_class": PER_CLASS}})
     spread = {"mean": 0.5733, "std": 0.0121}  # a metric measured over several sample seeds
-    run_dir(tmp_path, {"judge_accuracy_heldout_phrasings": {"overall": spread,
-                       "per_class": {"Bag": spread}}}, model="fmnist_text", shift=20)  # fmt: skip
+    run_dir(
+        tmp_path,
+        {"judge_accuracy_heldout_phrasings": {"overall": spread, "per_class": {"Bag": spread}}},
+        model="fmnist_text",
+        shift=20,
+    )
     result = CliRunner().invoke(app, ["report", "--all"])
     assert result.exit_code == 0, result.output
     index = tmp_path / "reports/index.html"

@@ -21,8 +21,11 @@ def test_resident_images_give_the_streamed_pairs_and_a_seeded_permutation(tmp_pa
         assert torch.equal(xs, xr) and torch.equal(cs, cr)  # shard order: the same batches
 
     def order(seed):
-        return [caption_of(c) for _, cs in resident.batches(torch.Generator().manual_seed(seed))
-                for c in cs]  # fmt: skip
+        return [
+            caption_of(c)
+            for _, cs in resident.batches(torch.Generator().manual_seed(seed))
+            for c in cs
+        ]
 
     assert sorted(order(1)) == list(range(n)) and order(1) == order(1) != order(2)
 

@@ -195,9 +195,20 @@ def test_fetch_inception_checks_the_hash_in_the_name(http_server, tmp_path):
     assert weights_hash_prefix(f"{http_server.url}/w/inception-{prefix}.pth") == prefix
 
     dest = tmp_path / "weights" / "inception.pth"
-    run = subprocess.run(["t2i", "weights", "inception", "--dest", str(dest),
-                          "--url", f"{http_server.url}/w/inception-{prefix}.pth"],
-                         env=run_env(), capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            "t2i",
+            "weights",
+            "inception",
+            "--dest",
+            str(dest),
+            "--url",
+            f"{http_server.url}/w/inception-{prefix}.pth",
+        ],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert dest.read_bytes() == body  # after one retry of the 503
 
@@ -239,8 +250,11 @@ def test_a_pickle_payload_at_the_weights_path_is_refused_without_running(tmp_pat
     planted.parent.mkdir()
     torch.save({"fc.weight": torch.zeros(2), "x": _Payload(marker)}, planted)
     key = "evaluate.coco_clip.inception_weights"
-    with pytest.raises(PipelineError, match=rf"{key}: .*planted.pth holds more than plain "
-                       r"tensors and is refused unread \(no pickle is run\)"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=rf"{key}: .*planted.pth holds more than plain "
+        r"tensors and is refused unread \(no pickle is run\)",
+    ):
         load_inception(str(planted), key, CPU)
     assert not marker.exists()
 
@@ -268,8 +282,11 @@ def test_a_file_named_as_the_official_weights_must_have_their_sha256(tmp_path, i
     assert INCEPTION_FILE.split("-")[-1].split(".")[0] == INCEPTION_SHA256[:8]
     impostor = tmp_path / INCEPTION_FILE
     impostor.write_bytes(inception_file.read_bytes())  # loadable weights, not the official ones
-    with pytest.raises(PipelineError, match=rf"has sha256 [0-9a-f]{{64}}, not that of "
-                       rf"torch-fidelity's file \({INCEPTION_SHA256}\)"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=rf"has sha256 [0-9a-f]{{64}}, not that of "
+        rf"torch-fidelity's file \({INCEPTION_SHA256}\)",
+    ):
         load_inception(str(impostor), "evaluate.coco_t5.inception_weights", CPU)
     net = load_inception(str(inception_file), "evaluate.coco_t5.inception_weights", CPU)
     assert sum(p.numel() for p in net.parameters()) > 20_000_000  # any other name: loaded

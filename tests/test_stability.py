@@ -35,16 +35,25 @@ LATENT = 32  # paper: 128; Model 2's heads and decoder FC then hold 7M weights, 
 def _params(repo, root, encoders):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["coco"].update(
-        source="local", local_root=str(root),
-        subsets={"train": {"split": "train2014", "num_images": None, "seed": 0},
-                 "val": {"split": "val2014", "num_images": None, "seed": 0}},
-    )  # fmt: skip
+        source="local",
+        local_root=str(root),
+        subsets={
+            "train": {"split": "train2014", "num_images": None, "seed": 0},
+            "val": {"split": "val2014", "num_images": None, "seed": 0},
+        },
+    )
     params["pack"]["coco"].update(image_size=SIZE, workers=2)
     params["embed"].update(device="cpu", **encoders)
     for model in ("coco_clip", "coco_t5"):
-        params["train"][model].update(epochs=EPOCHS, batch_size=BATCH, latent_dim=LATENT,
-                                      workers=0, device="cpu", shuffle_buffer=60,
-                                      keep_epochs=[])  # fmt: skip
+        params["train"][model].update(
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            latent_dim=LATENT,
+            workers=0,
+            device="cpu",
+            shuffle_buffer=60,
+            keep_epochs=[],
+        )
     params["train"]["coco_clip"]["width"] = WIDTH
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -99,12 +108,18 @@ def test_the_paper_model_diverges_and_the_guard_stops_it(photo_repo):
     with one line naming the model, epoch, step and term, and writes no model."""
     saved = (photo_repo / "params.yaml").read_text()
     params = yaml.safe_load(saved)
-    params["train"]["coco_clip"].update(feature_norm=False, logvar_bound=None, warmup_steps=0,
-                                        max_nonfinite_steps=3)  # fmt: skip
+    params["train"]["coco_clip"].update(
+        feature_norm=False, logvar_bound=None, warmup_steps=0, max_nonfinite_steps=3
+    )
     (photo_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        run = subprocess.run(["dvc", "repro", "coco/dvc.yaml:train@coco_clip"], cwd=photo_repo,
-                             env=run_env(photo_repo), capture_output=True, text=True)  # fmt: skip
+        run = subprocess.run(
+            ["dvc", "repro", "coco/dvc.yaml:train@coco_clip"],
+            cwd=photo_repo,
+            env=run_env(photo_repo),
+            capture_output=True,
+            text=True,
+        )
     finally:
         (photo_repo / "params.yaml").write_text(saved)
     assert run.returncode != 0

@@ -96,15 +96,20 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(repo_copy):
         "pipeline/data/archive.py": {"coco/dvc.yaml:coco_download"},  # one stage only
         "pipeline/data/fmnist.py": {
             s for s, files in importers.items() if "pipeline/data/fmnist.py" in files
-        },  # fmt: skip
+        },
         "pipeline/data/http.py": {
             s for s, files in importers.items() if "pipeline/data/http.py" in files
-        },  # fmt: skip
+        },
         "pipeline/report.py": set(),  # `t2i report` is no stage
     }
     # The example: pixel loading reaches every model that trains on Fashion-MNIST.
-    assert {"judge", "train@fmnist_label", "evaluate@fmnist_label", "train_text@fmnist_text",
-            "evaluate_text@fmnist_text"} <= expected["pipeline/data/fmnist.py"]  # fmt: skip
+    assert {
+        "judge",
+        "train@fmnist_label",
+        "evaluate@fmnist_label",
+        "train_text@fmnist_text",
+        "evaluate_text@fmnist_text",
+    } <= expected["pipeline/data/fmnist.py"]
     assert not {"embed@minilm-fmnist", "download_fmnist"} & expected["pipeline/data/fmnist.py"]
     # The HTTP client reaches the stages that download, never those that train or evaluate
     # on Fashion-MNIST (their pixels come from pipeline/data/fmnist.py, their captions from

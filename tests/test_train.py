@@ -129,10 +129,16 @@ def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_p
     x[5, 100] = float("nan")  # one broken image: exactly one batch of each epoch is non-finite
     generator = make_deterministic(7, torch.device("cpu"))
     model = CVAEMLP(784, 10, 16, 4)
-    history = fit(model, InMemoryBatches(x, c, batch_size=32), test,
-                  FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2, name="toy"),
-                  generator=generator, state_path=tmp_path / "s" / "state.safetensors",
-                  live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    history = fit(
+        model,
+        InMemoryBatches(x, c, batch_size=32),
+        test,
+        FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2, name="toy"),
+        generator=generator,
+        state_path=tmp_path / "s" / "state.safetensors",
+        live_dir=tmp_path / "live",
+        fingerprint="f",
+    )
     assert [row["train/nonfinite_steps"] for row in history] == [1.0, 1.0, 1.0]
     assert all(math.isfinite(v) for row in history for v in row.values())
     assert history[-1]["train/loss"] < history[0]["train/loss"]  # the other steps trained
@@ -146,15 +152,30 @@ def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     train, test = toy_data()
     spec = FitSpec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="toy")
     model = CVAEMLP(784, 10, 16, 4)
-    fit(model, train, test, spec, generator=make_deterministic(7, torch.device("cpu")),
-        state_path=state, live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    fit(
+        model,
+        train,
+        test,
+        spec,
+        generator=make_deterministic(7, torch.device("cpu")),
+        state_path=state,
+        live_dir=tmp_path / "live",
+        fingerprint="f",
+    )
     good = state.read_bytes()
     x, c = train.tensors
     broken = InMemoryBatches(torch.full_like(x, float("nan")), c, batch_size=32)
     with pytest.raises(NonFiniteTraining) as raised:
-        fit(CVAEMLP(784, 10, 16, 4), broken, test, replace(spec, epochs=3),
-            generator=make_deterministic(7, torch.device("cpu")), state_path=state,
-            live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+        fit(
+            CVAEMLP(784, 10, 16, 4),
+            broken,
+            test,
+            replace(spec, epochs=3),
+            generator=make_deterministic(7, torch.device("cpu")),
+            state_path=state,
+            live_dir=tmp_path / "live",
+            fingerprint="f",
+        )
     message = str(raised.value)
     assert message.startswith("train toy: stopped at epoch 3, step 2: loss, recon")
     assert "(loss term) not finite in 2 consecutive steps" in message
@@ -162,9 +183,16 @@ def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     _, meta = load_state(state)
     assert meta["epoch"] == 2  # and a rerun on good data resumes from it
     resumed = CVAEMLP(784, 10, 16, 4)
-    history = fit(resumed, train, test, replace(spec, epochs=3),
-                  generator=make_deterministic(7, torch.device("cpu")), state_path=state,
-                  live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+    history = fit(
+        resumed,
+        train,
+        test,
+        replace(spec, epochs=3),
+        generator=make_deterministic(7, torch.device("cpu")),
+        state_path=state,
+        live_dir=tmp_path / "live",
+        fingerprint="f",
+    )
     assert len(history) == 3 and history[:2] == meta["history"]
 
 
@@ -172,10 +200,16 @@ def test_warmup_ramps_the_learning_rate_linearly_over_optimizer_steps(tmp_path):
     state = tmp_path / "state.safetensors"
     train, test = toy_data()  # 96 images, batch 32: 3 steps an epoch
     for epochs, expected in ((1, 3 / 5), (2, 1.0)):
-        fit(CVAEMLP(784, 10, 16, 4), train, test,
+        fit(
+            CVAEMLP(784, 10, 16, 4),
+            train,
+            test,
             FitSpec(epochs=epochs, batch_size=32, lr=1e-2, warmup_steps=5),
-            generator=make_deterministic(7, torch.device("cpu")), state_path=state,
-            live_dir=tmp_path / "live", fingerprint="f")  # fmt: skip
+            generator=make_deterministic(7, torch.device("cpu")),
+            state_path=state,
+            live_dir=tmp_path / "live",
+            fingerprint="f",
+        )
         _, meta = load_state(state)
         assert meta["steps"] == 3 * epochs
         assert meta["param_groups"][0]["lr"] == pytest.approx(1e-2 * expected)
@@ -201,11 +235,16 @@ def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
     model = JudgeCNN(num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteTraining):
-        fit(model, InMemoryBatches(x, y, batch_size=32), InMemoryBatches(x, y, batch_size=32),
+        fit(
+            model,
+            InMemoryBatches(x, y, batch_size=32),
+            InMemoryBatches(x, y, batch_size=32),
             FitSpec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="judge"),
             generator=make_deterministic(0, torch.device("cpu")),
-            state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
-            fingerprint="f")  # fmt: skip
+            state_path=tmp_path / "state.safetensors",
+            live_dir=tmp_path / "live",
+            fingerprint="f",
+        )
     assert_same(before, model.state_dict())  # weights and running statistics
 
 
@@ -232,16 +271,25 @@ def test_kept_epochs_go_to_keep_dir_and_a_fresh_start_clears_them(tmp_path):
 
     def run(epochs, lr, keep):
         model = CVAEMLP(784, 10, 16, 4)
-        fit(model, train, test, FitSpec(epochs=epochs, batch_size=32, lr=lr, keep_epochs=keep),
+        fit(
+            model,
+            train,
+            test,
+            FitSpec(epochs=epochs, batch_size=32, lr=lr, keep_epochs=keep),
             generator=make_deterministic(7, torch.device("cpu")),
-            state_path=tmp_path / "state.safetensors", live_dir=tmp_path / "live",
-            fingerprint=run_fingerprint(model, {"lr": lr}), keep_dir=kept)  # fmt: skip
+            state_path=tmp_path / "state.safetensors",
+            live_dir=tmp_path / "live",
+            fingerprint=run_fingerprint(model, {"lr": lr}),
+            keep_dir=kept,
+        )
         return sorted(p.name for p in kept.iterdir())
 
     assert run(2, 1e-3, (1, 2)) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
     assert run(3, 1e-3, (3,)) == [  # resumed: the earlier kept epochs stay
-        "epoch-0001.safetensors", "epoch-0002.safetensors", "epoch-0003.safetensors"
-    ]  # fmt: skip
+        "epoch-0001.safetensors",
+        "epoch-0002.safetensors",
+        "epoch-0003.safetensors",
+    ]
     assert run(2, 5e-3, (2,)) == ["epoch-0002.safetensors"]  # other params: a fresh start
     assert run(1, 5e-3, ()) == []  # fewer epochs than the state: afresh, nothing kept
 
@@ -251,15 +299,24 @@ def test_fit_spec_from_params_reads_every_schedule_key_a_section_has():
     coco = params.train.coco_clip.model_copy(update={"keep_epochs": [3, 7], "grad_clip": 2.0})
     spec = FitSpec.from_params(coco, name="coco_clip", amp=False)
     assert spec == FitSpec(
-        epochs=coco.epochs, batch_size=coco.batch_size, lr=coco.lr,
-        weight_decay=coco.weight_decay, grad_clip=2.0, amp=False, keep_epochs=(3, 7),
-        warmup_steps=coco.warmup_steps, max_nonfinite_steps=coco.max_nonfinite_steps,
+        epochs=coco.epochs,
+        batch_size=coco.batch_size,
+        lr=coco.lr,
+        weight_decay=coco.weight_decay,
+        grad_clip=2.0,
+        amp=False,
+        keep_epochs=(3, 7),
+        warmup_steps=coco.warmup_steps,
+        max_nonfinite_steps=coco.max_nonfinite_steps,
         name="coco_clip",
-    )  # fmt: skip
+    )
     assert coco.amp and FitSpec.from_params(coco, name="coco_clip").amp  # no override: as set
     judge = params.judge  # no weight decay, clipping, amp or kept epochs: FitSpec's defaults
     assert FitSpec.from_params(judge, name="judge") == FitSpec(
-        epochs=judge.epochs, batch_size=judge.batch_size, lr=judge.lr,
-        warmup_steps=judge.warmup_steps, max_nonfinite_steps=judge.max_nonfinite_steps,
+        epochs=judge.epochs,
+        batch_size=judge.batch_size,
+        lr=judge.lr,
+        warmup_steps=judge.warmup_steps,
+        max_nonfinite_steps=judge.max_nonfinite_steps,
         name="judge",
-    )  # fmt: skip
+    )

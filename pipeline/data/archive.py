@@ -29,8 +29,17 @@ def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath | None:
 
 
 # What zipfile and zlib raise on a damaged archive, besides BadZipFile itself.
-_ZIP_FAULTS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
-               NotImplementedError, IndexError, KeyError)  # fmt: skip
+_ZIP_FAULTS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    IndexError,
+    KeyError,
+)
 
 
 def extract_members(archive: Path, members: list[str], dest: Path, max_bytes: int) -> list[Path]:

@@ -26,9 +26,13 @@ def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
         for entry in data["classes"]:
             for split in out:
                 for item in entry[split]:
-                    out[split].append({"image_id": int(entry["label"]),
-                                       "caption_id": int(item["caption_id"]),
-                                       "caption": str(item["caption"])})  # fmt: skip
+                    out[split].append(
+                        {
+                            "image_id": int(entry["label"]),
+                            "caption_id": int(item["caption_id"]),
+                            "caption": str(item["caption"]),
+                        }
+                    )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PipelineError(
             f"{path}: expected classes[].train/val/heldout[].caption ({exc})"
@@ -49,8 +53,13 @@ def caption_rows(dataset: str, manifest_dir: Path) -> list[dict]:
                 for caption_id, caption in zip(
                     image["caption_ids"], image["captions"], strict=True
                 ):
-                    rows.append({"image_id": image["image_id"], "caption_id": caption_id,
-                                 "caption": caption})  # fmt: skip
+                    rows.append(
+                        {
+                            "image_id": image["image_id"],
+                            "caption_id": caption_id,
+                            "caption": caption,
+                        }
+                    )
         if not rows:
             raise PipelineError(f"{manifest_dir}: no captions; run coco_download first")
         return rows

@@ -78,8 +78,9 @@ def _check_entries(path: Path, data: dict) -> None:
             if not _is_int(ann.get(key)):
                 raise _shape_error(path, f"annotations[{i}]", ann, key, "an integer")
         if not isinstance(ann.get("caption"), str):
-            raise _shape_error(path, f"annotations[{i}] (id {ann['id']})", ann, "caption",
-                               "a string")  # fmt: skip
+            raise _shape_error(
+                path, f"annotations[{i}] (id {ann['id']})", ann, "caption", "a string"
+            )
 
 
 def read_captions(path: Path) -> COCO:
@@ -152,18 +153,30 @@ def verify_image(path: Path) -> dict:
         width, height = image.size
         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
         image.load()  # raises on truncated or corrupt data
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "width": width, "height": height}  # fmt: skip
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "width": width,
+        "height": height,
+    }
 
 
 def _row(record: CocoImage, split: str, path: Path, status: str, error: str = "", **facts):
     return {
-        "image_id": record.image_id, "file_name": record.file_name, "split": split,
-        "url": redact(record.url), "path": str(path), "status": status, "error": redact(error),
-        "sha256": facts.get("sha256", ""), "bytes": facts.get("bytes", 0),
-        "width": facts.get("width", 0), "height": facts.get("height", 0),
-        "caption_ids": record.caption_ids, "captions": record.captions,
-    }  # fmt: skip
+        "image_id": record.image_id,
+        "file_name": record.file_name,
+        "split": split,
+        "url": redact(record.url),
+        "path": str(path),
+        "status": status,
+        "error": redact(error),
+        "sha256": facts.get("sha256", ""),
+        "bytes": facts.get("bytes", 0),
+        "width": facts.get("width", 0),
+        "height": facts.get("height", 0),
+        "caption_ids": record.caption_ids,
+        "captions": record.captions,
+    }
 
 
 def _checked(record: CocoImage, split: str, path: Path) -> dict:
@@ -175,8 +188,9 @@ def _checked(record: CocoImage, split: str, path: Path) -> dict:
         return _row(record, split, path, "failed", f"does not decode as an image: {exc}")
 
 
-def local_images(records: list[CocoImage], split: str, image_dir: Path,
-                 workers: int = 1) -> list[dict]:  # fmt: skip
+def local_images(
+    records: list[CocoImage], split: str, image_dir: Path, workers: int = 1
+) -> list[dict]:
     """Rows for images read in place from a local COCO root (not copied), verified on
     ``workers`` threads (decoding and hashing release the GIL), in the order of ``records``."""
 
@@ -193,8 +207,9 @@ def local_images(records: list[CocoImage], split: str, image_dir: Path,
         return list(tqdm(results, total=len(records), desc=f"verify {split}", disable=None))
 
 
-def fetch_images(records: list[CocoImage], split: str, store: Path, *, workers: int,
-                 **http) -> list[dict]:  # fmt: skip
+def fetch_images(
+    records: list[CocoImage], split: str, store: Path, *, workers: int, **http
+) -> list[dict]:
     """Download each image by its coco_url into ``store`` (resuming), verify it decodes.
 
     ``http``: retries, backoff_s, timeout_s, deadline_s of :func:`download`.

@@ -25,10 +25,14 @@ META_KEY = b"t2i"
 
 def embedding_schema(dim: int, dtype: str, metadata: dict | None = None) -> pa.Schema:
     value = pa.float16() if dtype == "float16" else pa.float32()
-    schema = pa.schema([
-        ("image_id", pa.int64()), ("caption_id", pa.int64()), ("caption", pa.string()),
-        ("embedding", pa.list_(value, dim)),
-    ])  # fmt: skip
+    schema = pa.schema(
+        [
+            ("image_id", pa.int64()),
+            ("caption_id", pa.int64()),
+            ("caption", pa.string()),
+            ("embedding", pa.list_(value, dim)),
+        ]
+    )
     return schema.with_metadata({META_KEY: json.dumps(metadata or {}, sort_keys=True)})
 
 
@@ -36,17 +40,28 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_embedding_shard(path: Path, image_ids, caption_ids, captions: list[str],
-                          embeddings: np.ndarray, dtype: str, metadata: dict) -> None:  # fmt: skip
+def write_embedding_shard(
+    path: Path,
+    image_ids,
+    caption_ids,
+    captions: list[str],
+    embeddings: np.ndarray,
+    dtype: str,
+    metadata: dict,
+) -> None:
     """One shard, written to a temp file and renamed: a reader never sees half of it."""
     n, dim = embeddings.shape
     schema = embedding_schema(dim, dtype, metadata)
     flat = pa.array(embeddings.astype(dtype, copy=False).reshape(-1))
     table = pa.Table.from_arrays(
-        [pa.array(np.asarray(image_ids, np.int64)), pa.array(np.asarray(caption_ids, np.int64)),
-         pa.array(captions, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
+        [
+            pa.array(np.asarray(image_ids, np.int64)),
+            pa.array(np.asarray(caption_ids, np.int64)),
+            pa.array(captions, pa.string()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ],
         schema=schema,
-    )  # fmt: skip
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

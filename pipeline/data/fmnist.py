@@ -22,15 +22,37 @@ SPLIT_FILES = {
 
 # Table A of the paper.
 LABELS = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 # The short words the paper uses in §3.1.2 ('sneaker', 'boot', 'top', 'handbag'), and others.
 LABEL_ALIASES = {
-    "t-shirt": 0, "tshirt": 0, "top": 0, "t-shirt/top": 0, "trouser": 1, "trousers": 1,
-    "pullover": 2, "dress": 3, "coat": 4, "sandal": 5, "shirt": 6, "sneaker": 7,
-    "bag": 8, "handbag": 8, "boot": 9, "ankle boot": 9, "ankle-boot": 9,
-}  # fmt: skip
+    "t-shirt": 0,
+    "tshirt": 0,
+    "top": 0,
+    "t-shirt/top": 0,
+    "trouser": 1,
+    "trousers": 1,
+    "pullover": 2,
+    "dress": 3,
+    "coat": 4,
+    "sandal": 5,
+    "shirt": 6,
+    "sneaker": 7,
+    "bag": 8,
+    "handbag": 8,
+    "boot": 9,
+    "ankle boot": 9,
+    "ankle-boot": 9,
+}
 
 _IDX_DTYPES = {0x08: np.uint8}
 

@@ -75,8 +75,12 @@ def fetch_fmnist(
         raise PipelineError(f"download.fmnist.local_dir: {local_dir} is not a directory")
     remove_stale_temps(out_dir)  # what a killed run left
     dirs = _local_dirs(source, local_dir, debian_dir)
-    http = {"retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s,
-            "deadline_s": deadline_s}  # fmt: skip
+    http = {
+        "retries": retries,
+        "backoff_s": backoff_s,
+        "timeout_s": timeout_s,
+        "deadline_s": deadline_s,
+    }
     origins: dict[str, str] = {}
     for name in FMNIST_IDX_SHA256:
         raw, origin = _from_local(name, dirs)
@@ -98,8 +102,9 @@ def _from_local(name: str, dirs: list[Path]) -> tuple[bytes | None, str]:
     return None, ""
 
 
-def _from_mirrors(name: str, mirrors: list[str], out_dir: Path,
-                  http: dict) -> tuple[bytes | None, str]:  # fmt: skip
+def _from_mirrors(
+    name: str, mirrors: list[str], out_dir: Path, http: dict
+) -> tuple[bytes | None, str]:
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{name}.gz"

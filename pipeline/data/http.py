@@ -184,12 +184,21 @@ def _fetch_once(url: str, dest: Path, timeout_s: float, deadline: _Deadline) -> 
 
 
 def _deadline_reason(deadline: _Deadline, received: int) -> str:
-    return (f"overall deadline of {deadline.seconds:g} s passed ({received} bytes received); "
-            "raise deadline_s in params.yaml for a slow link")  # fmt: skip
+    return (
+        f"overall deadline of {deadline.seconds:g} s passed ({received} bytes received); "
+        "raise deadline_s in params.yaml for a slow link"
+    )
 
 
-def download(url: str, dest: Path, *, retries: int = 4, backoff_s: float = 1.0,
-             timeout_s: float = 60.0, deadline_s: float = 3600.0) -> None:  # fmt: skip
+def download(
+    url: str,
+    dest: Path,
+    *,
+    retries: int = 4,
+    backoff_s: float = 1.0,
+    timeout_s: float = 60.0,
+    deadline_s: float = 3600.0,
+) -> None:
     """Fetch ``url`` to ``dest``; retry transient failures, waiting backoff_s * 2**attempt.
 
     ``dest`` appears only once the whole body has arrived.

@@ -72,8 +72,9 @@ def _prepare_task(task: tuple[str, str, int, str, int]) -> bytes:
     return encode_jpeg(prepare_image(data, size, mode), quality)
 
 
-def prepare_jpegs(files: Iterable[tuple[str, str]], size: int, mode: str, quality: int,
-                  workers: int) -> Iterator[bytes]:  # fmt: skip
+def prepare_jpegs(
+    files: Iterable[tuple[str, str]], size: int, mode: str, quality: int, workers: int
+) -> Iterator[bytes]:
     """Prepared JPEG bytes of (path, sha256) pairs, in input order, on ``workers`` processes.
 
     Streams: at most a few chunks of images are in flight, so memory does not grow with

@@ -47,9 +47,18 @@ class HeldOutPairs:
 class ShardCaptionPairs:
     """Streams batches of (images float [0, 1], caption embeddings) for the training loop."""
 
-    def __init__(self, shards: list[Path], embeddings: Path, *, pairs: int, batch_size: int,
-                 shuffle_buffer: int = 1000, workers: int = 0,
-                 device: torch.device | str = "cpu", channels_last: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        shards: list[Path],
+        embeddings: Path,
+        *,
+        pairs: int,
+        batch_size: int,
+        shuffle_buffer: int = 1000,
+        workers: int = 0,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ):
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
         self.row_of, self.vectors = caption_lookup(embeddings)
@@ -86,8 +95,12 @@ class ShardCaptionPairs:
         if seed is not None:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(seed)))
         pipeline = wds.DataPipeline(*stages)
-        return DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.workers,
-                          pin_memory=self.device.type == "cuda")  # fmt: skip
+        return DataLoader(
+            pipeline,
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def batches(self, generator: torch.Generator | None = None):
         """Shuffled when given the loop's generator (training), in shard order otherwise."""
@@ -122,5 +135,7 @@ class ShardCaptionPairs:
         if images:
             yield HeldOutPairs(torch.stack(images), self.vectors[rows], texts)
         if not seen:
-            raise PipelineError(f"no images with embedded captions in {self.urls[0]}...: check "
-                                "the subset and that the embed stage ran")  # fmt: skip
+            raise PipelineError(
+                f"no images with embedded captions in {self.urls[0]}...: check "
+                "the subset and that the embed stage ran"
+            )

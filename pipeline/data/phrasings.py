@@ -37,8 +37,12 @@ class ClassPhrasings:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def pick(self, labels: torch.Tensor, generator: torch.Generator | None = None,
-             offset: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def pick(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        offset: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         counts = self.counts[labels]
         if generator is not None:
             u = torch.rand(len(labels), generator=generator).to(labels.device)
@@ -51,10 +55,12 @@ class ClassPhrasings:
 class PhrasingBatches(InMemoryBatches):
     """(images, labels) batches whose labels become caption embeddings of their class."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, phrasings: ClassPhrasings,
-                 batch_size: int):  # fmt: skip
-        super().__init__(images, labels, torch.arange(len(labels), device=labels.device),
-                         batch_size=batch_size)  # fmt: skip
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, phrasings: ClassPhrasings, batch_size: int
+    ):
+        super().__init__(
+            images, labels, torch.arange(len(labels), device=labels.device), batch_size=batch_size
+        )
         self.phrasings = phrasings
 
     def batches(self, generator: torch.Generator | None = None):
@@ -68,8 +74,10 @@ def train_phrasings(embeddings: Path, rows: list[dict], num_classes: int) -> Cla
     row_of, vectors = caption_lookup(embeddings)
     missing = [r["caption_id"] for r in rows if r["caption_id"] not in row_of]
     if missing:
-        raise PipelineError(f"{embeddings}: no embedding for captions {missing[:5]}; rerun the "
-                            "embed stage for fmnist")  # fmt: skip
+        raise PipelineError(
+            f"{embeddings}: no embedding for captions {missing[:5]}; rerun the "
+            "embed stage for fmnist"
+        )
     index = torch.tensor([row_of[r["caption_id"]] for r in rows])
     labels = torch.tensor([r["image_id"] for r in rows])
     return ClassPhrasings(vectors[index], labels, num_classes)

@@ -50,10 +50,19 @@ def gpu_jpeg_decoder(device: torch.device):
 class ResidentCaptionPairs:
     """Batches of (images float [0, 1], caption embeddings) from uint8 images on the device."""
 
-    def __init__(self, shards: list[Path], embeddings: Path, *, images: int, batch_size: int,
-                 device: torch.device | str = "cpu", channels_last: bool = False,
-                 gpu_decode: bool = True, decode_batch: int = 256,
-                 key: str = "resident_images"):  # fmt: skip
+    def __init__(
+        self,
+        shards: list[Path],
+        embeddings: Path,
+        *,
+        images: int,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        gpu_decode: bool = True,
+        decode_batch: int = 256,
+        key: str = "resident_images",
+    ):
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
         self.device, self.batch_size = torch.device(device), batch_size
@@ -91,14 +100,20 @@ class ResidentCaptionPairs:
         if pending:
             flush()
         if filled != images:
-            raise PipelineError(f"{shards[0].parent}: {filled} images in the shards, but the "
-                                f"index says {images}; rerun coco_pack")  # fmt: skip
+            raise PipelineError(
+                f"{shards[0].parent}: {filled} images in the shards, but the "
+                f"index says {images}; rerun coco_pack"
+            )
         self.image_of = torch.tensor(image_of, device=self.device)
         self.rows = torch.tensor(rows, device=self.device)
         self.vectors = vectors.to(self.device)
-        log.info("%d images (%.2f GB uint8) resident on %s, %s-decoded", filled,
-                 self.images.numel() / 1e9, self.device,
-                 "nvJPEG" if self.gpu_decoded else "PIL")  # fmt: skip
+        log.info(
+            "%d images (%.2f GB uint8) resident on %s, %s-decoded",
+            filled,
+            self.images.numel() / 1e9,
+            self.device,
+            "nvJPEG" if self.gpu_decoded else "PIL",
+        )
 
     def _allocate(self, count: int, shape: torch.Size, key: str) -> torch.Tensor:
         need = count * shape.numel()

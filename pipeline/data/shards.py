@@ -68,8 +68,10 @@ class _Shard:
         except (tarfile.TarError, OSError) as exc:
             names = [f"unreadable: {exc}"]
         if names != expected:
-            raise PipelineError(f"{self.path}: written shard does not read back as its "
-                                f"{len(self.keys)} samples; not published")  # fmt: skip
+            raise PipelineError(
+                f"{self.path}: written shard does not read back as its "
+                f"{len(self.keys)} samples; not published"
+            )
         publish(self.tmp, self.path)
         return self.path
 
@@ -80,8 +82,9 @@ class _Shard:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_shards(samples: Iterable[dict], out_dir: Path, prefix: str, *, maxcount: int,
-                 maxsize: int) -> list[Path]:  # fmt: skip
+def write_shards(
+    samples: Iterable[dict], out_dir: Path, prefix: str, *, maxcount: int, maxsize: int
+) -> list[Path]:
     """Write samples ``{"__key__", "jpg": bytes, "json": dict}`` to ``prefix-000000.tar``...
 
     A shard ends at ``maxcount`` samples or once it holds ``maxsize`` bytes (as webdataset's
@@ -112,5 +115,8 @@ def read_samples(paths: list[Path]) -> Iterator[dict]:
     """Samples of the given shards in order, as {"__key__", "jpg": bytes, "json": dict}."""
     dataset = wds.WebDataset([str(p) for p in paths], shardshuffle=False, empty_check=False)
     for sample in dataset:
-        yield {"__key__": sample["__key__"], "jpg": sample["jpg"],
-               "json": decode_meta(sample["json"])}  # fmt: skip
+        yield {
+            "__key__": sample["__key__"],
+            "jpg": sample["jpg"],
+            "json": decode_meta(sample["json"]),
+        }

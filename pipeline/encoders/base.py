@@ -61,8 +61,9 @@ class TextEncoder:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def encode(self, captions: list[str], batch_size: int = 256,
-               counts: list[int] | None = None) -> np.ndarray:  # fmt: skip
+    def encode(
+        self, captions: list[str], batch_size: int = 256, counts: list[int] | None = None
+    ) -> np.ndarray:
         """(N, dim) float32 embeddings, in the order of ``captions``. ``counts``: their
         ``token_counts`` when the caller has them already (tokenising is most of the CPU time)."""
         if counts is None:

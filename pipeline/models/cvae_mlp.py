@@ -28,8 +28,14 @@ from pipeline.models.fusion import Fusion, FusionKind
 class CVAEMLP(BernoulliCVAE):
     kind = "cvae_mlp"  # config.json's "model"; pipeline/models/registry.py
 
-    def __init__(self, input_dim: int = 784, cond_dim: int = 10, hidden_dim: int = 400,
-                 latent_dim: int = 20, fusion: FusionKind = "concat"):  # fmt: skip
+    def __init__(
+        self,
+        input_dim: int = 784,
+        cond_dim: int = 10,
+        hidden_dim: int = 400,
+        latent_dim: int = 20,
+        fusion: FusionKind = "concat",
+    ):
         super().__init__()
         self.input_dim, self.cond_dim = input_dim, cond_dim
         self.hidden_dim, self.latent_dim = hidden_dim, latent_dim

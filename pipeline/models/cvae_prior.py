@@ -42,15 +42,24 @@ Likelihood = Literal["bernoulli", "continuous_bernoulli"]
 class CVAEPrior(BernoulliCVAE):
     kind = "cvae_prior"  # config.json's "model"; pipeline/models/registry.py
 
-    def __init__(self, cond_dim: int = 10, latent_dim: int = 16, width: int = 32,
-                 cond_hidden: int = 128, prior: PriorKind = "learned",
-                 fusion: FusionKind = "concat", cond_noise: float = 0.0,
-                 cond_dropout: float = 0.0, arch: Arch = "conv",
-                 likelihood: Likelihood = "bernoulli"):  # fmt: skip
+    def __init__(
+        self,
+        cond_dim: int = 10,
+        latent_dim: int = 16,
+        width: int = 32,
+        cond_hidden: int = 128,
+        prior: PriorKind = "learned",
+        fusion: FusionKind = "concat",
+        cond_noise: float = 0.0,
+        cond_dropout: float = 0.0,
+        arch: Arch = "conv",
+        likelihood: Likelihood = "bernoulli",
+    ):
         super().__init__()
         if prior not in ("learned", "standard") or arch not in ("conv", "mlp"):
-            raise ValueError(f"prior {prior!r}, arch {arch!r}: expected learned | standard, "
-                             "conv | mlp")  # fmt: skip
+            raise ValueError(
+                f"prior {prior!r}, arch {arch!r}: expected learned | standard, conv | mlp"
+            )
         self.cond_dim, self.latent_dim, self.width = cond_dim, latent_dim, width
         self.cond_hidden, self.prior_kind, self.fusion_kind = cond_hidden, prior, fusion
         self.cond_noise, self.cond_dropout, self.arch = cond_noise, cond_dropout, arch
@@ -61,17 +70,25 @@ class CVAEPrior(BernoulliCVAE):
         self.likelihood = likelihood
         w = width
         flat = 2 * w * 7 * 7 if arch == "conv" else 8 * w
-        self.cond = nn.Sequential(nn.Dropout(cond_dropout), nn.Linear(cond_dim, cond_hidden),
-                                  nn.ReLU())  # fmt: skip
+        self.cond = nn.Sequential(
+            nn.Dropout(cond_dropout), nn.Linear(cond_dim, cond_hidden), nn.ReLU()
+        )
         if arch == "conv":
             self.body = nn.Sequential(
-                nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, w, 4, 2, 1), nn.ReLU(),
-                nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-            )  # fmt: skip
+                nn.Unflatten(1, (1, 28, 28)),
+                nn.Conv2d(1, w, 4, 2, 1),
+                nn.ReLU(),
+                nn.Conv2d(w, 2 * w, 4, 2, 1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
             self.head = nn.Sequential(
-                nn.Unflatten(1, (2 * w, 7, 7)), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
-                nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Flatten(),
-            )  # fmt: skip
+                nn.Unflatten(1, (2 * w, 7, 7)),
+                nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(w, 1, 4, 2, 1),
+                nn.Flatten(),
+            )
         else:
             self.body = nn.Sequential(nn.Linear(784, flat), nn.ReLU())
             self.head = nn.Linear(flat, 784)
@@ -82,7 +99,7 @@ class CVAEPrior(BernoulliCVAE):
                 nn.Linear(cond_hidden, cond_hidden),
                 nn.ReLU(),
                 nn.Linear(cond_hidden, 2 * latent_dim),
-            )  # fmt: skip
+            )
             if prior == "learned"
             else None
         )
@@ -91,11 +108,18 @@ class CVAEPrior(BernoulliCVAE):
 
     def config(self) -> dict:
         return {
-            "model": self.kind, "cond_dim": self.cond_dim, "latent_dim": self.latent_dim,
-            "width": self.width, "cond_hidden": self.cond_hidden, "prior": self.prior_kind,
-            "fusion": self.fusion_kind, "cond_noise": self.cond_noise,
-            "cond_dropout": self.cond_dropout, "arch": self.arch, "likelihood": self.likelihood,
-        }  # fmt: skip
+            "model": self.kind,
+            "cond_dim": self.cond_dim,
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "cond_hidden": self.cond_hidden,
+            "prior": self.prior_kind,
+            "fusion": self.fusion_kind,
+            "cond_noise": self.cond_noise,
+            "cond_dropout": self.cond_dropout,
+            "arch": self.arch,
+            "likelihood": self.likelihood,
+        }
 
     def condition(self, c: torch.Tensor) -> torch.Tensor:
         if self.training and self.cond_noise > 0:
@@ -118,8 +142,9 @@ class CVAEPrior(BernoulliCVAE):
         ).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode_logits(self, z: torch.Tensor, c: torch.Tensor,
-                      h: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def decode_logits(
+        self, z: torch.Tensor, c: torch.Tensor, h: torch.Tensor | None = None
+    ) -> torch.Tensor:
         lead = z.shape[:-1]  # (B,) or (k, B) in the importance-weighted bound
         z, c = z.reshape(-1, z.shape[-1]), c.reshape(-1, c.shape[-1])
         h = self.condition(c) if h is None else h.reshape(-1, h.shape[-1])

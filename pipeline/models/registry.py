@@ -86,13 +86,22 @@ def _mlp(p, cond_dim: int) -> CVAEMLP:
 
 def _prior(p, cond_dim: int) -> CVAEPrior:
     text = {k: getattr(p, k) for k in ("fusion", "cond_noise", "cond_dropout") if hasattr(p, k)}
-    return CVAEPrior(cond_dim, p.latent_dim, p.width, p.cond_hidden, p.prior, arch=p.arch,
-                     likelihood=p.likelihood, **text)  # fmt: skip
+    return CVAEPrior(
+        cond_dim,
+        p.latent_dim,
+        p.width,
+        p.cond_hidden,
+        p.prior,
+        arch=p.arch,
+        likelihood=p.likelihood,
+        **text,
+    )
 
 
 def _clip(p, image_size: int, text_dim: int) -> CVAEClip:
-    return CVAEClip(image_size, text_dim, p.latent_dim, p.width, p.fusion, p.feature_norm,
-                    p.logvar_bound)  # fmt: skip
+    return CVAEClip(
+        image_size, text_dim, p.latent_dim, p.width, p.fusion, p.feature_norm, p.logvar_bound
+    )
 
 
 def _gated(p, image_size: int, text_dim: int) -> CVAEGated:
@@ -105,46 +114,95 @@ def _judge(p, num_classes: int) -> JudgeCNN:
 
 _SPECS = [
     ModelSpec(
-        "fmnist_label", CVAEMLP, "paper §2.1: Fashion-MNIST MLP CVAE, one-hot labels",
-        train_section="train.fmnist_label", train_type=TrainFmnistLabel, conditioning="label",
-        data="fmnist", loss="bce_kl", build=_mlp,
-        evaluation="fmnist_label", evaluate_type=EvaluateFmnistLabel,
+        "fmnist_label",
+        CVAEMLP,
+        "paper §2.1: Fashion-MNIST MLP CVAE, one-hot labels",
+        train_section="train.fmnist_label",
+        train_type=TrainFmnistLabel,
+        conditioning="label",
+        data="fmnist",
+        loss="bce_kl",
+        build=_mlp,
+        evaluation="fmnist_label",
+        evaluate_type=EvaluateFmnistLabel,
     ),
     ModelSpec(
-        "fmnist_text", CVAEMLP, "§2.1 with captions: embeddings of class phrasings",
-        train_section="train.fmnist_text", train_type=TrainFmnistText, conditioning="text",
-        data="fmnist", loss="bce_kl", build=_mlp,
-        evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
+        "fmnist_text",
+        CVAEMLP,
+        "§2.1 with captions: embeddings of class phrasings",
+        train_section="train.fmnist_text",
+        train_type=TrainFmnistText,
+        conditioning="text",
+        data="fmnist",
+        loss="bce_kl",
+        build=_mlp,
+        evaluation="fmnist_text",
+        evaluate_type=EvaluateFmnistText,
     ),
     ModelSpec(
-        "fmnist_conv", CVAEPrior, "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
-        train_section="train.fmnist_conv", train_type=TrainFmnistPrior, conditioning="label",
-        data="fmnist", loss="bce_kl", build=_prior,
-        evaluation="fmnist_label", evaluate_type=EvaluateFmnistLabel,
+        "fmnist_conv",
+        CVAEPrior,
+        "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
+        train_section="train.fmnist_conv",
+        train_type=TrainFmnistPrior,
+        conditioning="label",
+        data="fmnist",
+        loss="bce_kl",
+        build=_prior,
+        evaluation="fmnist_label",
+        evaluate_type=EvaluateFmnistLabel,
     ),
     ModelSpec(
-        "fmnist_text_prior", CVAEPrior, "(ours) CVAE with a learned prior and noisy captions",
-        train_section="train.fmnist_text_prior", train_type=TrainFmnistTextPrior,
-        conditioning="text", data="fmnist", loss="bce_kl", build=_prior,
-        evaluation="fmnist_text", evaluate_type=EvaluateFmnistText,
+        "fmnist_text_prior",
+        CVAEPrior,
+        "(ours) CVAE with a learned prior and noisy captions",
+        train_section="train.fmnist_text_prior",
+        train_type=TrainFmnistTextPrior,
+        conditioning="text",
+        data="fmnist",
+        loss="bce_kl",
+        build=_prior,
+        evaluation="fmnist_text",
+        evaluate_type=EvaluateFmnistText,
     ),
     ModelSpec(
-        "coco_clip", CVAEClip, "paper §2.2: COCO conv CVAE, CLIP caption embeddings",
-        train_section="train.coco_clip", train_type=TrainCocoClip, conditioning="text",
-        data="coco", loss="bce_kl", build=_clip, evaluation="coco", evaluate_type=EvaluateCoco,
-    ),
-    ModelSpec(
-        "coco_t5", CVAEGated, "paper §2.3: COCO conv CVAE, T5 features, gated fusion",
-        train_section="train.coco_t5", train_type=TrainCocoT5, conditioning="text",
-        data="coco", loss="mse_beta_kl", build=_gated, evaluation="coco",
+        "coco_clip",
+        CVAEClip,
+        "paper §2.2: COCO conv CVAE, CLIP caption embeddings",
+        train_section="train.coco_clip",
+        train_type=TrainCocoClip,
+        conditioning="text",
+        data="coco",
+        loss="bce_kl",
+        build=_clip,
+        evaluation="coco",
         evaluate_type=EvaluateCoco,
     ),
     ModelSpec(
-        "judge", JudgeCNN, "(ours) CNN classifier that scores Fashion-MNIST samples",
-        train_section="judge", train_type=Judge, conditioning=None,
-        data="fmnist", loss="cross_entropy", build=_judge,
+        "coco_t5",
+        CVAEGated,
+        "paper §2.3: COCO conv CVAE, T5 features, gated fusion",
+        train_section="train.coco_t5",
+        train_type=TrainCocoT5,
+        conditioning="text",
+        data="coco",
+        loss="mse_beta_kl",
+        build=_gated,
+        evaluation="coco",
+        evaluate_type=EvaluateCoco,
     ),
-]  # fmt: skip
+    ModelSpec(
+        "judge",
+        JudgeCNN,
+        "(ours) CNN classifier that scores Fashion-MNIST samples",
+        train_section="judge",
+        train_type=Judge,
+        conditioning=None,
+        data="fmnist",
+        loss="cross_entropy",
+        build=_judge,
+    ),
+]
 REGISTRY = {spec.name: spec for spec in _SPECS}
 GENERATIVE = {name: spec for name, spec in REGISTRY.items() if spec.conditioning}
 
@@ -174,6 +232,8 @@ def spec_of_config(config: dict, where: str) -> ModelSpec:
         s for s in REGISTRY.values() if s.cls.kind == kind and (s.conditioning == "text") == text
     ]
     if len(found) != 1:
-        raise PipelineError(f"{where}: no model of the registry is a {kind!r} "
-                            f"conditioned on {'text' if text else 'labels'}")  # fmt: skip
+        raise PipelineError(
+            f"{where}: no model of the registry is a {kind!r} "
+            f"conditioned on {'text' if text else 'labels'}"
+        )
     return found[0]

@@ -75,13 +75,13 @@ def _save_t5(folder: Path, seed: int, **sizes) -> None:
 
 def make_tiny_t5(folder: Path, seed: int = 0) -> dict:
     """A 2-layer T5 encoder, d_model 16; returns the embed.t5-small params section."""
-    _save_t5(folder, seed, vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=2,
-             num_heads=2)  # fmt: skip
+    _save_t5(folder, seed, vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
     return {"weights": str(folder), "max_tokens": 64}
 
 
 def make_random_t5_small(folder: Path, seed: int = 0) -> dict:
     """T5-small's encoder at its real size (6 layers, d_model 512), random weights."""
-    _save_t5(folder, seed, vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-             num_heads=8)  # fmt: skip
+    _save_t5(
+        folder, seed, vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8
+    )
     return {"weights": str(folder), "max_tokens": 512}

@@ -87,8 +87,10 @@ def make_photo_coco(root: Path, train: int, val: int, seed: int = 0) -> Path:
     """A local COCO root (download.coco.source: local) of ``train`` + ``val`` photographs."""
     variants = photo_variants(train + val, seed)
     caption_id = 1
-    for split, first, items in (("train2014", 1, variants[:train]),
-                                ("val2014", 100_001, variants[train:])):  # fmt: skip
+    for split, first, items in (
+        ("train2014", 1, variants[:train]),
+        ("val2014", 100_001, variants[train:]),
+    ):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for offset, (image, text) in enumerate(items):
@@ -97,17 +99,29 @@ def make_photo_coco(root: Path, train: int, val: int, seed: int = 0) -> Path:
             out = io.BytesIO()
             image.save(out, format="JPEG", quality=92)
             (root / split / name).write_bytes(out.getvalue())
-            images.append({"id": image_id, "file_name": name, "width": image.width,
-                           "height": image.height, "license": 1, "coco_url": "",
-                           "flickr_url": "", "date_captured": "2013-11-14 16:28:13"})  # fmt: skip
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": name,
+                    "width": image.width,
+                    "height": image.height,
+                    "license": 1,
+                    "coco_url": "",
+                    "flickr_url": "",
+                    "date_captured": "2013-11-14 16:28:13",
+                }
+            )
             for template in TEMPLATES:
                 annotations.append(
                     {"id": caption_id, "image_id": image_id, "caption": template.format(text)}
                 )
                 caption_id += 1
-        payload = {"info": {"description": "scikit-image photographs", "year": 2014},
-                   "licenses": [{"id": 1, "name": "BSD", "url": ""}],
-                   "images": images, "annotations": annotations}  # fmt: skip
+        payload = {
+            "info": {"description": "scikit-image photographs", "year": 2014},
+            "licenses": [{"id": 1, "name": "BSD", "url": ""}],
+            "images": images,
+            "annotations": annotations,
+        }
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"captions_{split}.json").write_text(json.dumps(payload))
     return root
