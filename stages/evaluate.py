@@ -78,8 +78,7 @@ def run(name: str, params_path: Path) -> None:
             "features": "judge penultimate layer (128-d)",
         },
     }
-    path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path)))
+    require_finite(metrics, str(METRICS / name / "eval.json"))  # written last, below
 
     reports = REPORTS / name
     n = p.grid_columns
@@ -100,6 +99,7 @@ def run(name: str, params_path: Path) -> None:
         _class_rows(model, list(range(10)), n, generator, p.temperature),
         reports / "fig5_all_classes.png",
     )
+    write_json(METRICS / name / "eval.json", metrics)  # last: a failed stage leaves no metric
 
 
 def _class_rows(model, classes: list[int], n: int, generator, temperature: float):

@@ -66,8 +66,7 @@ def run(name: str, params_path: Path) -> None:
         )
         metrics[f"judge_accuracy_{split}_phrasings"] = accuracy
         metrics[f"frechet_judge_features_{split}_phrasings"] = frechet
-    path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path)))
+    require_finite(metrics, str(METRICS / name / "eval.json"))  # written last, below
 
     # One row per class: samples for its first held-out phrasing, labelled with the text.
     first = {}
@@ -80,3 +79,4 @@ def run(name: str, params_path: Path) -> None:
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")
+    write_json(METRICS / name / "eval.json", metrics)  # last: a failed stage leaves no metric
