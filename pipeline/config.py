@@ -65,6 +65,13 @@ class Guarded(Runtime):
         le=1_000_000,
         description="consecutive non-finite steps (skipped) before the stage stops",
     )
+    max_nonfinite_share: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="an epoch that skips more than this share of its steps (non-finite) "
+        "stops the stage; one that skips them all always does",
+    )
     warmup_steps: int = Field(
         0, ge=0, le=10_000_000, description="linear learning-rate warmup (optimizer steps)"
     )

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from pipeline.finite import require_finite_tensor
 from pipeline.models.bernoulli import log_normal
 
 
@@ -215,6 +216,7 @@ def seeded_sample_scores(
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
         samples = sample_images(model, conditions, generator, temperature)
+        require_finite_tensor(samples, f"samples of seed {seed}")  # never scored
         predicted, features = judge_outputs(judge, samples, batch_size)
         accuracy.append(conditional_accuracy(predicted, intended, names))
         frechet.append(frechet_distance(features, real_features))

@@ -32,6 +32,26 @@ class HeldOutResult:
     images: int
     first: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, reconstructions, conditions
 
+    def metrics(self, subset: str, image_size: int, encoder: str, nelbo: bool) -> dict:
+        """eval.json's content. ``nelbo``: the loss is BCE + KL, a Bernoulli decoder's
+        negative ELBO, so it is reported as ``test_nelbo_nats`` too."""
+        losses = self.test_loss_per_image
+        metrics = {
+            "reconstruction": self.reconstruction,
+            "test_loss_per_image": losses,
+            "conditions": {
+                "images": self.images,
+                "image_size": image_size,
+                "subset": subset,
+                "encoder": encoder,
+                "reconstruction": "decoder(posterior mean, caption)",
+            },
+        }
+        if nelbo:
+            metrics["test_nelbo_nats"] = losses["loss"]
+        metrics["caption_only"] = self.caption_only
+        return metrics
+
 
 @torch.no_grad()
 def evaluate_held_out(

@@ -16,15 +16,26 @@ each rank reads its own WebDataset shards, and rank 0 alone writes checkpoints a
 
 After every epoch the full state (weights, Adam moments, RNG, history) is written to one
 file. A rerun with the same params resumes from it; on CPU the result is bit-identical to an
-uninterrupted run. Raising ``epochs`` continues training; any other change starts afresh.
+uninterrupted run. Raising ``epochs`` continues training, and so does a change of
+``keep_epochs`` that names no epoch already trained but not kept; any other change starts
+afresh.
 
 No non-finite number reaches the weights. A step whose loss or gradient norm is not finite
 is skipped (no optimizer update, BatchNorm statistics restored) and counted in the epoch's
-``train/nonfinite_steps``. After ``max_nonfinite_steps`` consecutive skips, or a non-finite
-test loss, the run stops with a :class:`NonFiniteTraining` error that names the model,
-epoch, step and term. Nothing is saved then: the resume state of the last finished epoch
-stays as it was. ``warmup_steps`` ramps the learning rate linearly from
-``lr / warmup_steps`` to ``lr`` over the first optimizer steps.
+``train/nonfinite_steps``. After ``max_nonfinite_steps`` consecutive skips, an epoch that
+skipped more than ``max_nonfinite_share`` of its steps (so always one that skipped them all),
+or a non-finite test loss, the run stops with a :class:`NonFiniteTraining` error that names
+the model, epoch, step and term. Nothing is saved then: the resume state of the last finished
+epoch stays as it was, and dvclive's metrics file is removed (no metric from a failed run).
+
+Nothing read back is trusted (pipeline/checkpoint.py): a resume state whose tensors fail
+their recorded sha256 or are non-finite is refused with one line; the kept epochs are
+resumed only when every file ``keep_epochs`` names up to the resumed epoch is there with the
+sha256 recorded when it was written, else training starts afresh and writes them again.
+``keep_dir`` always ends holding exactly the kept epochs ``keep_epochs`` names.
+
+``warmup_steps`` ramps the learning rate linearly from ``lr / warmup_steps`` to ``lr`` over
+the first optimizer steps.
 """
 
 from __future__ import annotations
@@ -46,7 +57,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
+from pipeline.checkpoint import (
+    kept_problem,
+    load_state,
+    restore_state,
+    save_kept_epoch,
+    save_state,
+    verify_state,
+    write_kept,
+)
 from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
 
@@ -64,6 +83,7 @@ class FitSpec:
     keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
     warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
     max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
+    max_nonfinite_share: float = 0.5  # an epoch skipping more of its steps stops the run
     name: str = "model"  # named in errors
 
     @classmethod
@@ -93,12 +113,15 @@ class NonFiniteTraining(PipelineError):
 
 @dataclass
 class StepGuard:
-    """Counts skipped steps; raises once ``limit`` consecutive steps were non-finite."""
+    """Counts skipped steps; raises once ``limit`` consecutive steps were non-finite, or
+    (``end_epoch``) once more than ``share`` of an epoch's steps were."""
 
     name: str
     limit: int
+    share: float = 0.5
     epoch: int = 0
     skipped: int = 0  # in this epoch
+    steps: int = 0  # in this epoch
     consecutive: int = 0
 
     @staticmethod
@@ -111,6 +134,7 @@ class StepGuard:
 
     def record(self, problem: str | None, step: int) -> None:
         """Count a skipped step; raise once ``limit`` steps in a row were skipped."""
+        self.steps += 1
         if problem is None:
             self.consecutive = 0
             return
@@ -129,6 +153,17 @@ class StepGuard:
                 f"finite in {self.consecutive} consecutive steps (max_nonfinite_steps "
                 f"{self.limit}); no model written, the resume state of the last finished "
                 "epoch is kept. Lower the learning rate or raise warmup_steps."
+            )
+
+    def end_epoch(self) -> None:
+        """Raise when more than ``share`` of this epoch's steps were skipped (all, always)."""
+        if self.skipped and (self.skipped == self.steps or self.skipped > self.share * self.steps):
+            raise NonFiniteTraining(
+                f"train {self.name}: stopped after epoch {self.epoch}: {self.skipped} of its "
+                f"{self.steps} steps were not finite and skipped (max_nonfinite_share "
+                f"{self.share}); no model written, the resume state of the last finished "
+                "epoch is kept. Check that the inputs are finite, lower the learning rate or "
+                "raise warmup_steps."
             )
 
 
@@ -286,11 +321,18 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches.
 
-    The weights of ``spec.keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``; a fresh
-    start first removes those of an earlier run.
+    The weights of ``spec.keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``, their
+    sha256 to ``keep_dir/kept.json`` and the resume state; the folder ends holding exactly
+    those epochs. On any failure dvclive's metrics file in ``live_dir`` is removed.
     """
     if spec.keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
+    beyond = [e for e in spec.keep_epochs if not 1 <= e <= spec.epochs]
+    if beyond:
+        raise PipelineError(
+            f"train {spec.name}: keep_epochs {beyond} outside 1..epochs ({spec.epochs}); "
+            "name only epochs the run trains"
+        )
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=spec.lr,
@@ -299,23 +341,19 @@ def fit(
     )
     rank0 = not _distributed() or dist.get_rank() == 0
     history: list[dict[str, float]] = []
+    kept: dict[int, str] = {}  # kept epoch -> sha256 of its file
     steps = 0  # optimizer steps taken: the warmup's clock
     if state_path.is_file():
-        tensors, meta = load_state(state_path)
-        if meta["fingerprint"] == fingerprint and meta["epoch"] <= spec.epochs:
-            restore_state(tensors, meta, model, optimizer, generator)
-            history, steps = meta["history"], meta.get("steps", 0)
-            log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
-        else:
-            log.info("%s belongs to other params; training from scratch", state_path)
+        history, steps, kept = _resume(
+            state_path, spec, fingerprint, keep_dir, model, optimizer, generator
+        )
     if keep_dir is not None and rank0:
         keep_dir.mkdir(parents=True, exist_ok=True)
-        for stale in keep_dir.glob("epoch-*.safetensors") if not history else []:
-            stale.unlink()  # kept by a run this one does not continue
+        write_kept(keep_dir, kept)  # a fresh start clears them; dropped epochs go
     losses = None
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(BatchLosses(model))
-    guard = StepGuard(spec.name, spec.max_nonfinite_steps)
+    guard = StepGuard(spec.name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
 
     def lr_at() -> float:
         nonlocal steps
@@ -323,56 +361,92 @@ def fit(
         return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
 
     live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if rank0 else None
-    for row in history:  # replay finished epochs so the curves are whole after a resume
-        _log_row(live, row)
-    for epoch in range(len(history), spec.epochs):
-        guard.epoch, guard.skipped = epoch + 1, 0
-        row = {
-            f"train/{k}": v
-            for k, v in train_one_epoch(
-                model,
-                train,
-                optimizer,
-                generator,
-                spec.grad_clip,
-                desc=f"epoch {epoch + 1}/{spec.epochs}",
-                amp=spec.amp,
-                losses=losses,
-                guard=guard,
-                lr_at=lr_at,
-            ).items()
-        }
-        row["train/nonfinite_steps"] = float(guard.skipped)
-        test_row = evaluate_terms(model, test, spec.amp)
-        bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
-        if bad:
-            raise NonFiniteTraining(
-                f"train {spec.name}: stopped at epoch {epoch + 1}, after its last step: test "
-                f"{', '.join(bad)} not finite; no model written, the resume state of the last "
-                "finished epoch is kept. Lower the learning rate or raise warmup_steps."
-            )
-        row.update({f"test/{k}": v for k, v in test_row.items()})
-        history.append(row)
-        _log_row(live, row)
-        log.info(
-            "epoch %d/%d %s",
-            epoch + 1,
-            spec.epochs,
-            " ".join(f"{k}={v:.4f}" for k, v in row.items()),
-        )
-        if rank0:
-            meta = {
-                "epoch": epoch + 1,
-                "history": history,
-                "fingerprint": fingerprint,
-                "steps": steps,
+    try:
+        for row in history:  # replay finished epochs so the curves are whole after a resume
+            _log_row(live, row)
+        for epoch in range(len(history), spec.epochs):
+            guard.epoch, guard.skipped, guard.steps = epoch + 1, 0, 0
+            row = {
+                f"train/{k}": v
+                for k, v in train_one_epoch(
+                    model,
+                    train,
+                    optimizer,
+                    generator,
+                    spec.grad_clip,
+                    desc=f"epoch {epoch + 1}/{spec.epochs}",
+                    amp=spec.amp,
+                    losses=losses,
+                    guard=guard,
+                    lr_at=lr_at,
+                ).items()
             }
-            if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
-                save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)  # redoes it
-            save_state(state_path, model, optimizer, generator, meta)
+            guard.end_epoch()
+            row["train/nonfinite_steps"] = float(guard.skipped)
+            test_row = evaluate_terms(model, test, spec.amp)
+            bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
+            if bad:
+                raise NonFiniteTraining(
+                    f"train {spec.name}: stopped at epoch {epoch + 1}, after its last step: "
+                    f"test {', '.join(bad)} not finite; no model written, the resume state of "
+                    "the last finished epoch is kept. Lower the learning rate or raise "
+                    "warmup_steps."
+                )
+            row.update({f"test/{k}": v for k, v in test_row.items()})
+            history.append(row)
+            _log_row(live, row)
+            log.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                spec.epochs,
+                " ".join(f"{k}={v:.4f}" for k, v in row.items()),
+            )
+            if rank0:
+                if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
+                    kept[epoch + 1] = save_kept_epoch(keep_dir, epoch + 1, model)  # redoes it
+                    write_kept(keep_dir, kept)
+                meta = {
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "fingerprint": fingerprint,
+                    "steps": steps,
+                    "kept": {str(e): sha for e, sha in kept.items()},
+                }
+                save_state(state_path, model, optimizer, generator, meta)
+    except BaseException:
+        if live is not None:  # no metric from a failed run
+            Path(live.metrics_file).unlink(missing_ok=True)
+        raise
     if live is not None:
         live.end()
     return history
+
+
+def _resume(
+    state_path: Path,
+    spec: FitSpec,
+    fingerprint: str,
+    keep_dir: Path | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[list[dict[str, float]], int, dict[int, str]]:
+    """(history, optimizer steps, kept epochs) of the state at ``state_path`` restored into
+    ``model``, ``optimizer`` and ``generator``; empty ones when it is not to be resumed."""
+    tensors, meta = load_state(state_path)
+    if meta.get("fingerprint") != fingerprint or meta.get("epoch", 0) > spec.epochs:
+        log.info("%s belongs to other params; training from scratch", state_path)
+        return [], 0, {}
+    verify_state(state_path, tensors, meta)  # refused, never silently replaced
+    recorded = {int(e): sha for e, sha in meta.get("kept", {}).items()}
+    wanted = [e for e in spec.keep_epochs if e <= meta["epoch"]]
+    problem = kept_problem(keep_dir, recorded, wanted) if wanted else None
+    if problem is not None:
+        log.warning("%s; training afresh to write the kept epochs again", problem)
+        return [], 0, {}
+    restore_state(tensors, meta, model, optimizer, generator)
+    log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
+    return meta["history"], meta.get("steps", 0), {e: recorded[e] for e in wanted}
 
 
 def _log_row(live: Live | None, row: dict[str, float]) -> None:

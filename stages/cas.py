@@ -21,7 +21,7 @@ from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import train_phrasings
 from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batches
-from pipeline.finite import require_finite
+from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.train import FitSpec, fit
@@ -45,7 +45,7 @@ def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tenso
         offset = torch.arange(len(labels), device=device)
         conditions = phrasings.pick(labels, offset=offset)
     images = sample_in_batches(model, conditions, generator, 1000, p.temperature)
-    return images, labels
+    return require_finite_tensor(images, f"cas {name}: samples of {model_dir(name)}"), labels
 
 
 def run(name: str, params_path: Path) -> None:
@@ -68,9 +68,7 @@ def run(name: str, params_path: Path) -> None:
         generator=generator,
         state_path=state_file(f"cas_{name}"),
         live_dir=METRICS / "cas" / name / "train",
-        fingerprint=training_fingerprint(
-            f"t2i cas {name}", classifier, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
-        ),
+        fingerprint=training_fingerprint(f"t2i cas {name}", classifier, p),
     )
     predicted, _ = judge_outputs(classifier, x_test)
     metrics = {

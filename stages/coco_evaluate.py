@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, verified_kept_epochs
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.encoders import load_encoder
@@ -36,10 +36,12 @@ def run(name: str, params_path: Path) -> None:
     params = load_params(params_path)
     spec = model_spec(name)
     p = spec.evaluate_params(params)
+    keep = spec.train_params(params).keep_epochs  # exactly these, each as training wrote it
+    kept = verified_kept_epochs(epochs_dir(name), keep, f"train.{name}.keep_epochs")
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
-    encoder_name = config["encoder"]
+    encoder_name, size = config["encoder"], config["image_size"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
     held_out = ShardCaptionPairs(
         sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")),
@@ -55,29 +57,14 @@ def run(name: str, params_path: Path) -> None:
         f"evaluate.{name}",
         name,
         device,
-        config["image_size"],
+        size,
         p.figure_images,
         metric_generator,
     )
-    losses = scored.test_loss_per_image
-    metrics = {
-        "reconstruction": scored.reconstruction,
-        "test_loss_per_image": losses,
-        "conditions": {
-            "images": scored.images,
-            "image_size": config["image_size"],
-            "subset": p.eval_subset,
-            "encoder": encoder_name,
-            "reconstruction": "decoder(posterior mean, caption)",
-        },
-    }
-    if spec.loss == "bce_kl":  # BCE + KL is the Bernoulli decoder's negative ELBO
-        metrics["test_nelbo_nats"] = losses["loss"]
-    metrics["caption_only"] = scored.caption_only
+    metrics = scored.metrics(p.eval_subset, size, encoder_name, nelbo=spec.loss == "bce_kl")
     path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path), allow_inf=("psnr_db",)))
-
-    out, scale = REPORTS / name, max(1, 64 // config["image_size"])
+    require_finite(metrics, str(path), allow_inf=("psnr_db",))  # written last, below
+    out, scale = REPORTS / name, max(1, 64 // size)
 
     def rows(captions: list[str]) -> list:
         vectors = torch.from_numpy(encoder.encode(captions)).to(device)
@@ -99,8 +86,9 @@ def run(name: str, params_path: Path) -> None:
     grid(rows(p.unseen_captions), [t[:40] for t in p.unseen_captions], "fig8_unseen.png")
     epoch_rows = rows(p.epoch_captions)  # the final weights first, then each kept epoch
     labels = [f"final: {t[:30]}" for t in p.epoch_captions]
-    for path in sorted(epochs_dir(name).glob("epoch-*.safetensors")):
-        model.load_state_dict({k: v.to(device) for k, v in load_file(str(path)).items()})
+    for epoch, weights in zip(keep, kept, strict=True):
+        model.load_state_dict({k: v.to(device) for k, v in load_file(str(weights)).items()})
         epoch_rows += rows(p.epoch_captions)
-        labels += [f"ep {int(path.stem[6:])}: {t[:30]}" for t in p.epoch_captions]
+        labels += [f"ep {epoch}: {t[:30]}" for t in p.epoch_captions]
     grid(epoch_rows, labels, "fig9_10_epochs.png")
+    write_json(path, metrics)  # last: a stage that fails before here leaves no metric

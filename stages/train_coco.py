@@ -71,11 +71,7 @@ def run(name: str, params_path: Path) -> None:
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=training_fingerprint(
-            f"t2i train {name}",
-            model,
-            p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"}),
-        ),
+        fingerprint=training_fingerprint(f"t2i train {name}", model, p),
         keep_dir=epochs_dir(name),
     )
     if ranks.main:
