@@ -15,10 +15,20 @@ from PIL import Image
 
 from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
+from pipeline.figures import PAD
 
 from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
-from .conftest import LoopbackServer, dvc, make_repo_copy, run_env, stages_run
+from .conftest import (
+    LoopbackServer,
+    copy_repo,
+    dvc,
+    make_repo_copy,
+    run_env,
+    set_param,
+    stages_run,
+)
 from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
+from .test_train import overwrite_one_tensor
 
 pytestmark = pytest.mark.e2e
 
@@ -303,3 +313,99 @@ def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     assert run.returncode == 1
     assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def kept(repo, model: str = "coco_t5") -> dict[str, bytes]:
+    folder = repo / "models" / model / "epochs"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def stage_error_line(repo, *args: str) -> str:
+    """The one `error: ` line of a failed `t2i ARGS` in ``repo``; no traceback."""
+    result = subprocess.run(
+        ["t2i", *args], cwd=repo, env=run_env(repo), capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "delete"])
+def test_repro_rebuilds_a_changed_or_missing_kept_epoch(coco_run, tmp_path, damage):
+    """Issue 21, case 1: never "resumes" past a damaged kept epoch nor records it."""
+    repo = copy_repo(coco_run.repo, tmp_path)
+    good, lock = kept(repo), (repo / "coco/dvc.lock").read_text()
+    epoch1 = repo / "models/coco_t5/epochs/epoch-0001.safetensors"
+    overwrite_one_tensor(epoch1) if damage == "overwrite" else epoch1.unlink()
+    assert "coco/dvc.yaml:train@coco_t5" in stages_run(dvc(repo, "repro", "coco/dvc.yaml"))
+    assert kept(repo) == good  # trained afresh: the same bytes as the first run
+    assert (repo / "coco/dvc.lock").read_text() == lock
+    assert "up to date" in dvc(repo, "status", "coco/dvc.yaml")
+
+
+def test_evaluation_refuses_a_kept_epoch_changed_since_training(coco_run, tmp_path):
+    repo = copy_repo(coco_run.repo, tmp_path)
+    metrics = repo / "metrics/coco_t5/eval.json"
+    before = metrics.read_bytes()
+    overwrite_one_tensor(repo / "models/coco_t5/epochs/epoch-0001.safetensors")
+    assert stage_error_line(repo, "evaluate", "coco_t5") == (
+        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0001.safetensors: "
+        "changed since training wrote it (its sha256 differs); train again (dvc repro)"
+    )
+    (repo / "models/coco_t5/epochs/epoch-0002.safetensors").unlink()
+    (repo / "models/coco_t5/epochs/epoch-0001.safetensors").write_bytes(
+        kept(coco_run.repo)["epoch-0001.safetensors"]
+    )
+    assert stage_error_line(repo, "evaluate", "coco_t5") == (
+        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0002.safetensors: "
+        "missing; train again (dvc repro)"
+    )
+    assert metrics.read_bytes() == before
+
+
+def test_changing_keep_epochs_after_a_run_draws_exactly_the_epochs_it_names(coco_run, tmp_path):
+    repo = copy_repo(coco_run.repo, tmp_path)
+    good = kept(repo)
+    figure = repo / "reports/coco_t5/fig9_10_epochs.png"
+    height = Image.open(figure).height  # final + epochs 1 and 2
+    set_param(repo, "train.coco_t5", "keep_epochs", [2])  # dropped: resumed, nothing trained
+    assert stages_run(dvc(repo, "repro", "coco/dvc.yaml")) == {
+        "coco/dvc.yaml:train@coco_t5",
+        "coco/dvc.yaml:evaluate@coco_t5",
+    }
+    assert set(kept(repo)) == {"epoch-0002.safetensors", "kept.json"}
+    assert kept(repo)["epoch-0002.safetensors"] == good["epoch-0002.safetensors"]
+    row = (height - PAD) // 12  # a row per epoch caption (4) of final, epoch 1, epoch 2
+    assert Image.open(figure).height == 8 * row + PAD  # final and epoch 2 only
+    set_param(repo, "train.coco_t5", "keep_epochs", [1, 2])  # epoch 1 was not kept: afresh
+    dvc(repo, "repro", "coco/dvc.yaml")
+    assert kept(repo) == good and Image.open(figure).height == height
+    set_param(repo, "train.coco_t5", "keep_epochs", [3])  # beyond the run: one line
+    result = subprocess.run(
+        ["dvc", "repro", "coco/dvc.yaml"],
+        cwd=repo,
+        env=run_env(repo),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "error: train coco_t5: keep_epochs [3] outside 1..epochs (2)" in result.stderr
+
+
+def test_coco_evaluate_writes_its_metrics_after_every_figure(coco_run, tmp_path):
+    """Numbers that would change (another seed), then the last figure cannot be written (its
+    path is a folder): eval.json keeps the finished run's numbers."""
+    repo = copy_repo(coco_run.repo, tmp_path)
+    metrics = repo / "metrics/coco_clip/eval.json"
+    before = metrics.read_bytes()
+    set_param(repo, "evaluate.coco_clip", "seed", 1)
+    figure = repo / "reports/coco_clip/fig9_10_epochs.png"
+    figure.unlink()
+    (figure / "blocker").mkdir(parents=True)
+    result = subprocess.run(
+        ["t2i", "evaluate", "coco_clip"], cwd=repo, env=run_env(repo), capture_output=True
+    )
+    assert result.returncode != 0
+    assert metrics.read_bytes() == before
