@@ -119,10 +119,10 @@ def read_owned(path: Path, roots: tuple[Path, ...], max_bytes: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise _refuse(path, f"not readable ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
+        os.close(fd)
+        raise _refuse(path, "not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise _refuse(path, "not a regular file")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise _refuse(path, f"larger than report.max_file_bytes ({max_bytes} bytes)")
