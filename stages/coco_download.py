@@ -58,12 +58,7 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
 
 def run(params_path: Path) -> None:
     p = load_params(params_path).download.coco
-    http = {
-        "retries": p.retries,
-        "backoff_s": p.backoff_s,
-        "timeout_s": p.timeout_s,
-        "deadline_s": p.deadline_s,
-    }
+    http = p.model_dump(include={"retries", "backoff_s", "timeout_s", "deadline_s"})
     root = Path(p.local_root or "") if p.source == "local" else None
     if root is not None and (not p.local_root or not root.is_dir()):
         raise PipelineError(
@@ -71,7 +66,7 @@ def run(params_path: Path) -> None:
         )
     splits = {s.split for s in p.subsets.values()}
     annotations = root / "annotations" if root else _official_annotations(p, http, splits)
-    summary, seen = {}, CaptionIds()
+    summary, seen, manifests = {}, CaptionIds(), {}
     for name, subset in p.subsets.items():
         path = annotations / f"captions_{subset.split}.json"
         coco_index = read_captions(path, p.max_annotations_bytes, root, seen)
@@ -86,8 +81,9 @@ def run(params_path: Path) -> None:
             rows = fetch_images(
                 records, subset.split, store, workers=p.workers, image_hosts=hosts, **http
             )
+        manifests[name], summary[name] = rows, failure_summary(rows)
+    for name, rows in manifests.items():  # once every split's annotations passed their checks
         write_manifest(rows, COCO_MANIFESTS / f"{name}.parquet")
-        summary[name] = failure_summary(rows)
     write_json(METRICS / "coco" / "download.json", summary)
     for name, s in summary.items():
         if s["failure_rate"] > p.max_failure_rate:
