@@ -219,7 +219,16 @@ def reading(ms: list[Model], judge: dict | None, real: dict | None, min_acc) -> 
         )
         if real_cas:
             line += f", against {cell(real_cas['accuracy_on_real_test'])} trained on real images"
-        out.append(line + ".")
+        line += "."
+        low = min(cas, key=lambda m: m.cas["accuracy_on_real_test"])
+        if scored and low is min(scored, key=lambda m: m.frechet["mean"]):
+            line += (
+                f" `{low.name}` has both the lowest Fréchet distance and the lowest CAS "
+                f"({cell(low.cas['accuracy_on_real_test'])}): its samples match the test set's "
+                "feature statistics on the whole while each class's samples cover less of that "
+                "class than the other models' do."
+            )
+        out.append(line)
     texts = [m for m in ms if m.text and m.heldout]
     if texts:
         best = max(texts, key=lambda m: m.heldout["overall"]["mean"])
