@@ -17,7 +17,7 @@ from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
 from pipeline.figures import PAD
 
-from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
+from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 from .conftest import (
     LoopbackServer,
     copy_repo,
@@ -109,7 +109,7 @@ def coco_run(tmp_path_factory):
             "clip_score": {**encoders["clip-vit-b-32"], "weights": missing},
         },
     }
-    coco_params(repo, encoders, evaluate, annotations_url=server.url + ZIP_PATH)
+    coco_params(repo, encoders, evaluate, **loopback_download(server.url))
     output = dvc(repo, "repro", "coco/dvc.yaml")
     yield SimpleNamespace(repo=repo, tmp=tmp, server=server, output=output)
     server.close()
