@@ -64,7 +64,7 @@ MEASURED = (
     HWM
     + """
 import json, resource, sys, time
-from pipeline.cli import app
+from stages.cli import app
 start = time.perf_counter()
 try:
     app(sys.argv[2:])

@@ -106,7 +106,7 @@ def write_shards(
             finished.append(shard.publish())
             shard = None
     finally:
-        if shard is not None:  # interrupted: an exception, Ctrl-C, or SIGTERM (see pipeline/cli.py)
+        if shard is not None:  # interrupted: an exception, Ctrl-C, or SIGTERM (see stages/cli.py)
             shard.discard()
     return finished
 
