@@ -130,3 +130,12 @@ def test_test_helpers_stay_out_of_the_stages_and_the_library():
         if n.startswith("pipeline.testing")
     }
     assert uses == {}
+
+
+def test_stage_deps_reads_the_dispatch_table_not_the_cli():
+    # scripts/stage_deps.py needs only which module runs each command (stages/commands.py);
+    # the CLI (stages/cli.py: typer, signal handlers) sits above it.
+    names = imported_names(REPO / "scripts/stage_deps.py")
+    assert "stages.commands" in names
+    assert not {n for n in names if n in ("stages.cli", "typer") or n.startswith("pipeline.cli")}
+    assert "stages.cli" not in imported_names(REPO / "stages/commands.py")
