@@ -2,13 +2,13 @@
 metrics and params. `t2i report --all`: that page for every model with metrics, and
 reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs."""
 
-import json
 import os
 from pathlib import Path
 
 from pipeline.atomic import write_bytes
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import read_json
 from pipeline.models.registry import GENERATIVE, model_spec
 from pipeline.report import per_class_series, read_curves, render_index, write_report
 from stages.layout import METRICS, REPORTS, live_dir
@@ -23,13 +23,10 @@ def _read_metrics(model: str) -> dict[str, dict]:
     """{path relative to metrics/<model>: its JSON}, with eval.json first."""
     metrics = {}
     for path in _metric_files(model):
-        try:
-            metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise PipelineError(
-                f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
-                "that writes it (dvc repro) or delete it"
-            ) from None
+        hint = "rerun the stage that writes it (dvc repro) or delete it"
+        metrics[path.relative_to(METRICS / model).as_posix()] = read_json(
+            path, "metrics JSON", hint
+        )
     return metrics
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pipeline.data.coco_manifest import read_manifest
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import read_json
+
+CLASSES = 10  # Fashion-MNIST's labels 0-9
 
 FMNIST_CAPTIONS = Path("captions/fmnist.json")
 
@@ -20,15 +23,21 @@ def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
 
     Only ``train`` phrasings are trained on; ``val`` ones choose between settings; ``heldout``
     ones are never used to choose anything, only reported."""
+    data = read_json(path, "caption set JSON")
     try:
-        data = json.loads(Path(path).read_text())
         out = {"train": [], "val": [], "heldout": []}
-        for entry in data["classes"]:
+        for i, entry in enumerate(data["classes"]):
+            label = entry["label"]
+            if type(label) is not int or not 0 <= label < CLASSES:
+                raise PipelineError(
+                    f"{path}: classes[{i}].label is {json.dumps(label)}; "
+                    f"expected a class index, an integer 0-{CLASSES - 1}"
+                )
             for split in out:
                 for item in entry[split]:
                     out[split].append(
                         {
-                            "image_id": int(entry["label"]),
+                            "image_id": label,
                             "caption_id": int(item["caption_id"]),
                             "caption": str(item["caption"]),
                         }

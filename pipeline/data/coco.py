@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pipeline.atomic import remove_stale_temps
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import read_json
 from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class CocoImage:
 
 
 MAX_IMAGE_ID = 10**12 - 1  # the file names carry 12 digits
+ANNOTATIONS_MAX_BYTES = 2**30  # captions_train2014.json: 66 MB
 
 
 def official_file_name(split: str, image_id: int) -> str:
@@ -85,10 +87,7 @@ def _check_entries(path: Path, data: dict) -> None:
 
 def read_captions(path: Path) -> COCO:
     """Load a captions_*.json with pycocotools, after checking it has the official shape."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: not a readable COCO captions JSON ({exc})") from None
+    data = read_json(path, "COCO captions JSON", max_bytes=ANNOTATIONS_MAX_BYTES)
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise PipelineError(f"{path}: expected a COCO captions JSON with a '{key}' list")

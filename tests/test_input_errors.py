@@ -1,0 +1,156 @@
+"""Hostile input, round 3: `generate -n` bounded and batched; non-UTF-8 bytes and unknown
+labels on the command line and in captions/fmnist.json are one line naming where."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.checkpoint import save_model
+from pipeline.cli import app
+from pipeline.evaluate import sample_images
+from pipeline.figures import image_grid
+from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.cvae_prior import CVAEPrior
+
+from .conftest import REPO, run_env
+from .test_one_line_errors import one_error_line
+
+
+def write_params(tmp_path, **generate) -> str:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["generate"].update(generate)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+@pytest.fixture
+def label_model(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    return tmp_path / "m"
+
+
+def generate(model, output, *args):
+    argv = ["generate", "--model", str(model), "-o", str(output), *args]
+    return CliRunner().invoke(app, argv)
+
+
+def test_the_repository_bounds_n(tmp_path, label_model):
+    """The default params.yaml: -n 10000000 is refused before any model is read."""
+    result = generate(label_model, tmp_path / "g.png", "--label", "bag", "-n", "10000000")
+    assert one_error_line(result) == (
+        "error: -n 10000000: more than generate.max_samples = 4096 images in one grid "
+        "(params.yaml); ask for fewer, or raise generate.max_samples"
+    )
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_n_over_the_param_is_one_line_and_at_the_param_it_draws(tmp_path, label_model):
+    params = write_params(tmp_path, max_samples=20, batch_size=8)
+    out = tmp_path / "g.png"
+    result = generate(label_model, out, "--label", "bag", "-n", "21", "--params", params)
+    assert one_error_line(result) == (
+        f"error: -n 21: more than generate.max_samples = 20 images in one grid ({params}); "
+        "ask for fewer, or raise generate.max_samples"
+    )
+    assert not out.exists()
+    result = generate(label_model, out, "--label", "bag", "-n", "20", "--params", params)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (8 * 58 + 2, 3 * 58 + 2)  # 20 tiles: rows of 8, 8, 4
+
+
+@pytest.mark.parametrize("kind", ["mlp", "prior"])
+def test_batched_sampling_draws_the_images_one_batch_of_n_draws(tmp_path, kind):
+    """n = 45 decoded 8 at a time (6 batches, the last of 5) gives exactly the grid that
+    decoding all 45 at once gives, and that sample_images (evaluate's path: one batch of
+    n, z drawn from the seed's generator) gives. Also for a model with a learned prior."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = CVAEMLP(784, 10, 16, 4)
+    else:
+        model = CVAEPrior(cond_dim=10, latent_dim=4, width=4, cond_hidden=8)
+    save_model(tmp_path / "m", model)
+    grids = {}
+    for batch in (8, 256):
+        out = tmp_path / f"b{batch}.png"
+        params = write_params(tmp_path, batch_size=batch)
+        args = ["--label", "7", "-n", "45", "--columns", "10", "--seed", "3", "--params", params]
+        result = generate(tmp_path / "m", out, *args)
+        assert result.exit_code == 0, result.output
+        grids[batch] = np.asarray(Image.open(out))
+    condition = F.one_hot(torch.full((45,), 7), 10).float()
+    images = sample_images(model.eval(), condition, torch.Generator().manual_seed(3))
+    tiles = images.reshape(45, 28, 28).numpy()
+    expected = np.asarray(image_grid([tiles[i : i + 10] for i in range(0, 45, 10)], scale=2))
+    assert grids[8].shape == (5 * 58 + 2, 10 * 58 + 2, 3)
+    np.testing.assert_array_equal(grids[8], expected)
+    np.testing.assert_array_equal(grids[256], expected)
+    assert len(np.unique(grids[8])) > 2  # a drawn grid, not a blank canvas
+
+
+def run_t2i(args: list, cwd) -> subprocess.CompletedProcess:
+    """The real `t2i` command, argv as bytes (a shell passes a Latin-1 byte as is)."""
+    return subprocess.run(["t2i", *args], cwd=cwd, env=run_env(), capture_output=True)
+
+
+def one_stderr_line(result: subprocess.CompletedProcess) -> str:
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_latin1_byte_in_a_caption_is_one_line(tmp_path):
+    save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
+    args = [b"generate", b"--model", b"m", b"-o", b"x.png", b"--params", str(REPO / "params.yaml")]
+    result = run_t2i([*args, b"--caption", b"caf\xe9 shoes"], tmp_path)
+    assert one_stderr_line(result) == (
+        "error: --caption: byte 0xe9 at character 4 is not UTF-8 text; give it in UTF-8"
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        (b"\xb2", "--label: byte 0xb2 at character 1 is not UTF-8 text; give it in UTF-8"),
+        ("²".encode(), "unknown Fashion-MNIST label '²'; expected 0-9 or one of: "),
+        (b"-1", "unknown Fashion-MNIST label '-1'; expected 0-9 or one of: "),
+        (b"10", "unknown Fashion-MNIST label '10'; expected 0-9 or one of: "),
+    ],
+)
+def test_a_label_outside_the_classes_is_one_line(tmp_path, label_model, label, expected):
+    """'²' is a digit to str.isdigit() but no class; a Latin-1 '²' is not even UTF-8."""
+    args = [b"generate", b"--model", bytes(label_model), b"-o", b"x.png", b"--label", label]
+    line = one_stderr_line(run_t2i([*args, b"--params", str(REPO / "params.yaml")], tmp_path))
+    assert line.startswith(f"error: {expected}")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("label", [-1, 10, "3", True, 2.0])
+def test_a_caption_file_label_outside_the_classes_is_one_line(tmp_path, label):
+    """`t2i embed minilm fmnist` on a captions/fmnist.json whose first class has a label that
+    is not an integer 0-9: one line naming the file and the entry, before any embedding."""
+    shutil.copytree(REPO / "captions", tmp_path / "captions")
+    path = tmp_path / "captions" / "fmnist.json"
+    data = json.loads(path.read_text())
+    data["classes"][0]["label"] = label
+    path.write_text(json.dumps(data))
+    args = ["embed", "minilm", "fmnist", "--params", str(REPO / "params.yaml")]
+    line = one_stderr_line(run_t2i(args, tmp_path))
+    assert line == (
+        f"error: captions/fmnist.json: classes[0].label is {json.dumps(label)}; "
+        "expected a class index, an integer 0-9"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions"]
