@@ -154,3 +154,59 @@ def test_a_caption_file_label_outside_the_classes_is_one_line(tmp_path, label):
         "expected a class index, an integer 0-9"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["captions"]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit: json raises RecursionError
+DEEP_65 = '{"a": ' * 65 + "1" + "}" * 65  # parses, but nests deeper than any JSON of ours
+
+
+@pytest.mark.parametrize("text", [DEEP, DEEP_65])
+def test_nested_metrics_json_is_one_line(tmp_path, monkeypatch, text):
+    metrics = tmp_path / "metrics" / "fmnist_label" / "eval.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    args = ["report", "fmnist_label", "--params", str(REPO / "params.yaml")]
+    assert one_error_line(CliRunner().invoke(app, args)) == (
+        "error: metrics/fmnist_label/eval.json: not a readable metrics JSON (nested more than "
+        "64 deep); rerun the stage that writes it (dvc repro) or delete it"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (DEEP.encode(), "nested more than 64 deep"),
+        (b'{"classes": [{"label": 0, "train": [{"caption": "caf\xe9"}]}]}', "byte 0xe9 at offset"),
+    ],
+)
+def test_a_nested_or_latin1_caption_set_is_one_line(tmp_path, data, why):
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "captions" / "fmnist.json").write_bytes(data)
+    args = ["embed", "minilm", "fmnist", "--params", str(REPO / "params.yaml")]
+    line = one_stderr_line(run_t2i(args, tmp_path))
+    assert line.startswith(f"error: captions/fmnist.json: not a readable caption set JSON ({why}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions"]
+
+
+def test_nested_coco_annotations_are_one_line(tmp_path, monkeypatch):
+    from .coco_fixture import make_coco_fixture
+    from .test_coco_hostile import stage_params, t2i
+
+    fixture = make_coco_fixture(tmp_path / "coco")
+    annotations = fixture.root / "annotations" / "captions_train2014.json"
+    annotations.write_text('{"images": ' + DEEP + ', "annotations": []}')
+    stage_params(tmp_path, source="local", local_root=str(fixture.root))
+    line = one_error_line(t2i(tmp_path, monkeypatch, "download", "coco"))
+    assert line.startswith("error: ") and line.endswith(
+        "captions_train2014.json: not a readable COCO captions JSON (nested more than 64 deep)"
+    )
+    assert not (tmp_path / "data" / "coco" / "manifest").exists()
+
+
+def test_a_nested_model_config_is_one_line(tmp_path, label_model):
+    (label_model / "config.json").write_text(DEEP)
+    line = one_error_line(generate(label_model, tmp_path / "x.png", "--label", "bag"))
+    assert line.startswith(f"error: {label_model}/config.json: not valid JSON (maximum recursion")
+    assert not (tmp_path / "x.png").exists()
