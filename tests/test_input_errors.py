@@ -20,7 +20,7 @@ from pipeline.figures import image_grid
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.cvae_prior import CVAEPrior
 
-from .conftest import REPO, run_env
+from .conftest import REPO, run_env, set_param
 from .test_one_line_errors import one_error_line
 
 
@@ -210,3 +210,65 @@ def test_a_nested_model_config_is_one_line(tmp_path, label_model):
     line = one_error_line(generate(label_model, tmp_path / "x.png", "--label", "bag"))
     assert line.startswith(f"error: {label_model}/config.json: not valid JSON (maximum recursion")
     assert not (tmp_path / "x.png").exists()
+
+
+# A full disk, for real: a tmpfs of a few KB mounted over the stage's output folder, in a mount
+# namespace of its own (`unshare`), so the mount is seen by that one command only.
+FULL_DISK = """
+mkdir -p "$FULL" && mount -t tmpfs -o size=8k tmpfs "$FULL" || exit 99
+"$@"; rc=$?
+(cd "$FULL" && find . -mindepth 1 | sort) > "$LISTING"
+exit $rc
+"""
+
+
+def on_a_full_disk(workdir, full: str, args: list[str]) -> tuple[subprocess.CompletedProcess, list]:
+    """``t2i ARGS`` in ``workdir`` with ``workdir/full`` on a full disk; (its result, what it
+    left there)."""
+    listing = workdir.parent / "listing.txt"
+    env = {**run_env(), "FULL": full, "LISTING": str(listing)}
+    command = ["unshare", "--map-root-user", "--mount", "sh", "-c", FULL_DISK, "sh", "t2i", *args]
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True)
+    if result.returncode == 99 or shutil.which("unshare") is None:
+        pytest.skip(f"no mount namespace for a tmpfs here: {result.stderr.decode()[-200:]}")
+    return result, listing.read_text().split()
+
+
+def test_disk_full_while_packing_is_one_line_and_leaves_no_shard(tmp_path):
+    from .test_coco_hostile import pack_workdir
+
+    workdir = pack_workdir(tmp_path, 4)
+    result, left = on_a_full_disk(workdir, "data/shards/coco", ["pack", "coco"])
+    line = one_stderr_line(result)
+    assert line == "error: disk full while writing data/shards/coco/train-000000.tar"
+    assert left == []
+
+
+def test_disk_full_while_embedding_is_one_line_and_leaves_no_shard(tmp_path):
+    workdir = tmp_path / "work"
+    shutil.copytree(REPO / "captions", workdir / "captions")
+    params = str(REPO / "params.yaml")
+    folder = "data/embeddings/minilm/fmnist"
+    result, left = on_a_full_disk(
+        workdir, folder, ["embed", "minilm", "fmnist", "--params", params]
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: disk full while writing {folder}/part-00000.parquet"], stderr
+    assert left == []
+
+
+def test_disk_full_while_training_is_one_line_and_leaves_no_state(repo_copy):
+    workdir = repo_copy
+    set_param(workdir, "train.fmnist_label", "epochs", 1)
+    set_param(workdir, "train.fmnist_label", "train_limit", 256)
+    download = run_t2i(["download", "fmnist"], workdir)
+    assert download.returncode == 0, download.stderr.decode()
+    result, left = on_a_full_disk(workdir, "models/fmnist_label", ["train", "fmnist_label"])
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    expected = "models/fmnist_label/state/train_state.safetensors"
+    assert errors == [f"error: disk full while writing {expected}"], stderr
+    assert left == ["./state"]  # the folder it made; no file, no temp file
