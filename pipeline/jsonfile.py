@@ -1,15 +1,41 @@
 """Reading JSON that a user, a download or a hostile commit can change: one line, never a
-traceback, for a file that is too big, not UTF-8, not JSON, or nested too deep."""
+traceback, for a file that is too big, not UTF-8, not JSON, nested too deep, or holding a
+lone surrogate (an escape such as \\ud800: JSON that decodes to no Unicode text)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 
 MAX_BYTES = 64 * 2**20  # metrics, configs, caption sets: a few KB each
 MAX_DEPTH = 64  # ours nest 5 deep at most; code that walks a JSON recursively stays safe
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: object) -> str | None:
+    """Where in ``value`` a string (or key) holds a lone surrogate, as 'annotations[3].caption'
+    plus the surrogate; None if it holds none. Without recursion."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                name = key.encode("utf-8", "backslashreplace").decode()  # printable
+                stack.append((key, f"{where}.<key {name}>" if where else f"<key {name}>"))
+                stack.append((child, f"{where}.{name}" if where else name))
+        elif isinstance(node, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(node))
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (
+                    f"{where or 'the value'} holds a lone surrogate \\u{ord(node[exc.start]):04x}"
+                )
+    return None
 
 
 def _depth(value: object) -> int:
@@ -34,6 +60,9 @@ def parse_json(data: bytes | str, where: str, what: str = "JSON", hint: str = ""
         value = json.loads(text)
         if _depth(value) > MAX_DEPTH:
             raise ValueError(f"nested more than {MAX_DEPTH} deep")
+        surrogate = _lone_surrogate(value) if _SURROGATE_ESCAPE.search(text) else None
+        if surrogate is not None:
+            raise ValueError(f"{surrogate}, not Unicode text")
     except RecursionError:
         reason = f"nested more than {MAX_DEPTH} deep"
     except UnicodeDecodeError as exc:

@@ -272,3 +272,24 @@ def test_disk_full_while_training_is_one_line_and_leaves_no_state(repo_copy):
     expected = "models/fmnist_label/state/train_state.safetensors"
     assert errors == [f"error: disk full while writing {expected}"], stderr
     assert left == ["./state"]  # the folder it made; no file, no temp file
+
+
+def test_a_lone_surrogate_in_a_coco_caption_is_one_line(tmp_path, monkeypatch):
+    """The JSON escape \\ud800 alone decodes to no Unicode text (Parquet, tokenizers and
+    figures all fail on it): refused where the annotations are read, naming the entry."""
+    from .coco_fixture import make_coco_fixture
+    from .test_coco_hostile import stage_params, t2i
+
+    fixture = make_coco_fixture(tmp_path / "coco")
+    annotations = fixture.root / "annotations" / "captions_train2014.json"
+    data = json.loads(annotations.read_text())
+    data["annotations"][3]["caption"] = "a dog \ud800 on a sofa"
+    annotations.write_text(json.dumps(data))  # ensure_ascii: the escape "\ud800" as text
+    assert '"a dog \\ud800 on a sofa"' in annotations.read_text()
+    stage_params(tmp_path, source="local", local_root=str(fixture.root))
+    line = one_error_line(t2i(tmp_path, monkeypatch, "download", "coco"))
+    assert line.startswith("error: ") and line.endswith(
+        "captions_train2014.json: not a readable COCO captions JSON (annotations[3].caption "
+        "holds a lone surrogate \\ud800, not Unicode text)"
+    )
+    assert not (tmp_path / "data" / "coco" / "manifest").exists()
