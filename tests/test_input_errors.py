@@ -222,12 +222,12 @@ exit $rc
 """
 
 
-def on_a_full_disk(workdir, full: str, args: list[str]) -> tuple[subprocess.CompletedProcess, list]:
-    """``t2i ARGS`` in ``workdir`` with ``workdir/full`` on a full disk; (its result, what it
-    left there)."""
+def on_a_full_disk(workdir, full: str, args: list[str], program: str = "t2i"):
+    """``PROGRAM ARGS`` in ``workdir`` with ``workdir/full`` on a full disk; (its result, what
+    it left there)."""
     listing = workdir.parent / "listing.txt"
     env = {**run_env(), "FULL": full, "LISTING": str(listing)}
-    command = ["unshare", "--map-root-user", "--mount", "sh", "-c", FULL_DISK, "sh", "t2i", *args]
+    command = ["unshare", "--map-root-user", "--mount", "sh", "-c", FULL_DISK, "sh", program, *args]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True)
     if result.returncode == 99 or shutil.which("unshare") is None:
         pytest.skip(f"no mount namespace for a tmpfs here: {result.stderr.decode()[-200:]}")
@@ -272,3 +272,20 @@ def test_disk_full_while_training_is_one_line_and_leaves_no_state(repo_copy):
     expected = "models/fmnist_label/state/train_state.safetensors"
     assert errors == [f"error: disk full while writing {expected}"], stderr
     assert left == ["./state"]  # the folder it made; no file, no temp file
+
+
+@pytest.mark.e2e
+def test_disk_full_under_dvc_repro_is_one_line_and_records_nothing(repo_copy):
+    """`dvc repro` of the embed stage with data/embeddings on a full disk: the stage's one
+    line in DVC's output, no traceback, no shard, and no dvc.lock entry."""
+    result, left = on_a_full_disk(
+        repo_copy, "data/embeddings", ["repro", "embed@minilm-fmnist"], program="dvc"
+    )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    expected = "data/embeddings/minilm/fmnist/part-00000.parquet"
+    assert errors == [f"error: disk full while writing {expected}"], output
+    assert "failed to reproduce 'embed@minilm-fmnist'" in output
+    assert left == ["./minilm", "./minilm/fmnist"]  # folders, no file and no temp file
+    assert not (repo_copy / "dvc.lock").exists()
