@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.atomic import disk_full
 from pipeline.errors import PipelineError
 from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
@@ -78,8 +79,11 @@ def _stage(func: Callable) -> Callable:
         previous = signal.signal(signal.SIGTERM, _unwind_on_sigterm) if main else None
         try:
             return func(*args, **kwargs)
-        except PipelineError as exc:
-            typer.echo(f"error: {redact(str(exc))}", err=True)
+        except Exception as exc:  # a PipelineError, or a full disk anywhere: one line
+            error = exc if isinstance(exc, PipelineError) else disk_full(exc)
+            if error is None:
+                raise
+            typer.echo(f"error: {redact(str(error))}", err=True)
             sys.exit(1)
         finally:
             if main:
