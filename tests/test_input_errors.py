@@ -14,11 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
-from pipeline.cli import app
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.cvae_prior import CVAEPrior
+from stages.cli import app
 
 from .conftest import REPO, run_env, set_param
 from .test_one_line_errors import one_error_line
