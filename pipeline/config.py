@@ -477,6 +477,15 @@ class Embed(DeviceParams):
         return getattr(self, name.replace("-", "_"))
 
 
+class Generate(Section):
+    """`t2i generate` (not a DVC stage): one PNG grid, its images decoded a batch at a time."""
+
+    max_samples: int = Field(
+        4096, ge=1, le=1_000_000, description="most images -n may ask for in one grid"
+    )
+    batch_size: int = Field(256, ge=1, le=65_536, description="images decoded at once")
+
+
 class Report(Section):
     """`t2i report`: pages that inline only files the pipeline wrote (pipeline/report.py)."""
 
@@ -493,6 +502,7 @@ class Params(Section):
     cas: Cas = Cas()
     evaluate: Evaluate = Evaluate()
     embed: Embed = Embed()
+    generate: Generate = Generate()
     report: Report = Report()
 
 
@@ -525,6 +535,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
     return parse_params(raw, str(path))
