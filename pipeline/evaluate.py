@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.models.bernoulli import log_normal
+from pipeline.models.guidance import guided_decode
 
 
 def _chunks(n: int, size: int):
@@ -92,13 +93,16 @@ def sample_images(
     conditions: torch.Tensor,
     generator: torch.Generator,
     temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
-    (z = mu_p + T sigma_p eps; T = 1: the prior itself); returns (N, 784) in [0, 1]."""
+    (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
+    (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
     model.eval()
     eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
     mu, logvar = prior(model, conditions)
-    return model.decode(mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device), conditions)
+    z = mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device)
+    return guided_decode(model, z, conditions, guidance)
 
 
 @torch.no_grad()
@@ -145,11 +149,12 @@ def sample_in_batches(
     generator: torch.Generator,
     batch_size: int,
     temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
     parts = _chunks(len(conditions), batch_size)
     return torch.cat(
-        [sample_images(model, conditions[part], generator, temperature) for part in parts]
+        [sample_images(model, conditions[part], generator, temperature, guidance) for part in parts]
     )
 
 
@@ -159,10 +164,18 @@ def hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def caption_sample_rows(
-    model: torch.nn.Module, vectors: torch.Tensor, samples: int, generator: torch.Generator
+    model: torch.nn.Module,
+    vectors: torch.Tensor,
+    samples: int,
+    generator: torch.Generator,
+    temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> list[np.ndarray]:
-    """One row of ``samples`` caption-only images (z ~ N(0, I)) per caption vector."""
-    return [hwc(sample_images(model, v.expand(samples, -1), generator)) for v in vectors]
+    """One row of ``samples`` caption-only images (z ~ N(0, T^2 I), guidance w) per caption."""
+    return [
+        hwc(sample_images(model, v.expand(samples, -1), generator, temperature, guidance))
+        for v in vectors
+    ]
 
 
 def mean_std(values: list[float]) -> dict[str, float]:

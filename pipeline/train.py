@@ -49,6 +49,7 @@ from tqdm import tqdm
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
 from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
+from pipeline.models.guidance import drop_conditions
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class FitSpec:
     keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
     warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
     max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
+    cond_null_p: float = 0.0  # share of rows trained on the null condition (models/guidance.py)
     name: str = "model"  # named in errors
 
     @classmethod
@@ -190,13 +192,20 @@ def _autocast(model: nn.Module, amp: bool):
 
 
 class BatchLosses(nn.Module):
-    """The model's ``batch_losses`` as a forward, so DistributedDataParallel can wrap it."""
+    """The model's ``batch_losses`` as a forward, so DistributedDataParallel can wrap it.
 
-    def __init__(self, model: nn.Module):
+    ``cond_null_p`` > 0: each row's condition (the batch's second tensor) is replaced by the
+    null condition with that probability (whole-condition dropout, for guidance); 0 draws
+    nothing, so the run is the same as without it."""
+
+    def __init__(self, model: nn.Module, cond_null_p: float = 0.0):
         super().__init__()
-        self.model = model
+        self.model, self.cond_null_p = model, cond_null_p
 
     def forward(self, *batch):
+        if self.cond_null_p:
+            x, c, *rest = batch
+            batch = (x, drop_conditions(c, self.cond_null_p), *rest)
         return self.model.batch_losses(*batch)
 
 
@@ -312,9 +321,9 @@ def fit(
         keep_dir.mkdir(parents=True, exist_ok=True)
         for stale in keep_dir.glob("epoch-*.safetensors") if not history else []:
             stale.unlink()  # kept by a run this one does not continue
-    losses = None
+    losses = BatchLosses(model, spec.cond_null_p)
     if _distributed():  # after the resume, so every rank starts from the same weights
-        losses = DistributedDataParallel(BatchLosses(model))
+        losses = DistributedDataParallel(losses)
     guard = StepGuard(spec.name, spec.max_nonfinite_steps)
 
     def lr_at() -> float:

@@ -69,6 +69,7 @@ def run(name: str, params_path: Path) -> None:
             "subset": p.eval_subset,
             "encoder": encoder_name,
             "reconstruction": "decoder(posterior mean, caption)",
+            "caption_only": {"guidance": p.guidance, "temperature": p.temperature},
         },
     }
     if spec.loss == "bce_kl":  # BCE + KL is the Bernoulli decoder's negative ELBO
@@ -81,7 +82,7 @@ def run(name: str, params_path: Path) -> None:
 
     def rows(captions: list[str]) -> list:
         vectors = torch.from_numpy(encoder.encode(captions)).to(device)
-        return caption_sample_rows(model, vectors, p.samples, generator)
+        return caption_sample_rows(model, vectors, p.samples, generator, p.temperature, p.guidance)
 
     def grid(rows_: list, labels: list[str], figure: str, label_width: int = 260) -> None:
         image = image_grid(rows_, labels, scale=scale, label_width=label_width)
@@ -89,7 +90,7 @@ def run(name: str, params_path: Path) -> None:
 
     grid(rows(p.captions), [t[:40] for t in p.captions], "fig6_captions.png")
     x, recon, c = scored.first
-    only_text = sample_images(model, c, generator)
+    only_text = sample_images(model, c, generator, p.temperature, p.guidance)
     grid(
         [hwc(x), hwc(recon), hwc(only_text)],
         ["original", "image + caption", "caption only"],

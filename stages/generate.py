@@ -3,7 +3,8 @@
 A label-conditioned model takes --label ('sneaker'); a text-conditioned one takes any
 --caption, embedded with the encoder the model was trained on (its weights as params.yaml's
 embed section names them). Fashion-MNIST models draw grey 28x28 tiles, COCO models RGB tiles
-at their packed size (224 by default).
+at their packed size (224 by default). --guidance W and --temperature T sample as the
+evaluations do (docs/guidance.md); W > 0 needs a model trained with cond_null_p > 0.
 """
 
 from pathlib import Path
@@ -42,6 +43,8 @@ def grid(
     columns: int,
     seed: int,
     params_path: Path,
+    guidance: float = 0.0,
+    temperature: float = 1.0,
 ):
     model, config = load_model(model_path)
     spec = spec_of_config(config, str(model_path / "config.json"))
@@ -57,7 +60,8 @@ def grid(
         condition = F.one_hot(torch.full((n,), label_index(label)), config["cond_dim"]).float()
     else:
         raise PipelineError(f"{model_path}: {spec.name} is a classifier, it generates nothing")
-    images = sample_images(model, condition, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    images = sample_images(model, condition, generator, temperature, guidance)
     tiles = image_tiles(images, spec.image_shape(config), str(model_path))
     scale = max(1, 64 // tiles.shape[1])  # 28 -> 2x, as the figures; 224 stays 1x
     return image_grid([tiles[i : i + columns] for i in range(0, n, columns)], scale=scale)
