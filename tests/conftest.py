@@ -90,14 +90,16 @@ def tiny_params() -> dict:
     for name in ("fmnist_text", "fmnist_conv", "fmnist_text_prior"):
         params["train"][name].update(epochs=2, train_limit=2048, device="cpu")
     params["evaluate"]["fmnist_conv"].update(
-        iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
+        iw_k=8, samples_per_class=20, test_limit=500, device="cpu", val_images=1000
     )
     params["cas"].update(samples_per_class=100, real_limit=2048, epochs=1, device="cpu")
-    params["evaluate"]["fmnist_text"].update(samples_per_caption=5, test_limit=500, device="cpu")
+    params["evaluate"]["fmnist_text"].update(
+        samples_per_caption=5, test_limit=500, device="cpu", val_images=1000
+    )
     params["embed"].update(device="cpu")
     params["judge"].update(epochs=1, train_limit=2048, min_accuracy=0.5, device="cpu")
     params["evaluate"]["fmnist_label"].update(
-        iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
+        iw_k=8, samples_per_class=20, test_limit=500, device="cpu", val_images=1000
     )
     return params
 

@@ -1,0 +1,89 @@
+"""The guidance frontier of the Fashion-MNIST evaluations in the session's tiny root run: its
+points, the w chosen on validation data, CAS at that w, and the `dvc plots` definition."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from pipeline.frontier import NO_DROPOUT, RULE
+
+from .conftest import dvc
+
+pytestmark = pytest.mark.e2e
+
+MODELS = ("fmnist_label", "fmnist_conv", "fmnist_text", "fmnist_text_prior")
+ROW_KEYS = {
+    "guidance",
+    "temperature",
+    "accuracy",
+    "accuracy_std",
+    "frechet",
+    "frechet_std",
+    "spread",
+    "spread_std",
+    "real_spread",
+}
+
+
+def _read(repo, path):
+    return json.loads((repo / path).read_text())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, name):
+    repo = finished_root_run.repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    p = params["evaluate"][name]
+    rows = _read(repo, f"metrics/{name}/frontier.json")
+    expected = [(t, w) for t in p["temperature_sweep"] for w in p["guidance_sweep"]]
+    assert [(r["temperature"], r["guidance"]) for r in rows] == expected
+    for row in rows:
+        assert set(row) == ROW_KEYS and all(math.isfinite(v) for v in row.values())
+        assert row["frechet"] > 0 and row["spread"] > 0 and row["accuracy_std"] >= 0
+    real_spread = rows[0]["real_spread"]
+    assert all(r["real_spread"] == real_spread for r in rows) and real_spread > 0
+    metrics = _read(repo, f"metrics/{name}/eval.json")
+    guidance = metrics["guidance"]
+    assert guidance["chosen"] == metrics["conditions"]["guidance"]
+    assert set(guidance["validation"]) == {f"w={w:g}" for w in p["guidance_sweep"]}
+    assert guidance["validation_real_spread"] > 0
+    if params["train"][name]["cond_null_p"] == 0:
+        assert (guidance["chosen"], guidance["rule"]) == (0.0, NO_DROPOUT)
+    else:  # the rule, replayed on the validation points it wrote
+        assert guidance["rule"] == RULE
+        val = guidance["validation"]
+        allowed = {k: v for k, v in val.items() if v["frechet"] <= val["w=0"]["frechet"]}
+        best = max(allowed.values(), key=lambda v: v["accuracy"])["accuracy"]
+        assert val[f"w={guidance['chosen']:g}"]["accuracy"] == best
+    # the headline numbers are the frontier's point at (chosen w, evaluate temperature)
+    point = next(
+        r for r in rows if (r["guidance"], r["temperature"]) == (guidance["chosen"], p["temperature"])
+    )
+    split = "" if name in ("fmnist_label", "fmnist_conv") else "_heldout_phrasings"
+    accuracy = metrics["judge_accuracy_on_samples" if not split else "judge_accuracy" + split]
+    assert accuracy["overall"]["mean"] == point["accuracy"]
+    cas = _read(repo, f"metrics/cas/{name}.json")
+    assert cas["conditions"]["guidance"] == 0.0
+    assert cas["at_chosen_guidance"]["conditions"]["guidance"] == guidance["chosen"]
+    assert 0 <= cas["at_chosen_guidance"]["accuracy_on_real_test"] <= 1
+
+
+def test_the_papers_model_keeps_w0_and_its_cas_is_the_unguided_one(finished_root_run):
+    cas = _read(finished_root_run.repo, "metrics/cas/fmnist_label.json")
+    assert cas["at_chosen_guidance"]["accuracy_on_real_test"] == cas["accuracy_on_real_test"]
+
+
+def test_dvc_plots_show_draws_the_frontier_of_every_model(finished_root_run):
+    shown = json.loads(dvc(finished_root_run.repo, "plots", "show", "--json"))
+    errors = shown.get("errors") or {}
+    assert not errors, errors
+    data = shown.get("data", shown)
+    for name in MODELS:
+        path = f"metrics/{name}/frontier.json"
+        assert path in data, sorted(data)
+        spec = json.dumps(data[path])
+        assert '"frechet"' in spec and '"accuracy"' in spec
+    title = "Guidance frontier, judge accuracy against judge-feature FD (docs/guidance.md)"
+    assert title in data
