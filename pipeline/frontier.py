@@ -139,23 +139,31 @@ def guided_frontier(
 ) -> tuple[float, dict, dict, list[dict]]:
     """Sweep w on ``val`` (at p.temperature), choose it, sweep (w, T) on ``test``.
 
-    Returns (w, the test point at (w, p.temperature), the "guidance" block of the metrics,
-    the frontier's plot rows). ``spreads``: the real images' spread, {"validation", "test"}.
+    Returns (w, the test point at (w, p.temperature), the guidance keys of eval.json, the
+    frontier's plot rows). ``spreads``: the real images' spread, {"validation", "test"}.
+    eval.json gets ``frontier`` (the test points, mean ± std), ``guidance`` (the chosen w and
+    T), ``guidance_rule`` and ``guidance_validation`` (the points the rule saw).
     """
     val_points = val.sweep(p.guidance_sweep, [p.temperature])
     w, rule = choose_guidance(val_points, trained_with_dropout, p.guidance)
     points = test.sweep(p.guidance_sweep, p.temperature_sweep)
-    block = {
-        "chosen": w,
-        "rule": rule,
-        "temperature": p.temperature,
-        "validation": {
+    keys = {
+        "frontier": [
+            {
+                **{k: q[k] for k in ("guidance", "temperature", "frechet", "spread")},
+                "accuracy": q["accuracy"]["overall"],
+            }
+            for q in points
+        ],
+        "guidance": {"w": w, "temperature": p.temperature},
+        "guidance_rule": rule,
+        "guidance_validation": {
             f"w={row['guidance']:g}": {k: row[k] for k in ("accuracy", "frechet", "spread")}
             for row in plot_rows(val_points, spreads["validation"])
         },
-        "validation_real_spread": spreads["validation"],
+        "guidance_validation_real_spread": spreads["validation"],
     }
-    return w, test.point(w, p.temperature), block, plot_rows(points, spreads["test"])
+    return w, test.point(w, p.temperature), keys, plot_rows(points, spreads["test"])
 
 
 def read_chosen_guidance(path) -> float:

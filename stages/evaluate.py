@@ -75,7 +75,7 @@ def run(name: str, params_path: Path) -> None:
         # What the judge scores on real test images: the ceiling for the sample accuracy.
         "judge_accuracy_on_real_test": float((real_predicted == y_test.cpu()).float().mean()),
         "judge_accuracy_on_real_test_per_class": per_class_accuracy(real_predicted, y_test, LABELS),
-        "guidance": guidance,
+        **guidance,
         "conditions": {
             "test_images": len(x_test),
             "iw_k": p.iw_k,

@@ -68,7 +68,7 @@ def run(name: str, params_path: Path) -> None:
     w, _, guidance, frontier = guided_frontier(
         p, scorers["val"], scorers["heldout"], dropout, spreads
     )
-    metrics = {"guidance": guidance, "within_class_spread_real_test": spreads["test"]}
+    metrics = {**guidance, "within_class_spread_real_test": spreads["test"]}
     for split, scorer in scorers.items():
         point = scorer.point(w, p.temperature)
         metrics[f"judge_accuracy_{split}_phrasings"] = point["accuracy"]

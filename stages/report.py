@@ -36,7 +36,8 @@ def _read_metrics(model: str) -> dict[str, dict]:
 def _views(model: str) -> tuple[dict, dict, dict, list]:
     """(metrics, training curves, per-class accuracy series, guidance frontier rows)."""
     metrics = _read_metrics(model)
-    frontier = metrics.pop("frontier.json", [])
+    frontier = metrics.pop("frontier.json", [])  # a chart, not a table: so is eval.json's
+    metrics.get("eval.json", {}).pop("frontier", None)
     curves = read_curves(live_dir(model) / "plots" / "metrics")
     return metrics, curves, per_class_series(metrics.get("eval.json", {})), frontier
 

@@ -89,6 +89,8 @@ def tiny_params() -> dict:
     params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
     for name in ("fmnist_text", "fmnist_conv", "fmnist_text_prior"):
         params["train"][name].update(epochs=2, train_limit=2048, device="cpu")
+    for name in ("fmnist_conv", "fmnist_text_prior"):  # guided: w is chosen on validation
+        params["train"][name]["cond_null_p"] = 0.1
     params["evaluate"]["fmnist_conv"].update(
         iw_k=8, samples_per_class=20, test_limit=500, device="cpu", val_images=1000
     )

@@ -45,28 +45,28 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     real_spread = rows[0]["real_spread"]
     assert all(r["real_spread"] == real_spread for r in rows) and real_spread > 0
     metrics = _read(repo, f"metrics/{name}/eval.json")
-    guidance = metrics["guidance"]
-    assert guidance["chosen"] == metrics["conditions"]["guidance"]
-    assert set(guidance["validation"]) == {f"w={w:g}" for w in p["guidance_sweep"]}
-    assert guidance["validation_real_spread"] > 0
+    w = metrics["guidance"]["w"]
+    assert metrics["guidance"] == {"w": w, "temperature": p["temperature"]}
+    assert metrics["conditions"]["guidance"] == w
+    assert [(q["temperature"], q["guidance"]) for q in metrics["frontier"]] == expected
+    assert [q["frechet"]["mean"] for q in metrics["frontier"]] == [r["frechet"] for r in rows]
+    val = metrics["guidance_validation"]
+    assert set(val) == {f"w={v:g}" for v in p["guidance_sweep"]}
+    assert metrics["guidance_validation_real_spread"] > 0
     if params["train"][name]["cond_null_p"] == 0:
-        assert (guidance["chosen"], guidance["rule"]) == (0.0, NO_DROPOUT)
+        assert (w, metrics["guidance_rule"]) == (0.0, NO_DROPOUT)
     else:  # the rule, replayed on the validation points it wrote
-        assert guidance["rule"] == RULE
-        val = guidance["validation"]
+        assert metrics["guidance_rule"] == RULE
         allowed = {k: v for k, v in val.items() if v["frechet"] <= val["w=0"]["frechet"]}
-        best = max(allowed.values(), key=lambda v: v["accuracy"])["accuracy"]
-        assert val[f"w={guidance['chosen']:g}"]["accuracy"] == best
+        assert val[f"w={w:g}"]["accuracy"] == max(v["accuracy"] for v in allowed.values())
     # the headline numbers are the frontier's point at (chosen w, evaluate temperature)
-    point = next(
-        r for r in rows if (r["guidance"], r["temperature"]) == (guidance["chosen"], p["temperature"])
-    )
+    point = next(r for r in rows if (r["guidance"], r["temperature"]) == (w, p["temperature"]))
     split = "" if name in ("fmnist_label", "fmnist_conv") else "_heldout_phrasings"
     accuracy = metrics["judge_accuracy_on_samples" if not split else "judge_accuracy" + split]
     assert accuracy["overall"]["mean"] == point["accuracy"]
     cas = _read(repo, f"metrics/cas/{name}.json")
     assert cas["conditions"]["guidance"] == 0.0
-    assert cas["at_chosen_guidance"]["conditions"]["guidance"] == guidance["chosen"]
+    assert cas["at_chosen_guidance"]["conditions"]["guidance"] == w
     assert 0 <= cas["at_chosen_guidance"]["accuracy_on_real_test"] <= 1
 
 
