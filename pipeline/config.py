@@ -208,7 +208,7 @@ class TrainFmnistPrior(Guarded):
     )
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
     cond_null_p: float = Field(
-        0.0,
+        0.1,
         ge=0.0,
         lt=1.0,
         description="share of training rows given the null condition (zeros), so the model "

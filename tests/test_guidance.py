@@ -211,3 +211,18 @@ def test_the_frontier_scores_every_point_finite_with_its_keys():
         assert all(math.isfinite(v) for v in values) and p["frechet"]["mean"] > 0
     assert scorer.point(1.0, 0.8) is points[3]  # computed once
     assert points[0]["frechet"] != points[1]["frechet"]  # guidance changes the samples
+
+
+def test_the_report_draws_the_frontier_one_line_per_temperature_with_w_labels():
+    from pipeline.report import render_index, render_report
+
+    rows = plot_rows([_point(0.0, 0.70, 280), _point(1.0, 0.81, 170), _point(2.0, 0.83, 190)], 17.1)
+    rows += [{**r, "temperature": 0.8, "accuracy": r["accuracy"] + 0.02} for r in rows]
+    page = render_report("t", [], {}, {}, frontier=rows)
+    assert page.count("<circle class='point'") == 6
+    assert "data-series='T=1'" in page and "data-series='T=0.8'" in page
+    assert ">w=2</text>" in page and "Guidance frontier" in page
+    assert "Guidance frontier" not in render_report("t", [], {}, {})
+    index = render_index("i", {"a": {}, "b": {}}, {}, {}, {}, {"a": rows, "b": rows[:3]})
+    assert index.count("<circle class='point'") == 9
+    assert "data-series='a T=0.8'" in index and "data-series='b T=1'" in index
