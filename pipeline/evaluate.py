@@ -99,10 +99,19 @@ def sample_images(
     (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
     (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
     model.eval()
+    return guided_decode(
+        model, draw_latents(model, conditions, generator, temperature), conditions, guidance
+    )
+
+
+@torch.no_grad()
+def draw_latents(
+    model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, temperature: float
+) -> torch.Tensor:
+    """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``."""
     eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
     mu, logvar = prior(model, conditions)
-    z = mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device)
-    return guided_decode(model, z, conditions, guidance)
+    return mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device)
 
 
 @torch.no_grad()

@@ -24,12 +24,13 @@ import torch
 
 from pipeline.evaluate import (
     conditional_accuracy,
+    draw_latents,
     frechet_distance,
     judge_outputs,
     mean_std,
-    sample_images,
     summarise,
 )
+from pipeline.models.guidance import null_condition
 
 RULE = (
     "the w of the sweep (at evaluate.<model>.temperature) with the highest validation judge "
@@ -66,27 +67,46 @@ class FrontierScorer:
     def point(self, guidance: float, temperature: float) -> dict:
         key = (float(guidance), float(temperature))
         if key not in self._points:
-            accuracy, frechet, spread = [], [], []
-            for seed in self.seeds:
-                generator = torch.Generator().manual_seed(seed)
-                samples = sample_images(
-                    self.model, self.conditions, generator, temperature, guidance
-                )
-                predicted, features = judge_outputs(self.judge, samples, self.batch_size)
-                accuracy.append(conditional_accuracy(predicted, self.intended, self.names))
-                frechet.append(frechet_distance(features, self.real_features))
-                spread.append(class_spread(features, self.intended))
-            self._points[key] = {
-                "guidance": key[0],
-                "temperature": key[1],
-                "accuracy": summarise(accuracy),
-                "frechet": mean_std(frechet),
-                "spread": mean_std(spread),
-            }
+            self.sweep([guidance], [temperature])
         return self._points[key]
 
+    @torch.no_grad()
     def sweep(self, guidances: list[float], temperatures: list[float]) -> list[dict]:
-        return [self.point(w, t) for t in temperatures for w in guidances]
+        """The points of every (w, T), T outermost. Under one seed and T every w decodes the
+        same z, so the decoder runs twice per seed and T (with c and with the null) and each
+        w only mixes the two logits; w = 0 is ``model.decode`` itself, bit for bit."""
+        for t in temperatures:
+            todo = [float(w) for w in guidances if (float(w), float(t)) not in self._points]
+            scores: dict[float, list] = {w: [] for w in todo}
+            for seed in self.seeds if todo else []:
+                self.model.eval()
+                generator = torch.Generator().manual_seed(seed)
+                z = draw_latents(self.model, self.conditions, generator, t)
+                logits = self.model.decode_logits(z, self.conditions)
+                null = None
+                if any(todo):
+                    null = self.model.decode_logits(z, null_condition(self.conditions))
+                for w in todo:
+                    mixed = logits if w == 0 else logits + w * (logits - null)
+                    scores[w].append(self._score(self.model.images_from_logits(mixed)))
+            for w in todo:
+                accuracy, frechet, spread = zip(*scores[w], strict=True)
+                self._points[(w, float(t))] = {
+                    "guidance": w,
+                    "temperature": float(t),
+                    "accuracy": summarise(list(accuracy)),
+                    "frechet": mean_std(list(frechet)),
+                    "spread": mean_std(list(spread)),
+                }
+        return [self._points[(float(w), float(t))] for t in temperatures for w in guidances]
+
+    def _score(self, samples: torch.Tensor) -> tuple[dict, float, float]:
+        predicted, features = judge_outputs(self.judge, samples, self.batch_size)
+        return (
+            conditional_accuracy(predicted, self.intended, self.names),
+            frechet_distance(features, self.real_features),
+            class_spread(features, self.intended),
+        )
 
 
 def choose_guidance(val_points: list[dict], trained_with_dropout: bool, fixed: float | None):

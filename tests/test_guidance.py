@@ -226,3 +226,38 @@ def test_the_report_draws_the_frontier_one_line_per_temperature_with_w_labels():
     index = render_index("i", {"a": {}, "b": {}}, {}, {}, {}, {"a": rows, "b": rows[:3]})
     assert index.count("<circle class='point'") == 9
     assert "data-series='a T=0.8'" in index and "data-series='b T=1'" in index
+
+
+def test_the_sweep_scores_exactly_what_sample_images_draws_and_w0_is_the_old_score():
+    """The sweep decodes each z once with c and once with the null and mixes the logits per
+    w: its numbers are those of scoring ``sample_images`` at each w, and at w = 0 those of
+    ``seeded_sample_scores`` (the evaluation before guidance), bit for bit."""
+    from pipeline.evaluate import (
+        conditional_accuracy,
+        frechet_distance,
+        judge_outputs,
+        mean_std,
+        seeded_sample_scores,
+        summarise,
+    )
+
+    torch.manual_seed(0)
+    model, judge = CVAEMLP(784, 10, 32, 4).eval(), JudgeCNN().eval()
+    intended = torch.arange(10).repeat_interleave(5)
+    conditions = F.one_hot(intended, 10).float()
+    real = np.random.default_rng(1).normal(size=(100, 128))
+    scorer = FrontierScorer(model, judge, conditions, intended, real, LABELS, [3, 4], 50)
+    points = scorer.sweep([0.0, 2.0], [0.8])
+    accuracy, frechet = seeded_sample_scores(
+        model, judge, conditions, intended, real, LABELS, [3, 4], 0.8, 50
+    )
+    assert points[0]["accuracy"] == accuracy and points[0]["frechet"] == frechet
+    accuracy, frechet = [], []
+    for seed in (3, 4):
+        images = sample_images(model, conditions, torch.Generator().manual_seed(seed), 0.8, 2.0)
+        predicted, features = judge_outputs(judge, images, 50)
+        accuracy.append(conditional_accuracy(predicted, intended, LABELS))
+        frechet.append(frechet_distance(features, real))
+    assert points[1]["accuracy"] == summarise(accuracy)
+    assert points[1]["frechet"] == mean_std(frechet)
+    assert points[1]["frechet"] != points[0]["frechet"]
