@@ -3,6 +3,7 @@ points, the w chosen on validation data, CAS at that w, and the `dvc plots` defi
 
 import json
 import math
+import subprocess
 
 import pytest
 import yaml
@@ -87,3 +88,25 @@ def test_dvc_plots_show_draws_the_frontier_of_every_model(finished_root_run):
         assert '"frechet"' in spec and '"accuracy"' in spec
     title = "Guidance frontier, judge accuracy against judge-feature FD (docs/guidance.md)"
     assert title in data
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_generate_samples_every_fmnist_model_with_guidance(finished_root_run, tmp_path, name):
+    from PIL import Image
+
+    from .conftest import run_env
+
+    out = tmp_path / "guided.png"
+    text = name.startswith("fmnist_text")
+    command = ["t2i", "generate", "--model", f"models/{name}", "-n", "4", "-o", str(out)]
+    command += ["--caption", "a strappy summer sandal"] if text else ["--label", "sandal"]
+    command += ["--guidance", "1.5", "--temperature", "0.8"]
+    run = subprocess.run(
+        command,
+        cwd=finished_root_run.repo,
+        env=run_env(finished_root_run.repo),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).size[0] > 4 * 28
