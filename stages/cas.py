@@ -53,9 +53,12 @@ def score(name: str, p, device, generator, x_test, y_test, guidance: float | Non
         FitSpec.from_params(p, name=f"cas {tag}"),
         generator=generator,
         state_path=state_file(f"cas_{tag}"),
-        live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_{tag}"),
+        live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_w{guidance:g}"),
         fingerprint=training_fingerprint(
-            f"t2i cas {tag}", classifier, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+            f"t2i cas {name}",
+            classifier,
+            p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+            | ({} if tag == name else {"guidance": guidance}),
         ),
     )
     predicted, _ = judge_outputs(classifier, x_test)
