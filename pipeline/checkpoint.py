@@ -56,7 +56,7 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.
             raise PipelineError(f"{path}: missing; train the model first (dvc repro)")
     try:
         config = json.loads(config_path.read_text())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         message = f"{config_path}: not valid JSON ({exc}); train the model again"
         raise PipelineError(message) from None
     if not isinstance(config, dict):

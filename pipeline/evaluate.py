@@ -98,10 +98,21 @@ def sample_images(
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
     (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
     (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
+    eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    return decode_noise(model, conditions, eps, temperature, guidance)
+
+
+@torch.no_grad()
+def decode_noise(
+    model: torch.nn.Module,
+    conditions: torch.Tensor,
+    eps: torch.Tensor,
+    temperature: float = 1.0,
+    guidance: float = 0.0,
+) -> torch.Tensor:
+    """``sample_images`` for given standard-normal draws ``eps`` (one row per condition row)."""
     model.eval()
-    return guided_decode(
-        model, draw_latents(model, conditions, generator, temperature), conditions, guidance
-    )
+    return guided_decode(model, _latents(model, conditions, eps, temperature), conditions, guidance)
 
 
 @torch.no_grad()
@@ -110,6 +121,10 @@ def draw_latents(
 ) -> torch.Tensor:
     """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``."""
     eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    return _latents(model, conditions, eps, temperature)
+
+
+def _latents(model, conditions: torch.Tensor, eps: torch.Tensor, temperature: float):
     mu, logvar = prior(model, conditions)
     return mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device)
 

@@ -20,8 +20,9 @@ from pipeline.data.coco import (
 from pipeline.data.images import prepare_image, prepare_jpegs
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
+from pipeline.testing.photos import make_photo_coco
 
-from .coco_fixture import BAD_TRAIN_IDS, make_coco_fixture, serve
+from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 
 
 @pytest.fixture
@@ -65,7 +66,8 @@ def test_subset_selection_is_deterministic_and_seeded(tmp_path):
 def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
     fixture, server = served_coco
     store = tmp_path / "store"
-    kw = {"workers": 4, "retries": 2, "backoff_s": 0.01, "timeout_s": 5}
+    hosts = loopback_download(server.url)["image_hosts"]
+    kw = {"workers": 4, "retries": 2, "backoff_s": 0.01, "timeout_s": 5, "image_hosts": hosts}
     rows = fetch_images(train_records(fixture), "train2014", store, **kw)
     by_id = {r["image_id"]: r for r in rows}
     assert [r["image_id"] for r in rows] == list(range(1, 9))  # subset order kept
@@ -87,7 +89,7 @@ def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
 
 def test_local_root_is_read_in_place(tmp_path):
     fixture = make_coco_fixture(tmp_path)
-    rows = local_images(train_records(fixture), "train2014", fixture.root / "train2014")
+    rows = local_images(train_records(fixture), "train2014", fixture.root)
     assert rows[0]["path"] == str(fixture.root / "train2014" / rows[0]["file_name"])
     assert {r["image_id"] for r in rows if r["status"] == "failed"} == BAD_TRAIN_IDS
     assert "missing" in rows[6]["error"]
@@ -175,3 +177,27 @@ def test_shards_are_deterministic_split_by_count_and_readable(tmp_path):
     assert (
         back[3]["json"] == {"image_id": 3, "captions": ["é"]} and back[3]["jpg"] == bytes([3]) * 100
     )
+
+
+def test_the_photograph_root_is_an_official_layout_the_reader_accepts(tmp_path):
+    # pipeline/testing/coco.py writes every fake root (this one, the fixture's, the scale
+    # rehearsal's): files named by id, five captions each, ids in order across the splits.
+    root = make_photo_coco(tmp_path / "coco", train=3, val=2)
+    train = read_captions(root / "annotations/captions_train2014.json")
+    val = read_captions(root / "annotations/captions_val2014.json")
+    records = image_records(train, select_coco_subset(train, None, 0), "train2014")
+    assert [r.image_id for r in records] == [1, 2, 3]
+    assert sorted(val.imgs) == [100_001, 100_002]
+    assert [r.caption_ids for r in records] == [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+    ]
+    assert sorted(val.anns) == list(range(16, 26))
+    assert records[0].captions[0] == "a photo of an astronaut in a white suit in front of a flag"
+    for split, coco in (("train2014", train), ("val2014", val)):
+        for image in coco.imgs.values():
+            path = root / split / f"COCO_{split}_{image['id']:012d}.jpg"
+            assert image["file_name"] == path.name
+            with Image.open(path) as jpeg:
+                assert jpeg.format == "JPEG" and jpeg.size == (image["width"], image["height"])
