@@ -218,11 +218,11 @@ def test_the_report_draws_the_frontier_one_line_per_temperature_with_w_labels():
 
     rows = plot_rows([_point(0.0, 0.70, 280), _point(1.0, 0.81, 170), _point(2.0, 0.83, 190)], 17.1)
     rows += [{**r, "temperature": 0.8, "accuracy": r["accuracy"] + 0.02} for r in rows]
-    page = render_report("t", [], {}, {}, frontier=rows)
+    page = render_report("t", {}, {}, {}, frontier=rows)
     assert page.count("<circle class='point'") == 6
     assert "data-series='T=1'" in page and "data-series='T=0.8'" in page
     assert ">w=2</text>" in page and "Guidance frontier" in page
-    assert "Guidance frontier" not in render_report("t", [], {}, {})
+    assert "Guidance frontier" not in render_report("t", {}, {}, {})
     index = render_index("i", {"a": {}, "b": {}}, {}, {}, {}, {"a": rows, "b": rows[:3]})
     assert index.count("<circle class='point'") == 9
     assert "data-series='a T=0.8'" in index and "data-series='b T=1'" in index
