@@ -78,8 +78,8 @@ def test_the_papers_model_keeps_w0_and_its_cas_is_the_unguided_one(finished_root
 
 def test_dvc_plots_show_draws_the_frontier_of_every_model(finished_root_run):
     shown = json.loads(dvc(finished_root_run.repo, "plots", "show", "--json"))
-    errors = shown.get("errors") or {}
-    assert not errors, errors
+    errors = [e for e in shown.get("errors") or [] if "frontier" in json.dumps(e)]
+    assert errors == []  # (the COCO plots are absent: the root run does not make them)
     data = shown.get("data", shown)
     for name in MODELS:
         path = f"metrics/{name}/frontier.json"
