@@ -205,6 +205,13 @@ class TrainFmnistLabel(Guarded):
     hidden_dim: int = Field(400, ge=1, le=65_536)
     latent_dim: int = Field(20, ge=1, le=4096)
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
+    cond_null_p: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of training rows given the null condition (zeros), so the model "
+        "can be sampled with guidance; 0: the paper's model exactly",
+    )
 
 
 Fusion = Literal["concat", "add", "gated"]  # pipeline/models/fusion.py; paper §1.0.2
@@ -236,6 +243,13 @@ class TrainFmnistPrior(Guarded):
         "bernoulli", description="p(x|z,c) of the grey values; samples are its mean"
     )
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
+    cond_null_p: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="share of training rows given the null condition (zeros), so the model "
+        "can be sampled with guidance; 0: the paper's model exactly",
+    )
 
 
 class TrainFmnistTextPrior(TrainFmnistPrior):
@@ -275,6 +289,13 @@ class TrainCoco(Guarded):
         "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)",
     )
     keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
+    cond_null_p: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of training rows given the null condition (zeros), so the model "
+        "can be sampled with guidance; 0: the paper's model exactly",
+    )
     warmup_steps: int = Field(
         100,
         ge=0,
@@ -344,6 +365,42 @@ class Sampling(Runtime):
     test_limit: int | None = Field(None, ge=4)
     batch_size: int = Field(500, ge=1, le=65_536)
     grid_columns: int = Field(8, ge=1, le=64)
+    guidance: float | None = Field(
+        None,
+        ge=0.0,
+        le=20.0,
+        description="w of the headline metrics, figures and CAS; null: chosen on validation "
+        "data by the rule of pipeline/frontier.py (docs/guidance.md)",
+    )
+    guidance_sweep: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0],
+        min_length=1,
+        description="the frontier's w values (must hold 0, the unguided model)",
+    )
+    temperature_sweep: list[float] = Field(
+        default_factory=lambda: [1.0, 0.8], min_length=1, description="the frontier's T values"
+    )
+    val_images: int = Field(
+        10_000,
+        ge=4,
+        le=59_000,
+        description="the last N training images: the validation reference that w is chosen "
+        "against (never the test set)",
+    )
+
+    @field_validator("guidance_sweep")
+    @classmethod
+    def _sweep_holds_zero(cls, value: list[float]) -> list[float]:
+        if 0.0 not in value or any(not 0.0 <= w <= 20.0 for w in value):
+            raise ValueError("expected values in [0, 20], 0 among them (the unguided model)")
+        return value
+
+    @field_validator("temperature_sweep")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < t <= 10.0 for t in value):
+            raise ValueError("expected temperatures in (0, 10]")
+        return value
 
 
 class EvaluateFmnistLabel(Sampling):
@@ -402,6 +459,15 @@ class EvaluateCoco(Runtime):
     """Figures 6-10 and reconstruction metrics of a COCO model on held-out images."""
 
     eval_subset: str = Field("val", description="coco_download subset of held-out images")
+    guidance: float = Field(
+        0.0,
+        ge=0.0,
+        le=20.0,
+        description="w of the caption-only samples (needs train.<model>.cond_null_p > 0)",
+    )
+    temperature: float = Field(
+        1.0, gt=0.0, le=10.0, description="z = T eps of the caption-only samples"
+    )
     figure_images: int = Field(8, ge=1, le=64, description="held-out images in Fig. 7")
     metric_images: int = Field(500, ge=1, description="held-out images scored (at most)")
     samples: int = Field(4, ge=1, le=64, description="samples per caption in the figures")

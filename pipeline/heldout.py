@@ -66,7 +66,8 @@ def evaluate_held_out(
     generator: torch.Generator,
 ) -> HeldOutResult:
     """Scores ``model`` on a stream of held-out batches as section ``p`` (EvaluateCoco, params
-    key ``key``) says; ``generator`` draws the caption-only samples."""
+    key ``key``) says; ``generator`` draws the caption-only samples (at p.temperature, with
+    guidance p.guidance)."""
     model.eval()
     scores = CaptionOnlyScores(p, key, device, image_size)
     per_image, totals, count = [], {}, 0
@@ -78,7 +79,7 @@ def evaluate_held_out(
         per_image.append(reconstruction_per_image(x, recon))
         for term, value in model.batch_losses(x, c).items():  # summed over the batch
             totals[term] = totals.get(term, 0.0) + float(value)
-        samples = sample_images(model, c, generator)
+        samples = sample_images(model, c, generator, p.temperature, p.guidance)
         require_finite_tensor(samples, f"evaluate {name}: caption-only samples")
         scores.add(x, samples, batch.captions)
         if count < keep:

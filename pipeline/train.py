@@ -68,6 +68,7 @@ from pipeline.checkpoint import (
 )
 from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
+from pipeline.models.guidance import drop_conditions
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class FitSpec:
     warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
     max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
     max_nonfinite_share: float = 0.5  # an epoch skipping more of its steps stops the run
+    cond_null_p: float = 0.0  # share of rows trained on the null condition (models/guidance.py)
     name: str = "model"  # named in errors
 
     @classmethod
@@ -225,13 +227,20 @@ def _autocast(model: nn.Module, amp: bool):
 
 
 class BatchLosses(nn.Module):
-    """The model's ``batch_losses`` as a forward, so DistributedDataParallel can wrap it."""
+    """The model's ``batch_losses`` as a forward, so DistributedDataParallel can wrap it.
 
-    def __init__(self, model: nn.Module):
+    ``cond_null_p`` > 0: each row's condition (the batch's second tensor) is replaced by the
+    null condition with that probability (whole-condition dropout, for guidance); 0 draws
+    nothing, so the run is the same as without it."""
+
+    def __init__(self, model: nn.Module, cond_null_p: float = 0.0):
         super().__init__()
-        self.model = model
+        self.model, self.cond_null_p = model, cond_null_p
 
     def forward(self, *batch):
+        if self.cond_null_p:
+            x, c, *rest = batch
+            batch = (x, drop_conditions(c, self.cond_null_p), *rest)
         return self.model.batch_losses(*batch)
 
 
@@ -350,9 +359,9 @@ def fit(
     if keep_dir is not None and rank0:
         keep_dir.mkdir(parents=True, exist_ok=True)
         write_kept(keep_dir, kept)  # a fresh start clears them; dropped epochs go
-    losses = None
+    losses = BatchLosses(model, spec.cond_null_p)
     if _distributed():  # after the resume, so every rank starts from the same weights
-        losses = DistributedDataParallel(BatchLosses(model))
+        losses = DistributedDataParallel(losses)
     guard = StepGuard(spec.name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
 
     def lr_at() -> float:

@@ -48,7 +48,10 @@ RESUMABLE = {
 }
 
 
-def training_fingerprint(cmd: str, model: nn.Module, params: BaseModel) -> str:
-    """``params``: the stage's params section; the keys of RESUMABLE are left out."""
-    blob = params.model_dump(exclude=RESUMABLE)
+def training_fingerprint(
+    cmd: str, model: nn.Module, params: BaseModel, extra: dict | None = None
+) -> str:
+    """``params``: the stage's params section; the keys of RESUMABLE are left out. ``extra``:
+    what else sets the weights (CAS: the guidance its samples were drawn with)."""
+    blob = params.model_dump(exclude=RESUMABLE) | (extra or {})
     return run_fingerprint(model, blob, inputs=inputs_digest(declared_deps(cmd)))

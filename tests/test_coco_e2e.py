@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -58,6 +59,7 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
             device="cpu",
             keep_epochs=[1, 2],
             latent_dim=8,
+            cond_null_p=0.25,  # trained for guidance: the evaluations sample with w = 1
         )
     params["train"]["coco_clip"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
@@ -68,6 +70,7 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
             "figure_images": 3,
             "metric_images": 6,
             "kid_subsets": 5,
+            "guidance": 1.0,
             **(evaluate or {}).get(model, {}),
         }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -259,6 +262,39 @@ def test_generate_draws_rgb_grids_from_a_trained_coco_model(coco_run, model):
     assert run.returncode == 0, run.stderr
     image = Image.open(out)  # 32x32 tiles (the packed size), drawn at 2x
     assert image.mode == "RGB" and image.size == (4 * 66 + 2, 66 + 2)
+
+
+@pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])
+def test_guided_caption_only_samples_are_finite_and_move_with_w(coco_run, model):
+    """§3.2.1's caption-only generation with guidance, from the models trained with
+    condition dropout on the photo fixture; `t2i generate --guidance` draws them too."""
+    from pipeline.checkpoint import load_model
+    from pipeline.evaluate import sample_images
+
+    live = json.loads((coco_run.repo / "metrics" / model / "train/metrics.json").read_text())
+    assert math.isfinite(live["train"]["loss"]) and math.isfinite(live["test"]["loss"])
+    params = yaml.safe_load((coco_run.repo / "params.yaml").read_text())
+    assert params["train"][model]["cond_null_p"] == 0.25
+    conditions = eval_json(coco_run.repo, model)["conditions"]
+    assert conditions["caption_only"] == {"guidance": 1.0, "temperature": 1.0}
+    trained, _ = load_model(coco_run.repo / "models" / model)
+    c = torch.randn(3, 16)
+    samples = {
+        w: sample_images(trained, c, torch.Generator().manual_seed(0), 1.0, w) for w in (0, 1, 3)
+    }
+    for images in samples.values():
+        assert images.shape == (3, 3, 32, 32) and torch.isfinite(images).all()
+        assert images.min() >= 0 and images.max() <= 1
+    assert (samples[1] - samples[0]).abs().max() > 1e-4
+    assert (samples[3] - samples[0]).abs().max() > (samples[1] - samples[0]).abs().max()
+    out = coco_run.tmp / f"{model}-guided.png"
+    command = ["t2i", "generate", "--model", f"models/{model}", "--caption", "a red bus"]
+    command += ["--guidance", "2", "--temperature", "0.8", "-n", "2", "-o", str(out)]
+    run = subprocess.run(
+        command, cwd=coco_run.repo, env=run_env(coco_run.repo), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).mode == "RGB"
 
 
 def test_weights_placed_in_weights_make_exactly_the_two_evaluate_stages_stale(coco_run):
