@@ -54,4 +54,6 @@ def training_fingerprint(
     """``params``: the stage's params section; the keys of RESUMABLE are left out. ``extra``:
     what else sets the weights (CAS: the guidance its samples were drawn with)."""
     blob = params.model_dump(exclude=RESUMABLE) | (extra or {})
+    if blob.get("lr_schedule") == "onecycle":  # the schedule spans all epochs: no extending
+        blob["epochs"] = params.model_dump()["epochs"]
     return run_fingerprint(model, blob, inputs=inputs_digest(declared_deps(cmd)))
