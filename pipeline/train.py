@@ -110,6 +110,11 @@ def fused_adam_supported(model: nn.Module) -> bool:
     )
 
 
+def steps_per_epoch(data: Batches) -> int:
+    """Optimizer steps in one epoch of ``data`` (its len counts examples, not batches)."""
+    return math.ceil(len(data) / data.batch_size)
+
+
 def one_cycle_lr(peak: float, step: int, total: int, warm: float = 0.25) -> float:
     """The one-cycle schedule (Smith & Topin 2017, as torch's OneCycleLR): cosine up from
     peak/25 to ``peak`` over the first ``warm`` of the ``total`` steps, then cosine down to
@@ -379,7 +384,7 @@ def fit(
         losses = DistributedDataParallel(losses)
     guard = StepGuard(spec.name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
 
-    total_steps = spec.epochs * len(train)
+    total_steps = spec.epochs * steps_per_epoch(train)
 
     def lr_at() -> float:
         nonlocal steps

@@ -437,3 +437,18 @@ def test_fit_spec_from_params_reads_every_schedule_key_a_section_has():
         max_nonfinite_steps=judge.max_nonfinite_steps,
         name="judge",
     )
+
+
+def test_one_cycle_spans_exactly_the_steps_of_the_run():
+    from pipeline.train import one_cycle_lr, steps_per_epoch
+
+    data = InMemoryBatches(torch.zeros(1000, 3), torch.zeros(1000), batch_size=128)
+    per_epoch = steps_per_epoch(data)
+    assert per_epoch == len(list(data.batches())) == 8
+    total, peak = 3 * per_epoch, 3e-3
+    lrs = [one_cycle_lr(peak, step, total) for step in range(1, total + 1)]
+    assert lrs[0] == pytest.approx(peak + (peak / 25 - peak) * (1 + math.cos(math.pi / 6)) / 2)
+    assert max(lrs) == pytest.approx(peak) and lrs.index(max(lrs)) == total // 4 - 1
+    assert lrs[-1] == pytest.approx(peak / 25e4)
+    up, down = lrs[: total // 4], lrs[total // 4 - 1 :]
+    assert up == sorted(up) and down == sorted(down, reverse=True)  # up, then down
