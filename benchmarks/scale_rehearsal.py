@@ -212,7 +212,8 @@ write_embedding_shard(work / "emb" / "part-00000.parquet", np.arange(n), np.aran
 weights = str(save_random_inception(work / "inception.pth")) if inception == "1" else None
 p = EvaluateCoco(metric_images=n, batch_size=250, kid_subsets=10, inception_weights=weights,
                  clip_score=make_tiny_clip(work / "clip"), device="cpu")
-model = CVAEClip(size, 16, 16, 8)
+model = CVAEClip.of(image_size=size, text_dim=16, latent_dim=16, width=8, fusion="concat",
+                    feature_norm=True, logvar_bound=8.0)
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here: the evaluation alone
 base = vm_mb("VmRSS")
 start = time.perf_counter()

@@ -24,7 +24,7 @@ def prior(model: torch.nn.Module, c: torch.Tensor) -> tuple[torch.Tensor, torch.
     """(mu, logvar) of the model's p(z|c): its prior network's, or N(0, I) (the paper's)."""
     if hasattr(model, "prior"):
         return model.prior(c)
-    zeros = torch.zeros(len(c), model.latent_dim, device=c.device)
+    zeros = torch.zeros(len(c), model.config.latent_dim, device=c.device)
     return zeros, zeros
 
 
@@ -96,7 +96,7 @@ def sample_images(
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
     (z = mu_p + T sigma_p eps; T = 1: the prior itself); returns (N, 784) in [0, 1]."""
     model.eval()
-    eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
     mu, logvar = prior(model, conditions)
     return model.decode(mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device), conditions)
 

@@ -36,7 +36,7 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,34 +47,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.checkpoint import load_state, restore_state, save_state, save_weights
+from pipeline.config import FitSpec
 from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FitSpec:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    amp: bool = False  # bf16 autocast, on CUDA only
-    keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
-    warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
-    max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
-    name: str = "model"  # named in errors
-
-    @classmethod
-    def from_params(cls, p, *, name: str, **overrides) -> FitSpec:
-        """The schedule of a stage's params section ``p`` (``train.<model>``, ``judge``):
-        every field above that ``p`` has, the rest at their defaults; ``overrides`` win
-        (``amp=p.amp and cuda``)."""
-        values = {f.name: getattr(p, f.name) for f in fields(cls) if hasattr(p, f.name)}
-        if "keep_epochs" in values:
-            values["keep_epochs"] = tuple(values["keep_epochs"])
-        return cls(**{**values, **overrides, "name": name})
 
 
 def fused_adam_supported(model: nn.Module) -> bool:
@@ -161,7 +138,12 @@ def run_fingerprint(model: nn.Module, params: dict, inputs: str | None = None) -
         )
         code = b"".join(Path(p).read_bytes() for p in [*sources, __file__])
         inputs = hashlib.sha256(code).hexdigest()
-    blob = {"params": params, "model": model.config(), "inputs": inputs, "torch": torch.__version__}
+    blob = {
+        "params": params,
+        "model": model.config.model_dump(),
+        "inputs": inputs,
+        "torch": torch.__version__,
+    }
     return json.dumps(blob, sort_keys=True)
 
 
@@ -278,18 +260,23 @@ def fit(
     test: Batches,
     spec: FitSpec,
     *,
+    name: str = "model",
     generator: torch.Generator,
     state_path: Path,
     live_dir: Path,
     fingerprint: str,
     keep_dir: Path | None = None,
+    keep_epochs: tuple[int, ...] | list[int] = (),
+    amp: bool = False,
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches.
+    """Train ``model`` for ``spec.epochs`` (``spec``: the stage's params section, a
+    :class:`~pipeline.config.FitSpec`), resuming from ``state_path`` when it matches.
+    ``name`` is named in errors; ``amp``: bf16 autocast, on CUDA only.
 
-    The weights of ``spec.keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``; a fresh
+    The weights of ``keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``; a fresh
     start first removes those of an earlier run.
     """
-    if spec.keep_epochs and keep_dir is None:
+    if keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
     optimizer = torch.optim.Adam(
         model.parameters(),
@@ -315,7 +302,7 @@ def fit(
     losses = None
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(BatchLosses(model))
-    guard = StepGuard(spec.name, spec.max_nonfinite_steps)
+    guard = StepGuard(name, spec.max_nonfinite_steps)
 
     def lr_at() -> float:
         nonlocal steps
@@ -336,18 +323,18 @@ def fit(
                 generator,
                 spec.grad_clip,
                 desc=f"epoch {epoch + 1}/{spec.epochs}",
-                amp=spec.amp,
+                amp=amp,
                 losses=losses,
                 guard=guard,
                 lr_at=lr_at,
             ).items()
         }
         row["train/nonfinite_steps"] = float(guard.skipped)
-        test_row = evaluate_terms(model, test, spec.amp)
+        test_row = evaluate_terms(model, test, amp)
         bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
         if bad:
             raise NonFiniteTraining(
-                f"train {spec.name}: stopped at epoch {epoch + 1}, after its last step: test "
+                f"train {name}: stopped at epoch {epoch + 1}, after its last step: test "
                 f"{', '.join(bad)} not finite; no model written, the resume state of the last "
                 "finished epoch is kept. Lower the learning rate or raise warmup_steps."
             )
@@ -367,7 +354,7 @@ def fit(
                 "fingerprint": fingerprint,
                 "steps": steps,
             }
-            if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
+            if epoch + 1 in keep_epochs:  # before the state: a run killed in between
                 save_weights(keep_dir / f"epoch-{epoch + 1:04d}.safetensors", model)  # redoes it
             save_state(state_path, model, optimizer, generator, meta)
     if live is not None:

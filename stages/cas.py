@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.batches import InMemoryBatches
 from pipeline.data.captions import fmnist_caption_set
+from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import train_phrasings
 from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batches
 from pipeline.finite import require_finite
+from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit
+from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import METRICS, RAW_FMNIST, embeddings_dir, model_dir, state_file
 
@@ -38,10 +40,9 @@ def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tenso
     if model_spec(name).conditioning == "label":
         conditions = F.one_hot(labels, len(LABELS)).float()
     else:  # each class's training phrasings in turn
-        rows = fmnist_caption_set()["train"]
-        phrasings = train_phrasings(
-            embeddings_dir(config["encoder"], "fmnist"), rows, len(LABELS)
-        ).to(device)
+        rows, folder = fmnist_caption_set()["train"], embeddings_dir(config["encoder"], "fmnist")
+        require_encoder_weights(config, model_dir(name), *encoder_identity(folder).values())
+        phrasings = train_phrasings(folder, rows, len(LABELS)).to(device)
         offset = torch.arange(len(labels), device=device)
         conditions = phrasings.pick(labels, offset=offset)
     images = sample_in_batches(model, conditions, generator, 1000, p.temperature)
@@ -49,7 +50,8 @@ def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tenso
 
 
 def run(name: str, params_path: Path) -> None:
-    p = load_params(params_path).cas
+    params = load_params(params_path)
+    p = params.cas
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
@@ -59,12 +61,14 @@ def run(name: str, params_path: Path) -> None:
     else:
         x_train, y_train = generated_training_set(name, p, device, generator)
         trained_on = f"samples of {name} only"
-    classifier = model_spec("judge").build(p, num_classes=len(LABELS)).to(device)
+    classifier = JudgeCNN.of(num_classes=len(LABELS), feature_dim=params.judge.feature_dim)
+    classifier = classifier.to(device)
     history = fit(
         classifier,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
-        FitSpec.from_params(p, name=f"cas {name}"),
+        p,
+        name=f"cas {name}",
         generator=generator,
         state_path=state_file(f"cas_{name}"),
         live_dir=METRICS / "cas" / name / "train",

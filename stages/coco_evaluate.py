@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.encoders import load_encoder
@@ -41,6 +41,8 @@ def run(name: str, params_path: Path) -> None:
     model, config = load_model(model_dir(name), device)
     encoder_name = config["encoder"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
+    info = encoder.info
+    require_encoder_weights(config, model_dir(name), info.weights_id, info.weights_sha256)
     held_out = ShardCaptionPairs(
         sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")),
         embeddings_dir(encoder_name, "coco"),

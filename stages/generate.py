@@ -12,14 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.fmnist import label_index
 from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError
 from pipeline.evaluate import hwc, sample_images
 from pipeline.figures import image_grid
-from pipeline.models.registry import spec_of_config
+from pipeline.models.registry import model_spec
 
 
 def image_tiles(images: torch.Tensor, shape: tuple[int, int, int], where: str) -> np.ndarray:
@@ -44,12 +44,14 @@ def grid(
     params_path: Path,
 ):
     model, config = load_model(model_path)
-    spec = spec_of_config(config, str(model_path / "config.json"))
+    spec = model_spec(config["name"])
     if spec.conditioning == "text":
         if caption is None:
             raise PipelineError(f"{model_path} is conditioned on text: give --caption '...'")
         spec_params = load_params(params_path).embed.encoder(config["encoder"])
         encoder = load_encoder(config["encoder"], spec_params, torch.device("cpu"))
+        info = encoder.info
+        require_encoder_weights(config, model_path, info.weights_id, info.weights_sha256)
         condition = torch.from_numpy(encoder.encode([caption])).expand(n, -1)
     elif spec.conditioning == "label":
         if label is None:

@@ -8,7 +8,7 @@ from pipeline.models.judge import JudgeCNN
 
 
 def test_cvae_shapes_follow_section_2_1():
-    model = CVAEMLP(784, 10, hidden_dim=400, latent_dim=20)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=400, latent_dim=20, fusion="concat")
     x, c = torch.rand(5, 784), torch.eye(10)[:5]
     mu, logvar = model.encode(x, c)
     assert mu.shape == logvar.shape == (5, 20)
@@ -49,12 +49,14 @@ def test_log_normal_matches_torch_distributions():
 
 def test_batch_losses_sum_recon_and_kl():
     torch.manual_seed(0)
-    terms = CVAEMLP(784, 10, 32, 4).batch_losses(torch.rand(6, 784), torch.eye(10)[:6])
+    terms = CVAEMLP.of(
+        input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat"
+    ).batch_losses(torch.rand(6, 784), torch.eye(10)[:6])
     torch.testing.assert_close(terms["loss"], terms["recon"] + terms["kl"])
 
 
 def test_judge_shapes_and_counts():
-    judge = JudgeCNN().eval()
+    judge = JudgeCNN.of(num_classes=10, feature_dim=128).eval()
     x = torch.rand(7, 784)
     assert judge.features(x).shape == (7, 128)
     assert judge(x).shape == (7, 10)

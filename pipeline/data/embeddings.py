@@ -102,3 +102,10 @@ def caption_lookup(folder: Path) -> tuple[dict[int, int], torch.Tensor]:
     columns, values = read_embeddings(folder)
     row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
     return row_of, torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
+
+
+def encoder_identity(folder: Path) -> dict[str, str]:
+    """The weights that embedded ``folder``, as a model's config.json records them:
+    ``encoder_weights`` (their id) and ``encoder_sha256`` (of their file)."""
+    meta = read_metadata(shard_paths(folder)[0])
+    return {"encoder_weights": meta["weights_id"], "encoder_sha256": meta["weights_sha256"]}
