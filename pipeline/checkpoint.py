@@ -123,8 +123,8 @@ def read_config(config_path: Path) -> tuple[dict, type[nn.Module], BaseModel, Sa
     except ValidationError as exc:
         raise _invalid(config_path, exc.errors()[0]) from None
     text = model_spec(name).conditioning == "text"
-    for key in ("encoder", "encoder_sha256"):
-        if text and getattr(meta, key) is None:
+    for key, value in (("encoder", meta.encoder), ("encoder_sha256", meta.encoder_sha256)):
+        if text and value is None:
             raise PipelineError(
                 f"{config_path}: key {key}: missing; a text-conditioned model records its "
                 "caption encoder; train the model again"
