@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.caption_text import clean_caption
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
+
+# sha256 of annotations_trainval2014.zip (252,872,794 bytes), as TensorFlow Datasets'
+# url_checksums (coco2014.txt, coco_captions.txt) and torchvision's COCO resources publish it.
+OFFICIAL_ANNOTATIONS_SHA256 = "031296bbc80c45a1d1f76bf9a90ead27e94e99ec629208449507a4917a3bf009"
 
 FMNIST_MIRRORS = [
     # Zalando's official mirror, then the original GitHub release files.
@@ -127,12 +133,26 @@ class CocoDownload(Section):
     local_root: str | None = Field(
         None, description="holds annotations/captions_{train,val}2014.json, train2014/, val2014/"
     )
+    # The official host serves no valid HTTPS (its certificate is S3's): the pin below is what
+    # makes the plain-HTTP download safe.
     annotations_url: str = Field(
         "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
         description="the COCO 2014 annotations zip",
     )
     annotations_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of that zip; null: not checked"
+        OFFICIAL_ANNOTATIONS_SHA256,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of that zip (default: the official 2014 zip's, as TensorFlow "
+        "Datasets' url_checksums publish it); null: not checked",
+    )
+    image_hosts: list[str] = Field(
+        default_factory=lambda: ["images.cocodataset.org"],
+        min_length=1,
+        description="hosts an annotation's coco_url (and each redirect) may name: 'host' (its "
+        "scheme's default port) or 'host:port'; any other is an error",
+    )
+    max_annotations_bytes: int = Field(
+        1_000_000_000, ge=1, description="bound on the size of one captions_*.json read"
     )
     subsets: dict[str, CocoSubset] = Field(
         default_factory=_default_coco_subsets,
@@ -152,6 +172,15 @@ class CocoDownload(Section):
     )
 
     _http_annotations = field_validator("annotations_url")(_http_url)
+
+    @field_validator("image_hosts")
+    @classmethod
+    def _plain_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parts = urlsplit(f"//{entry}")
+            if any(c in entry for c in "/?#@ ") or not parts.hostname or parts.port == 0:
+                raise ValueError(f"{entry!r}: expected a host or host:port, no scheme or path")
+        return value
 
     @field_validator("subsets")
     @classmethod
@@ -458,6 +487,14 @@ class EvaluateCoco(Runtime):
         min_length=1,
     )
 
+    @field_validator("captions", "unseen_captions", "epoch_captions")
+    @classmethod
+    def _captions_on_one_line(cls, value: list[str]) -> list[str]:
+        try:
+            return [clean_caption(text, f"item {i}") for i, text in enumerate(value)]
+        except PipelineError as exc:
+            raise ValueError(str(exc)) from None
+
 
 class Evaluate(Section):
     fmnist_label: EvaluateFmnistLabel = Field(
@@ -509,6 +546,14 @@ class Embed(DeviceParams):
         return getattr(self, name.replace("-", "_"))
 
 
+class Report(Section):
+    """`t2i report`: pages that inline only files the pipeline wrote (pipeline/report.py)."""
+
+    max_file_bytes: int = Field(
+        50_000_000, ge=1, description="bound on each figure or metrics file a page inlines"
+    )
+
+
 class Params(Section):
     download: Download = Field(Download(), description="fetch and verify the datasets")
     pack: Pack = Field(Pack(), description="pack images into tar shards")
@@ -517,6 +562,7 @@ class Params(Section):
     cas: Cas = Field(Cas(), description="Classification Accuracy Score (stages cas*)")
     evaluate: Evaluate = Field(Evaluate(), description="one section per model")
     embed: Embed = Field(Embed(), description="caption -> vector, once (stages embed@*)")
+    report: Report = Field(Report(), description="`t2i report` (no stage)")
 
 
 def _describe(error: dict) -> str:

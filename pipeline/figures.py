@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.atomic import atomic_path
+from pipeline.caption_text import drawable
 from pipeline.errors import PipelineError
 
 PAD = 2
@@ -43,7 +44,8 @@ def image_grid(
     n_cols = max(len(r) for r in rows)
     height, width = rows[0].shape[1] * scale, rows[0].shape[2] * scale
     left = 0
-    if labels:
+    if labels:  # one line each: Pillow's raqm layout fails on a line break
+        labels = [drawable(text) for text in labels]
         font = label_font()
         left = max([label_width] + [int(font.getlength(text)) + 10 for text in labels])
     canvas = Image.new(

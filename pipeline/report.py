@@ -1,7 +1,10 @@
 """Self-contained HTML pages of the runs: one per model (figures inlined as data URIs, training
 curves and per-class accuracy as inline SVG, metrics and params) and one comparing the models.
 
-Viewable offline and shareable as a single file: nothing is fetched when a page opens.
+Viewable offline and shareable as a single file: nothing is fetched when a page opens. So a
+page inlines only what the pipeline wrote (:func:`read_owned`): a regular file under reports/
+or metrics/, reached through no symlink (git stores symlinks: a hostile commit could point
+one at ~/.ssh/id_rsa), no larger than report.max_file_bytes, and a figure must be a PNG.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import base64
 import csv
 import html
 import json
+import os
+import stat
 from pathlib import Path
 
 from pipeline.atomic import write_bytes
@@ -47,6 +52,7 @@ window.addEventListener("load", () => {
 });
 """
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CURVE_ORDER = ["loss", "recon", "kl"]  # the negative ELBO and its two terms first
 REAL_PER_CLASS = "judge_accuracy_on_real_test_per_class"  # {class: accuracy}, when written
 
@@ -89,13 +95,57 @@ def _table(obj: dict) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def read_curves(folder: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
+def _refuse(path: Path, why: str) -> PipelineError:
+    return PipelineError(
+        f"{path}: {why}; a report inlines only files the pipeline wrote under "
+        "reports/ and metrics/: remove it and rerun the stage that writes it (dvc repro)"
+    )
+
+
+def read_owned(path: Path, roots: tuple[Path, ...], max_bytes: int) -> bytes:
+    """The bytes of ``path`` if the pipeline could have written it: a relative path under one
+    of ``roots`` (relative to the working folder, as reports/ and metrics/ are), no symlink on
+    any part of it, a regular file of at most ``max_bytes``; else a one-line PipelineError."""
+    path = Path(path)
+    root = next((r for r in roots if Path(r) in path.parents), None)
+    if root is None or path.is_absolute() or ".." in path.parts:
+        raise _refuse(path, f"not under {' or '.join(f'{r}/' for r in roots)}")
+    for k in range(1, len(path.parts) + 1):
+        if Path(*path.parts[:k]).is_symlink():
+            raise _refuse(path, f"{Path(*path.parts[:k])} is a symlink")
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise _refuse(path, f"resolves outside {root}/")
+    try:  # O_NOFOLLOW: a symlink swapped in since the check is refused too
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise _refuse(path, f"not readable ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
+        os.close(fd)
+        raise _refuse(path, "not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _refuse(path, f"larger than report.max_file_bytes ({max_bytes} bytes)")
+    return data
+
+
+def read_png(path: Path, roots: tuple[Path, ...], max_bytes: int) -> bytes:
+    """A figure to inline: :func:`read_owned`, and it starts with the PNG signature."""
+    data = read_owned(path, roots, max_bytes)
+    if not data.startswith(PNG_SIGNATURE):
+        raise _refuse(Path(path), "not a PNG (no PNG signature)")
+    return data
+
+
+def read_curves(
+    folder: Path, roots: tuple[Path, ...], max_bytes: int
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """dvclive's per-epoch TSVs under folder/{train,test}/NAME.tsv -> {NAME: {split: points}}."""
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for path in sorted(Path(folder).glob("*/*.tsv")):
+        text = read_owned(path, roots, max_bytes)
         try:
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t"))
+            rows = list(csv.DictReader(text.decode().splitlines(), delimiter="\t"))
             points = [(float(row["step"]), float(row[path.stem])) for row in rows]
         except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise PipelineError(
@@ -146,19 +196,22 @@ def _page(title: str, body: list[str]) -> str:
 
 def render_report(
     title: str,
-    figures: list[Path],
+    figures: dict[str, bytes],
     metrics: dict[str, dict],
     params: dict[str, dict],
     curves: dict | None = None,
     per_class: dict | None = None,
 ) -> str:
+    """``figures``: {name: PNG bytes}, as :func:`read_png` gives them."""
     parts = ["<h2>Figures</h2>"]
-    for path in figures:
-        data = base64.b64encode(Path(path).read_bytes()).decode()
+    for name, png in figures.items():
+        if not png.startswith(PNG_SIGNATURE):
+            raise PipelineError(f"figure {name}: not a PNG (no PNG signature)")
+        data = base64.b64encode(png).decode()
         parts.append(
-            f"<figure><img alt='{html.escape(path.name)}' "
+            f"<figure><img alt='{html.escape(name)}' "
             f"src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
         )
     parts += _charts(curves or {}, per_class or {})
     parts.append("<h2>Metrics</h2>")
@@ -173,7 +226,7 @@ def render_report(
 def write_report(
     path: Path,
     title: str,
-    figures: list[Path],
+    figures: dict[str, bytes],
     metrics: dict[str, dict],
     params: dict[str, dict],
     curves: dict | None = None,

@@ -1,78 +1,340 @@
-"""Print the README's Fashion-MNIST results table from the committed metrics, as markdown.
+"""Generate docs/results.md, the Fashion-MNIST results page, from the committed metrics.
 
-    python scripts/results_table.py
+    python scripts/results_table.py            # print the page
+    python scripts/results_table.py --write    # write docs/results.md
+    python scripts/results_table.py --check    # exit 1 when docs/results.md is not current
 
-One column per model that has metrics (the paper's §2.1 model first), one row per metric;
-numbers with a spread over sample seeds print as mean ± std. Nothing is typed by hand.
+Every number on the page is read from metrics/ (and the judge's threshold from params.yaml);
+every sentence that quotes one is a template filled from them, so nothing is typed by hand.
+The models are the folders of metrics/ whose eval.json holds Fashion-MNIST sample metrics:
+label models first (the paper's §2.1 model before the rest), then text models. A number with
+a spread over sample seeds prints as mean ± std. Keys this script does not know are ignored;
+an eval.json with a guidance frontier (``frontier``: a list of points, ``guidance``: the
+chosen one) gets a frontier table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.models.registry import GENERATIVE  # noqa: E402
+from pipeline.atomic import write_bytes  # noqa: E402
 
 METRICS = ROOT / "metrics"
+REPORTS = ROOT / "reports"
+PAGE = ROOT / "docs" / "results.md"
+BASELINE = "fmnist_label"  # the paper's §2.1 model
+
+# (heading, accepted key names) of a frontier point's columns, in the order they print
+FRONTIER_COLUMNS = [
+    ("w", ("w", "guidance", "guidance_scale", "scale")),
+    ("T", ("T", "temperature")),
+    ("accuracy", ("accuracy", "judge_accuracy", "judge_accuracy_on_samples")),
+    ("FD", ("FD", "fd", "frechet", "frechet_judge_features")),
+    ("spread", ("spread", "diversity", "within_class_spread")),
+]
 
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _mean(value) -> float | None:
+    if isinstance(value, dict):
+        value = value.get("mean", value.get("overall"))
+        return _mean(value)
+    return value
+
+
 def cell(value, digits: int = 3) -> str:
     if value is None:
         return "–"
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "mean" in value:
         return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+    if isinstance(value, dict) and "overall" in value:
+        return cell(value["overall"], digits)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"`{json.dumps(value)}`" if not isinstance(value, str) else value
     return f"{value:.{digits}f}"
 
 
-def rows_of(name: str) -> dict[str, str]:
-    ev = _load(METRICS / name / "eval.json") or {}
-    cas = _load(METRICS / "cas" / f"{name}.json") or {}
-    sampled = ev.get("judge_accuracy_on_samples") or ev.get("judge_accuracy_train_phrasings")
-    frechet = ev.get("frechet_judge_features") or ev.get("frechet_judge_features_train_phrasings")
-    heldout = ev.get("judge_accuracy_heldout_phrasings")
-    val = ev.get("judge_accuracy_val_phrasings")
-    return {
-        "judge accuracy on samples (labels / training phrasings)": cell(
-            sampled and sampled["overall"]
-        ),
-        "… on validation phrasings": cell(val and val["overall"]),
-        "… on held-out phrasings": cell(heldout and heldout["overall"]),
-        "judge-feature Fréchet distance to the test set": cell(frechet, 1),
-        "CAS: judge CNN trained on samples only, real test accuracy": cell(
-            cas.get("accuracy_on_real_test")
-        ),
-        "test −ELBO (nats/image)": cell(ev.get("test_nelbo_nats"), 1),
-        "sampling temperature": cell((ev.get("conditions") or {}).get("temperature"), 1),
-    }
+class Model:
+    """One Fashion-MNIST model's metrics: its eval.json and its CAS file."""
 
-
-def main() -> None:
-    names = [n for n, s in GENERATIVE.items() if s.data == "fmnist"]
-    names = [n for n in names if (METRICS / n / "eval.json").is_file()]
-    table = {n: rows_of(n) for n in names}
-    header = ["metric", *(f"`{n}`" for n in names)]
-    print("| " + " | ".join(header) + " |")
-    print("|---|" + "---:|" * len(names))
-    for row in table[names[0]]:
-        print("| " + " | ".join([row, *(table[n][row] for n in names)]) + " |")
-    real = _load(METRICS / "cas" / "real.json")
-    judge = _load(METRICS / "judge" / "train" / "metrics.json")
-    if real:
-        cas_real = cell(real["accuracy_on_real_test"])
-        judged = cell(judge and judge["test"]["accuracy"])
-        print(
-            f"\nThe same CNN trained on the real training images (cas_real): {cas_real}. "
-            f"The judge on the real test set: {judged}."
+    def __init__(self, name: str, ev: dict):
+        self.name, self.ev = name, ev
+        self.text = "judge_accuracy_train_phrasings" in ev
+        self.cas = _load(METRICS / "cas" / f"{name}.json") or {}
+        suffix = "_train_phrasings" if self.text else ""
+        self.sampled = ev.get(
+            "judge_accuracy_train_phrasings" if self.text else "judge_accuracy_on_samples"
         )
+        self.frechet = ev.get("frechet_judge_features" + suffix)
+        self.val = ev.get("judge_accuracy_val_phrasings")
+        self.heldout = ev.get("judge_accuracy_heldout_phrasings")
+
+    @property
+    def per_class(self) -> dict:
+        """Per-class sample accuracy: held-out phrasings for a text model, else samples."""
+        source = self.heldout if self.text else self.sampled
+        return (source or {}).get("per_class", {})
+
+    def rows(self) -> dict[str, str]:
+        return {
+            "judge accuracy on samples (labels / training phrasings)": cell(
+                self.sampled and self.sampled["overall"]
+            ),
+            "… on validation phrasings": cell(self.val and self.val["overall"]),
+            "… on held-out phrasings": cell(self.heldout and self.heldout["overall"]),
+            "judge-feature Fréchet distance to the test set": cell(self.frechet, 1),
+            "CAS: judge CNN trained on samples only, real test accuracy": cell(
+                self.cas.get("accuracy_on_real_test")
+            ),
+            "test −ELBO (nats/image)": cell(self.ev.get("test_nelbo_nats"), 1),
+            "sampling temperature": cell(self.ev.get("conditions", {}).get("temperature"), 1),
+        }
+
+
+def models() -> list[Model]:
+    found = []
+    for path in sorted(METRICS.glob("*/eval.json")):
+        ev = _load(path)
+        if "judge_accuracy_on_samples" in ev or "judge_accuracy_train_phrasings" in ev:
+            found.append(Model(path.parent.name, ev))
+    return sorted(found, key=lambda m: (m.text, m.name != BASELINE, m.name))
+
+
+def main_table(ms: list[Model]) -> list[str]:
+    table = {m.name: m.rows() for m in ms}
+    lines = ["| metric | " + " | ".join(f"`{m.name}`" for m in ms) + " |"]
+    lines.append("|---|" + "---:|" * len(ms))
+    for row in table[ms[0].name]:
+        lines.append("| " + " | ".join([row, *(table[m.name][row] for m in ms)]) + " |")
+    return lines
+
+
+def per_class_table(ms: list[Model], real: dict) -> list[str]:
+    classes = sorted({c for m in ms for c in m.per_class} | set(real))
+    heads = ["class"] + (["judge on real test images"] if real else [])
+    heads += [f"`{m.name}`, {'held-out phrasings' if m.text else 'samples'}" for m in ms]
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+    for c in classes:
+        cells = [cell(real.get(c), 2)] if real else []
+        cells += [cell(_mean(m.per_class.get(c)), 2) for m in ms]
+        lines.append("| " + " | ".join([c, *cells]) + " |")
+    return lines
+
+
+def frontier_table(m: Model) -> list[str]:
+    points = m.ev["frontier"]
+    keys = list(dict.fromkeys(k for p in points for k in p))
+    columns, used = [], set()
+    for head, names in FRONTIER_COLUMNS:
+        key = next((n for n in names if n in keys), None)
+        if key is not None:
+            columns.append((head, key))
+            used.add(key)
+    columns += [(k, k) for k in keys if k not in used]
+    lines = [f"**`{m.name}`** (mean ± std where the point has a spread over sample seeds):", ""]
+    lines.append("| " + " | ".join(head for head, _ in columns) + " |")
+    lines.append("|" + "---:|" * len(columns))
+    for p in points:
+        digits = {"FD": 1, "w": 2, "T": 2}
+        lines.append("| " + " | ".join(cell(p.get(k), digits.get(h, 3)) for h, k in columns) + " |")
+    if "guidance" in m.ev:
+        lines += ["", f"Chosen: {cell(m.ev['guidance'], 2)}."]
+    return lines
+
+
+def _versus(a: dict, b: dict) -> str:
+    """How sample accuracy a compares with b, against two sampling stds of either."""
+    if abs(a["mean"] - b["mean"]) <= 2 * max(a["std"], b["std"]):
+        return "within two sampling stds of it"
+    return ("above" if a["mean"] > b["mean"] else "below") + " it by more than two sampling stds"
+
+
+def reading(ms: list[Model], judge: dict | None, real: dict | None, min_acc) -> list[str]:
+    """The reading paragraphs: every number in them comes from the metrics."""
+    out = []
+    if judge:
+        out.append(
+            f"**The judge** reaches {cell(judge['test']['accuracy'])} on the real test set "
+            f"(the stage fails below `judge.min_accuracy`, {min_acc})."
+        )
+    base = next((m for m in ms if m.name == BASELINE), None)
+    if base and base.sampled:
+        b = base.sampled["overall"]
+        says = []
+        for m in ms:
+            if m is base or not m.sampled:
+                continue
+            a = m.sampled["overall"]
+            fd = ""
+            if m.frechet and base.frechet:
+                better = "lower" if m.frechet["mean"] < base.frechet["mean"] else "higher"
+                pair = f"{cell(m.frechet, 1)} vs {cell(base.frechet, 1)}"
+                fd = f", with a {better} Fréchet distance ({pair})"
+            what = "training phrasings" if m.text else "samples"
+            says.append(f"`{m.name}` ({what}) scores {cell(a)}, {_versus(a, b)}{fd}.")
+        out.append(
+            f"**Against the baseline.** The paper's §2.1 model (`{BASELINE}`) scores "
+            f"{cell(b)} on samples. " + " ".join(says)
+        )
+    floor = base and base.ev.get("frechet_real_vs_real")
+    scored = [m for m in ms if m.frechet]
+    if scored:
+        best = min(scored, key=lambda m: m.frechet["mean"])
+        line = f"The lowest Fréchet distance is `{best.name}`'s ({cell(best.frechet, 1)})"
+        if floor:
+            line += f"; two halves of the real test set are {cell(floor, 1)} apart, the floor"
+        out.append(line + ".")
+    classes = sorted({c for m in ms for c in m.per_class})
+    if classes and all(m.per_class for m in ms):
+        avg = {c: sum(_mean(m.per_class[c]) for m in ms) / len(ms) for c in classes}
+        weak = sorted(classes, key=avg.get)[:2]
+        parts = []
+        for c in weak:
+            vals = [_mean(m.per_class[c]) for m in ms]
+            ceiling = f"; the judge on real ones {cell(real[c], 2)}" if real else ""
+            parts.append(f"{c} ({cell(min(vals), 2)}–{cell(max(vals), 2)}{ceiling})")
+        out.append(
+            "**Per class**, the two weakest classes averaged over the models are "
+            + " and ".join(parts)
+            + " (the range is over the models' columns of the per-class table)."
+        )
+    cas = [m for m in ms if m.cas.get("accuracy_on_real_test") is not None]
+    real_cas = _load(METRICS / "cas" / "real.json")
+    if cas:
+        top = max(cas, key=lambda m: m.cas["accuracy_on_real_test"])
+        line = (
+            f"**CAS**: the same CNN trained on each model's samples alone scores highest for "
+            f"`{top.name}` ({cell(top.cas['accuracy_on_real_test'])})"
+        )
+        if real_cas:
+            line += f", against {cell(real_cas['accuracy_on_real_test'])} trained on real images"
+        line += "."
+        low = min(cas, key=lambda m: m.cas["accuracy_on_real_test"])
+        if scored and low is min(scored, key=lambda m: m.frechet["mean"]):
+            line += (
+                f" `{low.name}` has both the lowest Fréchet distance and the lowest CAS "
+                f"({cell(low.cas['accuracy_on_real_test'])}): its samples match the test set's "
+                "feature statistics on the whole while each class's samples cover less of that "
+                "class than the other models' do."
+            )
+        out.append(line)
+    texts = [m for m in ms if m.text and m.heldout]
+    if texts:
+        best = max(texts, key=lambda m: m.heldout["overall"]["mean"])
+        line = (
+            f"**Text generalisation**: on held-out phrasings, never trained on nor used to "
+            f"choose anything, `{best.name}` scores {cell(best.heldout['overall'])}"
+        )
+        others = [m for m in texts if m is not best]
+        if others:
+            line += " against " + ", ".join(
+                f"{cell(m.heldout['overall'])} for `{m.name}`" for m in others
+            )
+        line += (
+            f". Held-out accuracy is bounded by the model's accuracy on its training "
+            f"phrasings ({cell(best.sampled['overall'])} for `{best.name}`)."
+        )
+        out.append(line)
+    return out
+
+
+def figures() -> list[str]:
+    lines = []
+    for png in sorted(REPORTS.glob("*/*.png")):
+        rel = png.relative_to(ROOT).as_posix()
+        lines += [f"`{rel}`:", "", f"![{png.parent.name}/{png.stem}](../{rel})", ""]
+    return lines
+
+
+def page() -> str:
+    ms = models()
+    if not ms:
+        raise SystemExit("error: metrics/: no Fashion-MNIST eval.json found")
+    judge = _load(METRICS / "judge" / "train" / "metrics.json")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    min_acc = params["judge"]["min_accuracy"]
+    real = next((m.ev["judge_accuracy_on_real_test_per_class"] for m in ms if not m.text), {})
+    conds = ms[0].ev.get("conditions", {})
+    out = [
+        "# Results (Fashion-MNIST, full default run, CPU)",
+        "",
+        "<!-- Generated by `python scripts/results_table.py --write` from metrics/: do not edit;",
+        "     tests/test_docs.py fails when this page is not current. -->",
+        "",
+        "From `dvc repro` with the default params, in `metrics/` and `reports/` of this commit. "
+        f"Sample metrics are mean ± std over {conds.get('sample_seeds')} sample seeds at "
+        f"temperature {conds.get('temperature')}. On one machine reruns are bit-identical; how "
+        'far numbers move across machines and judges is under "Reading a `dvc metrics diff`" '
+        "in [pipeline.md](pipeline.md#comparing-runs-and-commits).",
+        "",
+        *main_table(ms),
+    ]
+    real_cas = _load(METRICS / "cas" / "real.json")
+    if real_cas:
+        judged = cell(judge and judge["test"]["accuracy"])
+        out += [
+            "",
+            f"The same CNN trained on the real training images (cas_real): "
+            f"{cell(real_cas['accuracy_on_real_test'])}. The judge on the real test set: {judged}.",
+        ]
+    out += ["", "## Reading", ""]
+    for paragraph in reading(ms, judge, real, min_acc):
+        out += [paragraph, ""]
+    out += [
+        "What was tried to improve these, and the goals missed: [experiments.md](experiments.md).",
+        "",
+        "## Per class",
+        "",
+        "The judge's accuracy per class on real test images (in each label model's `eval.json`, "
+        "`judge_accuracy_on_real_test_per_class`) beside its accuracy on each model's samples "
+        "(means over the sample seeds):",
+        "",
+        *per_class_table(ms, real),
+    ]
+    frontier = [m for m in ms if m.ev.get("frontier")]
+    if frontier:
+        out += ["", "## Guidance frontier", ""]
+        out += ["Each point: guidance weight w and temperature T, and what the samples score.", ""]
+        for m in frontier:
+            out += [*frontier_table(m), ""]
+        out.pop()
+    out += ["", "## Figures", "", *figures()]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="write docs/results.md")
+    group.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is stale")
+    args = ap.parse_args(argv)
+    text = page()
+    if args.write:
+        PAGE.parent.mkdir(exist_ok=True)
+        write_bytes(PAGE, text.encode())
+    elif args.check:
+        if not PAGE.is_file() or PAGE.read_text() != text:
+            print(
+                "error: docs/results.md is not current with metrics/: run "
+                "python scripts/results_table.py --write",
+                file=sys.stderr,
+            )
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

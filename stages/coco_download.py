@@ -8,6 +8,7 @@ from pipeline.atomic import remove_stale_temps, write_json
 from pipeline.config import load_params
 from pipeline.data.archive import extract_members
 from pipeline.data.coco import (
+    CaptionIds,
     failure_summary,
     fetch_images,
     image_records,
@@ -16,7 +17,7 @@ from pipeline.data.coco import (
     select_coco_subset,
 )
 from pipeline.data.coco_manifest import write_manifest
-from pipeline.data.http import DownloadError, download
+from pipeline.data.http import DownloadError, download, host_key
 from pipeline.errors import PipelineError
 from pipeline.hashing import sha256_file
 from stages.layout import COCO_MANIFESTS, COCO_STORE, METRICS
@@ -34,8 +35,9 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
     remove_stale_temps(COCO_STORE)
     remove_stale_temps(COCO_STORE / "annotations")
     if not archive.is_file():
-        try:
-            download(p.annotations_url, archive, **http)
+        try:  # redirects may lead to the annotations' own host, or an image host
+            hosts = [host_key(p.annotations_url), *p.image_hosts]
+            download(p.annotations_url, archive, allowed_hosts=hosts, **http)
         except DownloadError as exc:
             message = f"COCO annotations could not be downloaded: {exc}. {LOCAL_HINT}"
             raise PipelineError(message) from None
@@ -56,39 +58,32 @@ def _official_annotations(p, http: dict, splits: set[str]) -> Path:
 
 def run(params_path: Path) -> None:
     p = load_params(params_path).download.coco
-    http = {
-        "retries": p.retries,
-        "backoff_s": p.backoff_s,
-        "timeout_s": p.timeout_s,
-        "deadline_s": p.deadline_s,
-    }
-    if p.source == "local":
-        if not p.local_root or not Path(p.local_root).is_dir():
-            raise PipelineError(
-                f"download.coco.local_root: {p.local_root!r} is not a directory. " + LOCAL_HINT
-            )
-        annotations = Path(p.local_root) / "annotations"
-    else:
-        annotations = _official_annotations(p, http, {s.split for s in p.subsets.values()})
-    summary = {}
+    http = p.model_dump(include={"retries", "backoff_s", "timeout_s", "deadline_s"})
+    root = Path(p.local_root or "") if p.source == "local" else None
+    if root is not None and (not p.local_root or not root.is_dir()):
+        raise PipelineError(
+            f"download.coco.local_root: {p.local_root!r} is not a directory. " + LOCAL_HINT
+        )
+    splits = {s.split for s in p.subsets.values()}
+    annotations = root / "annotations" if root else _official_annotations(p, http, splits)
+    summary, seen, manifests = {}, CaptionIds(), {}
     for name, subset in p.subsets.items():
-        coco_index = read_captions(annotations / f"captions_{subset.split}.json")
+        path = annotations / f"captions_{subset.split}.json"
+        coco_index = read_captions(path, p.max_annotations_bytes, root, seen)
         ids = select_coco_subset(coco_index, subset.num_images, subset.seed)
         records = image_records(coco_index, ids, subset.split)
         del coco_index  # the parsed annotations: ~9x their JSON's size, not needed past here
-        if p.source == "local":
-            rows = local_images(
-                records,
-                subset.split,
-                Path(p.local_root) / subset.split,
-                workers=min(p.workers, os.cpu_count() or 1),
-            )
+        if root is not None:
+            workers = min(p.workers, os.cpu_count() or 1)
+            rows = local_images(records, subset.split, root, workers=workers)
         else:
+            store, hosts = COCO_STORE / subset.split, p.image_hosts
             rows = fetch_images(
-                records, subset.split, COCO_STORE / subset.split, workers=p.workers, **http
+                records, subset.split, store, workers=p.workers, image_hosts=hosts, **http
             )
+        manifests[name], summary[name] = rows, failure_summary(rows)
+    for name, rows in manifests.items():  # once every split's annotations passed their checks
         write_manifest(rows, COCO_MANIFESTS / f"{name}.parquet")
-        summary[name] = failure_summary(rows)
     write_json(METRICS / "coco" / "download.json", summary)
     for name, s in summary.items():
         if s["failure_rate"] > p.max_failure_rate:

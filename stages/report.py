@@ -1,6 +1,7 @@
 """`t2i report MODEL`: reports/<model>/report.html from the run's figures, training curves,
 metrics and params. `t2i report --all`: that page for every model with metrics, and
-reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs."""
+reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs.
+It inlines only files the pipeline wrote (pipeline/report.py read_owned): never a symlink."""
 
 import json
 import os
@@ -10,7 +11,14 @@ from pipeline.atomic import write_bytes
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.models.registry import GENERATIVE, model_spec
-from pipeline.report import per_class_series, read_curves, render_index, write_report
+from pipeline.report import (
+    per_class_series,
+    read_curves,
+    read_owned,
+    read_png,
+    render_index,
+    write_report,
+)
 from stages.layout import METRICS, REPORTS, live_dir
 
 
@@ -19,13 +27,14 @@ def _metric_files(model: str) -> list[Path]:
     return sorted(folder.glob("*.json")) + sorted(folder.glob("**/metrics.json"))
 
 
-def _read_metrics(model: str) -> dict[str, dict]:
+def _read_metrics(model: str, max_bytes: int) -> dict[str, dict]:
     """{path relative to metrics/<model>: its JSON}, with eval.json first."""
     metrics = {}
     for path in _metric_files(model):
+        text = read_owned(path, (METRICS,), max_bytes)
         try:
-            metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(text)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise PipelineError(
                 f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
                 "that writes it (dvc repro) or delete it"
@@ -33,18 +42,21 @@ def _read_metrics(model: str) -> dict[str, dict]:
     return metrics
 
 
-def _views(model: str) -> tuple[dict, dict, dict]:
+def _views(model: str, max_bytes: int) -> tuple[dict, dict, dict]:
     """(metrics, training curves, per-class accuracy series) of one model's run."""
-    metrics = _read_metrics(model)
-    curves = read_curves(live_dir(model) / "plots" / "metrics")
+    metrics = _read_metrics(model, max_bytes)
+    curves = read_curves(live_dir(model) / "plots" / "metrics", (METRICS,), max_bytes)
     return metrics, curves, per_class_series(metrics.get("eval.json", {}))
 
 
 def run(model: str, params_path: Path, output: Path | None = None) -> Path:
     spec = model_spec(model)
     params = load_params(params_path)
-    figures = sorted((REPORTS / model).glob("*.png"))
-    metrics, curves, per_class = _views(model)
+    limit = params.report.max_file_bytes
+    figures = {
+        p.name: read_png(p, (REPORTS,), limit) for p in sorted((REPORTS / model).glob("*.png"))
+    }
+    metrics, curves, per_class = _views(model, limit)
     if not figures and not metrics:
         raise PipelineError(
             f"no figures in {REPORTS / model} and no metrics in "
@@ -68,7 +80,8 @@ def run_all(params_path: Path, output: Path | None = None) -> Path:
             f"{METRICS}: run the stages first (dvc repro)"
         )
     output = output or REPORTS / "index.html"
-    views = {m: _views(m) for m in models}  # read all before writing anything
+    limit = load_params(params_path).report.max_file_bytes
+    views = {m: _views(m, limit) for m in models}  # read all before writing anything
     links = {}
     for model in models:
         page = run(model, params_path)

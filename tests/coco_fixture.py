@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.http import host_key
+
 TRAIN_CASES = ["rgb", "rgb_503", "gray", "cmyk", "truncated", "not_image", "missing_404", "rgb"]
 VAL_CASES = ["rgb", "rgb", "gray"]
 BAD_TRAIN_IDS = {5, 6, 7}  # truncated, not an image, 404
@@ -99,6 +101,16 @@ def make_coco_fixture(root: Path, base_url: str = "http://127.0.0.1:9") -> CocoF
             zf.write(root / name, name)
     files[ZIP_PATH] = archive.getvalue()
     return CocoFixture(root=root, files=files)
+
+
+def loopback_download(url: str) -> dict:
+    """download.coco params that fetch the fixture from the loopback server at ``url``: its
+    annotations zip (not the official one, so no sha256 pin) and images from that host:port."""
+    return {
+        "annotations_url": url + ZIP_PATH,
+        "annotations_sha256": None,
+        "image_hosts": [host_key(url)],
+    }
 
 
 def serve(server, fixture: CocoFixture) -> None:

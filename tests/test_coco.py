@@ -21,7 +21,7 @@ from pipeline.data.images import prepare_image, prepare_jpegs
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
 
-from .coco_fixture import BAD_TRAIN_IDS, make_coco_fixture, serve
+from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 
 
 @pytest.fixture
@@ -65,7 +65,8 @@ def test_subset_selection_is_deterministic_and_seeded(tmp_path):
 def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
     fixture, server = served_coco
     store = tmp_path / "store"
-    kw = {"workers": 4, "retries": 2, "backoff_s": 0.01, "timeout_s": 5}
+    hosts = loopback_download(server.url)["image_hosts"]
+    kw = {"workers": 4, "retries": 2, "backoff_s": 0.01, "timeout_s": 5, "image_hosts": hosts}
     rows = fetch_images(train_records(fixture), "train2014", store, **kw)
     by_id = {r["image_id"]: r for r in rows}
     assert [r["image_id"] for r in rows] == list(range(1, 9))  # subset order kept
@@ -87,7 +88,7 @@ def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
 
 def test_local_root_is_read_in_place(tmp_path):
     fixture = make_coco_fixture(tmp_path)
-    rows = local_images(train_records(fixture), "train2014", fixture.root / "train2014")
+    rows = local_images(train_records(fixture), "train2014", fixture.root)
     assert rows[0]["path"] == str(fixture.root / "train2014" / rows[0]["file_name"])
     assert {r["image_id"] for r in rows if r["status"] == "failed"} == BAD_TRAIN_IDS
     assert "missing" in rows[6]["error"]

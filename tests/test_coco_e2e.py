@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
 
-from .coco_fixture import BAD_TRAIN_IDS, ZIP_PATH, make_coco_fixture, serve
+from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 from .conftest import LoopbackServer, dvc, make_repo_copy, run_env, stages_run
 from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
 
@@ -99,7 +99,7 @@ def coco_run(tmp_path_factory):
             "clip_score": {**encoders["clip-vit-b-32"], "weights": missing},
         },
     }
-    coco_params(repo, encoders, evaluate, annotations_url=server.url + ZIP_PATH)
+    coco_params(repo, encoders, evaluate, **loopback_download(server.url))
     output = dvc(repo, "repro", "coco/dvc.yaml")
     yield SimpleNamespace(repo=repo, tmp=tmp, server=server, output=output)
     server.close()

@@ -30,7 +30,7 @@ from pipeline.data.coco_manifest import write_manifest
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
 
-from .coco_fixture import ZIP_PATH, make_coco_fixture, serve
+from .coco_fixture import ZIP_PATH, loopback_download, make_coco_fixture, serve
 from .conftest import REPO, dvc, run_env
 
 HTTP = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5, "deadline_s": 30}
@@ -87,7 +87,8 @@ def test_hostile_file_names_are_rejected_and_nothing_outside_the_store_is_touche
     coco = read_captions(path)
     store = tmp_path / "repo" / "data" / "coco" / "store" / "train2014"  # ../ x5 = tmp_path
     records = image_records(coco, select_coco_subset(coco, None, 0), "train2014")
-    rows = fetch_images(records, "train2014", store, workers=2, **HTTP)
+    hosts = loopback_download(http_server.url)["image_hosts"]
+    rows = fetch_images(records, "train2014", store, workers=2, image_hosts=hosts, **HTTP)
 
     assert snapshot(outside) == before and not (tmp_path / "OUTSIDE" / "pwned.jpg").exists()
     errors = {r["image_id"]: r["error"] for r in rows[:4]}
@@ -119,7 +120,7 @@ def test_local_mode_reads_only_inside_local_root(tmp_path, outside):
     )
     coco = read_captions(path)
     records = image_records(coco, select_coco_subset(coco, None, 0), "train2014")
-    rows = local_images(records, "train2014", fixture.root / "train2014")
+    rows = local_images(records, "train2014", fixture.root)
     assert rows[0]["status"] == "failed" and "has '..'" in rows[0]["error"]
     assert rows[7]["status"] == "failed" and "absolute path" in rows[7]["error"]
     root = fixture.root.resolve()
@@ -214,7 +215,7 @@ def test_a_bad_archive_is_one_line_and_removed_so_a_rerun_fetches_it_again(
     }[fault]
     http_server.routes[ZIP_PATH] = [(200, bad), (200, good)]
     checked = hashlib.sha256(good).hexdigest() if fault == "other_bytes" else None
-    stage_params(tmp_path, annotations_url=http_server.url + ZIP_PATH, annotations_sha256=checked)
+    stage_params(tmp_path, **{**loopback_download(http_server.url), "annotations_sha256": checked})
 
     line = one_error_line(t2i(tmp_path, monkeypatch, "download", "coco"))
     expected = {
@@ -406,6 +407,7 @@ def test_dvc_download_stage_with_hostile_annotations_and_credentials(
     before = snapshot(outside)
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["download"]["coco"].update(
+        image_hosts=loopback_download(http_server.url)["image_hosts"],
         annotations_url=authed + ZIP_PATH,
         annotations_sha256=hashlib.sha256(fixture.files[ZIP_PATH]).hexdigest(),
         subsets={"train": {"split": "train2014", "num_images": None, "seed": 0}},

@@ -131,7 +131,9 @@ def test_credentials_in_a_bad_url_param_are_redacted():
 
 
 def test_annotations_sha256_is_64_hex_digits_or_null():
-    assert parse_params({}).download.coco.annotations_sha256 is None
+    official = "031296bbc80c45a1d1f76bf9a90ead27e94e99ec629208449507a4917a3bf009"
+    assert parse_params({}).download.coco.annotations_sha256 == official  # pinned by default
+    assert parse_params({"download": {"coco": {"annotations_sha256": None}}})
     assert parse_params({"download": {"coco": {"annotations_sha256": "a" * 64}}})
     with pytest.raises(PipelineError, match=r"download.coco.annotations_sha256: String should"):
         parse_params({"download": {"coco": {"annotations_sha256": "A" * 63}}})

@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.atomic import remove_stale_temps, write_bytes
 
-from .coco_fixture import ZIP_PATH, make_coco_fixture, serve
+from .coco_fixture import loopback_download, make_coco_fixture, serve
 from .conftest import REPO, run_env
 from .test_http import trickle
 
@@ -38,7 +38,7 @@ def test_a_killed_coco_fetch_leaves_temps_only_in_the_store_and_a_rerun_removes_
     tmpdir.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["coco"].update(
-        annotations_url=http_server.url + ZIP_PATH,
+        **loopback_download(http_server.url),
         workers=1,
         retries=0,
         max_failure_rate=0.9,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline.charts import COLORS
 from pipeline.cli import app
-from pipeline.report import write_report
+from pipeline.report import PNG_SIGNATURE, write_report
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = [
@@ -51,10 +51,12 @@ def png(path, value):
 
 
 def test_report_images_load_in_headless_chromium_and_a_broken_one_is_caught(tmp_path):
-    figures = [png(tmp_path / "a.png", 10), png(tmp_path / "b.png", 200)]
+    figures = {
+        p.name: p.read_bytes() for p in (png(tmp_path / "a.png", 10), png(tmp_path / "b.png", 200))
+    }
     write_report(tmp_path / "ok.html", "run", figures, {"m": {"x": 1.5}}, {"p": {"lr": 0.1}})
     assert images_loaded(tmp_path / "ok.html", tmp_path / "profile") == (2, 2)
-    (tmp_path / "b.png").write_bytes(b"\x89PNG not really")
+    figures["b.png"] = PNG_SIGNATURE + b" not really"  # passes the signature, fails to decode
     write_report(tmp_path / "bad.html", "run", figures, {}, {})
     assert images_loaded(tmp_path / "bad.html", tmp_path / "profile") == (2, 1)
 

@@ -9,6 +9,15 @@ The annotations never choose a path: an image's file is ``COCO_<split>_<12-digit
 under the store (or the local root), derived from its id and split alone. An annotation whose
 ``file_name`` is anything else (absolute, with ``..``, another name) is rejected, and the
 reason is recorded in the manifest.
+
+What the annotations may not do:
+- fetch from a host the user did not allow: every ``coco_url`` (and every redirect) must name
+  a host of ``download.coco.image_hosts``; another is an error naming the image id and host;
+- reuse an id: image ids are unique within a split's file, caption ids within it and across
+  the splits (embeddings are looked up by caption id alone), a duplicate names both places;
+- carry a caption that is not one line of text (pipeline/caption_text.py);
+- reach out of a local root: a symlink under ``local_root`` that leads outside it is refused,
+  and an annotations file is read only up to ``max_annotations_bytes``.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import hashlib
 import io
 import json
 import logging
+import os
+import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +40,8 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from pipeline.atomic import remove_stale_temps
-from pipeline.data.http import DownloadError, download
+from pipeline.caption_text import caption_problem, one_line
+from pipeline.data.http import DownloadError, check_host, check_url, download
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
 
@@ -61,8 +74,14 @@ def _shape_error(path: Path, where: str, entry: dict, key: str, expected: str) -
     return PipelineError(f"{path}: {where}: {key!r} should be {expected}, got {got[:80]}")
 
 
+def _first_index(items: list[dict], key: str, value) -> int:
+    return next(i for i, item in enumerate(items) if item[key] == value)
+
+
 def _check_entries(path: Path, data: dict) -> None:
-    """Types pycocotools and this module rely on; the first bad entry is named."""
+    """Types pycocotools and this module rely on, unique ids, captions that are text; the
+    first bad entry is named (both entries for a duplicate)."""
+    image_ids, caption_ids = set(), set()
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict):
             raise PipelineError(f"{path}: images[{i}] should be an object")
@@ -71,6 +90,13 @@ def _check_entries(path: Path, data: dict) -> None:
         for key in ("file_name", "coco_url"):
             if key in image and not isinstance(image[key], str):
                 raise _shape_error(path, f"images[{i}] (id {image['id']})", image, key, "a string")
+        if image["id"] in image_ids:
+            first = _first_index(data["images"], "id", image["id"])
+            raise PipelineError(
+                f"{path}: images[{first}] and images[{i}] have the same id {image['id']}: "
+                "image ids must be unique within a split"
+            )
+        image_ids.add(image["id"])
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise PipelineError(f"{path}: annotations[{i}] should be an object")
@@ -81,18 +107,90 @@ def _check_entries(path: Path, data: dict) -> None:
             raise _shape_error(
                 path, f"annotations[{i}] (id {ann['id']})", ann, "caption", "a string"
             )
+        problem = caption_problem(ann["caption"])
+        if problem:
+            shown = ascii(ann["caption"][:80])
+            raise PipelineError(f"{path}: annotations[{i}] (id {ann['id']}): {shown} {problem}")
+        if ann["id"] in caption_ids:
+            first = _first_index(data["annotations"], "id", ann["id"])
+            raise PipelineError(
+                f"{path}: annotations[{first}] and annotations[{i}] have the same caption id "
+                f"{ann['id']}: caption ids must be unique (embeddings are looked up by them)"
+            )
+        caption_ids.add(ann["id"])
 
 
-def read_captions(path: Path) -> COCO:
-    """Load a captions_*.json with pycocotools, after checking it has the official shape."""
+class CaptionIds:
+    """The caption ids of each split's annotations read so far: one id in two files is an
+    error, or a training image would take the other split's caption vector."""
+
+    def __init__(self):
+        self.by_file: dict[Path, np.ndarray] = {}
+
+    def add(self, path: Path, data: dict) -> None:
+        ids = np.fromiter((a["id"] for a in data["annotations"]), np.int64)
+        for other, seen in self.by_file.items():
+            common = np.intersect1d(ids, seen)
+            if len(common) and other != path:
+                first = int(common[0])
+                raise PipelineError(
+                    f"caption id {first} is in both {other} and {path} (annotations["
+                    f"{_first_index(data['annotations'], 'id', first)}] there; {len(common)} "
+                    "shared ids): caption ids must be unique across the splits"
+                )
+        self.by_file[path] = ids
+
+
+def inside_root(path: Path, root: Path) -> Path:
+    """``path``, refused when a symlink on it leads outside ``root`` (a local COCO root)."""
+    resolved, top = Path(path).resolve(), Path(root).resolve()
+    if resolved != top and top not in resolved.parents:
+        raise PipelineError(
+            f"{path}: a symlink to {resolved}, outside download.coco.local_root {root}; "
+            "copy the file into the root (symlinks that leave it are not followed)"
+        )
+    return resolved
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, refused when larger than ``max_bytes`` (never read past it)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: not a readable COCO captions JSON ({exc})") from None
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise PipelineError(f"{path}: not a regular file")
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise PipelineError(f"{path}: not readable ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise PipelineError(
+            f"{path}: larger than download.coco.max_annotations_bytes ({max_bytes} bytes)"
+        )
+    return data
+
+
+def read_captions(
+    path: Path,
+    max_bytes: int = 1_000_000_000,
+    root: Path | None = None,
+    seen: CaptionIds | None = None,
+) -> COCO:
+    """Load a captions_*.json with pycocotools, after checking it has the official shape.
+
+    ``root``: the local COCO root it must stay inside; ``seen``: the other splits' ids."""
+    if root is not None:
+        inside_root(path, root)
+    raw = read_bounded(path, max_bytes)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise PipelineError(f"{path}: not a readable COCO captions JSON ({reason})") from None
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise PipelineError(f"{path}: expected a COCO captions JSON with a '{key}' list")
     _check_entries(Path(path), data)
+    if seen is not None:
+        seen.add(Path(path), data)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -138,7 +236,7 @@ def image_records(coco: COCO, ids: list[int], split: str) -> list[CocoImage]:
                 image_id=int(image_id),
                 file_name=official_file_name(split, int(image_id)),
                 url=info.get("coco_url", ""),
-                captions=[a["caption"].strip() for a in anns],
+                captions=[one_line(a["caption"]) for a in anns],
                 caption_ids=[int(a["id"]) for a in anns],
                 rejected=file_name_problem(info.get("file_name"), split, int(image_id)),
             )
@@ -188,11 +286,15 @@ def _checked(record: CocoImage, split: str, path: Path) -> dict:
         return _row(record, split, path, "failed", f"does not decode as an image: {exc}")
 
 
-def local_images(
-    records: list[CocoImage], split: str, image_dir: Path, workers: int = 1
-) -> list[dict]:
+def local_images(records: list[CocoImage], split: str, root: Path, workers: int = 1) -> list[dict]:
     """Rows for images read in place from a local COCO root (not copied), verified on
-    ``workers`` threads (decoding and hashing release the GIL), in the order of ``records``."""
+    ``workers`` threads (decoding and hashing release the GIL), in the order of ``records``.
+    A symlink (the split's folder, or an image) that leads outside ``root`` is an error."""
+    image_dir = root / split
+    inside_root(image_dir, root)
+    for record in records:
+        if not record.rejected and (image_dir / record.file_name).is_symlink():
+            inside_root(image_dir / record.file_name, root)
 
     def one(record: CocoImage) -> dict:
         path = image_dir / record.file_name  # derived from the id: always inside image_dir
@@ -207,16 +309,45 @@ def local_images(
         return list(tqdm(results, total=len(records), desc=f"verify {split}", disable=None))
 
 
+def _host_error(image_id: int, url: str, host: str, hosts: list[str], how: str) -> PipelineError:
+    return PipelineError(
+        f"image {image_id}: coco_url {redact(url)} {how} host {host}, which is not in "
+        f"download.coco.image_hosts ({', '.join(hosts)}); add it there only if you trust it"
+    )
+
+
+def check_image_hosts(records: list[CocoImage], hosts: list[str]) -> None:
+    """Before any request: every coco_url names an allowed host, or the annotations are refused."""
+    for record in records:
+        if record.rejected or not record.url:
+            continue
+        try:
+            check_url(record.url)
+            check_host(record.url, hosts)
+        except DownloadError as exc:
+            if exc.refused_host:
+                raise _host_error(
+                    record.image_id, record.url, exc.refused_host, hosts, "names"
+                ) from None
+            # any other bad URL is that image's failure, recorded in the manifest
+
+
 def fetch_images(
-    records: list[CocoImage], split: str, store: Path, *, workers: int, **http
+    records: list[CocoImage], split: str, store: Path, *, workers: int, image_hosts, **http
 ) -> list[dict]:
     """Download each image by its coco_url into ``store`` (resuming), verify it decodes.
 
+    Only from ``image_hosts``, redirects included: the first refusal stops the stage.
     ``http``: retries, backoff_s, timeout_s, deadline_s of :func:`download`.
     """
+    check_image_hosts(records, image_hosts)
+    refused: list[PipelineError] = []
+    stop = threading.Event()
 
     def one(record: CocoImage) -> dict:
         path = store / record.file_name  # derived from the id: always inside the store
+        if stop.is_set():
+            return _row(record, split, path, "failed", "not fetched: the stage stopped")
         if record.rejected:
             return _row(record, split, path, "failed", record.rejected)
         if path.is_file():
@@ -226,8 +357,14 @@ def fetch_images(
         if not record.url:
             return _row(record, split, path, "failed", "no coco_url in the annotations")
         try:
-            download(record.url, path, **http)
+            download(record.url, path, allowed_hosts=image_hosts, **http)
         except DownloadError as exc:
+            if exc.refused_host:
+                how = "redirected to"
+                refused.append(
+                    _host_error(record.image_id, record.url, exc.refused_host, image_hosts, how)
+                )
+                stop.set()
             return _row(record, split, path, "failed", str(exc))
         row = _checked(record, split, path)
         if row["status"] != "ok":
@@ -238,7 +375,10 @@ def fetch_images(
     remove_stale_temps(store)  # what a killed run left
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(one, records)  # keeps the subset's order
-        return list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))
+        rows = list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))
+    if refused:
+        raise refused[0]
+    return rows
 
 
 def failure_summary(rows: list[dict]) -> dict:

@@ -98,9 +98,22 @@ def read_embeddings(folder: Path, as_torch: bool = False):
 
 
 def caption_lookup(folder: Path) -> tuple[dict[int, int], torch.Tensor]:
-    """(caption_id -> row, embeddings as a float32 tensor (N, D)) of a dataset's shards."""
+    """(caption_id -> row, embeddings as a float32 tensor (N, D)) of a dataset's shards.
+
+    Keyed by caption id alone, so an id on two rows is an error naming both: one caption's
+    vector would silently stand in for the other's."""
     columns, values = read_embeddings(folder)
-    row_of = {int(c): i for i, c in enumerate(columns["caption_id"])}
+    row_of: dict[int, int] = {}
+    for i, c in enumerate(columns["caption_id"].tolist()):
+        if c in row_of:
+            j = row_of[c]
+            image, caption = columns["image_id"], columns["caption"]
+            raise PipelineError(
+                f"{folder}: caption id {c} is on row {j} (image {image[j]}, "
+                f"{ascii(caption[j][:60])}) and row {i} (image {image[i]}, "
+                f"{ascii(caption[i][:60])}); caption ids must be unique: rerun the embed stage"
+            )
+        row_of[c] = i
     return row_of, torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
 
 

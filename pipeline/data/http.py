@@ -4,6 +4,9 @@
 - ``user:password@`` in a URL becomes an HTTP Basic ``Authorization`` header that is never
   forwarded on a redirect; the URL is redacted (``***@``) in every message.
 - A body shorter than its ``Content-Length`` is a (retried) failure, never a file.
+- ``allowed_hosts`` (when given) names the only hosts the URL and every redirect may reach:
+  ``host`` means that host on its scheme's default port (80, 443), ``host:port`` that port
+  only. So another port of an allowed host is another host; the refusal is never retried.
 - ``timeout_s`` bounds each socket operation; ``deadline_s`` bounds the whole download,
   retries and waits included: when it passes, the open connection is shut down.
 """
@@ -33,13 +36,37 @@ SCHEMES = ("http", "https")
 
 
 class DownloadError(Exception):
-    """A URL could not be fetched; ``transient`` is False for answers like 404."""
+    """A URL could not be fetched; ``transient`` is False for answers like 404.
+    ``refused_host``: the host:port outside ``allowed_hosts`` that the URL or a redirect named."""
 
-    def __init__(self, url: str, reason: str, transient: bool):
+    def __init__(self, url: str, reason: str, transient: bool, refused_host: str = ""):
         self.url = redact(url)
         self.reason = redact(reason)
         super().__init__(f"{self.url}: {self.reason}")
         self.transient = transient
+        self.refused_host = refused_host
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_key(url: str) -> str:
+    """'host:port' of an http(s) URL, the port its scheme's default when none is given."""
+    parts = urlsplit(url)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+    host = (parts.hostname or "").lower()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_host(url: str, allowed_hosts: list[str] | None) -> None:
+    """Refuse a URL whose host:port is not one of ``allowed_hosts`` (None: any host)."""
+    if allowed_hosts is None:
+        return
+    key = host_key(url)
+    scheme = urlsplit(url).scheme.lower()
+    if key not in {host_key(f"{scheme}://{entry}") for entry in allowed_hosts}:
+        reason = f"host {key} is not an allowed host ({', '.join(allowed_hosts)})"
+        raise DownloadError(url, reason, False, refused_host=key)
 
 
 def check_url(url: str) -> None:
@@ -126,10 +153,20 @@ class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    def __init__(self, allowed_hosts: list[str] | None = None):
+        super().__init__()
+        self.allowed_hosts = allowed_hosts
+
     def http_error_302(self, req, fp, code, msg, headers):
         location = headers.get("location") or headers.get("uri")
         if location:
-            check_url(urljoin(req.full_url, location))  # no redirect to file://, ftp:// ...
+            target = urljoin(req.full_url, location)
+            check_url(target)  # no redirect to file://, ftp:// ...
+            try:
+                check_host(target, self.allowed_hosts)  # nor to a host the user did not allow
+            except DownloadError as exc:
+                reason = f"redirect to {exc.url}: {exc.reason}"
+                raise DownloadError(req.full_url, reason, False, exc.refused_host) from None
         return super().http_error_302(req, fp, code, msg, headers)
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
@@ -154,9 +191,11 @@ def _expected_length(response, url: str) -> int | None:
     return int(value)
 
 
-def _fetch_once(url: str, dest: Path, timeout_s: float, deadline: _Deadline) -> None:
+def _fetch_once(
+    url: str, dest: Path, timeout_s: float, deadline: _Deadline, allowed_hosts: list[str] | None
+) -> None:
     opener = urllib.request.build_opener(
-        _HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler()
+        _HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler(allowed_hosts)
     )
     timeout = max(min(timeout_s, deadline.remaining()), 0.001)
     received = 0
@@ -198,16 +237,18 @@ def download(
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
     deadline_s: float = 3600.0,
+    allowed_hosts: list[str] | None = None,
 ) -> None:
     """Fetch ``url`` to ``dest``; retry transient failures, waiting backoff_s * 2**attempt.
 
     ``dest`` appears only once the whole body has arrived.
     """
     check_url(url)
+    check_host(url, allowed_hosts)
     with _Deadline(deadline_s) as deadline:
         for attempt in range(retries + 1):
             try:
-                _fetch_once(url, dest, timeout_s, deadline)
+                _fetch_once(url, dest, timeout_s, deadline, allowed_hosts)
                 return
             except DownloadError as exc:
                 if not exc.transient or attempt == retries:
