@@ -184,10 +184,12 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def require_encoder_weights(config: dict, model_dir: Path, weights: str, sha256: str) -> None:
-    """A text model runs only with the encoder weights it was trained on: ``weights`` (id) and
-    ``sha256`` are those that params.yaml's ``embed.<encoder>.weights`` gives now (the encoder
-    loaded from it, or the embedding shards the embed stage made with it)."""
+def require_encoder_weights(config: dict, model_dir: Path, source) -> None:
+    """A text model runs only with the encoder weights it was trained on. ``source`` says which
+    weights params.yaml's ``embed.<encoder>.weights`` gives now, by its ``weights_id`` and
+    ``weights_sha256``: the encoder loaded from it (its ``info``), or the embedding shards the
+    embed stage made with it (pipeline/data/embeddings.py's ``encoder_identity``)."""
+    weights, sha256 = source.weights_id, source.weights_sha256
     if config.get("encoder_sha256") != sha256:
         key = f"embed.{config['encoder']}.weights"
         raise PipelineError(

@@ -41,7 +41,7 @@ def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tenso
         conditions = F.one_hot(labels, len(LABELS)).float()
     else:  # each class's training phrasings in turn
         rows, folder = fmnist_caption_set()["train"], embeddings_dir(config["encoder"], "fmnist")
-        require_encoder_weights(config, model_dir(name), *encoder_identity(folder).values())
+        require_encoder_weights(config, model_dir(name), encoder_identity(folder))
         phrasings = train_phrasings(folder, rows, len(LABELS)).to(device)
         offset = torch.arange(len(labels), device=device)
         conditions = phrasings.pick(labels, offset=offset)

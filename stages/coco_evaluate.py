@@ -41,8 +41,7 @@ def run(name: str, params_path: Path) -> None:
     model, config = load_model(model_dir(name), device)
     encoder_name = config["encoder"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
-    info = encoder.info
-    require_encoder_weights(config, model_dir(name), info.weights_id, info.weights_sha256)
+    require_encoder_weights(config, model_dir(name), encoder.info)
     held_out = ShardCaptionPairs(
         sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")),
         embeddings_dir(encoder_name, "coco"),

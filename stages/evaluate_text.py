@@ -33,7 +33,7 @@ def run(name: str, params_path: Path) -> None:
     model, config = load_model(model_dir(name), device)
     judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
     folder = embeddings_dir(config["encoder"], "fmnist")
-    require_encoder_weights(config, model_dir(name), *encoder_identity(folder).values())
+    require_encoder_weights(config, model_dir(name), encoder_identity(folder))
     row_of, vectors = caption_lookup(folder)
     vectors = vectors.to(device)
     caption_set = fmnist_caption_set()

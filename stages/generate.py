@@ -50,8 +50,7 @@ def grid(
             raise PipelineError(f"{model_path} is conditioned on text: give --caption '...'")
         spec_params = load_params(params_path).embed.encoder(config["encoder"])
         encoder = load_encoder(config["encoder"], spec_params, torch.device("cpu"))
-        info = encoder.info
-        require_encoder_weights(config, model_path, info.weights_id, info.weights_sha256)
+        require_encoder_weights(config, model_path, encoder.info)
         condition = torch.from_numpy(encoder.encode([caption])).expand(n, -1)
     elif spec.conditioning == "label":
         if label is None:

@@ -46,7 +46,7 @@ def run(name: str, params_path: Path) -> None:
             return PhrasingBatches(x, y, phrasings, batch_size=batch_size)
 
         cond_dim = phrasings.embeddings.shape[1]
-        extra = {"encoder": p.encoder, **encoder_identity(folder)}
+        extra = {"encoder": p.encoder, **encoder_identity(folder).as_config()}
     model = spec.build(p, cond_dim=cond_dim).to(device)
     fit(
         model,

@@ -83,7 +83,7 @@ def run(name: str, params_path: Path) -> None:
         keep_dir=epochs_dir(name),
     )
     if ranks.main:
-        identity = encoder_identity(embeddings_dir(p.encoder, "coco"))
+        identity = encoder_identity(embeddings_dir(p.encoder, "coco")).as_config()
         save_model(
             model_dir(name), model, name, {"dataset": "coco", "encoder": p.encoder, **identity}
         )
