@@ -47,7 +47,7 @@ def run(name: str, params_path: Path) -> None:
 
         cond_dim = phrasings.embeddings.shape[1]
         extra = {"encoder": p.encoder, **encoder_identity(folder).as_config()}
-    model = spec.build(p, cond_dim=cond_dim).to(device)
+    model = spec.build(p, input_dim=x_train.shape[1], cond_dim=cond_dim).to(device)
     fit(
         model,
         batches(x_train, y_train, p.batch_size),

@@ -73,10 +73,12 @@ class ModelSpec:
         return _section(params, f"evaluate.{self.name}", self.evaluate_type)
 
     def build(self, p: BaseModel, **sizes) -> nn.Module:
-        """The module from its train params ``p`` and the sizes the data gives
-        (``cond_dim``, ``image_size``, ...): every field of the model's config class is one of
-        the two, by name and type-checked; a field that is neither is an error."""
+        """The module from its train params ``p`` and the sizes the data offers (``input_dim``,
+        ``cond_dim``, ``image_size``, ...; a model takes those its config class declares):
+        every field of the config is one of the two, by name and type-checked; a field that
+        is neither is an error."""
         cls = self.cls
+        sizes = {k: v for k, v in sizes.items() if k in cls.Config.model_fields}
         values = p.model_dump()
         missing = [k for k in cls.Config.model_fields if k not in sizes and k not in values]
         if missing:  # a registry entry whose params section lacks an architecture key
