@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -78,27 +79,28 @@ def pool_rate(paths: list[Path], workers: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-MEMORY_CHILD = """
-import resource, sys
-from pathlib import Path
-from pipeline.data.images import prepare_jpegs
-from pipeline.data.shards import write_shards
-files, count, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-paths = sorted(Path(files).glob("*.jpg"))
-chosen = [(str(paths[i % len(paths)]), "") for i in range(count)]
-jpegs = prepare_jpegs(iter(chosen), 224, "resize", 90, workers=2)
-samples = ({"__key__": f"{i:012d}", "jpg": j, "json": {"i": i}} for i, j in enumerate(jpegs))
-write_shards(samples, out, "bench", maxcount=1000, maxsize=10**9)
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(own, workers)
-"""
+CHILD = "--memory-child"  # `pack_images.py --memory-child FILES COUNT OUT`: in a fresh process
+
+
+def pack_memory_child(files: str, count: str, out: str) -> None:
+    """Child: pack ``count`` of the JPEGs in ``files`` into shards under ``out``; print this
+    process's and its largest worker's peak RSS (KB)."""
+    from pipeline.data.shards import write_shards
+
+    paths = sorted(Path(files).glob("*.jpg"))
+    chosen = [(str(paths[i % len(paths)]), "") for i in range(int(count))]
+    jpegs = prepare_jpegs(iter(chosen), 224, "resize", 90, workers=2)
+    samples = ({"__key__": f"{i:012d}", "jpg": j, "json": {"i": i}} for i, j in enumerate(jpegs))
+    write_shards(samples, Path(out), "bench", maxcount=1000, maxsize=10**9)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(own, workers)
 
 
 def peak_memory_mb(files: Path, count: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         result = subprocess.run(
-            [sys.executable, "-c", MEMORY_CHILD, str(files), str(count), out],
+            [sys.executable, __file__, CHILD, str(files), str(count), out],
             capture_output=True,
             text=True,
             check=True,
@@ -112,6 +114,9 @@ def peak_memory_mb(files: Path, count: int) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == [CHILD]:
+        pack_memory_child(*sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)

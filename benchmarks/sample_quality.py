@@ -7,7 +7,7 @@ uint8 images, so every image goes through Inception twice. The evaluate stage
 features. The numbers must agree; the time should roughly halve.
 
 No pretrained Inception weights exist on this machine: the network is torch-fidelity's
-InceptionV3 at its real size with random weights (pipeline/random_inception.py); speed does not
+InceptionV3 at its real size with random weights (pipeline/testing/inception.py); speed does not
 depend on the weight values.
 
     python benchmarks/sample_quality.py                  # CPU, prints and saves JSON
@@ -27,8 +27,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from pipeline.random_inception import save_random_inception
 from pipeline.sample_quality import fid_kid, inception_features, load_inception
+from pipeline.testing.inception import save_random_inception
 
 
 def plain(weights: str, real, fake, batch: int, subsets: int, size: int, device) -> dict:

@@ -13,7 +13,7 @@ stage process's own high-water RSS (VmHWM); its pool workers' max RSS separately
 Evaluation (scale_evaluate.json): for each --eval-sizes N held-out images (FID-30K: 30,000)
 it runs pipeline/heldout.py's streamed evaluation in a fresh process on N images at
 --pack-size with a small CVAE and tiny CLIP scorer. --eval-inception adds the random-weight
-Inception (pipeline/random_inception.py): it resizes every image to 299, so on a CPU it is
+Inception (pipeline/testing/inception.py): it resizes every image to 299, so on a CPU it is
 slow; its per-image memory is the 2 x 2048 float32 features it keeps (16 KB).
 
     python benchmarks/scale_rehearsal.py                       # 7k, 20k, 83k; 1k, 5k, 30k
@@ -40,6 +40,7 @@ import yaml
 
 from pipeline.atomic import write_json
 from pipeline.data.images import encode_jpeg
+from pipeline.testing.coco import FakeImage, write_coco_root
 from pipeline.testing.encoders import make_tiny_clip
 from pipeline.testing.photos import photo_variants
 
@@ -51,32 +52,51 @@ VOCABULARY = (
 )
 WORDS = VOCABULARY.split()  # noqa: SIM905 (a sentence reads better than a 46-item list)
 DISTINCT_JPEGS = 256  # the N files cycle through these (every file still decodes in full)
-# Peak memory of this process alone: /proc's VmHWM. (getrusage's ru_maxrss keeps, across the
-# exec, the high-water mark of the process that forked it: here the driver's.)
-HWM = """
-def vm_mb(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-"""
-# Runs one `t2i` command in this process and reports its peak memory (and its workers').
-MEASURED = (
-    HWM
-    + """
-import json, resource, sys, time
-from pipeline.cli import app
-start = time.perf_counter()
-try:
-    app(sys.argv[2:])
-except SystemExit as exc:
-    if exc.code:
-        raise
-usage = {"seconds": time.perf_counter() - start,
-         "peak_rss_mb": vm_mb("VmHWM"),
-         "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-open(sys.argv[1], "w").write(json.dumps(usage))
-"""
+CHILD = (
+    "--child"  # `scale_rehearsal.py --child NAME ARGS...`: one measured step, in a fresh process
 )
+
+
+def vm_mb(key: str) -> float:
+    """This process's /proc/self/status ``key`` (VmHWM, VmRSS) in MB. VmHWM is the peak memory
+    of this process alone: getrusage's ru_maxrss keeps, across the exec, the high-water mark
+    of the process that forked it (here the driver's)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def child(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run CHILDREN[name](*args) in a fresh Python process, with this checkout importable."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, __file__, CHILD, name, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+    )
+
+
+def measure_command(report: str, *command: str) -> None:
+    """Child: run one `t2i` command in this process; write its time and peak memory (and its
+    pool workers') to ``report``."""
+    from stages.cli import app
+
+    start = time.perf_counter()
+    try:
+        app(list(command))
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    usage = {
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mb": vm_mb("VmHWM"),
+        "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+    Path(report).write_text(json.dumps(usage))
 
 
 def coco_like_caption(rng: np.random.Generator) -> str:
@@ -89,36 +109,17 @@ def make_coco_root(root: Path, images: int, jpeg_size: tuple[int, int], seed: in
         encode_jpeg(image.convert("RGB").resize(jpeg_size), 90)
         for image, _ in photo_variants(DISTINCT_JPEGS, seed)
     ]
-    (root / "train2014").mkdir(parents=True)
-    (root / "annotations").mkdir()
-    entries, annotations = [], []
-    for i in range(images):
-        image_id = i + 1
-        name = f"COCO_train2014_{image_id:012d}.jpg"
-        (root / "train2014" / name).write_bytes(blobs[i % DISTINCT_JPEGS])
-        entries.append(
-            {
-                "license": 1,
-                "file_name": name,
-                "coco_url": "",
-                "height": jpeg_size[1],
-                "width": jpeg_size[0],
-                "date_captured": "2013-11-14 16:28:13",
-                "flickr_url": "",
-                "id": image_id,
-            }
+    items = (
+        FakeImage(
+            image_id=i + 1,
+            jpeg=blobs[i % DISTINCT_JPEGS],
+            width=jpeg_size[0],
+            height=jpeg_size[1],
+            captions=[coco_like_caption(rng) for _ in range(5)],
         )
-        annotations += [
-            {"image_id": image_id, "id": image_id * 10 + k, "caption": coco_like_caption(rng)}
-            for k in range(5)
-        ]
-    payload = {
-        "info": {"description": "synthetic COCO 2014 captions", "year": 2014},
-        "licenses": [{"id": 1, "name": "synthetic", "url": ""}],
-        "images": entries,
-        "annotations": annotations,
-    }
-    (root / "annotations" / "captions_train2014.json").write_text(json.dumps(payload))
+        for i in range(images)
+    )
+    write_coco_root(root, {"train2014": items}, description="synthetic COCO 2014 captions")
 
 
 def write_params(work: Path, root: Path, clip: dict, pack_size: int) -> None:
@@ -136,15 +137,7 @@ def write_params(work: Path, root: Path, clip: dict, pack_size: int) -> None:
 
 def measured(work: Path, *command: str) -> dict:
     report = work / "usage.json"
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    result = subprocess.run(
-        [sys.executable, "-c", MEASURED, str(report), *command],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = child("measure", str(report), *command, cwd=work)
     if result.returncode:
         raise SystemExit(f"t2i {' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return json.loads(report.read_text())
@@ -177,87 +170,104 @@ def pipeline_at(tmp: Path, images: int, args, head: str) -> dict:
     return row
 
 
-EVAL_ONE = (
-    HWM
-    + """
-import json, sys, time
-from pathlib import Path
-import numpy as np, torch
-from pipeline.config import EvaluateCoco
-from pipeline.data.embeddings import write_embedding_shard
-from pipeline.data.pairs import ShardCaptionPairs
-from pipeline.data.shards import write_shards
-from pipeline.heldout import evaluate_held_out
-from pipeline.models.cvae_clip import CVAEClip
-from pipeline.random_inception import save_random_inception
-from pipeline.testing.encoders import make_tiny_clip
-
-work, n, size, inception = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-torch.set_num_threads(1)
-rng = np.random.default_rng(0)
-blobs = []
-for i in range(64):
+def evaluate_one(work: str, n: str, size: str, inception: str) -> None:
+    """Child: pipeline/heldout.py's streamed evaluation of ``n`` random images at ``size``;
+    writes work/eval.json with its time and memory."""
+    import torch
     from PIL import Image
-    import io
-    out = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(out, "JPEG")
-    blobs.append(out.getvalue())
-samples = ({"__key__": f"{i:012d}", "jpg": blobs[i % 64],
-            "json": {"image_id": i, "caption_ids": [i], "captions": [f"caption {i}"]}}
-           for i in range(n))
-shards = write_shards(samples, work / "shards", "val", maxcount=1000, maxsize=10**9)
-write_embedding_shard(work / "emb" / "part-00000.parquet", np.arange(n), np.arange(n),
-                      [f"caption {i}" for i in range(n)],
-                      rng.normal(size=(n, 16)).astype(np.float32), "float16", {})
-weights = str(save_random_inception(work / "inception.pth")) if inception == "1" else None
-p = EvaluateCoco(metric_images=n, batch_size=250, kid_subsets=10, inception_weights=weights,
-                 clip_score=make_tiny_clip(work / "clip"), device="cpu")
-model = CVAEClip.of(image_size=size, text_dim=16, latent_dim=16, width=8, fusion="concat",
-                    feature_norm=True, logvar_bound=8.0)
-open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here: the evaluation alone
-base = vm_mb("VmRSS")
-start = time.perf_counter()
-batches = ShardCaptionPairs(shards, work / "emb", pairs=0, batch_size=p.batch_size
-                            ).first_caption_batches(n, p.batch_size)
-between = []  # RSS as each batch arrives: what the stream holds, without transient peaks
 
-def tapped(stream):
-    for batch in stream:
-        between.append(vm_mb("VmRSS"))
-        yield batch
+    from pipeline.config import EvaluateCoco
+    from pipeline.data.embeddings import write_embedding_shard
+    from pipeline.data.pairs import ShardCaptionPairs
+    from pipeline.data.shards import write_shards
+    from pipeline.heldout import evaluate_held_out
+    from pipeline.models.cvae_clip import CVAEClip
+    from pipeline.testing.encoders import make_tiny_clip
+    from pipeline.testing.inception import save_random_inception
 
-out = evaluate_held_out(model, tapped(batches), p, "evaluate.coco_clip", "coco_clip",
-                        torch.device("cpu"), size, 8, torch.Generator().manual_seed(1))
-peak = vm_mb("VmHWM")
-json.dump({"images": out.images, "seconds": time.perf_counter() - start,
-           "rss_before_mb": base, "peak_rss_mb": peak, "growth_mb": peak - base,
-           "rss_first_batch_mb": between[0], "rss_last_batch_mb": between[-1],
-           "rss_max_between_batches_mb": max(between), "rss_end_mb": vm_mb("VmRSS"),
-           "inception": inception == "1",
-           "clip_s": out.caption_only["clip_s"]["value"],
-           "fid": out.caption_only["fid"]["value"]}, open(work / "eval.json", "w"))
-"""
-)
+    work, n, size, with_inception = Path(work), int(n), int(size), inception == "1"
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    blobs = [
+        encode_jpeg(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), 75)
+        for _ in range(64)
+    ]
+    samples = (
+        {
+            "__key__": f"{i:012d}",
+            "jpg": blobs[i % 64],
+            "json": {"image_id": i, "caption_ids": [i], "captions": [f"caption {i}"]},
+        }
+        for i in range(n)
+    )
+    shards = write_shards(samples, work / "shards", "val", maxcount=1000, maxsize=10**9)
+    write_embedding_shard(
+        work / "emb" / "part-00000.parquet",
+        np.arange(n),
+        np.arange(n),
+        [f"caption {i}" for i in range(n)],
+        rng.normal(size=(n, 16)).astype(np.float32),
+        "float16",
+        {},
+    )
+    weights = str(save_random_inception(work / "inception.pth")) if with_inception else None
+    p = EvaluateCoco(
+        metric_images=n,
+        batch_size=250,
+        kid_subsets=10,
+        inception_weights=weights,
+        clip_score=make_tiny_clip(work / "clip"),
+        device="cpu",
+    )
+    model = CVAEClip.of(
+        image_size=size,
+        text_dim=16,
+        latent_dim=16,
+        width=8,
+        fusion="concat",
+        feature_norm=True,
+        logvar_bound=8.0,
+    )
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the evaluation alone
+    base = vm_mb("VmRSS")
+    start = time.perf_counter()
+    pairs = ShardCaptionPairs(shards, work / "emb", pairs=0, batch_size=p.batch_size)
+    between = []  # RSS as each batch arrives: what the stream holds, without transient peaks
+
+    def tapped(stream):
+        for batch in stream:
+            between.append(vm_mb("VmRSS"))
+            yield batch
+
+    batches = tapped(pairs.first_caption_batches(n, p.batch_size))
+    generator = torch.Generator().manual_seed(1)
+    device = torch.device("cpu")
+    out = evaluate_held_out(
+        model, batches, p, "evaluate.coco_clip", "coco_clip", device, size, 8, generator
+    )
+    peak = vm_mb("VmHWM")
+    row = {
+        "images": out.images,
+        "seconds": time.perf_counter() - start,
+        "rss_before_mb": base,
+        "peak_rss_mb": peak,
+        "growth_mb": peak - base,
+        "rss_first_batch_mb": between[0],
+        "rss_last_batch_mb": between[-1],
+        "rss_max_between_batches_mb": max(between),
+        "rss_end_mb": vm_mb("VmRSS"),
+        "inception": with_inception,
+        "clip_s": out.caption_only["clip_s"]["value"],
+        "fid": out.caption_only["fid"]["value"],
+    }
+    (work / "eval.json").write_text(json.dumps(row))
 
 
 def evaluate_at(tmp: Path, images: int, args) -> dict:
     work = tmp / f"evaluate-{images}"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            EVAL_ONE,
-            str(work),
-            str(images),
-            str(args.pack_size),
-            "1" if args.eval_inception else "0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    inception = "1" if args.eval_inception else "0"
+    result = child("evaluate", str(work), str(images), str(args.pack_size), inception)
     if result.returncode:
         raise SystemExit(f"evaluation of {images} images failed:\n{result.stderr[-3000:]}")
     row = json.loads((work / "eval.json").read_text())
@@ -277,7 +287,13 @@ def merged(rows: list[dict], earlier: Path) -> list[dict]:
     return [{**before.get(r["images"], {}), **r} for r in rows]
 
 
+CHILDREN = {"measure": measure_command, "evaluate": evaluate_one}
+
+
 def main() -> None:
+    if sys.argv[1:2] == [CHILD]:
+        CHILDREN[sys.argv[2]](*sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[7000, 20000, 82783])
     parser.add_argument("--eval-sizes", type=int, nargs="*", default=[1000, 5000, 30000])

@@ -4,11 +4,13 @@ Every temp file is ``.<target name>.<8 random chars>.tmp`` in the target's own f
 in /tmp, so a rename is atomic and a killed run leaves nothing elsewhere). The next write of
 the same target removes what a killed run left of it, ``remove_stale_temps`` clears a whole
 folder when a stage starts, and ``.dvcignore`` keeps such files out of every DVC output.
+A full disk while writing is one line, "disk full while writing PATH" (``disk_full``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -16,10 +18,40 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 TEMP_GLOB = ".*.tmp"  # what every temp file made here looks like (also in .dvcignore)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, path: str | Path | None = None) -> PipelineError | None:
+    """ "disk full while writing PATH" if ``exc``, or an exception it came from, is a full disk
+    or quota (an OSError, or a library's error that quotes it, as safetensors' does); else None.
+    PATH: ``path``, else the file the OSError names."""
+    seen: list[BaseException] = []
+    while exc is not None and not any(exc is s for s in seen):
+        seen.append(exc)
+        code = getattr(exc, "errno", None)
+        if code in _FULL or any(os.strerror(c) in str(exc) for c in _FULL):
+            where = path or getattr(exc, "filename", None) or "an output (its name unknown)"
+            return PipelineError(f"disk full while writing {where}")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Re-raise a full disk inside the block as one PipelineError naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        error = disk_full(exc, path)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _temp_pattern(target: Path) -> re.Pattern:
@@ -61,11 +93,12 @@ def temp_beside(target: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``target``; it is deleted on exit, whatever happens."""
     target = Path(target)
     remove_stale_temps(target.parent, target)
-    tmp = new_temp(target)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(target):
+        tmp = new_temp(target)
+        try:
+            yield tmp
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -546,6 +546,15 @@ class Embed(DeviceParams):
         return getattr(self, name.replace("-", "_"))
 
 
+class Generate(Section):
+    """`t2i generate` (not a DVC stage): one PNG grid, its images decoded a batch at a time."""
+
+    max_samples: int = Field(
+        4096, ge=1, le=1_000_000, description="most images -n may ask for in one grid"
+    )
+    batch_size: int = Field(256, ge=1, le=65_536, description="images decoded at once")
+
+
 class Report(Section):
     """`t2i report`: pages that inline only files the pipeline wrote (pipeline/report.py)."""
 
@@ -562,6 +571,7 @@ class Params(Section):
     cas: Cas = Field(Cas(), description="Classification Accuracy Score (stages cas*)")
     evaluate: Evaluate = Field(Evaluate(), description="one section per model")
     embed: Embed = Field(Embed(), description="caption -> vector, once (stages embed@*)")
+    generate: Generate = Field(Generate(), description="`t2i generate` (no stage)")
     report: Report = Field(Report(), description="`t2i report` (no stage)")
 
 
@@ -594,6 +604,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
     return parse_params(raw, str(path))

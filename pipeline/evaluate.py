@@ -95,8 +95,16 @@ def sample_images(
 ) -> torch.Tensor:
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
     (z = mu_p + T sigma_p eps; T = 1: the prior itself); returns (N, 784) in [0, 1]."""
-    model.eval()
     eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
+    return decode_noise(model, conditions, eps, temperature)
+
+
+@torch.no_grad()
+def decode_noise(
+    model: torch.nn.Module, conditions: torch.Tensor, eps: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``sample_images`` for given standard-normal draws ``eps`` (one row per condition row)."""
+    model.eval()
     mu, logvar = prior(model, conditions)
     return model.decode(mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device), conditions)
 

@@ -36,11 +36,16 @@ def label_font(name: str = LABEL_FONT, size: int = LABEL_SIZE) -> ImageFont.Free
         ) from None
 
 
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 pixels, as every figure draws them."""
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
 def image_grid(
     rows: list[np.ndarray], labels: list[str] | None = None, scale: int = 2, label_width: int = 90
 ) -> Image.Image:
-    """rows: arrays (n, H, W) or (n, H, W, 3) with values in [0, 1]. The label column is
-    label_width pixels wide, or wider where a label needs it."""
+    """rows: arrays (n, H, W) or (n, H, W, 3) with values in [0, 1], or their uint8 pixels.
+    The label column is label_width pixels wide, or wider where a label needs it."""
     n_cols = max(len(r) for r in rows)
     height, width = rows[0].shape[1] * scale, rows[0].shape[2] * scale
     left = 0
@@ -57,7 +62,7 @@ def image_grid(
         if labels:  # "lm": the text's left end, vertically centred on the row
             draw.text((4, top + height // 2), labels[r], fill="black", font=font, anchor="lm")
         for c, image in enumerate(row):
-            pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+            pixels = image if image.dtype == np.uint8 else to_pixels(image)
             tile = Image.fromarray(pixels).convert("RGB").resize((width, height), Image.NEAREST)
             canvas.paste(tile, (left + PAD + c * (width + PAD), top))
     return canvas

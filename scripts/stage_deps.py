@@ -1,6 +1,6 @@
 """The code deps of every DVC stage, derived from what the stage imports.
 
-Rule: a stage's ``cmd`` is ``t2i COMMAND [ARG ...]``; ``pipeline.cli.stage_module`` names the
+Rule: a stage's ``cmd`` is ``t2i COMMAND [ARG ...]``; ``stages.commands.stage_module`` names the
 stage module that runs it (the lookup the CLI itself uses). The stage's code deps are that
 module and every module of ``pipeline/`` and ``stages/`` it imports, directly or
 transitively, at any depth of the file (imports inside functions count), plus the packages'
@@ -113,7 +113,7 @@ def stage_code_deps(cmd: str, root: Path = ROOT) -> list[str]:
 
 def entry_module(cmd: str) -> str:
     """The stage module that ``cmd`` (``t2i COMMAND ARG...``) runs."""
-    from pipeline.cli import stage_module
+    from stages.commands import stage_module
 
     words = shlex.split(cmd)
     if not words or words[0] != "t2i" or len(words) < 2:

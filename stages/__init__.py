@@ -1,2 +1,2 @@
-"""The code behind each `t2i` command, one module a command (pipeline.cli names them); DVC stages
-run them through the CLI."""
+"""The code behind each `t2i` command, one module a command (stages/commands.py names them);
+DVC stages run them through the CLI (stages/cli.py)."""

@@ -16,9 +16,9 @@ from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.fmnist import label_index
 from pipeline.encoders import load_encoder
-from pipeline.errors import PipelineError
-from pipeline.evaluate import hwc, sample_images
-from pipeline.figures import image_grid
+from pipeline.errors import PipelineError, utf8_text
+from pipeline.evaluate import decode_noise, hwc
+from pipeline.figures import image_grid, to_pixels
 from pipeline.models.registry import model_spec
 
 
@@ -43,22 +43,38 @@ def grid(
     seed: int,
     params_path: Path,
 ):
+    params = load_params(params_path)
+    if n > params.generate.max_samples:
+        raise PipelineError(
+            f"-n {n}: more than generate.max_samples = {params.generate.max_samples} images "
+            f"in one grid ({params_path}); ask for fewer, or raise generate.max_samples"
+        )
     model, config = load_model(model_path)
     spec = model_spec(config["name"])
     if spec.conditioning == "text":
         if caption is None:
             raise PipelineError(f"{model_path} is conditioned on text: give --caption '...'")
-        spec_params = load_params(params_path).embed.encoder(config["encoder"])
-        encoder = load_encoder(config["encoder"], spec_params, torch.device("cpu"))
+        caption = utf8_text(caption, "--caption")
+        encoder = load_encoder(
+            config["encoder"], params.embed.encoder(config["encoder"]), torch.device("cpu")
+        )
         require_encoder_weights(config, model_path, encoder.info)
-        condition = torch.from_numpy(encoder.encode([caption])).expand(n, -1)
+        condition = torch.from_numpy(encoder.encode([caption]))
     elif spec.conditioning == "label":
         if label is None:
             raise PipelineError(f"{model_path} is conditioned on labels: give --label")
-        condition = F.one_hot(torch.full((n,), label_index(label)), config["cond_dim"]).float()
+        index = label_index(utf8_text(label, "--label"))
+        condition = F.one_hot(torch.tensor([index]), config["cond_dim"]).float()
     else:
         raise PipelineError(f"{model_path}: {spec.name} is a classifier, it generates nothing")
-    images = sample_images(model, condition, torch.Generator().manual_seed(seed))
-    tiles = image_tiles(images, spec.image_shape(config), str(model_path))
+    # All n draws at once (n x latent floats: small), as one batch of n would take them; the
+    # images are decoded, and turned into uint8 pixels, generate.batch_size at a time.
+    eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    pixels = []
+    for start in range(0, n, params.generate.batch_size):
+        part = eps[start : start + params.generate.batch_size]
+        images = decode_noise(model, condition.expand(len(part), -1), part)
+        pixels.append(to_pixels(image_tiles(images, spec.image_shape(config), str(model_path))))
+    tiles = np.concatenate(pixels)
     scale = max(1, 64 // tiles.shape[1])  # 28 -> 2x, as the figures; 224 stays 1x
     return image_grid([tiles[i : i + columns] for i in range(0, n, columns)], scale=scale)

@@ -3,13 +3,13 @@ metrics and params. `t2i report --all`: that page for every model with metrics, 
 reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs.
 It inlines only files the pipeline wrote (pipeline/report.py read_owned): never a symlink."""
 
-import json
 import os
 from pathlib import Path
 
 from pipeline.atomic import write_bytes
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import parse_json
 from pipeline.models.registry import GENERATIVE, model_spec
 from pipeline.report import (
     per_class_series,
@@ -31,14 +31,10 @@ def _read_metrics(model: str, max_bytes: int) -> dict[str, dict]:
     """{path relative to metrics/<model>: its JSON}, with eval.json first."""
     metrics = {}
     for path in _metric_files(model):
-        text = read_owned(path, (METRICS,), max_bytes)
-        try:
-            metrics[path.relative_to(METRICS / model).as_posix()] = json.loads(text)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise PipelineError(
-                f"{path}: not a readable metrics JSON ({exc}); rerun the stage "
-                "that writes it (dvc repro) or delete it"
-            ) from None
+        hint = "rerun the stage that writes it (dvc repro) or delete it"
+        data = read_owned(path, (METRICS,), max_bytes)
+        key = path.relative_to(METRICS / model).as_posix()
+        metrics[key] = parse_json(data, str(path), "metrics JSON", hint)
     return metrics
 
 

@@ -6,7 +6,6 @@ torchrun --nproc_per_node=8 --no-python t2i train coco_clip  # 8 GPUs: DDP over 
 Each is conditioned on the caption embeddings of the encoder train.<model>.encoder names.
 """
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from pipeline.data.embeddings import encoder_identity
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.distributed import start_distributed, stop_distributed
+from pipeline.jsonfile import read_json
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.train import fit
@@ -30,7 +30,7 @@ def run(name: str, params_path: Path) -> None:
     device, ranks = start_distributed(resolve_device(p.device))
     generator = make_deterministic(p.seed, device)
     cuda = device.type == "cuda"
-    index = json.loads((COCO_SHARDS / "index.json").read_text())
+    index = read_json(COCO_SHARDS / "index.json", "shard index JSON", "run `dvc repro` again")
 
     def pairs(subset: str) -> ShardCaptionPairs | ResidentCaptionPairs:
         shards, counts = (

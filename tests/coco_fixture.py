@@ -1,4 +1,5 @@
-"""A tiny COCO 2014 captions dataset in the official layout, built by the tests.
+"""A tiny COCO 2014 captions dataset in the official layout, built by the tests (written by
+pipeline/testing/coco.py, the one writer of a fake COCO root).
 
     <root>/annotations/captions_train2014.json, captions_val2014.json   (official schema)
     <root>/train2014/COCO_train2014_000000000001.jpg ...
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.http import host_key
+from pipeline.testing.coco import FakeImage, write_coco_root
 
 TRAIN_CASES = ["rgb", "rgb_503", "gray", "cmyk", "truncated", "not_image", "missing_404", "rgb"]
 VAL_CASES = ["rgb", "rgb", "gray"]
@@ -57,43 +59,23 @@ class CocoFixture:
 
 
 def make_coco_fixture(root: Path, base_url: str = "http://127.0.0.1:9") -> CocoFixture:
-    files: dict[str, bytes] = {}
-    next_caption = 100
-    for split, cases, first_id in (("train2014", TRAIN_CASES, 1), ("val2014", VAL_CASES, 101)):
-        images, annotations = [], []
-        (root / split).mkdir(parents=True, exist_ok=True)
-        for offset, case in enumerate(cases):
-            image_id = first_id + offset
-            name = f"COCO_{split}_{image_id:012d}.jpg"
-            images.append(
-                {
-                    "license": 1,
-                    "file_name": name,
-                    "coco_url": f"{base_url}/{split}/{name}",
-                    "height": 48,
-                    "width": 64,
-                    "date_captured": "2013-11-14 16:28:13",
-                    "flickr_url": "",
-                    "id": image_id,
-                }
+    splits = {
+        split: [
+            FakeImage(
+                image_id=first_id + offset,
+                jpeg=None if case == "missing_404" else _jpeg(case, first_id + offset),
+                width=64,
+                height=48,
+                captions=[  # ~five captions each, as in COCO
+                    f" A {case} photo number {first_id + offset}, take {k}. "
+                    for k in range(5 if case != "gray" else 6)
+                ],
             )
-            for k in range(5 if case != "gray" else 6):  # ~five captions each, as in COCO
-                caption = f" A {case} photo number {image_id}, take {k}. "
-                annotations.append({"image_id": image_id, "id": next_caption, "caption": caption})
-                next_caption += 1
-            if case == "missing_404":
-                continue
-            data = _jpeg(case, image_id)
-            (root / split / name).write_bytes(data)
-            files[f"/{split}/{name}"] = data
-        payload = {
-            "info": {"description": "t2i-cvae test fixture", "year": 2014, "version": "1.0"},
-            "licenses": [{"id": 1, "name": "test", "url": ""}],
-            "images": images,
-            "annotations": annotations,
-        }
-        (root / "annotations").mkdir(exist_ok=True)
-        (root / "annotations" / f"captions_{split}.json").write_text(json.dumps(payload))
+            for offset, case in enumerate(cases)
+        ]
+        for split, cases, first_id in (("train2014", TRAIN_CASES, 1), ("val2014", VAL_CASES, 101))
+    }
+    files = write_coco_root(root, splits, base_url, "t2i-cvae test fixture", first_caption_id=100)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         for split in ("train2014", "val2014"):

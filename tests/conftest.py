@@ -3,8 +3,10 @@ repo copy, one finished tiny run of the root pipeline, and running `dvc` / `t2i`
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,29 +79,29 @@ def http_server():
     server.close()
 
 
-def tiny_params() -> dict:
-    """params.yaml shrunk so the whole pipeline runs in seconds on a CPU.
+SMALL_OVERLAY = REPO / "params-small.yaml"  # the GitHub workflow's small run applies it too
 
-    The one place that shrinks params for the tests: every repo copy (and so the shared
-    finished root run) gets these. A new section or stage (another model to train, a new
-    metric stage) needs its epochs, data limits and sample counts shrunk here, and
-    ``device="cpu"``, or every `dvc repro` of the suite runs it at full size.
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+apply_overlay = _load_script("apply_overlay")
+
+
+def tiny_params() -> dict:
+    """params.yaml with the small overlay (params-small.yaml) applied, as the GitHub workflow
+    applies it: every repo copy (and so the shared finished root run) gets these, so each
+    `dvc repro` of the suite runs the workflow's small setting.
+
+    A new section or stage (another model to train, a new metric stage) needs its epochs,
+    data limits and sample counts shrunk in params-small.yaml, and ``device: cpu``, or every
+    `dvc repro` of the suite runs it at full size.
     """
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["fmnist_label"].update(epochs=2, train_limit=2048, device="cpu")
-    for name in ("fmnist_text", "fmnist_conv", "fmnist_text_prior"):
-        params["train"][name].update(epochs=2, train_limit=2048, device="cpu")
-    params["evaluate"]["fmnist_conv"].update(
-        iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
-    )
-    params["cas"].update(samples_per_class=100, real_limit=2048, epochs=1, device="cpu")
-    params["evaluate"]["fmnist_text"].update(samples_per_caption=5, test_limit=500, device="cpu")
-    params["embed"].update(device="cpu")
-    params["judge"].update(epochs=1, train_limit=2048, min_accuracy=0.5, device="cpu")
-    params["evaluate"]["fmnist_label"].update(
-        iw_k=8, samples_per_class=20, test_limit=500, device="cpu"
-    )
-    return params
+    return apply_overlay.apply_files(REPO / "params.yaml", SMALL_OVERLAY)
 
 
 def run_env(repo: Path | None = None) -> dict:
@@ -152,7 +154,9 @@ def repo_copy(tmp_path) -> Path:
     return make_repo_copy(tmp_path)
 
 
-def make_repo_copy(tmp_path: Path) -> Path:
+def make_repo_copy(tmp_path: Path, small: bool = True) -> Path:
+    """The tracked files in a fresh git repo; params.yaml with the small overlay applied
+    (``small``), or as committed."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=REPO,
@@ -167,7 +171,8 @@ def make_repo_copy(tmp_path: Path) -> Path:
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    if small:
+        (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -189,11 +194,39 @@ def copy_repo(repo: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(repo, tmp_path / "repo", ignore=ignore))
 
 
+WORKFLOW = REPO / ".github/workflows/pipeline.yml"
+
+
+def workflow_small_run() -> list[str]:
+    """The commands of the GitHub workflow's small-run step (the one that runs `dvc repro`),
+    in order, without its venv activation."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["repro"]["steps"]
+    runs = [step["run"] for step in steps if "dvc repro" in step.get("run", "")]
+    assert len(runs) == 1, f"{WORKFLOW.name}: expected one step that runs dvc repro"
+    lines = [line.strip() for line in runs[0].splitlines()]
+    return [line for line in lines if line and line != ". .venv/bin/activate"]
+
+
 @pytest.fixture(scope="session")
 def finished_root_run(tmp_path_factory) -> SimpleNamespace:
-    """One `dvc repro` of the whole root pipeline (dvc.yaml) in a repo copy with tiny params,
-    shared by the session. ``repo``: the finished copy, uncommitted after the copy's first
-    commit (outputs, dvc.lock); ``output``: what `dvc repro` printed. Tests only read it; a
-    test that changes anything works in ``copy_repo(finished_root_run.repo, tmp_path)``."""
-    repo = make_repo_copy(tmp_path_factory.mktemp("root_run"))
-    return SimpleNamespace(repo=repo, output=dvc(repo, "repro"))
+    """The GitHub workflow's small run, done in a repo copy: its step's own commands (apply
+    params-small.yaml, then `dvc repro` of the whole root pipeline), shared by the session.
+    ``repo``: the finished copy, uncommitted after the copy's first commit (small params,
+    outputs, dvc.lock), as the workflow leaves its checkout; ``output``: what `dvc repro`
+    printed. Tests only read it; a test that changes anything works in
+    ``copy_repo(finished_root_run.repo, tmp_path)``."""
+    repo = make_repo_copy(tmp_path_factory.mktemp("root_run"), small=False)
+    output = None
+    for command in workflow_small_run():
+        program, *args = shlex.split(command)
+        if program == "dvc":
+            output = dvc(repo, *args)
+        elif program == "python":  # the venv's python, as the activated step's
+            run = subprocess.run(
+                [sys.executable, *args], cwd=repo, env=run_env(repo), capture_output=True, text=True
+            )
+            assert run.returncode == 0, f"{command}: {run.stdout}{run.stderr}"
+        else:
+            raise AssertionError(f"{WORKFLOW.name}: the fixture runs python and dvc, not {command}")
+    assert output is not None and "Running stage" in output
+    return SimpleNamespace(repo=repo, output=output)

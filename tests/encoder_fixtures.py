@@ -8,8 +8,8 @@ import torch
 
 from pipeline.config import load_params
 from pipeline.encoders import load_encoder
-from pipeline.random_inception import save_random_inception as make_random_inception
 from pipeline.testing.encoders import TINY_CLIP, make_tiny_clip, make_tiny_t5
+from pipeline.testing.inception import save_random_inception as make_random_inception
 
 __all__ = ["TINY_CLIP", "make_random_inception", "make_tiny_clip", "make_tiny_t5", "trained_on"]
 

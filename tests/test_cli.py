@@ -6,11 +6,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
-from pipeline.cli import HELP, MODELS, STAGE_MODULES, app
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.judge import JudgeCNN
+from stages.cli import HELP, MODELS, app
+from stages.commands import STAGE_MODULES
 
 from .conftest import REPO
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on

@@ -20,6 +20,7 @@ from pipeline.data.coco import (
 from pipeline.data.images import prepare_image, prepare_jpegs
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
+from pipeline.testing.photos import make_photo_coco
 
 from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 
@@ -176,3 +177,27 @@ def test_shards_are_deterministic_split_by_count_and_readable(tmp_path):
     assert (
         back[3]["json"] == {"image_id": 3, "captions": ["é"]} and back[3]["jpg"] == bytes([3]) * 100
     )
+
+
+def test_the_photograph_root_is_an_official_layout_the_reader_accepts(tmp_path):
+    # pipeline/testing/coco.py writes every fake root (this one, the fixture's, the scale
+    # rehearsal's): files named by id, five captions each, ids in order across the splits.
+    root = make_photo_coco(tmp_path / "coco", train=3, val=2)
+    train = read_captions(root / "annotations/captions_train2014.json")
+    val = read_captions(root / "annotations/captions_val2014.json")
+    records = image_records(train, select_coco_subset(train, None, 0), "train2014")
+    assert [r.image_id for r in records] == [1, 2, 3]
+    assert sorted(val.imgs) == [100_001, 100_002]
+    assert [r.caption_ids for r in records] == [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+    ]
+    assert sorted(val.anns) == list(range(16, 26))
+    assert records[0].captions[0] == "a photo of an astronaut in a white suit in front of a flag"
+    for split, coco in (("train2014", train), ("val2014", val)):
+        for image in coco.imgs.values():
+            path = root / split / f"COCO_{split}_{image['id']:012d}.jpg"
+            assert image["file_name"] == path.name
+            with Image.open(path) as jpeg:
+                assert jpeg.format == "JPEG" and jpeg.size == (image["width"], image["height"])

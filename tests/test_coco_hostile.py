@@ -18,7 +18,6 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.data.coco import (
     fetch_images,
     image_records,
@@ -29,6 +28,7 @@ from pipeline.data.coco import (
 from pipeline.data.coco_manifest import write_manifest
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
+from stages.cli import app
 
 from .coco_fixture import ZIP_PATH, loopback_download, make_coco_fixture, serve
 from .conftest import REPO, dvc, run_env
@@ -357,7 +357,7 @@ def test_forked_workers_of_a_stage_keep_the_default_sigterm():
     once, not run the stage's unwinding handler (a worker waiting on a lock never would)."""
     import multiprocessing
 
-    from pipeline import cli
+    from stages import cli
 
     previous = signal.signal(signal.SIGTERM, cli._unwind_on_sigterm)  # as inside a stage
     try:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.data.coco import read_captions
 from pipeline.data.http import DownloadError, download
 from pipeline.errors import PipelineError
+from stages.cli import app
 
 from .coco_fixture import ZIP_PATH, loopback_download, make_coco_fixture, serve
 from .conftest import LoopbackServer

@@ -4,10 +4,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.config import load_params, parse_params
 from pipeline.data.fmnist_download import fetch_fmnist
 from pipeline.errors import PipelineError
+from stages.cli import app
 
 from .conftest import REPO
 

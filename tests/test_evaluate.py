@@ -105,7 +105,18 @@ def test_seeded_sample_scores_draw_one_set_per_seed():
     assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set(
         "abcdefghij"
     )
-    assert 0 <= accuracy["overall"]["mean"] <= 1 and frechet["std"] > 0  # the sets differ
+    assert frechet["std"] > 0  # the sets differ
+    # overall: the mean over the seeds of the share of samples the judge reads as intended
+    # (and per class, over that class's 20 samples)
+    hits = []
+    for seed in (0, 1, 2):
+        samples = sample_images(model, conditions, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            hits.append((judge(samples).argmax(1) == intended).float())
+    assert accuracy["overall"]["mean"] == pytest.approx(float(torch.stack(hits).mean()))
+    for k, name in enumerate("abcdefghij"):
+        share = torch.stack([h[intended == k].mean() for h in hits]).mean()
+        assert accuracy["per_class"][name]["mean"] == pytest.approx(float(share)), name
     again, _ = seeded_sample_scores(
         model, judge, conditions, intended, real, list("abcdefghij"), [0, 1, 2], 1.0, 64
     )

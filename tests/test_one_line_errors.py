@@ -8,12 +8,12 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
-from pipeline.cli import app
 from pipeline.config import ClipEncoderParams, T5Params
 from pipeline.encoders import load_encoder
 from pipeline.encoders.hf import minilm_package_dir
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
+from stages.cli import app
 
 from .conftest import REPO
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.charts import COLORS
-from pipeline.cli import app
 from pipeline.report import PNG_SIGNATURE, write_report
+from stages.cli import app
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = [

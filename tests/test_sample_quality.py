@@ -311,10 +311,18 @@ def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file,
     assert out["fid"]["value"] > out["fid"]["real_half_vs_half"] > 0  # 3 real against 3 real
     assert out["kid"]["conditions"]["kid_subset_size"] == 6
     assert out["fid"]["conditions"]["samples"] == 6 and out["fid"]["conditions"]["image_size"] == 32
-    assert 0 <= out["clipscore_100"]["value"] <= 100 and 0 <= out["clip_s"]["value"] <= 2.5
+    # The scores of the samples' own CLIP embeddings against their captions' (cosines here):
+    # CLIPScore = mean of 100 * max(cos, 0), CLIP-S = 2.5 / 100 of it.
+    scorer = ClipScorer(clip, "evaluate.coco_clip.clip_score.weights", CPU)
+    e_image, e_text = scorer.image_embeddings(fake, 32), scorer.text_embeddings(captions, 32)
+    cos = torch.nn.functional.cosine_similarity(e_image, e_text)
+    expected = float((100 * cos.clamp(min=0)).mean())
+    assert out["clipscore_100"]["value"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
     assert out["clip_s"]["value"] == pytest.approx(out["clipscore_100"]["value"] / 40)
     r = out["clip_r_precision"]
-    assert r["candidates"] == 6 and 0 <= r["value"] <= 1 and r["draws"] == 5
+    assert r["candidates"] == 6 and r["draws"] == 5
+    again = r_precision(e_image, e_text, candidates=100, draws=5, seed=p.seed)
+    assert (r["value"], r["std"]) == pytest.approx((again["value"], again["std"]))
     assert out["clip_s"]["conditions"]["model"] == "tiny-clip"
 
     p = EvaluateCoco(inception_weights=None, clip_score={**clip.model_dump(), "weights": None})

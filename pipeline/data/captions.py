@@ -12,6 +12,9 @@ from pathlib import Path
 from pipeline.caption_text import clean_caption
 from pipeline.data.coco_manifest import read_manifest
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import read_json
+
+CLASSES = 10  # Fashion-MNIST's labels 0-9
 
 FMNIST_CAPTIONS = Path("captions/fmnist.json")
 
@@ -24,13 +27,18 @@ def fmnist_caption_set(path: Path = FMNIST_CAPTIONS) -> dict[str, list[dict]]:
     three (embeddings are looked up by caption id alone: a held-out phrasing reusing a training
     id would leak into training), labels across the classes; each caption is one line of text
     (pipeline/caption_text.py). A duplicate is an error naming both places."""
+    data = read_json(path, "caption set JSON")
     try:
-        data = json.loads(Path(path).read_text())
         out = {"train": [], "val": [], "heldout": []}
         where_id: dict[int, str] = {}
         where_label: dict[int, str] = {}
         for c, entry in enumerate(data["classes"]):
-            label = int(entry["label"])
+            label = entry["label"]
+            if type(label) is not int or not 0 <= label < CLASSES:
+                raise PipelineError(
+                    f"{path}: classes[{c}].label is {json.dumps(label)}; "
+                    f"expected a class index, an integer 0-{CLASSES - 1}"
+                )
             _unique(path, "label", label, f"classes[{c}]", where_label)
             for split in out:
                 for k, item in enumerate(entry[split]):

@@ -43,6 +43,7 @@ from pipeline.atomic import remove_stale_temps
 from pipeline.caption_text import caption_problem, one_line
 from pipeline.data.http import DownloadError, check_host, check_url, download
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import parse_json
 from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
@@ -180,11 +181,7 @@ def read_captions(
     if root is not None:
         inside_root(path, root)
     raw = read_bounded(path, max_bytes)
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise PipelineError(f"{path}: not a readable COCO captions JSON ({reason})") from None
+    data = parse_json(raw, str(path), "COCO captions JSON", max_depth=None)
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise PipelineError(f"{path}: expected a COCO captions JSON with a '{key}' list")

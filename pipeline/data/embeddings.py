@@ -20,6 +20,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
+from pipeline.jsonfile import parse_json
 
 META_KEY = b"t2i"
 
@@ -78,7 +79,7 @@ def read_metadata(path: Path) -> dict:
     raw = pq.read_schema(path).metadata or {}
     if META_KEY not in raw:
         raise PipelineError(f"{path}: not an embedding shard of this project (no t2i metadata)")
-    return json.loads(raw[META_KEY])
+    return parse_json(raw[META_KEY], str(path), "embedding shard's metadata", "embed it again")
 
 
 def read_embeddings(folder: Path, as_torch: bool = False):

@@ -60,7 +60,7 @@ _IDX_DTYPES = {0x08: np.uint8}
 def label_index(name: str) -> int:
     """Map 'sneaker', 'Ankle boot' or '7' to a class index."""
     key = name.strip().lower()
-    if key.isdigit() and int(key) < len(LABELS):
+    if key.isascii() and key.isdigit() and int(key) < len(LABELS):  # not '²'
         return int(key)
     if key in LABEL_ALIASES:
         return LABEL_ALIASES[key]

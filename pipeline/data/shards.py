@@ -20,7 +20,7 @@ from typing import TypedDict
 
 import webdataset as wds
 
-from pipeline.atomic import new_temp, publish
+from pipeline.atomic import new_temp, publish, writing
 from pipeline.errors import PipelineError
 
 _TAR = {"user": "t2i", "group": "t2i", "mode": 0o444, "mtime": 0.0, "encoder": False}
@@ -46,21 +46,24 @@ class _Shard:
     """One shard being written to its temp file; ``publish`` checks it, then renames it."""
 
     def __init__(self, path: Path):
-        self.path, self.tmp = path, new_temp(path)
+        with writing(path):
+            self.path, self.tmp = path, new_temp(path)
         self.handle = self.tmp.open("wb")
         self.writer = wds.TarWriter(self.handle, **_TAR)
         self.keys: list[str] = []
         self.size = 0
 
     def write(self, sample: dict) -> None:
-        self.size += self.writer.write(sample)
+        with writing(self.path):
+            self.size += self.writer.write(sample)
         self.keys.append(sample["__key__"])
 
     def publish(self) -> Path:
-        self.writer.close()
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        with writing(self.path):
+            self.writer.close()
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
         expected = [f"{key}.{ext}" for key in self.keys for ext in ("jpg", "json")]
         try:
             with tarfile.open(self.tmp) as tar:
@@ -78,7 +81,8 @@ class _Shard:
     def discard(self) -> None:
         with contextlib.suppress(Exception):  # closed here, not at garbage collection
             self.writer.close()
-        self.handle.close()
+        with contextlib.suppress(OSError):  # a full disk fails the flush: the file goes anyway
+            self.handle.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -106,7 +110,7 @@ def write_shards(
             finished.append(shard.publish())
             shard = None
     finally:
-        if shard is not None:  # interrupted: an exception, Ctrl-C, or SIGTERM (see pipeline/cli.py)
+        if shard is not None:  # interrupted: an exception, Ctrl-C, or SIGTERM (see stages/cli.py)
             shard.discard()
     return finished
 

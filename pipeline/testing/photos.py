@@ -11,12 +11,13 @@ photos inside the wheel: nothing is downloaded.
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pipeline.data.images import encode_jpeg
+from pipeline.testing.coco import FakeImage, write_coco_root
 
 # (skimage.data function, what it shows) for every photograph bundled with scikit-image.
 PHOTOS = [
@@ -86,44 +87,23 @@ def photo_variants(count: int, seed: int = 0) -> list[tuple[Image.Image, str]]:
 def make_photo_coco(root: Path, train: int, val: int, seed: int = 0) -> Path:
     """A local COCO root (download.coco.source: local) of ``train`` + ``val`` photographs."""
     variants = photo_variants(train + val, seed)
-    caption_id = 1
-    for split, first, items in (
-        ("train2014", 1, variants[:train]),
-        ("val2014", 100_001, variants[train:]),
-    ):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for offset, (image, text) in enumerate(items):
-            image_id = first + offset
-            name = f"COCO_{split}_{image_id:012d}.jpg"
-            out = io.BytesIO()
-            image.save(out, format="JPEG", quality=92)
-            (root / split / name).write_bytes(out.getvalue())
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": name,
-                    "width": image.width,
-                    "height": image.height,
-                    "license": 1,
-                    "coco_url": "",
-                    "flickr_url": "",
-                    "date_captured": "2013-11-14 16:28:13",
-                }
+    splits = {
+        split: [
+            FakeImage(
+                image_id=first + offset,
+                jpeg=encode_jpeg(image, 92),
+                width=image.width,
+                height=image.height,
+                captions=[template.format(text) for template in TEMPLATES],
             )
-            for template in TEMPLATES:
-                annotations.append(
-                    {"id": caption_id, "image_id": image_id, "caption": template.format(text)}
-                )
-                caption_id += 1
-        payload = {
-            "info": {"description": "scikit-image photographs", "year": 2014},
-            "licenses": [{"id": 1, "name": "BSD", "url": ""}],
-            "images": images,
-            "annotations": annotations,
-        }
-        (root / "annotations").mkdir(exist_ok=True)
-        (root / "annotations" / f"captions_{split}.json").write_text(json.dumps(payload))
+            for offset, (image, text) in enumerate(items)
+        ]
+        for split, first, items in (
+            ("train2014", 1, variants[:train]),
+            ("val2014", 100_001, variants[train:]),
+        )
+    }
+    write_coco_root(root, splits, description="scikit-image photographs")
     return root
 
 

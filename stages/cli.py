@@ -1,4 +1,7 @@
-"""The `t2i` command: one sub-command per DVC stage, plus `generate`."""
+"""The `t2i` command: one sub-command per DVC stage, plus `generate`, `report` and `weights`.
+
+It sits above both layers: it imports the stage modules (stages/commands.py names them), and
+the library (pipeline/) never imports it or them."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from pathlib import Path
 
 import typer
 
+from pipeline.atomic import disk_full
 from pipeline.errors import PipelineError
 from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
+from stages.commands import choose, stage_module
 
 MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
 FMNIST_GENERATIVE = [name for name, spec in GENERATIVE.items() if spec.data == "fmnist"]
@@ -74,47 +79,17 @@ def _stage(func: Callable) -> Callable:
         previous = signal.signal(signal.SIGTERM, _unwind_on_sigterm) if main else None
         try:
             return func(*args, **kwargs)
-        except PipelineError as exc:
-            typer.echo(f"error: {redact(str(exc))}", err=True)
+        except Exception as exc:  # a PipelineError, or a full disk anywhere: one line
+            error = exc if isinstance(exc, PipelineError) else disk_full(exc)
+            if error is None:
+                raise
+            typer.echo(f"error: {redact(str(error))}", err=True)
             sys.exit(1)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
-
-
-def _choose(table: dict, name: str, what: str):
-    if name not in table:
-        raise PipelineError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
-    return table[name]
-
-
-# `t2i COMMAND ARG` -> the stage module that runs it. scripts/stage_deps.py derives each DVC
-# stage's code deps from this module's imports, so dvc.yaml follows what the command runs.
-# A model's trainer follows from the data it trains on, its evaluator from its evaluation.
-TRAINERS = {"fmnist": "stages.train", "coco": "stages.train_coco"}
-EVALUATORS = {
-    "fmnist_label": "stages.evaluate",
-    "fmnist_text": "stages.evaluate_text",
-    "coco": "stages.coco_evaluate",
-}
-STAGE_MODULES: dict[str, str | dict[str, str]] = {
-    "download": {"fmnist": "stages.download_fmnist", "coco": "stages.coco_download"},
-    "pack": {"coco": "stages.coco_pack"},
-    "embed": "stages.embed",
-    "judge": "stages.judge",
-    "cas": "stages.cas",
-    "train": {name: TRAINERS[spec.data] for name, spec in MODELS.items()},
-    "evaluate": {name: EVALUATORS[spec.evaluation] for name, spec in MODELS.items()},
-}
-WHAT = {"download": "dataset", "pack": "dataset", "train": "model", "evaluate": "model"}
-
-
-def stage_module(command: str, arg: str | None = None) -> str:
-    """The module name of the stage that `t2i COMMAND ARG` runs."""
-    entry = _choose(STAGE_MODULES, command, "stage command")
-    return entry if isinstance(entry, str) else _choose(entry, arg, WHAT[command])
 
 
 def _stage_run(command: str, arg: str | None = None) -> Callable:
@@ -200,7 +175,7 @@ def weights(
     from pipeline.config import load_params
     from pipeline.sample_quality import fetch_inception
 
-    _choose({"inception": None}, name, "weights")
+    choose({"inception": None}, name, "weights")
     if dest is None:
         dest = load_params(params).evaluate.coco_clip.inception_weights
         if dest is None:
