@@ -69,7 +69,7 @@ def grid(
         raise PipelineError(f"{model_path}: {spec.name} is a classifier, it generates nothing")
     # All n draws at once (n x latent floats: small), as one batch of n would take them; the
     # images are decoded, and turned into uint8 pixels, generate.batch_size at a time.
-    eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    eps = torch.randn(n, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
     pixels = []
     for start in range(0, n, params.generate.batch_size):
         part = eps[start : start + params.generate.batch_size]

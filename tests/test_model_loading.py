@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import load_model, save_model
-from pipeline.cli import app
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_mlp import CVAEMLP
+from stages.cli import app
 
 from .conftest import REPO, run_env
 from .encoder_fixtures import trained_on
@@ -41,6 +41,7 @@ def label_model(tmp_path):
 
 def generate(model_dir, *extra):
     args = ["generate", "--label", "bag", "--model", str(model_dir), "-o", "x.png", *extra]
+    args += ["--params", str(REPO / "params.yaml")]
     return CliRunner().invoke(app, args)
 
 
