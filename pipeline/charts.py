@@ -87,8 +87,14 @@ def line_chart(
     y_name: str = "",
     width: int = 360,
     plot_h: int = 170,
+    point_labels: dict[str, list[str]] | None = None,
 ) -> str:
-    """One polyline per series of (x, y) points; non-finite points are left out."""
+    """One polyline per series of (x, y) points; non-finite points are left out.
+    ``point_labels``: a series' points are also marked, each with its label ("w=1")."""
+    point_labels = {
+        k: [t for (x, y), t in zip(series[k], v, strict=True) if math.isfinite(x + y)]
+        for k, v in (point_labels or {}).items()
+    }
     series = {
         k: [(x, y) for x, y in v if math.isfinite(x) and math.isfinite(y)]
         for k, v in series.items()
@@ -127,6 +133,14 @@ def line_chart(
             f"data-points='{len(pts)}' points='{coords}' fill='none' "
             f"stroke='{COLORS[i % len(COLORS)]}' stroke-width='2'/>"
         )
+        for (x, y), text in zip(pts, point_labels.get(name, []), strict=False):
+            tip = html.escape(f"{name}, {text}: {x_name} {_label(x)}, {y_name} {_label(y)}")
+            parts.append(
+                f"<circle class='point' cx='{x_of(x):.1f}' cy='{y_of(y):.1f}' r='3' "
+                f"fill='{COLORS[i % len(COLORS)]}'><title>{tip}</title></circle>"
+                f"<text x='{x_of(x) + 4:.1f}' y='{y_of(y) - 4:.1f}' font-size='9'>"
+                f"{html.escape(text)}</text>"
+            )
     return "".join(parts) + "</svg>"
 
 

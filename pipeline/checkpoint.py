@@ -7,16 +7,24 @@
                                 and ``dataset``, ``labels``, ``encoder``, ``encoder_weights``,
                                 ``encoder_sha256`` (the caption encoder's weights file)
 <state_file>                    weights + optimizer + RNG + epoch + history, one file,
-                                so that replacing it is atomic
+                                so that replacing it is atomic; its metadata records the
+                                sha256 of its tensors and of each kept epoch's file
+<keep_dir>/epoch-NNNN.safetensors   weights of a kept epoch (train.<model>.keep_epochs)
+<keep_dir>/kept.json            the sha256 of each kept epoch's file, as training wrote it
 
-A saved model is checked before it is used, never trusted: config.json is validated by the
-model's own config class (types, ranges), the module is built on the meta device (no memory)
-and its tensor names and shapes must be exactly those of model.safetensors' header, and every
-weight must be finite. Each failure is one line naming the file and the key.
+Nothing read back is trusted: a resume state whose tensors fail their recorded sha256 or hold
+non-finite values is refused, and a kept epoch whose file is missing or changed is never
+drawn (evaluation stops with one line) nor resumed from (training starts afresh).
+
+A saved model is checked before it is used: config.json is validated by the model's own
+config class (types, ranges), the module is built on the meta device (no memory) and its
+tensor names and shapes must be exactly those of model.safetensors' header, and every weight
+must be finite. Each failure is one line naming the file and the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -30,6 +38,7 @@ from torch import nn
 from pipeline.atomic import atomic_path, write_json
 from pipeline.config import EncoderName
 from pipeline.errors import PipelineError
+from pipeline.hashing import sha256_file
 from pipeline.models.registry import REGISTRY, model_spec
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
@@ -227,9 +236,99 @@ def save_state(
     tensors["rng.data"] = generator.get_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {**meta, "param_groups": optim["param_groups"]}
+    tensors = _tensors(tensors)
+    meta = {**meta, "param_groups": optim["param_groups"], "sha256": tensors_sha256(tensors)}
     with atomic_path(path) as tmp:
-        save_file(_tensors(tensors), str(tmp), metadata={"meta": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Refuse to resume from a state whose tensors fail their recorded sha256 or hold
+    non-finite values: one line saying how to start afresh."""
+    afresh = f"delete it to train afresh (rm {path}), then rerun the stage"
+    recorded = meta.get("sha256")
+    if recorded is None:
+        raise PipelineError(f"{path}: no recorded sha256 of its tensors (older format); {afresh}")
+    if tensors_sha256(tensors) != recorded:
+        raise PipelineError(
+            f"{path}: its tensors fail their recorded sha256 (changed after training wrote "
+            f"them); {afresh}"
+        )
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PipelineError(f"{path}: {name} holds non-finite values; {afresh}")
+
+
+KEPT_MANIFEST = "kept.json"
+
+
+def kept_path(keep_dir: Path, epoch: int) -> Path:
+    return keep_dir / f"epoch-{epoch:04d}.safetensors"
+
+
+def save_kept_epoch(keep_dir: Path, epoch: int, model: nn.Module) -> str:
+    """Write a kept epoch's weights; return the sha256 of the file written."""
+    path = kept_path(keep_dir, epoch)
+    save_weights(path, model)
+    return sha256_file(path)
+
+
+def write_kept(keep_dir: Path, kept: dict[int, str]) -> None:
+    """Leave exactly the epochs of ``kept`` (epoch -> sha256) in ``keep_dir``, and their
+    manifest: a file of another epoch goes."""
+    names = {kept_path(keep_dir, epoch).name for epoch in kept}
+    for path in keep_dir.glob("epoch-*.safetensors"):
+        if path.name not in names:
+            path.unlink()
+    manifest = {kept_path(keep_dir, e).name: sha for e, sha in sorted(kept.items())}
+    write_json(keep_dir / KEPT_MANIFEST, manifest)
+
+
+def kept_problem(keep_dir: Path, kept: dict[int, str], wanted: list[int]) -> str | None:
+    """Why the kept epochs ``wanted`` are not all on disk as recorded in ``kept``, or None."""
+    for epoch in wanted:
+        path = kept_path(keep_dir, epoch)
+        if epoch not in kept:
+            return f"keep_epochs names epoch {epoch}, which the recorded run did not keep"
+        if not path.is_file():
+            return f"{path}: missing"
+        if sha256_file(path) != kept[epoch]:
+            return f"{path}: changed since training wrote it (its sha256 differs)"
+    return None
+
+
+def verified_kept_epochs(keep_dir: Path, epochs: list[int], key: str) -> list[Path]:
+    """The files of the kept ``epochs`` (param ``key``), each checked against the sha256
+    training recorded in kept.json; a missing or changed one is a one-line error."""
+    if not epochs:
+        return []
+    manifest = keep_dir / KEPT_MANIFEST
+    again = "train again (dvc repro)"
+    try:
+        recorded = json.loads(manifest.read_text())
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{manifest}: missing; {again} to keep the epochs {key} names"
+        ) from None
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{manifest}: not readable JSON ({exc}); {again}") from None
+    if not isinstance(recorded, dict):
+        raise PipelineError(f"{manifest}: expected a JSON object; {again}")
+    kept = {e: recorded.get(kept_path(keep_dir, e).name) for e in epochs}
+    problem = kept_problem(keep_dir, {e: sha for e, sha in kept.items() if sha}, epochs)
+    if problem is not None:
+        raise PipelineError(f"{key}: {problem}; {again}")
+    return [kept_path(keep_dir, e) for e in epochs]
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -12,7 +12,9 @@ import math
 import numpy as np
 import torch
 
+from pipeline.finite import require_finite_tensor
 from pipeline.models.bernoulli import log_normal
+from pipeline.models.guidance import guided_decode
 
 
 def _chunks(n: int, size: int):
@@ -92,21 +94,40 @@ def sample_images(
     conditions: torch.Tensor,
     generator: torch.Generator,
     temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
-    (z = mu_p + T sigma_p eps; T = 1: the prior itself); returns (N, 784) in [0, 1]."""
+    (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
+    (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
     eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
-    return decode_noise(model, conditions, eps, temperature)
+    return decode_noise(model, conditions, eps, temperature, guidance)
 
 
 @torch.no_grad()
 def decode_noise(
-    model: torch.nn.Module, conditions: torch.Tensor, eps: torch.Tensor, temperature: float = 1.0
+    model: torch.nn.Module,
+    conditions: torch.Tensor,
+    eps: torch.Tensor,
+    temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """``sample_images`` for given standard-normal draws ``eps`` (one row per condition row)."""
     model.eval()
+    return guided_decode(model, _latents(model, conditions, eps, temperature), conditions, guidance)
+
+
+@torch.no_grad()
+def draw_latents(
+    model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, temperature: float
+) -> torch.Tensor:
+    """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``."""
+    eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
+    return _latents(model, conditions, eps, temperature)
+
+
+def _latents(model, conditions: torch.Tensor, eps: torch.Tensor, temperature: float):
     mu, logvar = prior(model, conditions)
-    return model.decode(mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device), conditions)
+    return mu + temperature * torch.exp(0.5 * logvar) * eps.to(mu.device)
 
 
 @torch.no_grad()
@@ -153,11 +174,12 @@ def sample_in_batches(
     generator: torch.Generator,
     batch_size: int,
     temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
     parts = _chunks(len(conditions), batch_size)
     return torch.cat(
-        [sample_images(model, conditions[part], generator, temperature) for part in parts]
+        [sample_images(model, conditions[part], generator, temperature, guidance) for part in parts]
     )
 
 
@@ -167,10 +189,18 @@ def hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def caption_sample_rows(
-    model: torch.nn.Module, vectors: torch.Tensor, samples: int, generator: torch.Generator
+    model: torch.nn.Module,
+    vectors: torch.Tensor,
+    samples: int,
+    generator: torch.Generator,
+    temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> list[np.ndarray]:
-    """One row of ``samples`` caption-only images (z ~ N(0, I)) per caption vector."""
-    return [hwc(sample_images(model, v.expand(samples, -1), generator)) for v in vectors]
+    """One row of ``samples`` caption-only images (z ~ N(0, T^2 I), guidance w) per caption."""
+    return [
+        hwc(sample_images(model, v.expand(samples, -1), generator, temperature, guidance))
+        for v in vectors
+    ]
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -223,6 +253,7 @@ def seeded_sample_scores(
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
         samples = sample_images(model, conditions, generator, temperature)
+        require_finite_tensor(samples, f"samples of seed {seed}")  # never scored
         predicted, features = judge_outputs(judge, samples, batch_size)
         accuracy.append(conditional_accuracy(predicted, intended, names))
         frechet.append(frechet_distance(features, real_features))

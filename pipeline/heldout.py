@@ -32,6 +32,26 @@ class HeldOutResult:
     images: int
     first: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, reconstructions, conditions
 
+    def metrics(self, subset: str, image_size: int, encoder: str, nelbo: bool) -> dict:
+        """eval.json's content. ``nelbo``: the loss is BCE + KL, a Bernoulli decoder's
+        negative ELBO, so it is reported as ``test_nelbo_nats`` too."""
+        losses = self.test_loss_per_image
+        metrics = {
+            "reconstruction": self.reconstruction,
+            "test_loss_per_image": losses,
+            "conditions": {
+                "images": self.images,
+                "image_size": image_size,
+                "subset": subset,
+                "encoder": encoder,
+                "reconstruction": "decoder(posterior mean, caption)",
+            },
+        }
+        if nelbo:
+            metrics["test_nelbo_nats"] = losses["loss"]
+        metrics["caption_only"] = self.caption_only
+        return metrics
+
 
 @torch.no_grad()
 def evaluate_held_out(
@@ -46,7 +66,8 @@ def evaluate_held_out(
     generator: torch.Generator,
 ) -> HeldOutResult:
     """Scores ``model`` on a stream of held-out batches as section ``p`` (EvaluateCoco, params
-    key ``key``) says; ``generator`` draws the caption-only samples."""
+    key ``key``) says; ``generator`` draws the caption-only samples (at p.temperature, with
+    guidance p.guidance)."""
     model.eval()
     scores = CaptionOnlyScores(p, key, device, image_size)
     per_image, totals, count = [], {}, 0
@@ -58,7 +79,7 @@ def evaluate_held_out(
         per_image.append(reconstruction_per_image(x, recon))
         for term, value in model.batch_losses(x, c).items():  # summed over the batch
             totals[term] = totals.get(term, 0.0) + float(value)
-        samples = sample_images(model, c, generator)
+        samples = sample_images(model, c, generator, p.temperature, p.guidance)
         require_finite_tensor(samples, f"evaluate {name}: caption-only samples")
         scores.add(x, samples, batch.captions)
         if count < keep:

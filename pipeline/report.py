@@ -171,6 +171,39 @@ def per_class_series(metrics: dict) -> dict[str, dict[str, tuple[float, float | 
     return series
 
 
+def frontier_series(rows: list[dict], prefix: str = "") -> tuple[dict, dict]:
+    """A frontier.json's rows (pipeline/frontier.py) as one series of (FD, accuracy) points
+    per temperature, in w order, and their labels ("w=1")."""
+    series: dict[str, list] = {}
+    labels: dict[str, list] = {}
+    for row in sorted(rows, key=lambda r: (-r["temperature"], r["guidance"])):
+        name = f"{prefix}T={row['temperature']:g}"
+        series.setdefault(name, []).append((float(row["frechet"]), float(row["accuracy"])))
+        labels.setdefault(name, []).append(f"w={row['guidance']:g}")
+    return series, labels
+
+
+def frontier_chart(frontiers: dict[str, list[dict]]) -> list[str]:
+    """The guidance frontier of each model ({prefix: rows}): judge accuracy against FD."""
+    series, labels = {}, {}
+    for prefix, rows in frontiers.items():
+        s, t = frontier_series(rows, prefix)
+        series.update(s)
+        labels.update(t)
+    if not series:
+        return []
+    chart = line_chart(
+        "guidance frontier: judge accuracy against judge-feature FD (lower right: worse)",
+        series,
+        x_name="Fréchet distance of judge features",
+        y_name="judge accuracy",
+        width=560,
+        plot_h=240,
+        point_labels=labels,
+    )
+    return ["<h2>Guidance frontier</h2><div class='charts'>", chart, "</div>"]
+
+
 def _charts(curves: dict, per_class: dict) -> list[str]:
     parts = []
     if curves:
@@ -201,6 +234,7 @@ def render_report(
     params: dict[str, dict],
     curves: dict | None = None,
     per_class: dict | None = None,
+    frontier: list[dict] | None = None,
 ) -> str:
     """``figures``: {name: PNG bytes}, as :func:`read_png` gives them."""
     parts = ["<h2>Figures</h2>"]
@@ -214,6 +248,7 @@ def render_report(
             f"<figcaption>{html.escape(name)}</figcaption></figure>"
         )
     parts += _charts(curves or {}, per_class or {})
+    parts += frontier_chart({"": frontier} if frontier else {})
     parts.append("<h2>Metrics</h2>")
     for name, values in metrics.items():
         parts.append(f"<h3>{html.escape(name)}</h3>{_table(values)}")
@@ -231,8 +266,9 @@ def write_report(
     params: dict[str, dict],
     curves: dict | None = None,
     per_class: dict | None = None,
+    frontier: list[dict] | None = None,
 ) -> None:
-    page = render_report(title, figures, metrics, params, curves, per_class)
+    page = render_report(title, figures, metrics, params, curves, per_class, frontier)
     write_bytes(path, page.encode())
 
 
@@ -260,6 +296,7 @@ def render_index(
     links: dict[str, str],
     curves: dict[str, dict],
     per_class: dict[str, dict],
+    frontiers: dict[str, list[dict]] | None = None,
 ) -> str:
     """The comparison page: one results table (a column per model, mean ± std where the
     metrics carry a spread), the models' test curves overlaid, and their per-class accuracy."""
@@ -284,4 +321,5 @@ def render_index(
     }
     series = {f"{m}: {s}": v for m, by in per_class.items() for s, v in by.items()}
     parts += _charts({f"test {n}": v for n, v in test.items() if v}, series)
+    parts += frontier_chart({f"{m} ": rows for m, rows in (frontiers or {}).items() if rows})
     return _page(title, parts)

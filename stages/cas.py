@@ -6,23 +6,24 @@ class labelled by the condition they were drawn under (for a text model, the cla
 training phrasing), then tested on the real test set. ``cas_real`` trains the same classifier
 with the same recipe on the real training images: the score a perfect generator would reach.
 A model that draws only its class means scores high sample accuracy but a low CAS.
+
+A model's CAS is measured at w = 0 and, when its evaluation chose another guidance w
+(metrics/<model>/eval.json), at that w too: guidance buys sample accuracy with diversity, and
+CAS measures what the diversity was worth.
 """
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from pipeline.atomic import write_json
+from pipeline.cas import generated_training_set
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.batches import InMemoryBatches
-from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.data.phrasings import train_phrasings
-from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batches
-from pipeline.finite import require_finite
+from pipeline.evaluate import judge_outputs, per_class_accuracy
+from pipeline.finite import require_finite, require_finite_tensor
+from pipeline.frontier import read_chosen_guidance
 from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
@@ -33,61 +34,66 @@ from stages.layout import METRICS, RAW_FMNIST, embeddings_dir, model_dir, state_
 REAL = "real"  # `t2i cas real`: the classifier trained on real images
 
 
-def generated_training_set(name: str, p, device, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``p.samples_per_class`` samples of every class from model ``name``, and their labels."""
-    model, config = load_model(model_dir(name), device)
-    labels = torch.arange(len(LABELS), device=device).repeat_interleave(p.samples_per_class)
-    if model_spec(name).conditioning == "label":
-        conditions = F.one_hot(labels, len(LABELS)).float()
-    else:  # each class's training phrasings in turn
-        rows, folder = fmnist_caption_set()["train"], embeddings_dir(config["encoder"], "fmnist")
-        require_encoder_weights(config, model_dir(name), encoder_identity(folder))
-        phrasings = train_phrasings(folder, rows, len(LABELS)).to(device)
-        offset = torch.arange(len(labels), device=device)
-        conditions = phrasings.pick(labels, offset=offset)
-    images = sample_in_batches(model, conditions, generator, 1000, p.temperature)
-    return images, labels
-
-
-def run(name: str, params_path: Path) -> None:
-    params = load_params(params_path)
-    p = params.cas
-    device = resolve_device(p.device)
-    generator = make_deterministic(p.seed, device)
-    x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
-    if name == REAL:
+def score(name: str, p, judge, device, generator, x_test, y_test, guidance: float | None) -> dict:
+    """Train the classifier on real images (guidance None) or on samples drawn with w."""
+    if guidance is None:
         x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
-        trained_on = "the real training images"
+        trained_on, tag = "the real training images", name
     else:
-        x_train, y_train = generated_training_set(name, p, device, generator)
-        trained_on = f"samples of {name} only"
-    classifier = JudgeCNN.of(num_classes=len(LABELS), feature_dim=params.judge.feature_dim)
-    classifier = classifier.to(device)
+        model, config = load_model(model_dir(name), device)
+        embeddings = embeddings_dir(config["encoder"], "fmnist") if "encoder" in config else None
+        if embeddings is not None:  # the weights the model was trained on, or none
+            require_encoder_weights(config, model_dir(name), encoder_identity(embeddings))
+        conditioning = model_spec(name).conditioning
+        x_train, y_train = generated_training_set(
+            model, conditioning, embeddings, p, device, generator, guidance
+        )
+        require_finite_tensor(x_train, f"cas {name}: samples of {model_dir(name)}")
+        trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
+    classifier = JudgeCNN.of(num_classes=len(LABELS), feature_dim=judge.feature_dim).to(device)
     history = fit(
         classifier,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
         p,
-        name=f"cas {name}",
+        name=f"cas {tag}",
         generator=generator,
-        state_path=state_file(f"cas_{name}"),
-        live_dir=METRICS / "cas" / name / "train",
+        state_path=state_file(f"cas_{tag}"),
+        live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_w{guidance:g}"),
         fingerprint=training_fingerprint(
-            f"t2i cas {name}", classifier, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
+            f"t2i cas {name}", classifier, p, None if tag == name else {"guidance": guidance}
         ),
     )
     predicted, _ = judge_outputs(classifier, x_test)
-    metrics = {
+    return {
         "accuracy_on_real_test": history[-1]["test/accuracy"],
         "per_class": per_class_accuracy(predicted, y_test, LABELS),
         "conditions": {
             "trained_on": trained_on,
             "training_images": len(x_train),
-            "temperature": None if name == REAL else p.temperature,
+            "temperature": None if guidance is None else p.temperature,
+            "guidance": guidance,
             "epochs": p.epochs,
             "classifier": "judge architecture (pipeline/models/judge.py)",
             "tested_on": f"{len(x_test)} real test images",
         },
     }
+
+
+def run(name: str, params_path: Path) -> None:
+    params = load_params(params_path)
+    p, judge = params.cas, params.judge
+    device = resolve_device(p.device)
+    generator = make_deterministic(p.seed, device)
+    x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
+    if name == REAL:
+        metrics = score(name, p, judge, device, generator, x_test, y_test, None)
+    else:
+        w = read_chosen_guidance(METRICS / name / "eval.json")
+        metrics = score(name, p, judge, device, generator, x_test, y_test, 0.0)
+        guided = metrics if w == 0 else score(name, p, judge, device, generator, x_test, y_test, w)
+        metrics["at_chosen_guidance"] = {
+            k: v for k, v in guided.items() if k != "at_chosen_guidance"
+        }
     path = METRICS / "cas" / f"{name}.json"
     write_json(path, require_finite(metrics, str(path)))

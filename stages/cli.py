@@ -214,6 +214,12 @@ def generate(
     model: Path = typer.Option(Path("models/fmnist_label"), "--model", help="trained model dir"),
     columns: int = typer.Option(8, "--columns", min=1),
     seed: int = typer.Option(0, "--seed"),
+    guidance: float = typer.Option(
+        0.0, "--guidance", min=0.0, max=20.0, help="w (docs/guidance.md); 0: the plain decoder"
+    ),
+    temperature: float = typer.Option(
+        1.0, "--temperature", min=0.01, max=10.0, help="z = mu_p + T sigma_p eps"
+    ),
     params: Path = ParamsOption,
 ):
     """Write a grid of images from a trained model: for a label, or for any caption."""
@@ -225,7 +231,8 @@ def generate(
         if output.is_dir():
             what, example = "a directory", output / "generated.png"
         raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
-    save_png(grid(model, label, caption, n, columns, seed, params), output)
+    sampling = {"guidance": guidance, "temperature": temperature}
+    save_png(grid(model, label, caption, n, columns, seed, params, **sampling), output)
     typer.echo(f"wrote {output}")
 
 

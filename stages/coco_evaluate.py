@@ -16,15 +16,13 @@ are embedded with the encoder the model was trained on (its config.json).
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model, require_encoder_weights
+from pipeline.checkpoint import load_model, require_encoder_weights, verified_kept_epochs
+from pipeline.coco_figures import coco_figures
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.encoders import load_encoder
-from pipeline.evaluate import caption_sample_rows, hwc, sample_images
-from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.heldout import evaluate_held_out
 from pipeline.models.registry import model_spec
@@ -36,10 +34,12 @@ def run(name: str, params_path: Path) -> None:
     params = load_params(params_path)
     spec = model_spec(name)
     p = spec.evaluate_params(params)
+    keep = spec.train_params(params).keep_epochs  # exactly these, each as training wrote it
+    kept = verified_kept_epochs(epochs_dir(name), keep, f"train.{name}.keep_epochs")
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
-    encoder_name = config["encoder"]
+    encoder_name, size = config["encoder"], config["image_size"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
     require_encoder_weights(config, model_dir(name), encoder.info)
     held_out = ShardCaptionPairs(
@@ -56,52 +56,13 @@ def run(name: str, params_path: Path) -> None:
         f"evaluate.{name}",
         name,
         device,
-        config["image_size"],
+        size,
         p.figure_images,
         metric_generator,
     )
-    losses = scored.test_loss_per_image
-    metrics = {
-        "reconstruction": scored.reconstruction,
-        "test_loss_per_image": losses,
-        "conditions": {
-            "images": scored.images,
-            "image_size": config["image_size"],
-            "subset": p.eval_subset,
-            "encoder": encoder_name,
-            "reconstruction": "decoder(posterior mean, caption)",
-        },
-    }
-    if spec.loss == "bce_kl":  # BCE + KL is the Bernoulli decoder's negative ELBO
-        metrics["test_nelbo_nats"] = losses["loss"]
-    metrics["caption_only"] = scored.caption_only
+    metrics = scored.metrics(p.eval_subset, size, encoder_name, nelbo=spec.loss == "bce_kl")
+    metrics["conditions"]["caption_only"] = {"guidance": p.guidance, "temperature": p.temperature}
     path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path), allow_inf=("psnr_db",)))
-
-    out, scale = REPORTS / name, max(1, 64 // config["image_size"])
-
-    def rows(captions: list[str]) -> list:
-        vectors = torch.from_numpy(encoder.encode(captions)).to(device)
-        return caption_sample_rows(model, vectors, p.samples, generator)
-
-    def grid(rows_: list, labels: list[str], figure: str, label_width: int = 260) -> None:
-        image = image_grid(rows_, labels, scale=scale, label_width=label_width)
-        save_png(image, out / figure)
-
-    grid(rows(p.captions), [t[:40] for t in p.captions], "fig6_captions.png")
-    x, recon, c = scored.first
-    only_text = sample_images(model, c, generator)
-    grid(
-        [hwc(x), hwc(recon), hwc(only_text)],
-        ["original", "image + caption", "caption only"],
-        "fig7_heldout.png",
-        110,
-    )
-    grid(rows(p.unseen_captions), [t[:40] for t in p.unseen_captions], "fig8_unseen.png")
-    epoch_rows = rows(p.epoch_captions)  # the final weights first, then each kept epoch
-    labels = [f"final: {t[:30]}" for t in p.epoch_captions]
-    for path in sorted(epochs_dir(name).glob("epoch-*.safetensors")):
-        model.load_state_dict({k: v.to(device) for k, v in load_file(str(path)).items()})
-        epoch_rows += rows(p.epoch_captions)
-        labels += [f"ep {int(path.stem[6:])}: {t[:30]}" for t in p.epoch_captions]
-    grid(epoch_rows, labels, "fig9_10_epochs.png")
+    require_finite(metrics, str(path), allow_inf=("psnr_db",))  # written last, below
+    coco_figures(model, encoder, p, scored.first, kept, generator, REPORTS / name)
+    write_json(path, metrics)  # last: a stage that fails before here leaves no metric

@@ -1,5 +1,6 @@
-"""Stage evaluate@<label model>: the paper's Figs. 4 and 5 (§3.1) and the metrics JSON; sample
-metrics are mean ± std over ``sample_seeds`` sample sets, beside the real-vs-real floor."""
+"""Stage evaluate@<label model>: the paper's Figs. 4 and 5 (§3.1), the metrics JSON and the
+guidance frontier (pipeline/frontier.py); sample metrics are mean ± std over ``sample_seeds``
+sample sets, beside the real-vs-real floor, at the w chosen on validation images."""
 
 from pathlib import Path
 
@@ -9,32 +10,33 @@ import torch.nn.functional as F
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
-from pipeline.data.fmnist import LABELS, label_index, load_tensors
+from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import (
     importance_weighted_nll,
     judge_outputs,
     negative_elbo,
     per_class_accuracy,
     real_vs_real_frechet,
-    sample_images,
-    seeded_sample_scores,
 )
-from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
+from pipeline.fmnist_figures import label_figures
+from pipeline.frontier import (
+    VAL_SEED_OFFSET,
+    FrontierScorer,
+    class_spread,
+    guided_frontier,
+    validation_reference,
+)
 from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
 
-FIG5_LABELS = ["sneaker", "boot", "top", "handbag"]  # the paper's §3.1.2 rows
-
-
-def _images(x: torch.Tensor):
-    return x.reshape(-1, 28, 28).cpu().numpy()
-
 
 def run(name: str, params_path: Path) -> None:
-    p = model_spec(name).evaluate_params(load_params(params_path))
+    params = load_params(params_path)
+    spec = model_spec(name)
+    p, dropout = spec.evaluate_params(params), spec.train_params(params).cond_null_p > 0
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, _ = load_model(model_dir(name), device)
@@ -45,67 +47,52 @@ def run(name: str, params_path: Path) -> None:
     elbo = negative_elbo(model, x_test, c_test, p.batch_size)
     iw_nll = importance_weighted_nll(model, x_test, c_test, p.iw_k, p.batch_size)
     real_predicted, real_features = judge_outputs(judge, x_test, p.batch_size)
+    val_features, val_labels = validation_reference(
+        RAW_FMNIST, p.val_images, judge, p.batch_size, device
+    )
     intended = torch.arange(10).repeat_interleave(p.samples_per_class).to(device)
     seeds = [p.seed + i for i in range(p.sample_seeds)]
-    accuracy, frechet = seeded_sample_scores(
-        model,
-        judge,
-        F.one_hot(intended, 10).float(),
-        intended,
-        real_features,
-        LABELS,
-        seeds,
-        p.temperature,
-        p.batch_size,
+    common = (model, judge, F.one_hot(intended, 10).float(), intended)
+    val = FrontierScorer(
+        *common, val_features, LABELS, [s + VAL_SEED_OFFSET for s in seeds], p.batch_size
     )
+    test = FrontierScorer(*common, real_features, LABELS, seeds, p.batch_size)
+    spreads = {
+        "validation": class_spread(val_features, val_labels),
+        "test": class_spread(real_features, y_test),
+    }
+    w, point, guidance, frontier = guided_frontier(p, val, test, dropout, spreads)
     metrics = {
         "test_nelbo_nats": elbo["nelbo"],
         "test_recon_nats": elbo["recon"],
         "test_kl_nats": elbo["kl"],
         "test_iw_nll_nats": iw_nll,
-        "judge_accuracy_on_samples": accuracy,
-        "frechet_judge_features": frechet,
+        "judge_accuracy_on_samples": point["accuracy"],
+        "frechet_judge_features": point["frechet"],
+        "within_class_spread": point["spread"],
+        "within_class_spread_real_test": spreads["test"],
         # Two disjoint halves of the real test set: the distance a perfect generator reaches.
         "frechet_real_vs_real": real_vs_real_frechet(real_features, seeds),
         # What the judge scores on real test images: the ceiling for the sample accuracy.
         "judge_accuracy_on_real_test": float((real_predicted == y_test.cpu()).float().mean()),
         "judge_accuracy_on_real_test_per_class": per_class_accuracy(real_predicted, y_test, LABELS),
+        **guidance,
         "conditions": {
             "test_images": len(x_test),
             "iw_k": p.iw_k,
             "samples_per_class": p.samples_per_class,
             "sample_seeds": p.sample_seeds,
             "temperature": p.temperature,
+            "guidance": w,
+            "validation_images": f"the last {p.val_images} training images",
             "features": "judge penultimate layer (128-d)",
         },
     }
     path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path)))
-
-    reports = REPORTS / name
-    n = p.grid_columns
-    # Fig. 4: originals above reconstructions decoded from the posterior mean.
-    with torch.no_grad():
-        mu, _ = model.encode(x_test[:n], c_test[:n])
-        recon = model.decode(mu, c_test[:n])
-    save_png(
-        image_grid([_images(x_test[:n]), _images(recon)], ["original", "reconstructed"]),
-        reports / "fig4_reconstructions.png",
+    require_finite(frontier, str(METRICS / name / "frontier.json"))
+    require_finite(metrics, str(path))
+    label_figures(
+        model, x_test, c_test, p.grid_columns, generator, p.temperature, w, REPORTS / name
     )
-    # Fig. 5: rows of samples for the paper's labels, then every class.
-    save_png(
-        _class_rows(model, [label_index(w) for w in FIG5_LABELS], n, generator, p.temperature),
-        reports / "fig5_generated.png",
-    )
-    save_png(
-        _class_rows(model, list(range(10)), n, generator, p.temperature),
-        reports / "fig5_all_classes.png",
-    )
-
-
-def _class_rows(model, classes: list[int], n: int, generator, temperature: float):
-    rows, device = [], next(model.parameters()).device
-    for c in classes:
-        condition = F.one_hot(torch.full((n,), c), 10).float().to(device)
-        rows.append(_images(sample_images(model, condition, generator, temperature)))
-    return image_grid(rows, [LABELS[c] for c in classes])
+    write_json(METRICS / name / "frontier.json", frontier)  # metrics last: a failed
+    write_json(path, metrics)  # stage leaves none

@@ -1,10 +1,12 @@
 """Stage evaluate_text@fmnist_text: samples for phrasings seen and never seen in training.
 
 The judge scores samples generated from each phrasing of captions/fmnist.json: the share it
-assigns to the phrasing's class, and the Fréchet distance of their judge features to the real
-test images, for the held-out, validation and training phrasings (mean ± std over
-``sample_seeds`` sample sets). The figure shows one held-out
-phrasing per class.
+assigns to the phrasing's class, the Fréchet distance of their judge features to real images
+and their within-class spread, for the held-out, validation and training phrasings (mean ±
+std over ``sample_seeds`` sample sets). Guidance w is chosen on the validation phrasings
+(against the last ``val_images`` training images); the held-out phrasings, against the test
+images, draw the frontier (pipeline/frontier.py). The figure shows one held-out phrasing per
+class.
 """
 
 from pathlib import Path
@@ -17,9 +19,15 @@ from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.evaluate import judge_outputs, sample_images, seeded_sample_scores
+from pipeline.evaluate import judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
+from pipeline.frontier import (
+    FrontierScorer,
+    class_spread,
+    guided_frontier,
+    validation_reference,
+)
 from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
@@ -27,7 +35,9 @@ from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_di
 
 
 def run(name: str, params_path: Path) -> None:
-    p = model_spec(name).evaluate_params(load_params(params_path))
+    params = load_params(params_path)
+    spec = model_spec(name)
+    p, dropout = spec.evaluate_params(params), spec.train_params(params).cond_null_p > 0
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
@@ -37,49 +47,57 @@ def run(name: str, params_path: Path) -> None:
     row_of, vectors = caption_lookup(folder)
     vectors = vectors.to(device)
     caption_set = fmnist_caption_set()
-    x_test, _ = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
-    _, real_features = judge_outputs(judge, x_test, p.batch_size)
-
-    metrics = {
-        "conditions": {
-            "encoder": config["encoder"],
-            "test_images": len(x_test),
-            "samples_per_caption": p.samples_per_caption,
-            "sample_seeds": p.sample_seeds,
-            "temperature": p.temperature,
-            "features": "judge penultimate layer (128-d)",
-        }
-    }
+    x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
+    _, test_features = judge_outputs(judge, x_test, p.batch_size)
+    val_features, val_labels = validation_reference(
+        RAW_FMNIST, p.val_images, judge, p.batch_size, device
+    )
+    real = {"heldout": test_features, "val": val_features, "train": test_features}
     seeds = [p.seed + i for i in range(p.sample_seeds)]
-    for split in ("heldout", "val", "train"):  # val chooses settings; heldout only reports
+    scorers = {}
+    for split in ("heldout", "val", "train"):  # val chooses w; heldout and train only report
         rows = caption_set[split]
         index = torch.tensor([row_of[r["caption_id"]] for r in rows])
         intended = torch.tensor([r["image_id"] for r in rows])
         index, intended = (t.repeat_interleave(p.samples_per_caption) for t in (index, intended))
-        accuracy, frechet = seeded_sample_scores(
-            model,
-            judge,
-            vectors[index.to(device)],
-            intended,
-            real_features,
-            LABELS,
-            seeds,
-            p.temperature,
-            p.batch_size,
+        conditions = vectors[index.to(device)]
+        scorers[split] = FrontierScorer(
+            model, judge, conditions, intended, real[split], LABELS, seeds, p.batch_size
         )
-        metrics[f"judge_accuracy_{split}_phrasings"] = accuracy
-        metrics[f"frechet_judge_features_{split}_phrasings"] = frechet
-    path = METRICS / name / "eval.json"
-    write_json(path, require_finite(metrics, str(path)))
-
-    # One row per class: samples for its first held-out phrasing, labelled with the text.
-    first = {}
+    spreads = {
+        "validation": class_spread(val_features, val_labels),
+        "test": class_spread(test_features, y_test),
+    }
+    w, _, guidance, frontier = guided_frontier(
+        p, scorers["val"], scorers["heldout"], dropout, spreads
+    )
+    metrics = {**guidance, "within_class_spread_real_test": spreads["test"]}
+    for split, scorer in scorers.items():
+        point = scorer.point(w, p.temperature)
+        metrics[f"judge_accuracy_{split}_phrasings"] = point["accuracy"]
+        metrics[f"frechet_judge_features_{split}_phrasings"] = point["frechet"]
+        metrics[f"within_class_spread_{split}_phrasings"] = point["spread"]
+    metrics["conditions"] = {
+        "encoder": config["encoder"],
+        "test_images": len(x_test),
+        "samples_per_caption": p.samples_per_caption,
+        "sample_seeds": p.sample_seeds,
+        "temperature": p.temperature,
+        "guidance": w,
+        "val_phrasings_compared_with": f"the last {p.val_images} training images",
+        "features": "judge penultimate layer (128-d)",
+    }
+    require_finite(frontier, str(METRICS / name / "frontier.json"))
+    require_finite(metrics, str(METRICS / name / "eval.json"))
+    first = {}  # one row per class: its first held-out phrasing, labelled with the text
     for r in caption_set["heldout"]:
         first.setdefault(r["image_id"], r)
     rows, labels = [], []
     for label in sorted(first):
         condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
-        samples = sample_images(model, condition, generator, p.temperature)
+        samples = sample_images(model, condition, generator, p.temperature, w)
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")
+    write_json(METRICS / name / "frontier.json", frontier)  # metrics last: a failed
+    write_json(METRICS / name / "eval.json", metrics)  # stage leaves none

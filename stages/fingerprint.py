@@ -1,7 +1,7 @@
 """The resume fingerprint of a training stage: its declared DVC deps (code and data) and params.
 
-Whatever makes DVC rerun a training stage, a code or data dep or a param other than
-``epochs``, also makes its training start afresh; raising ``epochs`` alone continues it. The
+Whatever makes DVC rerun a training stage, a code or data dep or a param other than those of
+RESUMABLE, also makes its training start afresh; raising ``epochs`` alone continues it. The
 deps are read from DVC's own view of dvc.yaml and coco/dvc.yaml, so there is one list.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
 from torch import nn
 
 from pipeline.errors import PipelineError
@@ -36,6 +37,23 @@ def declared_deps(cmd: str) -> list[Path]:
     return [Path(os.path.relpath(d.fs_path)) for d in deps]
 
 
-def training_fingerprint(cmd: str, model: nn.Module, params: dict) -> str:
-    """``params``: the stage's params section less ``epochs`` (and what only says what to keep)."""
-    return run_fingerprint(model, params, inputs=inputs_digest(declared_deps(cmd)))
+# Keys that change no trained weight: raising ``epochs`` continues a run; ``keep_epochs`` is
+# checked against the kept files themselves (pipeline/train.py); the rest say when to stop.
+RESUMABLE = {
+    "epochs",
+    "keep_epochs",
+    "max_nonfinite_steps",
+    "max_nonfinite_share",
+    "min_accuracy",
+}
+
+
+def training_fingerprint(
+    cmd: str, model: nn.Module, params: BaseModel, extra: dict | None = None
+) -> str:
+    """``params``: the stage's params section; the keys of RESUMABLE are left out. ``extra``:
+    what else sets the weights (CAS: the guidance its samples were drawn with)."""
+    blob = params.model_dump(exclude=RESUMABLE) | (extra or {})
+    if blob.get("lr_schedule") == "onecycle":  # the schedule spans all epochs: no extending
+        blob["epochs"] = params.model_dump()["epochs"]
+    return run_fingerprint(model, blob, inputs=inputs_digest(declared_deps(cmd)))

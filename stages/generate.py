@@ -3,7 +3,8 @@
 A label-conditioned model takes --label ('sneaker'); a text-conditioned one takes any
 --caption, embedded with the encoder the model was trained on (its weights as params.yaml's
 embed section names them). Fashion-MNIST models draw grey 28x28 tiles, COCO models RGB tiles
-at their packed size (224 by default).
+at their packed size (224 by default). --guidance W and --temperature T sample as the
+evaluations do (docs/guidance.md); W > 0 needs a model trained with cond_null_p > 0.
 """
 
 from pathlib import Path
@@ -42,6 +43,8 @@ def grid(
     columns: int,
     seed: int,
     params_path: Path,
+    guidance: float = 0.0,
+    temperature: float = 1.0,
 ):
     params = load_params(params_path)
     if n > params.generate.max_samples:
@@ -73,7 +76,7 @@ def grid(
     pixels = []
     for start in range(0, n, params.generate.batch_size):
         part = eps[start : start + params.generate.batch_size]
-        images = decode_noise(model, condition.expand(len(part), -1), part)
+        images = decode_noise(model, condition.expand(len(part), -1), part, temperature, guidance)
         pixels.append(to_pixels(image_tiles(images, spec.image_shape(config), str(model_path))))
     tiles = np.concatenate(pixels)
     scale = max(1, 64 // tiles.shape[1])  # 28 -> 2x, as the figures; 224 stays 1x

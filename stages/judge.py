@@ -28,17 +28,15 @@ def run(params_path: Path) -> None:
         InMemoryBatches(x_test, y_test, batch_size=1000),
         p,
         name="judge",
+        lr_schedule=p.lr_schedule,
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
-        fingerprint=training_fingerprint(
-            "t2i judge",
-            model,
-            p.model_dump(exclude={"epochs", "min_accuracy", "max_nonfinite_steps"}),
-        ),
+        fingerprint=training_fingerprint("t2i judge", model, p),
     )
     accuracy = history[-1]["test/accuracy"]
-    if accuracy < p.min_accuracy:
+    if accuracy < p.min_accuracy:  # no metric of a judge that does not exist
+        (live_dir("judge") / "metrics.json").unlink(missing_ok=True)
         raise PipelineError(
             f"judge: test accuracy {accuracy:.4f} is below judge.min_accuracy "
             f"{p.min_accuracy}; raise judge.epochs (training resumes where it stopped)"

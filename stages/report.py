@@ -38,11 +38,13 @@ def _read_metrics(model: str, max_bytes: int) -> dict[str, dict]:
     return metrics
 
 
-def _views(model: str, max_bytes: int) -> tuple[dict, dict, dict]:
-    """(metrics, training curves, per-class accuracy series) of one model's run."""
+def _views(model: str, max_bytes: int) -> tuple[dict, dict, dict, list]:
+    """(metrics, training curves, per-class accuracy series, guidance frontier rows)."""
     metrics = _read_metrics(model, max_bytes)
+    frontier = metrics.pop("frontier.json", [])  # a chart, not a table: so is eval.json's
+    metrics.get("eval.json", {}).pop("frontier", None)
     curves = read_curves(live_dir(model) / "plots" / "metrics", (METRICS,), max_bytes)
-    return metrics, curves, per_class_series(metrics.get("eval.json", {}))
+    return metrics, curves, per_class_series(metrics.get("eval.json", {})), frontier
 
 
 def run(model: str, params_path: Path, output: Path | None = None) -> Path:
@@ -52,7 +54,7 @@ def run(model: str, params_path: Path, output: Path | None = None) -> Path:
     figures = {
         p.name: read_png(p, (REPORTS,), limit) for p in sorted((REPORTS / model).glob("*.png"))
     }
-    metrics, curves, per_class = _views(model, limit)
+    metrics, curves, per_class, frontier = _views(model, limit)
     if not figures and not metrics:
         raise PipelineError(
             f"no figures in {REPORTS / model} and no metrics in "
@@ -63,7 +65,8 @@ def run(model: str, params_path: Path, output: Path | None = None) -> Path:
         sections[f"evaluate.{model}"] = spec.evaluate_params(params).model_dump(by_alias=True)
     output = output or REPORTS / model / "report.html"
     metrics = {str(METRICS / model / name): values for name, values in metrics.items()}
-    write_report(output, f"t2i-cvae: {model}", figures, metrics, sections, curves, per_class)
+    title = f"t2i-cvae: {model}"
+    write_report(output, title, figures, metrics, sections, curves, per_class, frontier)
     return output
 
 
@@ -82,7 +85,7 @@ def run_all(params_path: Path, output: Path | None = None) -> Path:
     for model in models:
         page = run(model, params_path)
         links[model] = Path(os.path.relpath(page, output.parent)).as_posix()
-    metrics, curves, per_class = ({m: v[i] for m, v in views.items()} for i in range(3))
-    page = render_index("t2i-cvae: models compared", metrics, links, curves, per_class)
+    metrics, curves, per_class, frontiers = ({m: v[i] for m, v in views.items()} for i in range(4))
+    page = render_index("t2i-cvae: models compared", metrics, links, curves, per_class, frontiers)
     write_bytes(output, page.encode())
     return output

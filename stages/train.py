@@ -54,11 +54,10 @@ def run(name: str, params_path: Path) -> None:
         batches(x_test, y_test, 1000),
         p,
         name=name,
+        cond_null_p=p.cond_null_p,
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=training_fingerprint(
-            f"t2i train {name}", model, p.model_dump(exclude={"epochs", "max_nonfinite_steps"})
-        ),
+        fingerprint=training_fingerprint(f"t2i train {name}", model, p),
     )
     save_model(model_dir(name), model, name, {"dataset": "fmnist", "labels": LABELS, **extra})

@@ -72,14 +72,11 @@ def run(name: str, params_path: Path) -> None:
         name=name,
         amp=p.amp and cuda,
         keep_epochs=p.keep_epochs,
+        cond_null_p=p.cond_null_p,
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=training_fingerprint(
-            f"t2i train {name}",
-            model,
-            p.model_dump(exclude={"epochs", "keep_epochs", "max_nonfinite_steps"}),
-        ),
+        fingerprint=training_fingerprint(f"t2i train {name}", model, p),
         keep_dir=epochs_dir(name),
     )
     if ranks.main:

@@ -10,15 +10,26 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from pipeline.data.embeddings import read_embeddings, read_metadata
 from pipeline.data.shards import read_samples
+from pipeline.figures import PAD
 
 from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
-from .conftest import LoopbackServer, dvc, make_repo_copy, run_env, stages_run
+from .conftest import (
+    LoopbackServer,
+    copy_repo,
+    dvc,
+    make_repo_copy,
+    run_env,
+    set_param,
+    stages_run,
+)
 from .encoder_fixtures import make_random_inception, make_tiny_clip, make_tiny_t5
+from .test_train import overwrite_one_tensor
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +59,7 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
             device="cpu",
             keep_epochs=[1, 2],
             latent_dim=8,
+            cond_null_p=0.25,  # trained for guidance: the evaluations sample with w = 1
         )
     params["train"]["coco_clip"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
@@ -58,6 +70,7 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
             "figure_images": 3,
             "metric_images": 6,
             "kid_subsets": 5,
+            "guidance": 1.0,
             **(evaluate or {}).get(model, {}),
         }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -251,6 +264,39 @@ def test_generate_draws_rgb_grids_from_a_trained_coco_model(coco_run, model):
     assert image.mode == "RGB" and image.size == (4 * 66 + 2, 66 + 2)
 
 
+@pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])
+def test_guided_caption_only_samples_are_finite_and_move_with_w(coco_run, model):
+    """§3.2.1's caption-only generation with guidance, from the models trained with
+    condition dropout on the photo fixture; `t2i generate --guidance` draws them too."""
+    from pipeline.checkpoint import load_model
+    from pipeline.evaluate import sample_images
+
+    live = json.loads((coco_run.repo / "metrics" / model / "train/metrics.json").read_text())
+    assert math.isfinite(live["train"]["loss"]) and math.isfinite(live["test"]["loss"])
+    params = yaml.safe_load((coco_run.repo / "params.yaml").read_text())
+    assert params["train"][model]["cond_null_p"] == 0.25
+    conditions = eval_json(coco_run.repo, model)["conditions"]
+    assert conditions["caption_only"] == {"guidance": 1.0, "temperature": 1.0}
+    trained, _ = load_model(coco_run.repo / "models" / model)
+    c = torch.randn(3, 16)
+    samples = {
+        w: sample_images(trained, c, torch.Generator().manual_seed(0), 1.0, w) for w in (0, 1, 3)
+    }
+    for images in samples.values():
+        assert images.shape == (3, 3, 32, 32) and torch.isfinite(images).all()
+        assert images.min() >= 0 and images.max() <= 1
+    assert (samples[1] - samples[0]).abs().max() > 1e-4
+    assert (samples[3] - samples[0]).abs().max() > (samples[1] - samples[0]).abs().max()
+    out = coco_run.tmp / f"{model}-guided.png"
+    command = ["t2i", "generate", "--model", f"models/{model}", "--caption", "a red bus"]
+    command += ["--guidance", "2", "--temperature", "0.8", "-n", "2", "-o", str(out)]
+    run = subprocess.run(
+        command, cwd=coco_run.repo, env=run_env(coco_run.repo), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).mode == "RGB"
+
+
 def test_weights_placed_in_weights_make_exactly_the_two_evaluate_stages_stale(coco_run):
     repo = coco_run.repo
     assert "up to date" in dvc(repo, "status", "coco/dvc.yaml")
@@ -303,3 +349,99 @@ def test_local_coco_root_and_offline_message(repo_copy, tmp_path):
     assert run.returncode == 1
     assert "could not be downloaded" in run.stderr and "download.coco.local_root" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def kept(repo, model: str = "coco_t5") -> dict[str, bytes]:
+    folder = repo / "models" / model / "epochs"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def stage_error_line(repo, *args: str) -> str:
+    """The one `error: ` line of a failed `t2i ARGS` in ``repo``; no traceback."""
+    result = subprocess.run(
+        ["t2i", *args], cwd=repo, env=run_env(repo), capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "delete"])
+def test_repro_rebuilds_a_changed_or_missing_kept_epoch(coco_run, tmp_path, damage):
+    """Issue 21, case 1: never "resumes" past a damaged kept epoch nor records it."""
+    repo = copy_repo(coco_run.repo, tmp_path)
+    good, lock = kept(repo), (repo / "coco/dvc.lock").read_text()
+    epoch1 = repo / "models/coco_t5/epochs/epoch-0001.safetensors"
+    overwrite_one_tensor(epoch1) if damage == "overwrite" else epoch1.unlink()
+    assert "coco/dvc.yaml:train@coco_t5" in stages_run(dvc(repo, "repro", "coco/dvc.yaml"))
+    assert kept(repo) == good  # trained afresh: the same bytes as the first run
+    assert (repo / "coco/dvc.lock").read_text() == lock
+    assert "up to date" in dvc(repo, "status", "coco/dvc.yaml")
+
+
+def test_evaluation_refuses_a_kept_epoch_changed_since_training(coco_run, tmp_path):
+    repo = copy_repo(coco_run.repo, tmp_path)
+    metrics = repo / "metrics/coco_t5/eval.json"
+    before = metrics.read_bytes()
+    overwrite_one_tensor(repo / "models/coco_t5/epochs/epoch-0001.safetensors")
+    assert stage_error_line(repo, "evaluate", "coco_t5") == (
+        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0001.safetensors: "
+        "changed since training wrote it (its sha256 differs); train again (dvc repro)"
+    )
+    (repo / "models/coco_t5/epochs/epoch-0002.safetensors").unlink()
+    (repo / "models/coco_t5/epochs/epoch-0001.safetensors").write_bytes(
+        kept(coco_run.repo)["epoch-0001.safetensors"]
+    )
+    assert stage_error_line(repo, "evaluate", "coco_t5") == (
+        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0002.safetensors: "
+        "missing; train again (dvc repro)"
+    )
+    assert metrics.read_bytes() == before
+
+
+def test_changing_keep_epochs_after_a_run_draws_exactly_the_epochs_it_names(coco_run, tmp_path):
+    repo = copy_repo(coco_run.repo, tmp_path)
+    good = kept(repo)
+    figure = repo / "reports/coco_t5/fig9_10_epochs.png"
+    height = Image.open(figure).height  # final + epochs 1 and 2
+    set_param(repo, "train.coco_t5", "keep_epochs", [2])  # dropped: resumed, nothing trained
+    assert stages_run(dvc(repo, "repro", "coco/dvc.yaml")) == {
+        "coco/dvc.yaml:train@coco_t5",
+        "coco/dvc.yaml:evaluate@coco_t5",
+    }
+    assert set(kept(repo)) == {"epoch-0002.safetensors", "kept.json"}
+    assert kept(repo)["epoch-0002.safetensors"] == good["epoch-0002.safetensors"]
+    row = (height - PAD) // 12  # a row per epoch caption (4) of final, epoch 1, epoch 2
+    assert Image.open(figure).height == 8 * row + PAD  # final and epoch 2 only
+    set_param(repo, "train.coco_t5", "keep_epochs", [1, 2])  # epoch 1 was not kept: afresh
+    dvc(repo, "repro", "coco/dvc.yaml")
+    assert kept(repo) == good and Image.open(figure).height == height
+    set_param(repo, "train.coco_t5", "keep_epochs", [3])  # beyond the run: one line
+    result = subprocess.run(
+        ["dvc", "repro", "coco/dvc.yaml"],
+        cwd=repo,
+        env=run_env(repo),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "error: train coco_t5: keep_epochs [3] outside 1..epochs (2)" in result.stderr
+
+
+def test_coco_evaluate_writes_its_metrics_after_every_figure(coco_run, tmp_path):
+    """Numbers that would change (another seed), then the last figure cannot be written (its
+    path is a folder): eval.json keeps the finished run's numbers."""
+    repo = copy_repo(coco_run.repo, tmp_path)
+    metrics = repo / "metrics/coco_clip/eval.json"
+    before = metrics.read_bytes()
+    set_param(repo, "evaluate.coco_clip", "seed", 1)
+    figure = repo / "reports/coco_clip/fig9_10_epochs.png"
+    figure.unlink()
+    (figure / "blocker").mkdir(parents=True)
+    result = subprocess.run(
+        ["t2i", "evaluate", "coco_clip"], cwd=repo, env=run_env(repo), capture_output=True
+    )
+    assert result.returncode != 0
+    assert metrics.read_bytes() == before

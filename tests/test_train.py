@@ -1,6 +1,9 @@
 """The shared training loop: determinism, exact resume, and the resume guard."""
 
 import csv
+import hashlib
+import json
+import logging
 import math
 import subprocess
 import sys
@@ -11,8 +14,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 from pydantic import ValidationError
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from pipeline.checkpoint import load_model, load_state, save_model
+from pipeline.checkpoint import load_model, load_state, save_model, tensors_sha256
 from pipeline.config import parse_params
 from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
@@ -270,34 +275,140 @@ def test_inputs_digest_follows_every_byte_and_name_of_files_and_folders(tmp_path
     assert inputs_digest(inputs) == first
 
 
-def test_kept_epochs_go_to_keep_dir_and_a_fresh_start_clears_them(tmp_path):
+def fit_kept(tmp_path, epochs, lr, keep, data=None, share=0.5):
+    """Train the toy CVAE with kept epochs in tmp_path/epochs; (model, history)."""
+    train, test = data or toy_data()
+    generator = make_deterministic(7, torch.device("cpu"))  # before the weights are drawn
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
+    history = fit(
+        model,
+        train,
+        test,
+        FitSpec(epochs=epochs, batch_size=32, lr=lr, max_nonfinite_share=share),
+        name="toy",
+        keep_epochs=keep,
+        generator=generator,
+        state_path=tmp_path / "state.safetensors",
+        live_dir=tmp_path / "live",
+        fingerprint=run_fingerprint(model, {"lr": lr}),
+        keep_dir=tmp_path / "epochs",
+    )
+    return model, history
+
+
+def kept_files(tmp_path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((tmp_path / "epochs").iterdir())}
+
+
+def test_keep_dir_holds_exactly_the_kept_epochs_with_their_sha256(tmp_path):
+    fit_kept(tmp_path, 2, 1e-3, (1, 2))
+    first = kept_files(tmp_path)
+    manifest = json.loads(first.pop("kept.json"))
+    assert manifest == {n: hashlib.sha256(b).hexdigest() for n, b in first.items()}
+    assert list(manifest) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    _, meta = load_state(tmp_path / "state.safetensors")
+    assert meta["kept"] == {
+        "1": manifest["epoch-0001.safetensors"],
+        "2": manifest["epoch-0002.safetensors"],
+    }
+
+    _, history = fit_kept(tmp_path, 3, 1e-3, (1, 2, 3))  # resumed: 1 and 2 stay as they were
+    files = kept_files(tmp_path)
+    assert len(history) == 3 and [files[n] for n in first] == list(first.values())
+    assert sorted(json.loads(files["kept.json"])) == [*first, "epoch-0003.safetensors"]
+
+    fit_kept(tmp_path, 3, 1e-3, (3,))  # dropped epochs go, nothing retrained
+    assert sorted(kept_files(tmp_path)) == ["epoch-0003.safetensors", "kept.json"]
+
+    # An epoch already trained but not kept: the run starts afresh and writes it again.
+    fit_kept(tmp_path, 3, 1e-3, (2, 3))
+    files = kept_files(tmp_path)
+    assert sorted(files) == ["epoch-0002.safetensors", "epoch-0003.safetensors", "kept.json"]
+    assert files["epoch-0002.safetensors"] == first["epoch-0002.safetensors"]  # bit-identical
+
+    fit_kept(tmp_path, 2, 5e-3, (2,))  # other params: a fresh start
+    assert sorted(kept_files(tmp_path)) == ["epoch-0002.safetensors", "kept.json"]
+    fit_kept(tmp_path, 1, 5e-3, ())  # fewer epochs than the state: afresh, nothing kept
+    assert kept_files(tmp_path) == {"kept.json": b"{}\n"}
+
+
+def overwrite_one_tensor(path: Path, value: float = 0.5) -> None:
+    """Still a readable safetensors file (metadata kept), with one tensor changed."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[name] = tensors[name].clone().fill_(value)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "delete"])
+def test_a_changed_or_missing_kept_epoch_is_rebuilt_never_resumed(tmp_path, damage, caplog):
+    _, history = fit_kept(tmp_path, 2, 1e-3, (1, 2))
+    good = kept_files(tmp_path)
+    epoch1 = tmp_path / "epochs" / "epoch-0001.safetensors"
+    overwrite_one_tensor(epoch1) if damage == "overwrite" else epoch1.unlink()
+    with caplog.at_level(logging.WARNING, logger="pipeline.train"):
+        _, again = fit_kept(tmp_path, 2, 1e-3, (1, 2))
+    assert f"{epoch1}: " in caplog.text and "training afresh" in caplog.text
+    assert kept_files(tmp_path) == good  # rebuilt bit for bit, not the damaged file
+    assert again == history
+
+
+def test_keep_epochs_beyond_the_run_is_one_line(tmp_path):
+    with pytest.raises(PipelineError) as raised:
+        fit_kept(tmp_path, 2, 1e-3, (2, 5))
+    assert str(raised.value) == (
+        "train toy: keep_epochs [5] outside 1..epochs (2); name only epochs the run trains"
+    )
+
+
+@pytest.mark.parametrize("damage", ["tensor", "nan"])
+def test_a_damaged_resume_state_is_refused_with_how_to_start_afresh(tmp_path, damage):
+    fit_kept(tmp_path, 1, 1e-3, ())
+    state = tmp_path / "state.safetensors"
+    if damage == "tensor":  # one tensor overwritten: the recorded sha256 no longer matches
+        overwrite_one_tensor(state)
+        expected = "its tensors fail their recorded sha256 (changed after training wrote them)"
+    else:  # NaN written with a matching sha256: still refused
+        with safe_open(str(state), framework="pt") as handle:
+            meta = json.loads(handle.metadata()["meta"])
+        tensors = load_file(str(state))
+        tensors["model.fc1.weight"][0, 0] = float("nan")
+        meta["sha256"] = tensors_sha256(tensors)
+        save_file(tensors, str(state), metadata={"meta": json.dumps(meta)})
+        expected = "model.fc1.weight holds non-finite values"
+    damaged, metrics = state.read_bytes(), (tmp_path / "live" / "metrics.json").read_bytes()
+    with pytest.raises(PipelineError) as raised:
+        fit_kept(tmp_path, 2, 1e-3, ())
+    assert str(raised.value) == (
+        f"{state}: {expected}; delete it to train afresh (rm {state}), then rerun the stage"
+    )
+    assert state.read_bytes() == damaged  # and the metrics of the last good run unchanged:
+    assert (tmp_path / "live" / "metrics.json").read_bytes() == metrics
+    state.unlink()  # as the message says: then it trains afresh
+    _, history = fit_kept(tmp_path, 2, 1e-3, ())
+    assert len(history) == 2
+
+
+def test_an_epoch_that_skips_too_many_steps_stops_the_run_and_leaves_no_metric(tmp_path):
+    """One broken image of 96 (one batch of three) with max_nonfinite_share 0.25, never
+    max_nonfinite_steps (20) in a row: the share stops it; so does an epoch where every step
+    is skipped, at the default share (issue 21, case 3)."""
     train, test = toy_data()
-    kept = tmp_path / "epochs"
-
-    def run(epochs, lr, keep):
-        model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-        fit(
-            model,
-            train,
-            test,
-            FitSpec(epochs=epochs, batch_size=32, lr=lr),
-            keep_epochs=keep,
-            generator=make_deterministic(7, torch.device("cpu")),
-            state_path=tmp_path / "state.safetensors",
-            live_dir=tmp_path / "live",
-            fingerprint=run_fingerprint(model, {"lr": lr}),
-            keep_dir=kept,
+    x, c = train.tensors
+    for broken, share, skipped in ((slice(5, 6), 0.25, 1), (slice(None), 0.5, 3)):
+        x2 = x.clone()
+        x2[broken] = float("nan")
+        data = (InMemoryBatches(x2, c, batch_size=32), test)
+        with pytest.raises(NonFiniteTraining) as raised:
+            fit_kept(tmp_path / str(skipped), 2, 1e-3, (), data=data, share=share)
+        assert str(raised.value).startswith(
+            f"train toy: stopped after epoch 1: {skipped} of its 3 steps were not finite and "
+            f"skipped (max_nonfinite_share {share}); no model written"
         )
-        return sorted(p.name for p in kept.iterdir())
-
-    assert run(2, 1e-3, (1, 2)) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
-    assert run(3, 1e-3, (3,)) == [  # resumed: the earlier kept epochs stay
-        "epoch-0001.safetensors",
-        "epoch-0002.safetensors",
-        "epoch-0003.safetensors",
-    ]
-    assert run(2, 5e-3, (2,)) == ["epoch-0002.safetensors"]  # other params: a fresh start
-    assert run(1, 5e-3, ()) == []  # fewer epochs than the state: afresh, nothing kept
+        assert not (tmp_path / str(skipped) / "live" / "metrics.json").exists()
+        assert not (tmp_path / str(skipped) / "state.safetensors").exists()
 
 
 def test_every_training_section_is_a_fit_spec_with_its_own_schedule():
@@ -307,7 +418,7 @@ def test_every_training_section_is_a_fit_spec_with_its_own_schedule():
     sections = [getattr(params.train, name) for name in type(params.train).model_fields]
     sections += [params.judge, params.cas]
     assert all(isinstance(s, FitSpec) for s in sections)
-    assert [s.epochs for s in sections] == [40, 40, 12, 40, 200, 100, 12, 1]
+    assert [s.epochs for s in sections] == [40, 40, 8, 40, 200, 100, 7, 1]
     assert params.train.coco_clip.weight_decay == 1e-5 and params.train.coco_clip.grad_clip == 1.0
     assert params.judge.weight_decay == 0.0 and params.judge.grad_clip is None
     with pytest.raises(ValidationError, match="epochs"):

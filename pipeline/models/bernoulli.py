@@ -36,7 +36,11 @@ class BernoulliCVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1]: the sigmoid of the decoder's logits."""
-        return torch.sigmoid(self.decode_logits(z, c))
+        return self.images_from_logits(self.decode_logits(z, c))
+
+    def images_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from decoder logits (guided ones too: models/guidance.py)."""
+        return torch.sigmoid(logits)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor):
         mu, logvar = self.encode(x, c)

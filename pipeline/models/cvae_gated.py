@@ -92,6 +92,14 @@ class CVAEGated(Configured, nn.Module):
         h = self.decoder_fc(self.fusion(z, self.text_proj(c)))
         return self.decoder(h.view(-1, 128, self.side, self.side))
 
+    def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The input of the decoder's final tanh: where guidance acts (models/guidance.py)."""
+        h = self.decoder_fc(self.fusion(z, self.text_proj(c)))
+        return self.decoder[:-1](h.view(-1, 128, self.side, self.side))
+
+    def images_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(logits) + 1) / 2
+
     def forward(self, x: torch.Tensor, c: torch.Tensor):
         mu, logvar = self.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

@@ -155,9 +155,8 @@ class CVAEPrior(Configured, BernoulliCVAE):
             log_p = log_p + continuous_bernoulli_log_norm(logits)
         return log_p.sum(-1)
 
-    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1]: the mean of p(x|z,c)."""
-        logits = self.decode_logits(z, c)
+    def images_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1]: the mean of p(x|z,c) of these logits."""
         if self.likelihood == "continuous_bernoulli":
             return continuous_bernoulli_mean(logits)
         return torch.sigmoid(logits)
