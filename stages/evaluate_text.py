@@ -22,12 +22,7 @@ from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
-from pipeline.frontier import (
-    FrontierScorer,
-    class_spread,
-    guided_frontier,
-    validation_reference,
-)
+from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
 from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
