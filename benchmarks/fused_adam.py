@@ -32,8 +32,36 @@ from pipeline.train import train_one_epoch
 RAW = Path("data/raw/fmnist")
 MODELS = {  # the main job's models, with their default sizes; label-conditioned for speed
     "fmnist_label (MLP CVAE)": (CVAEMLP, "onehot"),
-    "fmnist_text_prior (MLP, learned prior)": (lambda: CVAEPrior(arch="mlp", width=50), "onehot"),
-    "fmnist_conv (conv, learned prior)": (lambda: CVAEPrior(arch="conv", width=16), "onehot"),
+    "fmnist_text_prior (MLP, learned prior)": (
+        lambda: CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=16,
+            width=50,
+            cond_hidden=128,
+            prior="learned",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="mlp",
+            likelihood="bernoulli",
+        ),
+        "onehot",
+    ),
+    "fmnist_conv (conv, learned prior)": (
+        lambda: CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=16,
+            width=16,
+            cond_hidden=128,
+            prior="learned",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="conv",
+            likelihood="bernoulli",
+        ),
+        "onehot",
+    ),
     "judge / CAS CNN": (JudgeCNN, "label"),
 }
 

@@ -338,10 +338,8 @@ def stability(args, folder: Path, shards: list[Path], pairs: int, device) -> dic
             lr=p.lr,
             weight_decay=p.weight_decay,
             grad_clip=p.grad_clip,
-            amp=device.type == "cuda",
             warmup_steps=p.warmup_steps,
             max_nonfinite_steps=p.max_nonfinite_steps,
-            name=name,
         )
         start = time.perf_counter()
         history = fit(
@@ -349,6 +347,8 @@ def stability(args, folder: Path, shards: list[Path], pairs: int, device) -> dic
             Steps(data, args.stability_steps),
             Steps(data, 4),
             spec,
+            name=name,
+            amp=device.type == "cuda",
             generator=torch.Generator().manual_seed(0),
             state_path=folder / name / "state.safetensors",
             live_dir=folder / name / "live",
@@ -360,7 +360,7 @@ def stability(args, folder: Path, shards: list[Path], pairs: int, device) -> dic
             "batch_size": p.batch_size,
             "lr": p.lr,
             "warmup_steps": p.warmup_steps,
-            "amp_bf16": spec.amp,
+            "amp_bf16": device.type == "cuda",
             "nonfinite_steps": int(row["train/nonfinite_steps"]),
             "all_finite": all(math.isfinite(v) for v in row.values())
             and row["train/nonfinite_steps"] == 0,

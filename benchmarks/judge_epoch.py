@@ -32,8 +32,8 @@ RAW = Path("data/raw/fmnist")
 class PlainJudge(JudgeCNN):
     """The same network in the default contiguous NCHW layout: the baseline."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, config):
+        super().__init__(config)
         self.to(memory_format=torch.contiguous_format)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class PlainJudge(JudgeCNN):
 def timed(cls, x, y, batch_size) -> float:
     """Images/s of one training epoch."""
     torch.manual_seed(0)
-    model = cls()
+    model = cls.of(num_classes=10, feature_dim=128)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     warm = InMemoryBatches(x[:2048], y[:2048], batch_size=batch_size)
     train_one_epoch(model, warm, optimizer, torch.Generator().manual_seed(0))
@@ -56,7 +56,8 @@ def timed(cls, x, y, batch_size) -> float:
 def logit_difference(x: torch.Tensor) -> float:
     """Largest difference of the two layouts' logits, with the same weights, in eval mode."""
     torch.manual_seed(0)
-    plain, ours = PlainJudge().eval(), JudgeCNN().eval()
+    plain = PlainJudge.of(num_classes=10, feature_dim=128).eval()
+    ours = JudgeCNN.of(num_classes=10, feature_dim=128).eval()
     ours.load_state_dict(plain.state_dict())
     with torch.no_grad():
         return float((plain(x) - ours(x)).abs().max())

@@ -219,7 +219,15 @@ def evaluate_one(work: str, n: str, size: str, inception: str) -> None:
         clip_score=make_tiny_clip(work / "clip"),
         device="cpu",
     )
-    model = CVAEClip(size, 16, 16, 8)
+    model = CVAEClip.of(
+        image_size=size,
+        text_dim=16,
+        latent_dim=16,
+        width=8,
+        fusion="concat",
+        feature_norm=True,
+        logvar_bound=8.0,
+    )
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the evaluation alone
     base = vm_mb("VmRSS")
     start = time.perf_counter()

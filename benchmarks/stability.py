@@ -73,9 +73,11 @@ def run(model_name: str, variant: str, x, c, args) -> dict:
         warmup = args.warmup
     generator = make_deterministic(0, torch.device("cpu"))
     if model_name == "coco_clip":
-        model = CVAEClip(args.size, 512, 128, args.width, "concat", **kwargs)
+        sizes = dict(image_size=args.size, text_dim=512, latent_dim=128)
+        model = CVAEClip.of(**sizes, width=args.width, fusion="concat", **kwargs)
     else:
-        model = CVAEGated(args.size, 512, 128, "gated", 1.0, **kwargs)
+        sizes = dict(image_size=args.size, text_dim=512, latent_dim=128)
+        model = CVAEGated.of(**sizes, fusion="gated", beta=1.0, **kwargs)
     lr, weight_decay = OPTIMISER[model_name]
     steps_per_epoch = -(-len(x) // args.batch_size)
     spec = FitSpec(
@@ -86,7 +88,6 @@ def run(model_name: str, variant: str, x, c, args) -> dict:
         grad_clip=1.0,
         warmup_steps=warmup,
         max_nonfinite_steps=args.max_nonfinite_steps,
-        name=f"{model_name}/{variant}",
     )
     floor = binary_entropy_per_image(x.numpy()) if model_name == "coco_clip" else 0.0
     result = {
@@ -106,6 +107,7 @@ def run(model_name: str, variant: str, x, c, args) -> dict:
                 InMemoryBatches(x, c, batch_size=args.batch_size),
                 InMemoryBatches(x[:8], c[:8], batch_size=8),
                 spec,
+                name=f"{model_name}/{variant}",
                 generator=generator,
                 state_path=Path(tmp) / "state.safetensors",
                 live_dir=Path(tmp) / "live",

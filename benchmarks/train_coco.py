@@ -100,7 +100,13 @@ def main() -> None:
             device=device,
         )
         results["loader_alone_pairs_per_s"] = loader_rate(data)
-        models = {"coco_clip": lambda: CVAEClip(args.size), "coco_t5": lambda: CVAEGated(args.size)}
+        clip = dict(width=64, fusion="concat", feature_norm=True, logvar_bound=8.0)
+        gated = dict(fusion="gated", beta=1.0, logvar_bound=8.0)
+        sizes = dict(image_size=args.size, text_dim=512, latent_dim=128)
+        models = {
+            "coco_clip": lambda: CVAEClip.of(**sizes, **clip),
+            "coco_t5": lambda: CVAEGated.of(**sizes, **gated),
+        }
         for name, build in models.items():
             torch.manual_seed(0)
             row = {"fp32_pairs_per_s": train_rate(build().to(device), data, amp=False)}

@@ -89,7 +89,11 @@ SIDES = {f.__name__: f for f in (pil_dataloader, tensor_dataloader, in_memory_ba
 def timed(epoch, x, c, batch_size, train: bool) -> float:
     """Images/s of one epoch: a training epoch, or (train=False) only iterating the data."""
     torch.manual_seed(0)
-    model = CVAEMLP() if train else None
+    model = (
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=400, latent_dim=20, fusion="concat")
+        if train
+        else None
+    )
     epoch(model, x[:2048], c[:2048], batch_size, torch.Generator().manual_seed(0))  # warm-up
     start = time.perf_counter()
     epoch(model, x, c, batch_size, torch.Generator().manual_seed(0))

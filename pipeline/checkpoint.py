@@ -1,9 +1,11 @@
 """Model files and resumable training state, as safetensors plus JSON. No pickle anywhere.
 
 <model_dir>/model.safetensors   weights
-<model_dir>/config.json         what builds the module again: its class (``model``, found in
-                                pipeline/models/registry.py), the constructor arguments
-                                that ``init_args`` names, and what it was trained on
+<model_dir>/config.json         what builds the module again and what it was trained on:
+                                ``name`` (its registry entry, pipeline/models/registry.py),
+                                ``model`` (its class's kind), the fields of its config class,
+                                and ``dataset``, ``labels``, ``encoder``, ``encoder_weights``,
+                                ``encoder_sha256`` (the caption encoder's weights file)
 <state_file>                    weights + optimizer + RNG + epoch + history, one file,
                                 so that replacing it is atomic; its metadata records the
                                 sha256 of its tensors and of each kept epoch's file
@@ -13,6 +15,11 @@
 Nothing read back is trusted: a resume state whose tensors fail their recorded sha256 or hold
 non-finite values is refused, and a kept epoch whose file is missing or changed is never
 drawn (evaluation stops with one line) nor resumed from (training starts afresh).
+
+A saved model is checked before it is used: config.json is validated by the model's own
+config class (types, ranges), the module is built on the meta device (no memory) and its
+tensor names and shapes must be exactly those of model.safetensors' header, and every weight
+must be finite. Each failure is one line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -20,16 +27,36 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.config import EncoderName
 from pipeline.errors import PipelineError
 from pipeline.hashing import sha256_file
-from pipeline.models.registry import model_class
+from pipeline.models.registry import REGISTRY, model_spec
+
+MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
+
+
+class SavedMeta(BaseModel):
+    """What config.json records besides the model's config: what it was trained on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    dataset: Literal["fmnist", "coco"] = Field(description="what it was trained on")
+    labels: list[str] | None = Field(None, max_length=10_000, description="class names")
+    encoder: EncoderName | None = Field(None, description="caption encoder (text models)")
+    encoder_weights: str | None = Field(None, description="id of the encoder's weights")
+    encoder_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the encoder's weights file"
+    )
+    test_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="the judge's")
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -50,32 +77,136 @@ def save_weights(path: Path, model: nn.Module) -> None:
         save_file(_tensors(model.state_dict()), str(tmp))
 
 
-def save_model(model_dir: Path, model: nn.Module, extra: dict | None = None) -> None:
-    """``model.config()`` is its kind (``model``) and its constructor's arguments."""
-    config = model.config()
-    init_args = sorted(k for k in config if k != "model")
+def save_model(model_dir: Path, model: nn.Module, name: str, meta: dict) -> None:
+    """config.json is the registry name, the class's kind, ``model.config`` and ``meta``
+    (validated as :class:`SavedMeta`, so a loader can read back whatever is written)."""
+    spec = model_spec(name)
+    if type(model) is not spec.cls:
+        raise TypeError(f"{type(model).__name__} is not the class of registry model {name!r}")
+    meta = SavedMeta.model_validate(meta).model_dump(exclude_none=True)
     save_weights(model_dir / "model.safetensors", model)
-    write_json(model_dir / "config.json", {**config, **(extra or {}), "init_args": init_args})
+    config = {"name": name, "model": model.kind, **model.config.model_dump(), **meta}
+    write_json(model_dir / "config.json", config)
 
 
-def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise PipelineError(f"{path}: missing; train the model first (dvc repro)")
+def _invalid(path: Path, error: dict) -> PipelineError:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return PipelineError(f"{path}: key {key}: unknown key; train the model again")
+    got = error.get("input")
+    shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+    got_text = "" if error["type"] == "missing" else f" (got {shown})"
+    return PipelineError(f"{path}: key {key}: {error['msg']}{got_text}; train the model again")
+
+
+def read_config(config_path: Path) -> tuple[dict, type[nn.Module], BaseModel, SavedMeta]:
+    """config.json validated: (the dict, the model class, its config, what it was trained on)."""
+    if not config_path.is_file():
+        raise PipelineError(f"{config_path}: missing; train the model first (dvc repro)")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise PipelineError(f"{config_path}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_bytes())
     except (ValueError, RecursionError) as exc:
-        message = f"{config_path}: not valid JSON ({exc}); train the model again"
+        message = f"{config_path}: not valid JSON ({str(exc)[:80]}); train the model again"
         raise PipelineError(message) from None
     if not isinstance(config, dict):
         raise PipelineError(f"{config_path}: expected a JSON object; train the model again")
-    cls = model_class(config.get("model"), str(config_path))
-    if "init_args" not in config:
-        raise PipelineError(f"{config_path}: no init_args (an older format); retrain the model")
-    model = cls(**{k: config[k] for k in config["init_args"]})
-    model.load_state_dict(_read_tensors(weights_path))
+    name = config.get("name")
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise PipelineError(
+            f"{config_path}: key name: {name!r} is no model of the registry; expected one "
+            f"of {sorted(REGISTRY)}"
+        )
+    cls = model_spec(name).cls
+    if config.get("model") != cls.kind:
+        raise PipelineError(
+            f"{config_path}: key model: {config.get('model')!r}, but a {name} model is a "
+            f"{cls.kind!r}; train the model again"
+        )
+    fields = cls.Config.model_fields
+    try:
+        model_config = cls.Config.model_validate({k: config[k] for k in fields if k in config})
+        rest = {k: v for k, v in config.items() if k not in fields and k not in ("name", "model")}
+        meta = SavedMeta.model_validate(rest)
+    except ValidationError as exc:
+        raise _invalid(config_path, exc.errors()[0]) from None
+    text = model_spec(name).conditioning == "text"
+    for key, value in (("encoder", meta.encoder), ("encoder_sha256", meta.encoder_sha256)):
+        if text and value is None:
+            raise PipelineError(
+                f"{config_path}: key {key}: missing; a text-conditioned model records its "
+                "caption encoder; train the model again"
+            )
+    return config, cls, model_config, meta
+
+
+def _header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, dtype) from the safetensors header, reading no weights."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {
+                k: (tuple(handle.get_slice(k).get_shape()), handle.get_slice(k).get_dtype())
+                for k in handle.keys()  # noqa: SIM118 (a safe_open handle, no dict)
+            }
+    except (SafetensorError, OSError, ValueError) as exc:  # truncated or not safetensors
+        raise PipelineError(
+            f"{path}: not a readable safetensors file ({exc}); train the model again (dvc repro)"
+        ) from None
+
+
+def load_model(
+    model_dir: Path, device: torch.device | str = "cpu", expect: type | None = None
+) -> tuple[nn.Module, dict]:
+    """The checked model, in eval mode, and its config.json; ``expect``: the class it must be."""
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    config, cls, model_config, _ = read_config(config_path)
+    if expect is not None and cls is not expect:
+        raise PipelineError(f"{config_path}: a {cls.kind!r}, not a {expect.kind!r} model")
+    if not weights_path.is_file():
+        raise PipelineError(f"{weights_path}: missing; train the model first (dvc repro)")
+    with torch.device("meta"):  # shapes only: a config of absurd sizes allocates nothing
+        expected = {k: tuple(v.shape) for k, v in cls(model_config).state_dict().items()}
+    found = _header(weights_path)
+    for key in sorted(expected.keys() - found.keys()):
+        raise PipelineError(f"{weights_path}: tensor {key} missing; train the model again")
+    for key in sorted(found.keys() - expected.keys()):
+        raise PipelineError(
+            f"{weights_path}: tensor {key} is not a weight of a {cls.kind} built from "
+            f"{config_path.name}; train the model again"
+        )
+    for key, shape in expected.items():
+        if found[key][0] != shape:
+            raise PipelineError(
+                f"{weights_path}: tensor {key} has shape {list(found[key][0])}, but "
+                f"{config_path.name} builds {list(shape)}; train the model again"
+            )
+    tensors = _read_tensors(weights_path)
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PipelineError(
+                f"{weights_path}: tensor {key} holds non-finite values (NaN or Inf); "
+                "train the model again"
+            )
+    model = cls(model_config)
+    model.load_state_dict(tensors)
     return model.to(device).eval(), config
+
+
+def require_encoder_weights(config: dict, model_dir: Path, source) -> None:
+    """A text model runs only with the encoder weights it was trained on. ``source`` says which
+    weights params.yaml's ``embed.<encoder>.weights`` gives now, by its ``weights_id`` and
+    ``weights_sha256``: the encoder loaded from it (its ``info``), or the embedding shards the
+    embed stage made with it (pipeline/data/embeddings.py's ``encoder_identity``)."""
+    weights, sha256 = source.weights_id, source.weights_sha256
+    if config.get("encoder_sha256") != sha256:
+        key = f"embed.{config['encoder']}.weights"
+        raise PipelineError(
+            f"{model_dir / 'config.json'}: key encoder_sha256: the model needs the "
+            f"{config['encoder']} weights {config.get('encoder_weights')!r} (sha256 "
+            f"{config.get('encoder_sha256')}), but params.yaml's {key} gives {weights!r} "
+            f"(sha256 {sha256}); set {key} to the weights the model needs, or train it again"
+        )
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

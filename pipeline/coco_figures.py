@@ -18,7 +18,7 @@ def coco_figures(model, encoder, p, first, epochs: list[Path], generator, out: P
     first held-out images; ``epochs``: weights of the kept epochs, loaded into ``model`` in
     turn after the final weights' rows (the model is left at the last of them)."""
     device = next(model.parameters()).device
-    scale = max(1, 64 // model.image_size)
+    scale = max(1, 64 // model.config.image_size)
 
     def rows(captions: list[str]) -> list:
         vectors = torch.from_numpy(encoder.encode(captions)).to(device)

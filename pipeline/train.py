@@ -47,7 +47,7 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,38 +66,12 @@ from pipeline.checkpoint import (
     verify_state,
     write_kept,
 )
+from pipeline.config import FitSpec
 from pipeline.data.batches import Batches
 from pipeline.errors import PipelineError
 from pipeline.models.guidance import drop_conditions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FitSpec:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    amp: bool = False  # bf16 autocast, on CUDA only
-    keep_epochs: tuple[int, ...] = ()  # weights kept at these epochs (figures 9 and 10)
-    warmup_steps: int = 0  # linear learning-rate warmup over this many optimizer steps
-    max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
-    max_nonfinite_share: float = 0.5  # an epoch skipping more of its steps stops the run
-    cond_null_p: float = 0.0  # share of rows trained on the null condition (models/guidance.py)
-    lr_schedule: str = "constant"  # or "onecycle": lr is the peak (one_cycle_lr)
-    name: str = "model"  # named in errors
-
-    @classmethod
-    def from_params(cls, p, *, name: str, **overrides) -> FitSpec:
-        """The schedule of a stage's params section ``p`` (``train.<model>``, ``judge``):
-        every field above that ``p`` has, the rest at their defaults; ``overrides`` win
-        (``amp=p.amp and cuda``)."""
-        values = {f.name: getattr(p, f.name) for f in fields(cls) if hasattr(p, f.name)}
-        if "keep_epochs" in values:
-            values["keep_epochs"] = tuple(values["keep_epochs"])
-        return cls(**{**values, **overrides, "name": name})
 
 
 def fused_adam_supported(model: nn.Module) -> bool:
@@ -218,7 +192,12 @@ def run_fingerprint(model: nn.Module, params: dict, inputs: str | None = None) -
         )
         code = b"".join(Path(p).read_bytes() for p in [*sources, __file__])
         inputs = hashlib.sha256(code).hexdigest()
-    blob = {"params": params, "model": model.config(), "inputs": inputs, "torch": torch.__version__}
+    blob = {
+        "params": params,
+        "model": model.config.model_dump(),
+        "inputs": inputs,
+        "torch": torch.__version__,
+    }
     return json.dumps(blob, sort_keys=True)
 
 
@@ -347,19 +326,28 @@ def fit(
     live_dir: Path,
     fingerprint: str,
     keep_dir: Path | None = None,
+    name: str = "model",
+    keep_epochs: tuple[int, ...] | list[int] = (),
+    amp: bool = False,
+    cond_null_p: float = 0.0,
+    lr_schedule: str = "constant",
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``spec.epochs``, resuming from ``state_path`` when it matches.
+    """Train ``model`` for ``spec.epochs`` (``spec``: the stage's params section, a
+    :class:`~pipeline.config.FitSpec`), resuming from ``state_path`` when it matches.
+    ``name`` is named in errors; ``amp``: bf16 autocast, on CUDA only; ``cond_null_p``: the
+    share of rows trained on the null condition (models/guidance.py); ``lr_schedule``:
+    ``constant`` or ``onecycle`` (``spec.lr`` is the peak, :func:`one_cycle_lr`).
 
-    The weights of ``spec.keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``, their
+    The weights of ``keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``, their
     sha256 to ``keep_dir/kept.json`` and the resume state; the folder ends holding exactly
     those epochs. On any failure dvclive's metrics file in ``live_dir`` is removed.
     """
-    if spec.keep_epochs and keep_dir is None:
+    if keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
-    beyond = [e for e in spec.keep_epochs if not 1 <= e <= spec.epochs]
+    beyond = [e for e in keep_epochs if not 1 <= e <= spec.epochs]
     if beyond:
         raise PipelineError(
-            f"train {spec.name}: keep_epochs {beyond} outside 1..epochs ({spec.epochs}); "
+            f"train {name}: keep_epochs {beyond} outside 1..epochs ({spec.epochs}); "
             "name only epochs the run trains"
         )
     optimizer = torch.optim.Adam(
@@ -374,22 +362,22 @@ def fit(
     steps = 0  # optimizer steps taken: the warmup's clock
     if state_path.is_file():
         history, steps, kept = _resume(
-            state_path, spec, fingerprint, keep_dir, model, optimizer, generator
+            state_path, spec.epochs, keep_epochs, fingerprint, keep_dir, model, optimizer, generator
         )
     if keep_dir is not None and rank0:
         keep_dir.mkdir(parents=True, exist_ok=True)
         write_kept(keep_dir, kept)  # a fresh start clears them; dropped epochs go
-    losses = BatchLosses(model, spec.cond_null_p)
+    losses = BatchLosses(model, cond_null_p)
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(losses)
-    guard = StepGuard(spec.name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
+    guard = StepGuard(name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
 
     total_steps = spec.epochs * steps_per_epoch(train)
 
     def lr_at() -> float:
         nonlocal steps
         steps += 1
-        if spec.lr_schedule == "onecycle":
+        if lr_schedule == "onecycle":
             return one_cycle_lr(spec.lr, steps, total_steps)
         return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
 
@@ -408,7 +396,7 @@ def fit(
                     generator,
                     spec.grad_clip,
                     desc=f"epoch {epoch + 1}/{spec.epochs}",
-                    amp=spec.amp,
+                    amp=amp,
                     losses=losses,
                     guard=guard,
                     lr_at=lr_at,
@@ -416,11 +404,11 @@ def fit(
             }
             guard.end_epoch()
             row["train/nonfinite_steps"] = float(guard.skipped)
-            test_row = evaluate_terms(model, test, spec.amp)
+            test_row = evaluate_terms(model, test, amp)
             bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
             if bad:
                 raise NonFiniteTraining(
-                    f"train {spec.name}: stopped at epoch {epoch + 1}, after its last step: "
+                    f"train {name}: stopped at epoch {epoch + 1}, after its last step: "
                     f"test {', '.join(bad)} not finite; no model written, the resume state of "
                     "the last finished epoch is kept. Lower the learning rate or raise "
                     "warmup_steps."
@@ -435,7 +423,7 @@ def fit(
                 " ".join(f"{k}={v:.4f}" for k, v in row.items()),
             )
             if rank0:
-                if epoch + 1 in spec.keep_epochs:  # before the state: a run killed in between
+                if epoch + 1 in keep_epochs:  # before the state: a run killed in between
                     kept[epoch + 1] = save_kept_epoch(keep_dir, epoch + 1, model)  # redoes it
                     write_kept(keep_dir, kept)
                 meta = {
@@ -457,7 +445,8 @@ def fit(
 
 def _resume(
     state_path: Path,
-    spec: FitSpec,
+    epochs: int,
+    keep_epochs: tuple[int, ...] | list[int],
     fingerprint: str,
     keep_dir: Path | None,
     model: nn.Module,
@@ -467,12 +456,12 @@ def _resume(
     """(history, optimizer steps, kept epochs) of the state at ``state_path`` restored into
     ``model``, ``optimizer`` and ``generator``; empty ones when it is not to be resumed."""
     tensors, meta = load_state(state_path)
-    if meta.get("fingerprint") != fingerprint or meta.get("epoch", 0) > spec.epochs:
+    if meta.get("fingerprint") != fingerprint or meta.get("epoch", 0) > epochs:
         log.info("%s belongs to other params; training from scratch", state_path)
         return [], 0, {}
     verify_state(state_path, tensors, meta)  # refused, never silently replaced
     recorded = {int(e): sha for e, sha in meta.get("kept", {}).items()}
-    wanted = [e for e in spec.keep_epochs if e <= meta["epoch"]]
+    wanted = [e for e in keep_epochs if e <= meta["epoch"]]
     problem = kept_problem(keep_dir, recorded, wanted) if wanted else None
     if problem is not None:
         log.warning("%s; training afresh to write the kept epochs again", problem)

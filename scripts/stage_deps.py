@@ -8,11 +8,21 @@ transitively, at any depth of the file (imports inside functions count), plus th
 (``"pipeline.encoders.clip:ClipEncoder"``) counts as an import: registries that load their
 classes by name are followed too. Every other dep (data, captions, weights) is written by hand.
 
+The model registry (pipeline/models/registry.py) is the exception: it names every model, but
+a stage runs one. Its names are not followed; instead a cmd word that names a registry model
+(``t2i train fmnist_label``, ``t2i judge``) adds that model's file and what it imports. So an
+edit of pipeline/models/cvae_clip.py reruns the stages of coco_clip alone.
+
+Stages of one ``foreach`` share one deps list. What all items of a group import is written
+as it is; what only some import goes into each item's ``code1``, ``code2``, ... (written
+here), and the deps list names ``${item.code1}``, ... An item with fewer such files repeats
+its last one (DVC reads a repeated dep once).
+
     python scripts/stage_deps.py           # rewrite the code deps in dvc.yaml and coco/dvc.yaml
     python scripts/stage_deps.py --check   # list the drift and exit 1 (tests/test_stage_deps.py)
 
-Stages of one ``foreach``/``matrix`` share one deps list, so their items must import the same
-modules; the script stops with the stage names when they do not.
+A ``matrix`` or a ``foreach`` over a list has no per-item slots: its items must import the
+same modules; the script stops with the stage names when they do not.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages")  # the code that stages run; everything else is data
 DVC_FILES = ("dvc.yaml", "coco/dvc.yaml")
 NAMED_MODULE = re.compile(r"^((?:pipeline|stages)(?:\.\w+)+)(?::\w+)?$")  # "pkg.mod:Class"
+LAZY_REGISTRIES = ("pipeline/models/registry.py",)  # names followed per stage, not all at once
+SLOT = "code"  # per-item code deps of a foreach: ${item.code1}, ${item.code2}, ...
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -63,16 +75,19 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if path.relative_to(root).as_posix() in LAZY_REGISTRIES:
+                continue  # one model per stage: model_modules()
             named = NAMED_MODULE.match(node.value)  # a registry entry "package.module:Class"
             if named:
                 found.add(named.group(1))
     return {m for m in found if module_file(m, root) is not None}
 
 
-def code_deps(entry: str, root: Path = ROOT) -> list[str]:
-    """Repo-relative files of ``entry`` and all it imports inside PACKAGES, sorted."""
+def code_deps(entry: str, root: Path = ROOT, models: tuple[str, ...] = ()) -> list[str]:
+    """Repo-relative files of ``entry`` (and of the ``models`` modules) and all they import
+    inside PACKAGES, sorted."""
     seen: set[str] = set()
-    todo = [entry]
+    todo = [entry, *models]
     while todo:
         name = todo.pop()
         parts = name.split(".")
@@ -82,6 +97,18 @@ def code_deps(entry: str, root: Path = ROOT) -> list[str]:
                 seen.add(prefix)
                 todo.extend(imported_modules(module_file(prefix, root), root))
     return sorted(module_file(m, root).relative_to(root).as_posix() for m in seen)
+
+
+def model_modules(cmd: str) -> tuple[str, ...]:
+    """The modules of the registry models that ``cmd``'s words name, in order."""
+    from pipeline.models.registry import REGISTRY
+
+    return tuple(REGISTRY[w].module for w in shlex.split(cmd)[1:] if w in REGISTRY)
+
+
+def stage_code_deps(cmd: str, root: Path = ROOT) -> list[str]:
+    """What the stage running ``cmd`` imports: its stage module, and the models it names."""
+    return code_deps(entry_module(cmd), root, model_modules(cmd))
 
 
 def entry_module(cmd: str) -> str:
@@ -96,6 +123,11 @@ def entry_module(cmd: str) -> str:
 
 def is_code(dep: str) -> bool:
     return dep.split("/")[0] in PACKAGES
+
+
+def _is_code_entry(dep: str, wdir: Path, root: Path) -> bool:
+    """A code dep as dvc.yaml writes it: a path under PACKAGES, or a per-item slot."""
+    return dep.startswith(f"${{item.{SLOT}") or is_code(os.path.relpath(wdir / dep, root))
 
 
 def address(stage) -> str:
@@ -122,27 +154,29 @@ def declared_code_deps(stage, root: Path = ROOT) -> list[str]:
     return sorted(d for d in deps if is_code(d))
 
 
-def wanted_deps(root: Path = ROOT) -> dict[tuple[str, str], list[str]]:
-    """(dvc file, stage definition name) -> code deps, repo-relative."""
-    wanted: dict[tuple[str, str], list[str]] = {}
-    origin: dict[tuple[str, str], str] = {}
+def wanted_deps(root: Path = ROOT) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(dvc file, stage definition name) -> {item (None for a plain stage): code deps}."""
+    wanted: dict[tuple[str, str], dict[str, list[str]]] = {}
     for stage in declared_stages(root):
-        key = (stage.path_in_repo, stage.name.split("@")[0])
-        deps = code_deps(entry_module(stage.cmd), root)
-        if key in wanted and wanted[key] != deps:
-            raise SystemExit(
-                f"{key[0]}: {origin[key]} and {stage.name} import different "
-                "modules but share one deps list: split the stage"
-            )
-        wanted[key], origin[key] = deps, stage.name
+        group, _, item = stage.name.partition("@")
+        key = (stage.path_in_repo, group)
+        wanted.setdefault(key, {})[item or None] = stage_code_deps(stage.cmd, root)
     return wanted
+
+
+def split_group(items: dict[str, list[str]]) -> tuple[list[str], dict[str, list[str]]]:
+    """(what every item imports, {item: what it alone of them imports, padded to one length})."""
+    common = sorted(set.intersection(*(set(d) for d in items.values())))
+    own = {item: [d for d in deps if d not in common] for item, deps in items.items()}
+    width = max(len(files) for files in own.values())
+    return common, {k: files + files[-1:] * (width - len(files)) for k, files in own.items()}
 
 
 def drift(root: Path = ROOT) -> list[str]:
     """One line per stage whose declared code deps differ from its imports."""
     lines = []
     for stage in declared_stages(root):
-        want = set(code_deps(entry_module(stage.cmd), root))
+        want = set(stage_code_deps(stage.cmd, root))
         have = set(declared_code_deps(stage, root))
         for path in sorted(want - have):
             lines.append(f"{address(stage)}: imports {path}, not a declared dep")
@@ -168,9 +202,27 @@ def rewrite(root: Path = ROOT) -> list[str]:
                 continue
             body = definition.get("do", definition)
             wdir = (path.parent / body.get("wdir", ".")).resolve()
-            code = [os.path.relpath(root / p, wdir) for p in wanted[(dvc_file, name)]]
+            common, own = split_group(wanted[(dvc_file, name)])
+            slots = max(len(files) for files in own.values())
+            if slots and not isinstance(definition.get("foreach"), dict):
+                raise SystemExit(
+                    f"{dvc_file}: the items of {name} import different modules: make its "
+                    "foreach a mapping of item -> mapping, so that each item names its own"
+                )
+            for item, files in own.items():
+                entry = definition["foreach"][item] if slots else {}
+                if not isinstance(entry, dict):
+                    raise SystemExit(f"{dvc_file}: {name}: item {item} must be a mapping")
+                for key in [k for k in entry if re.fullmatch(rf"{SLOT}\d+", str(k))]:
+                    del entry[key]
+                for i, file in enumerate(files, 1):
+                    entry[f"{SLOT}{i}"] = os.path.relpath(root / file, wdir)
+                if slots:
+                    entry.fa.set_block_style()  # one dep a line, as in the deps list
+            code = [os.path.relpath(root / p, wdir) for p in common]
+            code += [f"${{item.{SLOT}{i}}}" for i in range(1, slots + 1)]
             deps = body.setdefault("deps", [])
-            data = [d for d in deps if not is_code(os.path.relpath(wdir / str(d), root))]
+            data = [d for d in deps if not _is_code_entry(str(d), wdir, root)]
             if list(deps) != [*data, *code]:
                 deps[:] = [*data, *code]
                 changed.append(f"{dvc_file}:{name}")

@@ -16,23 +16,25 @@ from pathlib import Path
 
 from pipeline.atomic import write_json
 from pipeline.cas import generated_training_set
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.batches import InMemoryBatches
+from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import judge_outputs, per_class_accuracy
 from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.frontier import read_chosen_guidance
+from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit
+from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import METRICS, RAW_FMNIST, embeddings_dir, model_dir, state_file
 
 REAL = "real"  # `t2i cas real`: the classifier trained on real images
 
 
-def score(name: str, p, device, generator, x_test, y_test, guidance: float | None) -> dict:
+def score(name: str, p, judge, device, generator, x_test, y_test, guidance: float | None) -> dict:
     """Train the classifier on real images (guidance None) or on samples drawn with w."""
     if guidance is None:
         x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
@@ -40,18 +42,21 @@ def score(name: str, p, device, generator, x_test, y_test, guidance: float | Non
     else:
         model, config = load_model(model_dir(name), device)
         embeddings = embeddings_dir(config["encoder"], "fmnist") if "encoder" in config else None
+        if embeddings is not None:  # the weights the model was trained on, or none
+            require_encoder_weights(config, model_dir(name), encoder_identity(embeddings))
         conditioning = model_spec(name).conditioning
         x_train, y_train = generated_training_set(
             model, conditioning, embeddings, p, device, generator, guidance
         )
         require_finite_tensor(x_train, f"cas {name}: samples of {model_dir(name)}")
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
-    classifier = model_spec("judge").build(p, num_classes=len(LABELS)).to(device)
+    classifier = JudgeCNN.of(num_classes=len(LABELS), feature_dim=judge.feature_dim).to(device)
     history = fit(
         classifier,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
-        FitSpec.from_params(p, name=f"cas {tag}"),
+        p,
+        name=f"cas {tag}",
         generator=generator,
         state_path=state_file(f"cas_{tag}"),
         live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_w{guidance:g}"),
@@ -76,16 +81,17 @@ def score(name: str, p, device, generator, x_test, y_test, guidance: float | Non
 
 
 def run(name: str, params_path: Path) -> None:
-    p = load_params(params_path).cas
+    params = load_params(params_path)
+    p, judge = params.cas, params.judge
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
     if name == REAL:
-        metrics = score(name, p, device, generator, x_test, y_test, None)
+        metrics = score(name, p, judge, device, generator, x_test, y_test, None)
     else:
         w = read_chosen_guidance(METRICS / name / "eval.json")
-        metrics = score(name, p, device, generator, x_test, y_test, 0.0)
-        guided = metrics if w == 0 else score(name, p, device, generator, x_test, y_test, w)
+        metrics = score(name, p, judge, device, generator, x_test, y_test, 0.0)
+        guided = metrics if w == 0 else score(name, p, judge, device, generator, x_test, y_test, w)
         metrics["at_chosen_guidance"] = {
             k: v for k, v in guided.items() if k != "at_chosen_guidance"
         }

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model, verified_kept_epochs
+from pipeline.checkpoint import load_model, require_encoder_weights, verified_kept_epochs
 from pipeline.coco_figures import coco_figures
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
@@ -41,6 +41,7 @@ def run(name: str, params_path: Path) -> None:
     model, config = load_model(model_dir(name), device)
     encoder_name, size = config["encoder"], config["image_size"]
     encoder = load_encoder(encoder_name, params.embed.encoder(encoder_name), device)
+    require_encoder_weights(config, model_dir(name), encoder.info)
     held_out = ShardCaptionPairs(
         sorted(COCO_SHARDS.glob(f"{p.eval_subset}-*.tar")),
         embeddings_dir(encoder_name, "coco"),

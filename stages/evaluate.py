@@ -27,6 +27,7 @@ from pipeline.frontier import (
     guided_frontier,
     validation_reference,
 )
+from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
@@ -39,7 +40,7 @@ def run(name: str, params_path: Path) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, _ = load_model(model_dir(name), device)
-    judge, _ = load_model(model_dir("judge"), device)
+    judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     c_test = F.one_hot(y_test, 10).float()
 

@@ -14,20 +14,16 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import write_json
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
-from pipeline.data.embeddings import caption_lookup
+from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
-from pipeline.frontier import (
-    FrontierScorer,
-    class_spread,
-    guided_frontier,
-    validation_reference,
-)
+from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
+from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
@@ -40,8 +36,10 @@ def run(name: str, params_path: Path) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
-    judge, _ = load_model(model_dir("judge"), device)
-    row_of, vectors = caption_lookup(embeddings_dir(config["encoder"], "fmnist"))
+    judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
+    folder = embeddings_dir(config["encoder"], "fmnist")
+    require_encoder_weights(config, model_dir(name), encoder_identity(folder))
+    row_of, vectors = caption_lookup(folder)
     vectors = vectors.to(device)
     caption_set = fmnist_caption_set()
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)

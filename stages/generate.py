@@ -13,14 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.fmnist import label_index
 from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError, utf8_text
 from pipeline.evaluate import decode_noise, hwc
 from pipeline.figures import image_grid, to_pixels
-from pipeline.models.registry import spec_of_config
+from pipeline.models.registry import model_spec
 
 
 def image_tiles(images: torch.Tensor, shape: tuple[int, int, int], where: str) -> np.ndarray:
@@ -53,7 +53,7 @@ def grid(
             f"in one grid ({params_path}); ask for fewer, or raise generate.max_samples"
         )
     model, config = load_model(model_path)
-    spec = spec_of_config(config, str(model_path / "config.json"))
+    spec = model_spec(config["name"])
     if spec.conditioning == "text":
         if caption is None:
             raise PipelineError(f"{model_path} is conditioned on text: give --caption '...'")
@@ -61,6 +61,7 @@ def grid(
         encoder = load_encoder(
             config["encoder"], params.embed.encoder(config["encoder"]), torch.device("cpu")
         )
+        require_encoder_weights(config, model_path, encoder.info)
         condition = torch.from_numpy(encoder.encode([caption]))
     elif spec.conditioning == "label":
         if label is None:
@@ -71,7 +72,7 @@ def grid(
         raise PipelineError(f"{model_path}: {spec.name} is a classifier, it generates nothing")
     # All n draws at once (n x latent floats: small), as one batch of n would take them; the
     # images are decoded, and turned into uint8 pixels, generate.batch_size at a time.
-    eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    eps = torch.randn(n, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
     pixels = []
     for start in range(0, n, params.generate.batch_size):
         part = eps[start : start + params.generate.batch_size]

@@ -9,7 +9,7 @@ from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.errors import PipelineError
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit
+from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
@@ -26,7 +26,9 @@ def run(params_path: Path) -> None:
         model,
         InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
         InMemoryBatches(x_test, y_test, batch_size=1000),
-        FitSpec.from_params(p, name="judge"),
+        p,
+        name="judge",
+        lr_schedule=p.lr_schedule,
         generator=generator,
         state_path=state_file("judge"),
         live_dir=live_dir("judge"),
@@ -42,5 +44,6 @@ def run(params_path: Path) -> None:
     save_model(
         model_dir("judge"),
         model,
-        {"name": "judge", "dataset": "fmnist", "labels": LABELS, "test_accuracy": accuracy},
+        "judge",
+        {"dataset": "fmnist", "labels": LABELS, "test_accuracy": accuracy},
     )

@@ -13,11 +13,12 @@ from pipeline.checkpoint import save_model
 from pipeline.config import load_params
 from pipeline.data.batches import InMemoryBatches
 from pipeline.data.captions import fmnist_caption_set
+from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import PhrasingBatches, train_phrasings
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit
+from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, embeddings_dir, live_dir, model_dir, state_file
 
@@ -37,23 +38,26 @@ def run(name: str, params_path: Path) -> None:
         cond_dim, extra = len(LABELS), {}
     else:
         rows = fmnist_caption_set()["train"]
-        phrasings = train_phrasings(embeddings_dir(p.encoder, "fmnist"), rows, len(LABELS))
+        folder = embeddings_dir(p.encoder, "fmnist")
+        phrasings = train_phrasings(folder, rows, len(LABELS))
         phrasings = phrasings.to(device)
 
         def batches(x, y, batch_size):
             return PhrasingBatches(x, y, phrasings, batch_size=batch_size)
 
-        cond_dim, extra = phrasings.embeddings.shape[1], {"encoder": p.encoder}
-    model = spec.build(p, cond_dim=cond_dim).to(device)
+        cond_dim = phrasings.embeddings.shape[1]
+        extra = {"encoder": p.encoder, **encoder_identity(folder).as_config()}
+    model = spec.build(p, input_dim=x_train.shape[1], cond_dim=cond_dim).to(device)
     fit(
         model,
         batches(x_train, y_train, p.batch_size),
         batches(x_test, y_test, 1000),
-        FitSpec.from_params(p, name=name),
+        p,
+        name=name,
+        cond_null_p=p.cond_null_p,
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
         fingerprint=training_fingerprint(f"t2i train {name}", model, p),
     )
-    extra = {"name": name, "dataset": "fmnist", "labels": LABELS, **extra}
-    save_model(model_dir(name), model, extra)
+    save_model(model_dir(name), model, name, {"dataset": "fmnist", "labels": LABELS, **extra})

@@ -12,13 +12,14 @@ import torch
 
 from pipeline.checkpoint import save_model
 from pipeline.config import load_params
+from pipeline.data.embeddings import encoder_identity
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.distributed import start_distributed, stop_distributed
 from pipeline.jsonfile import read_json
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, fit
+from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import COCO_SHARDS, embeddings_dir, epochs_dir, live_dir, model_dir, state_file
 
@@ -67,7 +68,11 @@ def run(name: str, params_path: Path) -> None:
         model,
         train,
         test,
-        FitSpec.from_params(p, name=name, amp=p.amp and cuda),
+        p,
+        name=name,
+        amp=p.amp and cuda,
+        keep_epochs=p.keep_epochs,
+        cond_null_p=p.cond_null_p,
         generator=generator,
         state_path=state_file(name),
         live_dir=live_dir(name),
@@ -75,5 +80,8 @@ def run(name: str, params_path: Path) -> None:
         keep_dir=epochs_dir(name),
     )
     if ranks.main:
-        save_model(model_dir(name), model, {"name": name, "dataset": "coco", "encoder": p.encoder})
+        identity = encoder_identity(embeddings_dir(p.encoder, "coco")).as_config()
+        save_model(
+            model_dir(name), model, name, {"dataset": "coco", "encoder": p.encoder, **identity}
+        )
     stop_distributed()

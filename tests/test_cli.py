@@ -14,7 +14,7 @@ from stages.cli import HELP, MODELS, app
 from stages.commands import STAGE_MODULES
 
 from .conftest import REPO
-from .encoder_fixtures import make_tiny_clip, make_tiny_t5
+from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on
 
 
 def test_help_explains_the_pipeline():
@@ -34,7 +34,12 @@ def test_help_lists_every_command_and_every_model():
 
 def test_generate_writes_a_grid_for_a_label(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_label",
+        {"dataset": "fmnist"},
+    )
     out = tmp_path / "sneaker.png"
     args = [
         "generate",
@@ -53,7 +58,12 @@ def test_generate_writes_a_grid_for_a_label(tmp_path):
 
 
 def test_generate_unknown_label_is_a_clear_error(tmp_path):
-    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_label",
+        {"dataset": "fmnist"},
+    )
     result = CliRunner().invoke(app, ["generate", "--label", "hat", "--model", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "unknown Fashion-MNIST label 'hat'" in result.output
@@ -66,7 +76,12 @@ def test_unknown_model_is_a_clear_error():
 
 def test_generate_from_a_caption_with_a_text_model(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=384, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_text",
+        trained_on("minilm", REPO / "params.yaml"),
+    )
     out = tmp_path / "shoes.png"
     args = [
         "generate",
@@ -91,19 +106,43 @@ def test_generate_from_a_caption_with_a_text_model(tmp_path):
 @pytest.mark.parametrize(
     ("name", "model", "encoder"),
     [
-        ("coco_clip", CVAEClip(224, 16, 8, 8, "concat"), "clip-vit-b-32"),
-        ("coco_t5", CVAEGated(224, 16, 8, "gated", 1.0), "t5-small"),
+        (
+            "coco_clip",
+            CVAEClip.of(
+                image_size=224,
+                text_dim=16,
+                latent_dim=8,
+                width=8,
+                fusion="concat",
+                feature_norm=True,
+                logvar_bound=8.0,
+            ),
+            "clip-vit-b-32",
+        ),
+        (
+            "coco_t5",
+            CVAEGated.of(
+                image_size=224,
+                text_dim=16,
+                latent_dim=8,
+                fusion="gated",
+                beta=1.0,
+                logvar_bound=8.0,
+            ),
+            "t5-small",
+        ),
     ],
 )
 def test_generate_draws_224_rgb_grids_for_any_caption_from_a_coco_model(
     tmp_path, name, model, encoder
 ):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", model, {"name": name, "dataset": "coco", "encoder": encoder})
     # The encoder it was trained on: a tiny one (16-d), loaded as the real ones are.
     make = make_tiny_clip if encoder == "clip-vit-b-32" else make_tiny_t5
     weights = make(tmp_path / "w")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"embed": {encoder: weights}}))
+    meta = trained_on(encoder, tmp_path / "params.yaml", "coco")
+    save_model(tmp_path / "m", model, name, meta)
     out, params = tmp_path / "cat.png", str(tmp_path / "params.yaml")
     args = [
         "generate",
@@ -131,10 +170,17 @@ def test_generate_draws_224_rgb_grids_for_any_caption_from_a_coco_model(
 
 
 def test_generate_refuses_outputs_that_are_no_image_it_knows(tmp_path):
-    save_model(tmp_path / "m", CVAEMLP(100, 10, 16, 4), {"name": "fmnist_label"})  # 100 pixels
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=100, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_label",
+        {"dataset": "fmnist"},
+    )  # 100 pixels
     result = CliRunner().invoke(app, ["generate", "--label", "bag", "--model", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "the decoder gives (100,) per image, not an image t2i generate knows" in result.output
-    save_model(tmp_path / "j", JudgeCNN(), {"name": "judge"})
+    save_model(
+        tmp_path / "j", JudgeCNN.of(num_classes=10, feature_dim=128), "judge", {"dataset": "fmnist"}
+    )
     result = CliRunner().invoke(app, ["generate", "--label", "bag", "--model", str(tmp_path / "j")])
     assert result.exit_code == 1 and "judge is a classifier, it generates nothing" in result.output

@@ -28,7 +28,15 @@ def test_gated_fusion_is_a_convex_mix_of_its_inputs():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("size", "width"), [(32, 8), (224, 64)])
 def test_clip_cvae_shapes(kind, size, width):
-    model = CVAEClip(image_size=size, width=width, fusion=kind).eval()
+    model = CVAEClip.of(
+        image_size=size,
+        text_dim=512,
+        latent_dim=128,
+        width=width,
+        fusion=kind,
+        feature_norm=True,
+        logvar_bound=8.0,
+    ).eval()
     x, c = torch.rand(2, 3, size, size), torch.randn(2, 512)
     with torch.no_grad():
         logits, mu, logvar = model(x, c)
@@ -41,7 +49,9 @@ def test_clip_cvae_shapes(kind, size, width):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("size", [32, 224])
 def test_gated_cvae_shapes(kind, size):
-    model = CVAEGated(image_size=size, fusion=kind).eval()
+    model = CVAEGated.of(
+        image_size=size, text_dim=512, latent_dim=128, fusion=kind, beta=1.0, logvar_bound=8.0
+    ).eval()
     x, c = torch.rand(2, 3, size, size), torch.randn(2, 512)
     with torch.no_grad():
         out, mu, _ = model(x, c)
@@ -54,8 +64,12 @@ def test_gated_cvae_shapes(kind, size):
 @pytest.mark.parametrize("cls", [CVAEClip, CVAEGated])
 def test_overfits_a_few_images(cls):
     torch.manual_seed(0)
-    kwargs = {"width": 8} if cls is CVAEClip else {}
-    model = cls(image_size=32, text_dim=16, latent_dim=8, **kwargs)
+    kwargs = (
+        {"width": 8, "fusion": "concat", "feature_norm": True, "logvar_bound": 8.0}
+        if cls is CVAEClip
+        else {"fusion": "gated", "beta": 1.0, "logvar_bound": 8.0}
+    )
+    model = cls.of(image_size=32, text_dim=16, latent_dim=8, **kwargs)
     x = torch.zeros(4, 3, 32, 32)  # four crisp patterns: one half of the image lit each
     x[0, :, :16], x[1, :, 16:], x[2, :, :, :16], x[3, :, :, 16:] = 1, 1, 1, 1
     c = torch.randn(4, 16)
@@ -71,9 +85,25 @@ def test_overfits_a_few_images(cls):
 
 
 @pytest.mark.parametrize(
-    "model", [CVAEClip(32, 16, 8, 8, "add"), CVAEGated(32, 16, 8, "concat", 0.5)]
+    "model",
+    [
+        CVAEClip.of(
+            image_size=32,
+            text_dim=16,
+            latent_dim=8,
+            width=8,
+            fusion="add",
+            feature_norm=True,
+            logvar_bound=8.0,
+        ),
+        CVAEGated.of(
+            image_size=32, text_dim=16, latent_dim=8, fusion="concat", beta=0.5, logvar_bound=8.0
+        ),
+    ],
 )
 def test_coco_models_save_and_load(tmp_path, model):
-    save_model(tmp_path, model)
+    name = "coco_clip" if isinstance(model, CVAEClip) else "coco_t5"
+    meta = {"dataset": "coco", "encoder": "t5-small", "encoder_sha256": "ab" * 32}
+    save_model(tmp_path, model, name, meta)
     loaded, config = load_model(tmp_path)
-    assert type(loaded) is type(model) and loaded.config() == model.config()
+    assert type(loaded) is type(model) and loaded.config == model.config

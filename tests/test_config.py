@@ -137,3 +137,56 @@ def test_annotations_sha256_is_64_hex_digits_or_null():
     assert parse_params({"download": {"coco": {"annotations_sha256": "a" * 64}}})
     with pytest.raises(PipelineError, match=r"download.coco.annotations_sha256: String should"):
         parse_params({"download": {"coco": {"annotations_sha256": "A" * 63}}})
+
+
+def _diff(schema, written, key=""):
+    """Every key whose value differs between the schema's defaults and params.yaml."""
+    if isinstance(schema, dict) and isinstance(written, dict):
+        return [
+            line
+            for name in sorted(set(schema) | set(written), key=str)
+            for line in (
+                [f"{key}{name}: only in {'params.yaml' if name in written else 'the schema'}"]
+                if (name in schema) != (name in written)
+                else _diff(schema[name], written[name], f"{key}{name}.")
+            )
+        ]
+    same = schema == written and type(schema) is type(written)
+    return [] if same else [f"{key[:-1]}: schema {schema!r}, params.yaml {written!r}"]
+
+
+def test_params_yaml_holds_exactly_the_schemas_defaults():
+    """One source of truth: pipeline/config.py's defaults; params.yaml writes them all out, key
+    for key and value for value (and type: 1 is not 1.0), so the two cannot drift apart."""
+    from pipeline.config import Params
+
+    schema = Params().model_dump(by_alias=True, mode="json")
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert _diff(schema, written) == []
+    # Values where the schema once disagreed with the file (params.yaml's made the metrics).
+    assert written["train"]["fmnist_text_prior"]["arch"] == "mlp"
+    assert written["train"]["fmnist_text_prior"]["cond_noise"] == 0.06
+    assert written["train"]["coco_t5"]["keep_epochs"] == [40, 100]
+
+
+def test_the_defaults_check_sees_a_changed_value_and_a_missing_key():
+    assert _diff({"a": {"b": 1, "c": [1]}}, {"a": {"b": 1, "c": [1]}}) == []
+    assert _diff({"a": {"b": 1}}, {"a": {"b": 2}}) == ["a.b: schema 1, params.yaml 2"]
+    assert _diff({"a": {"b": 1}}, {"a": {"b": 1.0}}) == ["a.b: schema 1, params.yaml 1.0"]
+    assert _diff({"a": {"b": 1}}, {"a": {}}) == ["a.b: only in the schema"]
+    assert _diff({"a": {}}, {"a": {"x": 0}}) == ["a.x: only in params.yaml"]
+
+
+def test_every_param_has_a_description():
+    from pydantic import BaseModel
+
+    from pipeline.config import Params
+
+    def walk(cls, key=""):
+        for name, field in cls.model_fields.items():
+            yield f"{key}{field.alias or name}", field
+            for inner in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from walk(inner, f"{key}{field.alias or name}.")
+
+    assert [key for key, field in walk(Params) if not field.description] == []

@@ -41,7 +41,7 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
 
 def test_importance_weighted_bound_tightens_with_k_and_k1_matches_elbo():
     torch.manual_seed(0)
-    model = CVAEMLP(784, 10, 32, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat")
     x, c = torch.rand(200, 784), F.one_hot(torch.arange(200) % 10, 10).float()
     nelbo = negative_elbo(model, x, c)["nelbo"]
     k1 = importance_weighted_nll(model, x, c, k=1)
@@ -59,7 +59,7 @@ def test_conditional_accuracy_per_class():
 
 
 def test_samples_are_deterministic_under_a_generator():
-    model = CVAEMLP(784, 10, 16, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     c = torch.eye(10)
     a = sample_images(model, c, torch.Generator().manual_seed(3))
     b = sample_images(model, c, torch.Generator().manual_seed(3))
@@ -92,7 +92,10 @@ def test_real_vs_real_floor_is_small_for_one_distribution_and_seeds_vary_it():
 
 def test_seeded_sample_scores_draw_one_set_per_seed():
     torch.manual_seed(0)
-    model, judge = CVAEMLP(784, 10, 16, 4), JudgeCNN()
+    model, judge = (
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        JudgeCNN.of(num_classes=10, feature_dim=128),
+    )
     intended = torch.arange(10).repeat_interleave(20)
     conditions = F.one_hot(intended, 10).float()
     real = np.random.default_rng(0).normal(size=(300, 128))

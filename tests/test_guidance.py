@@ -30,11 +30,45 @@ from pipeline.models.judge import JudgeCNN
 from pipeline.train import BatchLosses, train_one_epoch
 
 MODELS = {
-    "cvae_mlp": lambda: CVAEMLP(784, 10, 32, 4),
-    "cvae_prior": lambda: CVAEPrior(10, 4, 4, 8, "learned", arch="conv"),
-    "cvae_prior_cb": lambda: CVAEPrior(10, 4, 4, 8, likelihood="continuous_bernoulli"),
-    "cvae_clip": lambda: CVAEClip(32, 10, 4, 4, "concat", True, 8.0),
-    "cvae_gated": lambda: CVAEGated(32, 10, 4, "gated", 1.0, 8.0),
+    "cvae_mlp": lambda: CVAEMLP.of(
+        input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat"
+    ),
+    "cvae_prior": lambda: CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=4,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="conv",
+        likelihood="bernoulli",
+    ),
+    "cvae_prior_cb": lambda: CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=4,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="conv",
+        likelihood="continuous_bernoulli",
+    ),
+    "cvae_clip": lambda: CVAEClip.of(
+        image_size=32,
+        text_dim=10,
+        latent_dim=4,
+        width=4,
+        fusion="concat",
+        feature_norm=True,
+        logvar_bound=8.0,
+    ),
+    "cvae_gated": lambda: CVAEGated.of(
+        image_size=32, text_dim=10, latent_dim=4, fusion="gated", beta=1.0, logvar_bound=8.0
+    ),
 }
 
 
@@ -42,7 +76,7 @@ MODELS = {
 def test_guided_logits_are_the_plain_ones_at_w0_and_extrapolate_from_the_null(kind):
     torch.manual_seed(0)
     model = MODELS[kind]().eval()
-    z, c = torch.randn(3, model.latent_dim), torch.eye(10)[:3]
+    z, c = torch.randn(3, model.config.latent_dim), torch.eye(10)[:3]
     with torch.no_grad():
         plain = model.decode_logits(z, c)
         unconditional = model.decode_logits(z, torch.zeros_like(c))
@@ -53,7 +87,7 @@ def test_guided_logits_are_the_plain_ones_at_w0_and_extrapolate_from_the_null(ki
         # w = 0 samples are the decoder's own images, bit for bit
         generator = torch.Generator().manual_seed(1)
         images = sample_images(model, c, generator, 1.0, 0.0)
-        z0 = torch.randn(3, model.latent_dim, generator=torch.Generator().manual_seed(1))
+        z0 = torch.randn(3, model.config.latent_dim, generator=torch.Generator().manual_seed(1))
         if kind.startswith("cvae_prior"):
             mu, logvar = model.prior(c)
             z0 = mu + torch.exp(0.5 * logvar) * z0
@@ -118,7 +152,7 @@ def fmnist_small(fmnist_gz_dir):
 
 def _train(x, y, losses_of, epochs=1):
     torch.manual_seed(0)
-    model = CVAEMLP(784, 10, 64, 8)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=64, latent_dim=8, fusion="concat")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=128)
     generator = torch.Generator().manual_seed(0)
@@ -191,7 +225,21 @@ def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
 
 def test_the_frontier_scores_every_point_finite_with_its_keys():
     torch.manual_seed(0)
-    model, judge = CVAEPrior(10, 4, 4, 8, "standard", arch="mlp").eval(), JudgeCNN().eval()
+    model, judge = (
+        CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=4,
+            width=4,
+            cond_hidden=8,
+            prior="standard",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="mlp",
+            likelihood="bernoulli",
+        ).eval(),
+        JudgeCNN.of(num_classes=10, feature_dim=128).eval(),
+    )
     intended = torch.arange(10).repeat_interleave(6)
     real = np.random.default_rng(0).normal(size=(200, 128))
     scorer = FrontierScorer(
@@ -242,7 +290,10 @@ def test_the_sweep_scores_exactly_what_sample_images_draws_and_w0_is_the_old_sco
     )
 
     torch.manual_seed(0)
-    model, judge = CVAEMLP(784, 10, 32, 4).eval(), JudgeCNN().eval()
+    model, judge = (
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat").eval(),
+        JudgeCNN.of(num_classes=10, feature_dim=128).eval(),
+    )
     intended = torch.arange(10).repeat_interleave(5)
     conditions = F.one_hot(intended, 10).float()
     real = np.random.default_rng(1).normal(size=(100, 128))

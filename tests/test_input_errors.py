@@ -35,7 +35,12 @@ def write_params(tmp_path, **generate) -> str:
 @pytest.fixture
 def label_model(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_label",
+        {"dataset": "fmnist"},
+    )
     return tmp_path / "m"
 
 
@@ -75,10 +80,22 @@ def test_batched_sampling_draws_the_images_one_batch_of_n_draws(tmp_path, kind):
     n, z drawn from the seed's generator) gives. Also for a model with a learned prior."""
     torch.manual_seed(0)
     if kind == "mlp":
-        model = CVAEMLP(784, 10, 16, 4)
+        model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     else:
-        model = CVAEPrior(cond_dim=10, latent_dim=4, width=4, cond_hidden=8)
-    save_model(tmp_path / "m", model)
+        model = CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=4,
+            width=4,
+            cond_hidden=8,
+            prior="learned",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="conv",
+            likelihood="bernoulli",
+        )
+    name = "fmnist_label" if kind == "mlp" else "fmnist_conv"
+    save_model(tmp_path / "m", model, name, {"dataset": "fmnist"})
     grids = {}
     for batch in (8, 256):
         out = tmp_path / f"b{batch}.png"
@@ -112,7 +129,9 @@ def one_stderr_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_a_latin1_byte_in_a_caption_is_one_line(tmp_path):
-    save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
+    model = CVAEMLP.of(input_dim=784, cond_dim=384, hidden_dim=16, latent_dim=4, fusion="concat")
+    meta = {"dataset": "fmnist", "encoder": "minilm", "encoder_sha256": "0" * 64}
+    save_model(tmp_path / "m", model, "fmnist_text", meta)  # the caption is refused first
     args = [b"generate", b"--model", b"m", b"-o", b"x.png", b"--params", str(REPO / "params.yaml")]
     result = run_t2i([*args, b"--caption", b"caf\xe9 shoes"], tmp_path)
     assert one_stderr_line(result) == (

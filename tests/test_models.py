@@ -8,7 +8,7 @@ from pipeline.models.judge import JudgeCNN
 
 
 def test_cvae_shapes_follow_section_2_1():
-    model = CVAEMLP(784, 10, hidden_dim=400, latent_dim=20)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=400, latent_dim=20, fusion="concat")
     x, c = torch.rand(5, 784), torch.eye(10)[:5]
     mu, logvar = model.encode(x, c)
     assert mu.shape == logvar.shape == (5, 20)
@@ -52,7 +52,7 @@ def test_batch_losses_are_the_papers_bce_and_kl_of_the_models_outputs():
     # textbook formulas: BCE summed over pixels and images, and the closed-form KL of
     # N(mu, sigma^2) from N(0, I) (Kingma & Welling, appendix B).
     torch.manual_seed(1)
-    model = CVAEMLP(784, 10, 32, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat")
     x, c = torch.rand(6, 784), torch.eye(10)[:6]
     torch.manual_seed(0)
     terms = model.batch_losses(x, c)
@@ -70,7 +70,7 @@ def test_batch_losses_are_the_papers_bce_and_kl_of_the_models_outputs():
 
 
 def test_judge_shapes_and_counts():
-    judge = JudgeCNN().eval()
+    judge = JudgeCNN.of(num_classes=10, feature_dim=128).eval()
     x = torch.rand(7, 784)
     assert judge.features(x).shape == (7, 128)
     assert judge(x).shape == (7, 10)

@@ -16,7 +16,7 @@ from pipeline.models.cvae_mlp import CVAEMLP
 from stages.cli import app
 
 from .conftest import REPO
-from .encoder_fixtures import make_tiny_clip, make_tiny_t5
+from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on
 
 CPU = torch.device("cpu")
 
@@ -37,7 +37,12 @@ def truncate(path):
 @pytest.fixture
 def label_model(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", CVAEMLP(784, 10, 16, 4))
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_label",
+        {"dataset": "fmnist"},
+    )
     return tmp_path / "m"
 
 
@@ -68,7 +73,12 @@ def test_generate_with_a_truncated_text_encoder_file(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["embed"]["minilm"]["weights"] = str(weights)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    save_model(tmp_path / "m", CVAEMLP(784, 384, 16, 4), {"encoder": "minilm"})
+    save_model(
+        tmp_path / "m",
+        CVAEMLP.of(input_dim=784, cond_dim=384, hidden_dim=16, latent_dim=4, fusion="concat"),
+        "fmnist_text",
+        trained_on("minilm", REPO / "params.yaml"),
+    )
     args = [
         "generate",
         "--caption",

@@ -78,7 +78,9 @@ def test_every_caption_makes_one_pair_and_the_order_follows_the_seed(tmp_path):
 
 def train_streamed(tmp_path, shards, emb, n, epochs, name):
     generator = make_deterministic(3, torch.device("cpu"))
-    model = CVAEGated(image_size=32, text_dim=8, latent_dim=4)
+    model = CVAEGated.of(
+        image_size=32, text_dim=8, latent_dim=4, fusion="gated", beta=1.0, logvar_bound=8.0
+    )
     data = ShardCaptionPairs(shards, emb, pairs=n, batch_size=4, shuffle_buffer=8, workers=1)
     fit(
         model,
@@ -114,7 +116,8 @@ folder = Path(sys.argv[1])
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 generator = make_deterministic(3, torch.device("cpu"))
-model = CVAEGated(image_size=32, text_dim=8, latent_dim=4)
+model = CVAEGated.of(image_size=32, text_dim=8, latent_dim=4, fusion="gated", beta=1.0,
+                     logvar_bound=8.0)
 data = ShardCaptionPairs(sorted((folder / "shards").glob("*.tar")), folder / "emb", pairs=15,
                          batch_size=2, shuffle_buffer=4, workers=0)
 history = fit(model, data, data, FitSpec(epochs=2, batch_size=2, lr=1e-3), generator=generator,

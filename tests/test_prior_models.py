@@ -19,7 +19,18 @@ from pipeline.models.cvae_prior import (
 @pytest.mark.parametrize("arch", ["conv", "mlp"])
 @pytest.mark.parametrize("fusion", ["concat", "add", "gated"])
 def test_shapes_of_both_bodies_and_every_fusion(arch, fusion):
-    model = CVAEPrior(cond_dim=10, latent_dim=6, width=4, cond_hidden=8, arch=arch, fusion=fusion)
+    model = CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=6,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion=fusion,
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch=arch,
+        likelihood="bernoulli",
+    )
     x, c = torch.rand(5, 784), torch.eye(10)[:5]
     mu, logvar = model.encode(x, c)
     mu_p, logvar_p = model.prior(c)
@@ -41,10 +52,38 @@ def test_gaussian_kl_matches_the_closed_form_and_is_zero_between_equals():
 
 def test_standard_prior_is_n01_and_a_learned_one_depends_on_the_condition():
     c = torch.eye(10)[:4]
-    mu, logvar = prior(CVAEPrior(10, 6, 4, 8, prior="standard"), c)
+    mu, logvar = prior(
+        CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=6,
+            width=4,
+            cond_hidden=8,
+            prior="standard",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="conv",
+            likelihood="bernoulli",
+        ),
+        c,
+    )
     assert torch.equal(mu, torch.zeros(4, 6)) and torch.equal(logvar, torch.zeros(4, 6))
     torch.manual_seed(0)
-    mu, _ = prior(CVAEPrior(10, 6, 4, 8, prior="learned"), c)
+    mu, _ = prior(
+        CVAEPrior.of(
+            cond_dim=10,
+            latent_dim=6,
+            width=4,
+            cond_hidden=8,
+            prior="learned",
+            fusion="concat",
+            cond_noise=0.0,
+            cond_dropout=0.0,
+            arch="conv",
+            likelihood="bernoulli",
+        ),
+        c,
+    )
     assert not torch.allclose(mu[0], mu[1])
 
 
@@ -63,8 +102,30 @@ def test_continuous_bernoulli_normaliser_and_mean_match_numerical_integration(lo
 def test_continuous_bernoulli_is_a_density_so_its_likelihood_can_exceed_bernoullis():
     torch.manual_seed(0)
     x = torch.rand(8, 784)
-    cb = CVAEPrior(10, 6, 4, 8, arch="mlp", likelihood="continuous_bernoulli")
-    bern = CVAEPrior(10, 6, 4, 8, arch="mlp", likelihood="bernoulli")
+    cb = CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=6,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="mlp",
+        likelihood="continuous_bernoulli",
+    )
+    bern = CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=6,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="mlp",
+        likelihood="bernoulli",
+    )
     bern.load_state_dict(cb.state_dict())
     logits = torch.randn(8, 784) * 3
     gap = cb.log_likelihood(logits, x) - bern.log_likelihood(logits, x)
@@ -74,7 +135,18 @@ def test_continuous_bernoulli_is_a_density_so_its_likelihood_can_exceed_bernoull
 
 def test_temperature_scales_the_spread_around_the_prior_mean():
     torch.manual_seed(0)
-    model = CVAEPrior(10, 6, 4, 8, arch="mlp")
+    model = CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=6,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="mlp",
+        likelihood="bernoulli",
+    )
     c = torch.eye(10)[[3] * 2000]
     mu_p, _ = model.prior(c[:1])
     at_mean = model.decode(mu_p, c[:1])
@@ -87,7 +159,18 @@ def test_temperature_scales_the_spread_around_the_prior_mean():
 
 def test_importance_weighted_bound_uses_the_learned_prior():
     torch.manual_seed(0)
-    model = CVAEPrior(10, 4, 4, 8, arch="mlp")
+    model = CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=4,
+        width=4,
+        cond_hidden=8,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch="mlp",
+        likelihood="bernoulli",
+    )
     with torch.no_grad():  # a prior far from N(0, I), so using N(0, I) would show
         model.prior_net[-1].bias.copy_(torch.tensor([3.0, -3.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5]))
     x, c = torch.rand(100, 784), F.one_hot(torch.arange(100) % 10, 10).float()

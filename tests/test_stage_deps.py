@@ -123,3 +123,41 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(repo_copy):
         assert stale_stages(repo_copy) == stages, module
         path.write_text(original)
     assert stale_stages(repo_copy) == set()
+
+
+FMNIST_OF = {  # model -> the root stages that run it
+    m: {f"{t}@{m}" for t in (("train", "evaluate", "cas") if "text" not in m else ())}
+    | {f"{t}@{m}" for t in (("train_text", "evaluate_text", "cas_text") if "text" in m else ())}
+    for m in ("fmnist_label", "fmnist_conv", "fmnist_text", "fmnist_text_prior")
+}
+COCO_OF = {
+    m: {f"coco/dvc.yaml:train@{m}", f"coco/dvc.yaml:evaluate@{m}"} for m in ("coco_clip", "coco_t5")
+}
+SCORED_BY_JUDGE = {  # the judge itself, the stages that load it, and CAS (its architecture)
+    "judge",
+    "cas_real",
+    *(s for m, stages in FMNIST_OF.items() for s in stages if not s.startswith("train")),
+}
+
+
+@pytest.mark.e2e
+def test_a_model_edit_reruns_only_the_stages_of_that_model(repo_copy):
+    """The registry imports a model only when asked: real `dvc status` after editing one model
+    file names exactly the stages that run it (issue 19)."""
+    record_placeholder_outputs(repo_copy)
+    assert stale_stages(repo_copy) == set()
+    expected = {
+        "pipeline/models/cvae_clip.py": COCO_OF["coco_clip"],
+        "pipeline/models/cvae_gated.py": COCO_OF["coco_t5"],
+        "pipeline/models/cvae_mlp.py": FMNIST_OF["fmnist_label"] | FMNIST_OF["fmnist_text"],
+        "pipeline/models/cvae_prior.py": FMNIST_OF["fmnist_conv"] | FMNIST_OF["fmnist_text_prior"],
+        "pipeline/models/judge.py": SCORED_BY_JUDGE,
+    }
+    assert len(SCORED_BY_JUDGE) == 10 and "train@fmnist_label" not in SCORED_BY_JUDGE
+    for module, stages in expected.items():
+        path = repo_copy / module
+        original = path.read_text()
+        path.write_text(original + "# an edit\n")
+        assert stale_stages(repo_copy) == stages, module
+        path.write_text(original)
+    assert stale_stages(repo_copy) == set()

@@ -7,13 +7,13 @@ import logging
 import math
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -39,7 +39,7 @@ def toy_data(n=96):
 
 def train_toy(tmp, epochs, lr=1e-3, name="run"):
     generator = make_deterministic(7, torch.device("cpu"))
-    model = CVAEMLP(784, 10, 16, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     train, test = toy_data()
     history = fit(
         model,
@@ -98,8 +98,8 @@ def test_training_overfits_a_few_images(tmp_path):
 
 
 def test_saved_model_loads_back_identically(tmp_path):
-    model = CVAEMLP(784, 10, 16, 4)
-    save_model(tmp_path / "m", model, {"labels": ["a"]})
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
+    save_model(tmp_path / "m", model, "fmnist_label", {"dataset": "fmnist", "labels": ["a"]})
     loaded, config = load_model(tmp_path / "m")
     assert config["latent_dim"] == 4 and config["labels"] == ["a"]
     assert_same(weights(model), weights(loaded))
@@ -133,12 +133,13 @@ def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_p
     x = x.clone()
     x[5, 100] = float("nan")  # one broken image: exactly one batch of each epoch is non-finite
     generator = make_deterministic(7, torch.device("cpu"))
-    model = CVAEMLP(784, 10, 16, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     history = fit(
         model,
         InMemoryBatches(x, c, batch_size=32),
         test,
-        FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2, name="toy"),
+        FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2),
+        name="toy",
         generator=generator,
         state_path=tmp_path / "s" / "state.safetensors",
         live_dir=tmp_path / "live",
@@ -155,13 +156,14 @@ def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_p
 def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     state = tmp_path / "state" / "state.safetensors"
     train, test = toy_data()
-    spec = FitSpec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="toy")
-    model = CVAEMLP(784, 10, 16, 4)
+    spec = FitSpec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     fit(
         model,
         train,
         test,
         spec,
+        name="toy",
         generator=make_deterministic(7, torch.device("cpu")),
         state_path=state,
         live_dir=tmp_path / "live",
@@ -172,10 +174,11 @@ def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     broken = InMemoryBatches(torch.full_like(x, float("nan")), c, batch_size=32)
     with pytest.raises(NonFiniteTraining) as raised:
         fit(
-            CVAEMLP(784, 10, 16, 4),
+            CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
             broken,
             test,
-            replace(spec, epochs=3),
+            spec.model_copy(update={"epochs": 3}),
+            name="toy",
             generator=make_deterministic(7, torch.device("cpu")),
             state_path=state,
             live_dir=tmp_path / "live",
@@ -187,12 +190,13 @@ def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     assert state.read_bytes() == good  # nothing saved after the failure
     _, meta = load_state(state)
     assert meta["epoch"] == 2  # and a rerun on good data resumes from it
-    resumed = CVAEMLP(784, 10, 16, 4)
+    resumed = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     history = fit(
         resumed,
         train,
         test,
-        replace(spec, epochs=3),
+        spec.model_copy(update={"epochs": 3}),
+        name="toy",
         generator=make_deterministic(7, torch.device("cpu")),
         state_path=state,
         live_dir=tmp_path / "live",
@@ -206,7 +210,7 @@ def test_warmup_ramps_the_learning_rate_linearly_over_optimizer_steps(tmp_path):
     train, test = toy_data()  # 96 images, batch 32: 3 steps an epoch
     for epochs, expected in ((1, 3 / 5), (2, 1.0)):
         fit(
-            CVAEMLP(784, 10, 16, 4),
+            CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
             train,
             test,
             FitSpec(epochs=epochs, batch_size=32, lr=1e-2, warmup_steps=5),
@@ -221,11 +225,11 @@ def test_warmup_ramps_the_learning_rate_linearly_over_optimizer_steps(tmp_path):
 
 
 def test_nan_weights_are_never_saved(tmp_path):
-    model = CVAEMLP(784, 10, 16, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     with torch.no_grad():
         model.fc1.weight[0, 0] = float("nan")
     with pytest.raises(PipelineError, match="weight fc1.weight holds non-finite values"):
-        save_model(tmp_path / "m", model)
+        save_model(tmp_path / "m", model, "fmnist_label", {"dataset": "fmnist"})
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
@@ -237,14 +241,15 @@ def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
     x[:] = float("nan")  # every batch is broken
-    model = JudgeCNN(num_classes=10)
+    model = JudgeCNN.of(num_classes=10, feature_dim=128)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteTraining):
         fit(
             model,
             InMemoryBatches(x, y, batch_size=32),
             InMemoryBatches(x, y, batch_size=32),
-            FitSpec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2, name="judge"),
+            FitSpec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2),
+            name="judge",
             generator=make_deterministic(0, torch.device("cpu")),
             state_path=tmp_path / "state.safetensors",
             live_dir=tmp_path / "live",
@@ -274,19 +279,14 @@ def fit_kept(tmp_path, epochs, lr, keep, data=None, share=0.5):
     """Train the toy CVAE with kept epochs in tmp_path/epochs; (model, history)."""
     train, test = data or toy_data()
     generator = make_deterministic(7, torch.device("cpu"))  # before the weights are drawn
-    model = CVAEMLP(784, 10, 16, 4)
+    model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     history = fit(
         model,
         train,
         test,
-        FitSpec(
-            epochs=epochs,
-            batch_size=32,
-            lr=lr,
-            keep_epochs=keep,
-            name="toy",
-            max_nonfinite_share=share,
-        ),
+        FitSpec(epochs=epochs, batch_size=32, lr=lr, max_nonfinite_share=share),
+        name="toy",
+        keep_epochs=keep,
         generator=generator,
         state_path=tmp_path / "state.safetensors",
         live_dir=tmp_path / "live",
@@ -411,32 +411,18 @@ def test_an_epoch_that_skips_too_many_steps_stops_the_run_and_leaves_no_metric(t
         assert not (tmp_path / str(skipped) / "state.safetensors").exists()
 
 
-def test_fit_spec_from_params_reads_every_schedule_key_a_section_has():
+def test_every_training_section_is_a_fit_spec_with_its_own_schedule():
+    """FitSpec is a typed part of each section that trains: fit() reads the section itself,
+    so a renamed key is a validation error, never a silent default."""
     params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    coco = params.train.coco_clip.model_copy(update={"keep_epochs": [3, 7], "grad_clip": 2.0})
-    spec = FitSpec.from_params(coco, name="coco_clip", amp=False)
-    assert spec == FitSpec(
-        epochs=coco.epochs,
-        batch_size=coco.batch_size,
-        lr=coco.lr,
-        weight_decay=coco.weight_decay,
-        grad_clip=2.0,
-        amp=False,
-        keep_epochs=(3, 7),
-        warmup_steps=coco.warmup_steps,
-        max_nonfinite_steps=coco.max_nonfinite_steps,
-        name="coco_clip",
-    )
-    assert coco.amp and FitSpec.from_params(coco, name="coco_clip").amp  # no override: as set
-    judge = params.judge  # no weight decay, clipping, amp or kept epochs: FitSpec's defaults
-    assert FitSpec.from_params(judge, name="judge") == FitSpec(
-        epochs=judge.epochs,
-        batch_size=judge.batch_size,
-        lr=judge.lr,
-        warmup_steps=judge.warmup_steps,
-        max_nonfinite_steps=judge.max_nonfinite_steps,
-        name="judge",
-    )
+    sections = [getattr(params.train, name) for name in type(params.train).model_fields]
+    sections += [params.judge, params.cas]
+    assert all(isinstance(s, FitSpec) for s in sections)
+    assert [s.epochs for s in sections] == [40, 40, 8, 40, 200, 100, 7, 1]
+    assert params.train.coco_clip.weight_decay == 1e-5 and params.train.coco_clip.grad_clip == 1.0
+    assert params.judge.weight_decay == 0.0 and params.judge.grad_clip is None
+    with pytest.raises(ValidationError, match="epochs"):
+        FitSpec(batch_size=32, lr=1e-3)  # no schedule without its epochs
 
 
 def test_one_cycle_spans_exactly_the_steps_of_the_run():

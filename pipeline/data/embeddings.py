@@ -10,6 +10,7 @@ files     <dir>/part-00000.parquet, part-00001.parquet, ... (zstd)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,19 @@ def caption_lookup(folder: Path) -> tuple[dict[int, int], torch.Tensor]:
             )
         row_of[c] = i
     return row_of, torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
+
+
+@dataclass(frozen=True)
+class WeightsIdentity:
+    weights_id: str
+    weights_sha256: str
+
+    def as_config(self) -> dict[str, str]:
+        """As a model's config.json records them."""
+        return {"encoder_weights": self.weights_id, "encoder_sha256": self.weights_sha256}
+
+
+def encoder_identity(folder: Path) -> WeightsIdentity:
+    """The encoder weights that embedded ``folder``: their id and the sha256 of their file."""
+    meta = read_metadata(shard_paths(folder)[0])
+    return WeightsIdentity(meta["weights_id"], meta["weights_sha256"])

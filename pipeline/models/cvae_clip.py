@@ -29,10 +29,12 @@ from __future__ import annotations
 from itertools import pairwise
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
+from pipeline.models.base import Configured, ModelConfig
 from pipeline.models.bernoulli import BernoulliCVAE
-from pipeline.models.fusion import Fusion
+from pipeline.models.fusion import Fusion, FusionKind
 from pipeline.models.stability import soft_bound
 
 
@@ -45,25 +47,33 @@ def _up(cin: int, cout: int, last: bool = False) -> nn.Module:
     return deconv if last else nn.Sequential(deconv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.1))
 
 
-class CVAEClip(BernoulliCVAE):
-    kind = "cvae_clip"  # config.json's "model"; pipeline/models/registry.py
+class CVAEClipConfig(ModelConfig):
+    image_size: int = Field(ge=32, le=2048, description="side of the square RGB images")
+    text_dim: int = Field(ge=1, le=65_536, description="caption embedding size")
+    latent_dim: int = Field(ge=1, le=4096, description="size of z")
+    width: int = Field(ge=2, le=1024, description="channels of the first conv")
+    fusion: FusionKind = Field(description="how the decoder joins z and the caption")
+    feature_norm: bool = Field(description="LayerNorm after the image FC")
+    logvar_bound: float | None = Field(gt=0.0, le=100.0, description="soft log-variance bound")
 
-    def __init__(
-        self,
-        image_size: int = 224,
-        text_dim: int = 512,
-        latent_dim: int = 128,
-        width: int = 64,
-        fusion: str = "concat",
-        feature_norm: bool = True,
-        logvar_bound: float | None = 8.0,
-    ):
+    @field_validator("image_size")
+    @classmethod
+    def _divisible(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"image_size {value} must be divisible by 32")
+        return value
+
+
+class CVAEClip(Configured, BernoulliCVAE):
+    kind = "cvae_clip"  # config.json's "model"; pipeline/models/registry.py
+    Config = CVAEClipConfig
+
+    def __init__(self, config: CVAEClipConfig):
         super().__init__()
-        if image_size % 32:
-            raise ValueError(f"image_size {image_size} must be divisible by 32")
-        self.image_size, self.text_dim, self.latent_dim = image_size, text_dim, latent_dim
-        self.width, self.fusion_kind = width, fusion
-        self.feature_norm, self.logvar_bound = feature_norm, logvar_bound
+        self.config = config
+        image_size, text_dim, latent_dim = config.image_size, config.text_dim, config.latent_dim
+        width, fusion, feature_norm = config.width, config.fusion, config.feature_norm
+        self.width, self.logvar_bound = width, config.logvar_bound
         chans = [3, width, 2 * width, 4 * width, 8 * width]
         self.image_encoder = nn.Sequential(*(_down(a, b) for a, b in pairwise(chans)))
         feat = 8 * width * (image_size // 16) ** 2
@@ -83,14 +93,6 @@ class CVAEClip(BernoulliCVAE):
         self.decoder = nn.Sequential(
             *(_up(a, b, last=i == len(up) - 2) for i, (a, b) in enumerate(pairwise(up)))
         )
-
-    def config(self) -> dict:
-        keys = ("image_size", "text_dim", "latent_dim", "width", "feature_norm", "logvar_bound")
-        return {
-            "model": self.kind,
-            "fusion": self.fusion_kind,
-            **{k: getattr(self, k) for k in keys},
-        }
 
     def encode(self, x: torch.Tensor, c: torch.Tensor):
         h = self.image_norm(self.image_fc(self.image_encoder(x).flatten(1)))

@@ -26,30 +26,39 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
-from pipeline.models.fusion import Fusion
+from pipeline.models.base import Configured, ModelConfig
+from pipeline.models.fusion import Fusion, FusionKind
 from pipeline.models.stability import soft_bound
 
 
-class CVAEGated(nn.Module):
-    kind = "cvae_gated"  # config.json's "model"; pipeline/models/registry.py
+class CVAEGatedConfig(ModelConfig):
+    image_size: int = Field(ge=4, le=2048, description="side of the square RGB images")
+    text_dim: int = Field(ge=1, le=65_536, description="caption feature size")
+    latent_dim: int = Field(ge=1, le=4096, description="size of z")
+    fusion: FusionKind = Field(description="how z_img and z_text are joined")
+    beta: float = Field(ge=0.0, le=1000.0, description="weight of the KL term")
+    logvar_bound: float | None = Field(gt=0.0, le=100.0, description="soft log-variance bound")
 
-    def __init__(
-        self,
-        image_size: int = 224,
-        text_dim: int = 512,
-        latent_dim: int = 128,
-        fusion: str = "gated",
-        beta: float = 1.0,
-        logvar_bound: float | None = 8.0,
-    ):
+    @field_validator("image_size")
+    @classmethod
+    def _divisible(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError(f"image_size {value} must be divisible by 4")
+        return value
+
+
+class CVAEGated(Configured, nn.Module):
+    kind = "cvae_gated"  # config.json's "model"; pipeline/models/registry.py
+    Config = CVAEGatedConfig
+
+    def __init__(self, config: CVAEGatedConfig):
         super().__init__()
-        if image_size % 4:
-            raise ValueError(f"image_size {image_size} must be divisible by 4")
-        self.image_size, self.text_dim, self.latent_dim = image_size, text_dim, latent_dim
-        self.fusion_kind, self.beta = fusion, beta
-        self.logvar_bound = logvar_bound
+        self.config = config
+        image_size, text_dim, latent_dim = config.image_size, config.text_dim, config.latent_dim
+        fusion, self.beta, self.logvar_bound = config.fusion, config.beta, config.logvar_bound
         side = image_size // 4
         self.side = side
         self.image_encoder = nn.Sequential(
@@ -70,14 +79,6 @@ class CVAEGated(nn.Module):
             nn.ConvTranspose2d(64, 3, 4, 2, 1),
             nn.Tanh(),
         )
-
-    def config(self) -> dict:
-        keys = ("image_size", "text_dim", "latent_dim", "beta", "logvar_bound")
-        return {
-            "model": self.kind,
-            "fusion": self.fusion_kind,
-            **{k: getattr(self, k) for k in keys},
-        }
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None):
         h = self.image_encoder(x * 2 - 1)  # images arrive in [0, 1]; the model works in [-1, 1]

@@ -19,43 +19,36 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.models.base import Configured, ModelConfig
 from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.models.fusion import Fusion, FusionKind
 
 
-class CVAEMLP(BernoulliCVAE):
+class CVAEMLPConfig(ModelConfig):
+    input_dim: int = Field(ge=1, le=65_536, description="pixels per image (784)")
+    cond_dim: int = Field(ge=1, le=65_536, description="one-hot labels or embedding size")
+    hidden_dim: int = Field(ge=1, le=65_536, description="units of the hidden layers")
+    latent_dim: int = Field(ge=1, le=4096, description="size of z")
+    fusion: FusionKind = Field(description="how the decoder joins z and the condition")
+
+
+class CVAEMLP(Configured, BernoulliCVAE):
     kind = "cvae_mlp"  # config.json's "model"; pipeline/models/registry.py
+    Config = CVAEMLPConfig
 
-    def __init__(
-        self,
-        input_dim: int = 784,
-        cond_dim: int = 10,
-        hidden_dim: int = 400,
-        latent_dim: int = 20,
-        fusion: FusionKind = "concat",
-    ):
+    def __init__(self, config: CVAEMLPConfig):
         super().__init__()
-        self.input_dim, self.cond_dim = input_dim, cond_dim
-        self.hidden_dim, self.latent_dim = hidden_dim, latent_dim
-        self.fc1 = nn.Linear(input_dim + cond_dim, hidden_dim)
-        self.fc2_mean = nn.Linear(hidden_dim, latent_dim)
-        self.fc2_logvar = nn.Linear(hidden_dim, latent_dim)
-        self.fusion = fusion
-        self.fuse = Fusion(fusion, latent_dim, cond_dim)  # concat: no parameters of its own
-        self.fc3 = nn.Linear(self.fuse.out_dim, hidden_dim)
-        self.fc4 = nn.Linear(hidden_dim, input_dim)
-
-    def config(self) -> dict:
-        return {
-            "model": self.kind,
-            "input_dim": self.input_dim,
-            "cond_dim": self.cond_dim,
-            "hidden_dim": self.hidden_dim,
-            "latent_dim": self.latent_dim,
-            "fusion": self.fusion,
-        }
+        self.config = config
+        d, c, h, z = config.input_dim, config.cond_dim, config.hidden_dim, config.latent_dim
+        self.fc1 = nn.Linear(d + c, h)
+        self.fc2_mean = nn.Linear(h, z)
+        self.fc2_logvar = nn.Linear(h, z)
+        self.fuse = Fusion(config.fusion, z, c)  # concat: no parameters of its own
+        self.fc3 = nn.Linear(self.fuse.out_dim, h)
+        self.fc4 = nn.Linear(h, d)
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.fc1(torch.cat([x, c], dim=1)))

@@ -29,8 +29,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.models.base import Configured, ModelConfig
 from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.models.fusion import Fusion, FusionKind
 
@@ -39,35 +41,34 @@ Arch = Literal["conv", "mlp"]
 Likelihood = Literal["bernoulli", "continuous_bernoulli"]
 
 
-class CVAEPrior(BernoulliCVAE):
-    kind = "cvae_prior"  # config.json's "model"; pipeline/models/registry.py
+class CVAEPriorConfig(ModelConfig):
+    cond_dim: int = Field(ge=1, le=65_536, description="one-hot labels or embedding size")
+    latent_dim: int = Field(ge=1, le=4096, description="size of z")
+    width: int = Field(ge=1, le=1024, description="channels of the first conv (mlp: 8x units)")
+    cond_hidden: int = Field(ge=1, le=65_536, description="units of the condition network")
+    prior: PriorKind = Field(description="learned: p(z|c) from a network; standard: N(0, I)")
+    fusion: FusionKind = Field(description="how the decoder joins z and the condition")
+    cond_noise: float = Field(ge=0.0, le=10.0, description="training noise on the condition")
+    cond_dropout: float = Field(ge=0.0, lt=1.0, description="training dropout on the condition")
+    arch: Arch = Field(description="encoder/decoder bodies: conv or mlp")
+    likelihood: Likelihood = Field(description="p(x|z,c) of the grey values")
 
-    def __init__(
-        self,
-        cond_dim: int = 10,
-        latent_dim: int = 16,
-        width: int = 32,
-        cond_hidden: int = 128,
-        prior: PriorKind = "learned",
-        fusion: FusionKind = "concat",
-        cond_noise: float = 0.0,
-        cond_dropout: float = 0.0,
-        arch: Arch = "conv",
-        likelihood: Likelihood = "bernoulli",
-    ):
+
+class CVAEPrior(Configured, BernoulliCVAE):
+    kind = "cvae_prior"  # config.json's "model"; pipeline/models/registry.py
+    Config = CVAEPriorConfig
+
+    def __init__(self, config: CVAEPriorConfig):
         super().__init__()
-        if prior not in ("learned", "standard") or arch not in ("conv", "mlp"):
-            raise ValueError(
-                f"prior {prior!r}, arch {arch!r}: expected learned | standard, conv | mlp"
-            )
-        self.cond_dim, self.latent_dim, self.width = cond_dim, latent_dim, width
-        self.cond_hidden, self.prior_kind, self.fusion_kind = cond_hidden, prior, fusion
-        self.cond_noise, self.cond_dropout, self.arch = cond_noise, cond_dropout, arch
-        if likelihood not in ("bernoulli", "continuous_bernoulli"):
-            raise ValueError(
-                f"likelihood {likelihood!r}: expected bernoulli | continuous_bernoulli"
-            )
-        self.likelihood = likelihood
+        self.config = config
+        cond_dim, latent_dim, width = config.cond_dim, config.latent_dim, config.width
+        cond_hidden, prior, fusion = config.cond_hidden, config.prior, config.fusion
+        cond_noise, cond_dropout, arch = config.cond_noise, config.cond_dropout, config.arch
+        self.latent_dim, self.cond_noise, self.likelihood = (
+            latent_dim,
+            cond_noise,
+            config.likelihood,
+        )
         w = width
         flat = 2 * w * 7 * 7 if arch == "conv" else 8 * w
         self.cond = nn.Sequential(
@@ -105,21 +106,6 @@ class CVAEPrior(BernoulliCVAE):
         )
         self.fuse = Fusion(fusion, latent_dim, cond_hidden)
         self.dec_fc = nn.Sequential(nn.Linear(self.fuse.out_dim, flat), nn.ReLU())
-
-    def config(self) -> dict:
-        return {
-            "model": self.kind,
-            "cond_dim": self.cond_dim,
-            "latent_dim": self.latent_dim,
-            "width": self.width,
-            "cond_hidden": self.cond_hidden,
-            "prior": self.prior_kind,
-            "fusion": self.fusion_kind,
-            "cond_noise": self.cond_noise,
-            "cond_dropout": self.cond_dropout,
-            "arch": self.arch,
-            "likelihood": self.likelihood,
-        }
 
     def condition(self, c: torch.Tensor) -> torch.Tensor:
         if self.training and self.cond_noise > 0:

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.models.base import Configured, ModelConfig
 
-class JudgeCNN(nn.Module):
+
+class JudgeConfig(ModelConfig):
+    num_classes: int = Field(ge=2, le=10_000, description="classes of the data (10)")
+    feature_dim: int = Field(ge=1, le=65_536, description="units of the feature layer (128)")
+
+
+class JudgeCNN(Configured, nn.Module):
     kind = "judge_cnn"  # config.json's "model"; pipeline/models/registry.py
+    Config = JudgeConfig
 
-    def __init__(self, num_classes: int = 10, feature_dim: int = 128):
+    def __init__(self, config: JudgeConfig):
         super().__init__()
-        self.num_classes, self.feature_dim = num_classes, feature_dim
+        self.config = config
+        num_classes, feature_dim = config.num_classes, config.feature_dim
         self.body = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1),
             nn.BatchNorm2d(32),
@@ -39,13 +49,6 @@ class JudgeCNN(nn.Module):
         # Channels-last (NHWC) convolutions: the same network, faster on CPU
         # (benchmarks/judge_epoch.py). Checkpoints store contiguous copies either way.
         self.to(memory_format=torch.channels_last)
-
-    def config(self) -> dict:
-        return {
-            "model": self.kind,
-            "num_classes": self.num_classes,
-            "feature_dim": self.feature_dim,
-        }
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 784) or (B, 1, 28, 28) in [0, 1]."""
