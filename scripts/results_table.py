@@ -94,11 +94,17 @@ class Model:
             "… on validation phrasings": cell(self.val and self.val["overall"]),
             "… on held-out phrasings": cell(self.heldout and self.heldout["overall"]),
             "judge-feature Fréchet distance to the test set": cell(self.frechet, 1),
-            "CAS: judge CNN trained on samples only, real test accuracy": cell(
+            "CAS at w = 0: judge CNN trained on samples only, real test accuracy": cell(
                 self.cas.get("accuracy_on_real_test")
+            ),
+            "CAS at the chosen w": cell(
+                (self.cas.get("at_chosen_guidance") or {}).get("accuracy_on_real_test")
             ),
             "test −ELBO (nats/image)": cell(self.ev.get("test_nelbo_nats"), 1),
             "sampling temperature": cell(self.ev.get("conditions", {}).get("temperature"), 1),
+            "guidance w (chosen on validation data; the rows above use it)": cell(
+                self.ev.get("conditions", {}).get("guidance"), 1
+            ),
         }
 
 
