@@ -230,3 +230,13 @@ def finished_root_run(tmp_path_factory) -> SimpleNamespace:
             raise AssertionError(f"{WORKFLOW.name}: the fixture runs python and dvc, not {command}")
     assert output is not None and "Running stage" in output
     return SimpleNamespace(repo=repo, output=output)
+
+
+def tiny_prior(**fields):
+    """A small CVAEPrior for unit tests: the MLP body with a learned prior on one-hot labels,
+    every config field at the value below unless the test names it."""
+    from pipeline.models.cvae_prior import CVAEPrior
+
+    sizes = dict(cond_dim=10, latent_dim=6, width=4, cond_hidden=8, prior="learned")
+    rest = dict(fusion="concat", cond_noise=0.0, cond_dropout=0.0, arch="mlp")
+    return CVAEPrior.of(**{**sizes, **rest, "likelihood": "bernoulli", **fields})

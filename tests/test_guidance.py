@@ -24,38 +24,19 @@ from pipeline.frontier import (
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
-from pipeline.models.cvae_prior import CVAEPrior
 from pipeline.models.guidance import drop_conditions, guided_logits, null_condition
 from pipeline.models.judge import JudgeCNN
 from pipeline.train import BatchLosses, train_one_epoch
+
+from .conftest import tiny_prior
 
 MODELS = {
     "cvae_mlp": lambda: CVAEMLP.of(
         input_dim=784, cond_dim=10, hidden_dim=32, latent_dim=4, fusion="concat"
     ),
-    "cvae_prior": lambda: CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=4,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="conv",
-        likelihood="bernoulli",
-    ),
-    "cvae_prior_cb": lambda: CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=4,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="conv",
-        likelihood="continuous_bernoulli",
+    "cvae_prior": lambda: tiny_prior(latent_dim=4, arch="conv"),
+    "cvae_prior_cb": lambda: tiny_prior(
+        latent_dim=4, arch="conv", likelihood="continuous_bernoulli"
     ),
     "cvae_clip": lambda: CVAEClip.of(
         image_size=32,
@@ -226,18 +207,7 @@ def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
 def test_the_frontier_scores_every_point_finite_with_its_keys():
     torch.manual_seed(0)
     model, judge = (
-        CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=4,
-            width=4,
-            cond_hidden=8,
-            prior="standard",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="mlp",
-            likelihood="bernoulli",
-        ).eval(),
+        tiny_prior(latent_dim=4, prior="standard").eval(),
         JudgeCNN.of(num_classes=10, feature_dim=128).eval(),
     )
     intended = torch.arange(10).repeat_interleave(6)

@@ -17,10 +17,9 @@ from pipeline.checkpoint import save_model
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid
 from pipeline.models.cvae_mlp import CVAEMLP
-from pipeline.models.cvae_prior import CVAEPrior
 from stages.cli import app
 
-from .conftest import REPO, run_env, set_param
+from .conftest import REPO, run_env, set_param, tiny_prior
 from .test_one_line_errors import one_error_line
 
 
@@ -82,18 +81,7 @@ def test_batched_sampling_draws_the_images_one_batch_of_n_draws(tmp_path, kind):
     if kind == "mlp":
         model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     else:
-        model = CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=4,
-            width=4,
-            cond_hidden=8,
-            prior="learned",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="conv",
-            likelihood="bernoulli",
-        )
+        model = tiny_prior(latent_dim=4, arch="conv")
     name = "fmnist_label" if kind == "mlp" else "fmnist_conv"
     save_model(tmp_path / "m", model, name, {"dataset": "fmnist"})
     grids = {}

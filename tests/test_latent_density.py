@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from pipeline.data.fmnist import load_tensors
 from pipeline.data.fmnist_download import fetch_fmnist
 from pipeline.latent_density import ExPostDensity, gaussian_mixture
-from pipeline.models.cvae_prior import CVAEPrior
+
+from .conftest import tiny_prior
 
 
 def two_classes(n: int = 4000):
@@ -73,18 +74,7 @@ def test_fits_posterior_means_of_a_cvae_and_decodes_images(tmp_path, fmnist_gz_d
     fetch_fmnist(raw, source="local", local_dir=str(fmnist_gz_dir))
     x, y = load_tensors(raw, "train", 1000)
     torch.manual_seed(0)
-    model = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=4,
-        width=4,
-        cond_hidden=8,
-        prior="standard",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="conv",
-        likelihood="bernoulli",
-    )
+    model = tiny_prior(latent_dim=4, prior="standard", arch="conv")
     density = ExPostDensity.fit(model, x, y, num_classes=10, components=1, seed=0)
     mu, _ = model.eval().encode(x, F.one_hot(y, 10).float())
     for k in range(10):

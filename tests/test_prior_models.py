@@ -9,28 +9,18 @@ import torch.nn.functional as F
 
 from pipeline.evaluate import importance_weighted_nll, negative_elbo, prior, sample_images
 from pipeline.models.cvae_prior import (
-    CVAEPrior,
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
     gaussian_kl,
 )
 
+from .conftest import tiny_prior
+
 
 @pytest.mark.parametrize("arch", ["conv", "mlp"])
 @pytest.mark.parametrize("fusion", ["concat", "add", "gated"])
 def test_shapes_of_both_bodies_and_every_fusion(arch, fusion):
-    model = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=6,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion=fusion,
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch=arch,
-        likelihood="bernoulli",
-    )
+    model = tiny_prior(fusion=fusion, arch=arch)
     x, c = torch.rand(5, 784), torch.eye(10)[:5]
     mu, logvar = model.encode(x, c)
     mu_p, logvar_p = model.prior(c)
@@ -53,35 +43,13 @@ def test_gaussian_kl_matches_the_closed_form_and_is_zero_between_equals():
 def test_standard_prior_is_n01_and_a_learned_one_depends_on_the_condition():
     c = torch.eye(10)[:4]
     mu, logvar = prior(
-        CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=6,
-            width=4,
-            cond_hidden=8,
-            prior="standard",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="conv",
-            likelihood="bernoulli",
-        ),
+        tiny_prior(prior="standard", arch="conv"),
         c,
     )
     assert torch.equal(mu, torch.zeros(4, 6)) and torch.equal(logvar, torch.zeros(4, 6))
     torch.manual_seed(0)
     mu, _ = prior(
-        CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=6,
-            width=4,
-            cond_hidden=8,
-            prior="learned",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="conv",
-            likelihood="bernoulli",
-        ),
+        tiny_prior(arch="conv"),
         c,
     )
     assert not torch.allclose(mu[0], mu[1])
@@ -102,30 +70,8 @@ def test_continuous_bernoulli_normaliser_and_mean_match_numerical_integration(lo
 def test_continuous_bernoulli_is_a_density_so_its_likelihood_can_exceed_bernoullis():
     torch.manual_seed(0)
     x = torch.rand(8, 784)
-    cb = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=6,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="mlp",
-        likelihood="continuous_bernoulli",
-    )
-    bern = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=6,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="mlp",
-        likelihood="bernoulli",
-    )
+    cb = tiny_prior(likelihood="continuous_bernoulli")
+    bern = tiny_prior()
     bern.load_state_dict(cb.state_dict())
     logits = torch.randn(8, 784) * 3
     gap = cb.log_likelihood(logits, x) - bern.log_likelihood(logits, x)
@@ -135,18 +81,7 @@ def test_continuous_bernoulli_is_a_density_so_its_likelihood_can_exceed_bernoull
 
 def test_temperature_scales_the_spread_around_the_prior_mean():
     torch.manual_seed(0)
-    model = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=6,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="mlp",
-        likelihood="bernoulli",
-    )
+    model = tiny_prior()
     c = torch.eye(10)[[3] * 2000]
     mu_p, _ = model.prior(c[:1])
     at_mean = model.decode(mu_p, c[:1])
@@ -159,18 +94,7 @@ def test_temperature_scales_the_spread_around_the_prior_mean():
 
 def test_importance_weighted_bound_uses_the_learned_prior():
     torch.manual_seed(0)
-    model = CVAEPrior.of(
-        cond_dim=10,
-        latent_dim=4,
-        width=4,
-        cond_hidden=8,
-        prior="learned",
-        fusion="concat",
-        cond_noise=0.0,
-        cond_dropout=0.0,
-        arch="mlp",
-        likelihood="bernoulli",
-    )
+    model = tiny_prior(latent_dim=4)
     with torch.no_grad():  # a prior far from N(0, I), so using N(0, I) would show
         model.prior_net[-1].bias.copy_(torch.tensor([3.0, -3.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5]))
     x, c = torch.rand(100, 784), F.one_hot(torch.arange(100) % 10, 10).float()
