@@ -1,6 +1,7 @@
 """Stage coco_pack: the verified COCO images of each subset into WebDataset tar shards."""
 
 import os
+from contextlib import closing
 from pathlib import Path
 
 from pipeline.atomic import TEMP_GLOB, write_json
@@ -43,9 +44,14 @@ def run(params_path: Path) -> None:
             }
             for r, jpeg in zip(rows, jpegs, strict=True)
         )
-        shards = write_shards(
-            samples, COCO_SHARDS, manifest.stem, maxcount=p.shard_maxcount, maxsize=p.shard_maxsize
-        )
+        with closing(jpegs):  # an interruption stops the workers here, not at exit
+            shards = write_shards(
+                samples,
+                COCO_SHARDS,
+                manifest.stem,
+                maxcount=p.shard_maxcount,
+                maxsize=p.shard_maxsize,
+            )
         index["subsets"][manifest.stem] = {
             "images": len(rows),
             "captions": sum(len(r["captions"]) for r in rows),

@@ -1,7 +1,12 @@
 """COCO annotations, subset selection, image fetching, safe zips, image prep and shards."""
 
 import io
+import itertools
 import json
+import multiprocessing
+import signal
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -10,6 +15,7 @@ from PIL import Image
 
 from pipeline.data.archive import extract_members
 from pipeline.data.coco import (
+    CocoImage,
     failure_summary,
     fetch_images,
     image_records,
@@ -20,7 +26,7 @@ from pipeline.data.coco import (
 from pipeline.data.images import prepare_image, prepare_jpegs
 from pipeline.data.shards import read_samples, write_shards
 from pipeline.errors import PipelineError
-from pipeline.testing.photos import make_photo_coco
+from pipeline.testing.photos import make_photo_coco, photo_variants
 
 from .coco_fixture import BAD_TRAIN_IDS, loopback_download, make_coco_fixture, serve
 
@@ -87,6 +93,52 @@ def test_fetch_records_every_image_and_resumes(tmp_path, served_coco):
     assert all(server.hits[p] == hits[p] for p in ok_paths)  # present and valid: not refetched
 
 
+def test_ctrl_c_during_fetch_stops_at_the_downloads_in_flight(tmp_path, http_server):
+    """KeyboardInterrupt in the main thread (what Ctrl-C raises) cancels the queued downloads.
+
+    A real signal to the main thread interrupts its wait at once, as Ctrl-C does (SIGUSR1:
+    a suite run in the background ignores SIGINT)."""
+    n, workers, started = 40, 2, threading.Event()
+    out = io.BytesIO()
+    photo_variants(1)[0][0].save(out, format="JPEG")
+    body = out.getvalue()
+
+    def slow(handler):
+        started.set()
+        time.sleep(0.2)
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    records = []
+    for i in range(1, n + 1):
+        name = f"COCO_train2014_{i:012d}.jpg"
+        http_server.routes[f"/{name}"] = [slow]
+        records.append(CocoImage(i, name, f"{http_server.url}/{name}"))
+    hosts = loopback_download(http_server.url)["image_hosts"]
+    started_hits = {}
+
+    def interrupt():
+        started.wait(30)
+        started_hits["n"] = sum(http_server.hits.values())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, ctrl_c)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            store = tmp_path / "store"
+            fetch_images(records, "train2014", store, workers=workers, image_hosts=hosts)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # only the downloads already in flight (one per thread) finish; the rest never start
+    assert 1 <= sum(http_server.hits.values()) <= started_hits["n"] + workers < n
+
+
 def test_local_root_is_read_in_place(tmp_path):
     fixture = make_coco_fixture(tmp_path)
     rows = local_images(train_records(fixture), "train2014", fixture.root)
@@ -151,11 +203,24 @@ def test_draft_decoding_matches_a_full_decode_closely():
 def test_prepare_jpegs_keeps_order_across_processes_and_checks_sha(tmp_path):
     fixture = make_coco_fixture(tmp_path)
     paths = [str(fixture.root / "val2014" / f"COCO_val2014_{i:012d}.jpg") for i in (101, 102, 103)]
-    serial = list(prepare_jpegs([(p, "") for p in paths], 16, "resize", 90, workers=1))
-    parallel = list(prepare_jpegs([(p, "") for p in paths], 16, "resize", 90, workers=2))
-    assert serial == parallel
-    with pytest.raises(PipelineError, match="changed since it was verified"):
-        list(prepare_jpegs([(paths[0], "0" * 64)], 16, "resize", 90, workers=1))
+    files = [(paths[i % 3], "") for i in range(70)]  # five chunks of up to 16, in flight at once
+    serial = list(prepare_jpegs(files, 16, "resize", 90, workers=1))
+    parallel = list(prepare_jpegs(files, 16, "resize", 90, workers=2))
+    assert parallel == serial and len(serial) == 70 and serial[0] != serial[1]
+    for workers in (1, 2):
+        with pytest.raises(PipelineError, match="changed since it was verified"):
+            list(prepare_jpegs([*files[:40], (paths[0], "0" * 64)], 16, "resize", 90, workers))
+    assert multiprocessing.active_children() == []
+
+
+def test_closing_prepare_jpegs_early_stops_every_worker(tmp_path):
+    fixture = make_coco_fixture(tmp_path)
+    path = str(fixture.root / "val2014" / f"COCO_val2014_{101:012d}.jpg")
+    jpegs = prepare_jpegs(((path, "") for _ in range(10_000)), 64, "resize", 90, workers=2)
+    assert len(list(itertools.islice(jpegs, 20))) == 20
+    assert len(multiprocessing.active_children()) == 2
+    jpegs.close()  # what contextlib.closing does on Ctrl-C in the stage
+    assert multiprocessing.active_children() == []
 
 
 def test_shards_are_deterministic_split_by_count_and_readable(tmp_path):

@@ -301,7 +301,7 @@ def local_images(records: list[CocoImage], split: str, root: Path, workers: int 
             return _row(record, split, path, "failed", f"{path}: missing")
         return _checked(record, split, path)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with _thread_pool(workers) as pool:
         results = pool.map(one, records, chunksize=64)
         return list(tqdm(results, total=len(records), desc=f"verify {split}", disable=None))
 
@@ -311,6 +311,20 @@ def _host_error(image_id: int, url: str, host: str, hosts: list[str], how: str) 
         f"image {image_id}: coco_url {redact(url)} {how} host {host}, which is not in "
         f"download.coco.image_hosts ({', '.join(hosts)}); add it there only if you trust it"
     )
+
+
+@contextlib.contextmanager
+def _thread_pool(workers: int):
+    """A thread pool that, interrupted (Ctrl-C, SIGTERM, an error), cancels every task not yet
+    started. A plain ``with ThreadPoolExecutor`` would first finish them all: every download
+    of the subset, hours for a Ctrl-C."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def check_image_hosts(records: list[CocoImage], hosts: list[str]) -> None:
@@ -370,7 +384,7 @@ def fetch_images(
 
     store.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(store)  # what a killed run left
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _thread_pool(workers) as pool:
         results = pool.map(one, records)  # keeps the subset's order
         rows = list(tqdm(results, total=len(records), desc=f"fetch {split}", disable=None))
     if refused:

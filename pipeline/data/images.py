@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import multiprocessing
+import signal
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +23,7 @@ from PIL import Image
 from pipeline.errors import PipelineError
 
 RESIZE_MODES = ("resize", "center_crop")
+_CHUNK = 16  # images a worker prepares per task
 
 
 def _draft_request(width: int, height: int, size: int, mode: str) -> tuple[int, int]:
@@ -72,17 +77,41 @@ def _prepare_task(task: tuple[str, str, int, str, int]) -> bytes:
     return encode_jpeg(prepare_image(data, size, mode), quality)
 
 
+def _prepare_chunk(tasks: list[tuple[str, str, int, str, int]]) -> list[bytes]:
+    return [_prepare_task(task) for task in tasks]
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the stage (the parent) stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def prepare_jpegs(
     files: Iterable[tuple[str, str]], size: int, mode: str, quality: int, workers: int
 ) -> Iterator[bytes]:
     """Prepared JPEG bytes of (path, sha256) pairs, in input order, on ``workers`` processes.
 
-    Streams: at most a few chunks of images are in flight, so memory does not grow with
-    the number of images.
+    Streams: at most ``2 * workers`` chunks of images are in flight, so memory does not grow
+    with the number of images. Interrupted (an error downstream, Ctrl-C, SIGTERM), it cancels
+    what has not started and lets each worker finish its chunk, so no worker is killed while
+    it sends a result: ``multiprocessing.Pool.terminate`` can, and then hangs on the half
+    message. Close the generator (``contextlib.closing``) to stop at once.
     """
     tasks = ((path, sha, size, mode, quality) for path, sha in files)
     if workers <= 1:
         yield from map(_prepare_task, tasks)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_prepare_task, tasks, chunksize=16)
+    chunks = iter(lambda: list(itertools.islice(tasks, _CHUNK)), [])
+    executor = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+    )
+    try:
+        window = deque(
+            executor.submit(_prepare_chunk, c) for c in itertools.islice(chunks, 2 * workers)
+        )
+        while window:
+            done = window.popleft().result()
+            window.extend(executor.submit(_prepare_chunk, c) for c in itertools.islice(chunks, 1))
+            yield from done
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
