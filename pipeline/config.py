@@ -438,7 +438,7 @@ class Sampling(Runtime):
         description="the frontier's w values (must hold 0, the unguided model)",
     )
     temperature_sweep: list[float] = Field(
-        default_factory=lambda: [1.0, 0.8], min_length=1, description="the frontier's T values"
+        default_factory=lambda: [1.0, 0.5], min_length=1, description="the frontier's T values"
     )
     val_images: int = Field(
         10_000,
@@ -479,6 +479,13 @@ class Cas(FitSpec):
     on generated samples only, labelled by their condition, tested on the real test set."""
 
     samples_per_class: int = Field(6000, ge=1, le=100_000, description="as many as real data")
+    frontier_samples_per_class: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="per class, the samples of each frontier point's classifier (every w x T "
+        "of evaluate.<model>); 0: no frontier CAS",
+    )
     real_limit: int | None = Field(None, ge=1, description="cas_real: the first N real images")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="sampling temperature")
     epochs: int = Field(1, ge=1, le=1000, description="passes over the training images")

@@ -322,8 +322,8 @@ def fit(
     spec: FitSpec,
     *,
     generator: torch.Generator,
-    state_path: Path,
-    live_dir: Path,
+    state_path: Path | None,
+    live_dir: Path | None,
     fingerprint: str,
     keep_dir: Path | None = None,
     name: str = "model",
@@ -341,6 +341,7 @@ def fit(
     The weights of ``keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``, their
     sha256 to ``keep_dir/kept.json`` and the resume state; the folder ends holding exactly
     those epochs. On any failure dvclive's metrics file in ``live_dir`` is removed.
+    ``state_path`` None: no resume state (a run of seconds); ``live_dir`` None: no dvclive.
     """
     if keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
@@ -360,7 +361,7 @@ def fit(
     history: list[dict[str, float]] = []
     kept: dict[int, str] = {}  # kept epoch -> sha256 of its file
     steps = 0  # optimizer steps taken: the warmup's clock
-    if state_path.is_file():
+    if state_path is not None and state_path.is_file():
         history, steps, kept = _resume(
             state_path, spec.epochs, keep_epochs, fingerprint, keep_dir, model, optimizer, generator
         )
@@ -381,7 +382,9 @@ def fit(
             return one_cycle_lr(spec.lr, steps, total_steps)
         return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
 
-    live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if rank0 else None
+    live = None
+    if rank0 and live_dir is not None:
+        live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
     try:
         for row in history:  # replay finished epochs so the curves are whole after a resume
             _log_row(live, row)
@@ -433,7 +436,8 @@ def fit(
                     "steps": steps,
                     "kept": {str(e): sha for e, sha in kept.items()},
                 }
-                save_state(state_path, model, optimizer, generator, meta)
+                if state_path is not None:
+                    save_state(state_path, model, optimizer, generator, meta)
     except BaseException:
         if live is not None:  # no metric from a failed run
             Path(live.metrics_file).unlink(missing_ok=True)

@@ -42,6 +42,9 @@ FRONTIER_COLUMNS = [
 ]
 
 
+CAS_KEY = "cas (metrics/cas)"
+
+
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -147,6 +150,13 @@ def frontier_table(m: Model) -> list[str]:
         if key is not None:
             columns.append((head, key))
             used.add(key)
+    # CAS of each point (stages/cas.py), matched by (w, T): one column after the spread
+    by_point = {(q["guidance"], q["temperature"]): q["cas"] for q in m.cas.get("frontier", [])}
+    w_key, t_key = (dict(columns).get(h) for h in ("w", "T"))
+    if by_point and w_key and t_key:
+        points = [{**p, CAS_KEY: by_point.get((p[w_key], p[t_key]))} for p in points]
+        columns.append(("CAS", CAS_KEY))
+        used.add(CAS_KEY)
     columns += [(k, k) for k in keys if k not in used]
     lines = [f"**`{m.name}`** (mean ± std where the point has a spread over sample seeds):", ""]
     lines.append("| " + " | ".join(head for head, _ in columns) + " |")
@@ -154,6 +164,13 @@ def frontier_table(m: Model) -> list[str]:
     for p in points:
         digits = {"FD": 1, "w": 2, "T": 2}
         lines.append("| " + " | ".join(cell(p.get(k), digits.get(h, 3)) for h, k in columns) + " |")
+    if by_point:
+        n = m.cas.get("frontier_conditions", {}).get("training_images")
+        lines += [
+            "",
+            f"CAS: the judge's CNN trained on {n:,} samples of that point only (fewer than the "
+            "headline CAS above, so it reads lower), tested on the real test set.",
+        ]
     if "guidance" in m.ev:
         lines += ["", f"Chosen: {cell(m.ev['guidance'], 2)}."]
     return lines

@@ -7,31 +7,37 @@ training phrasing), then tested on the real test set. ``cas_real`` trains the sa
 with the same recipe on the real training images: the score a perfect generator would reach.
 A model that draws only its class means scores high sample accuracy but a low CAS.
 
-A model's CAS is measured at w = 0 and, when its evaluation chose another guidance w
-(metrics/<model>/eval.json), at that w too: guidance buys sample accuracy with diversity, and
-CAS measures what the diversity was worth.
+A model's CAS is measured at w = 0, at the w its evaluation chose (metrics/<model>/eval.json)
+and, on ``cas.frontier_samples_per_class`` samples per class, at every (w, T) of its frontier
+(pipeline/cas.py:frontier_cas): guidance buys sample accuracy with diversity, and CAS
+measures what the diversity was worth.
 """
 
 from pathlib import Path
 
+from pipeline import cas
 from pipeline.atomic import write_json
-from pipeline.cas import generated_training_set
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
-from pipeline.data.batches import InMemoryBatches
 from pipeline.data.embeddings import encoder_identity
-from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.evaluate import judge_outputs, per_class_accuracy
+from pipeline.data.fmnist import load_tensors
 from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.frontier import read_chosen_guidance
-from pipeline.models.judge import JudgeCNN
 from pipeline.models.registry import model_spec
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import fit
 from stages.fingerprint import training_fingerprint
 from stages.layout import METRICS, RAW_FMNIST, embeddings_dir, model_dir, state_file
 
 REAL = "real"  # `t2i cas real`: the classifier trained on real images
+
+
+def _generator_model(name: str, device):
+    """The model of ``name`` and its caption embeddings folder (None for a label model)."""
+    model, config = load_model(model_dir(name), device)
+    embeddings = embeddings_dir(config["encoder"], "fmnist") if "encoder" in config else None
+    if embeddings is not None:  # the weights the model was trained on, or none
+        require_encoder_weights(config, model_dir(name), encoder_identity(embeddings))
+    return model, embeddings
 
 
 def score(name: str, p, judge, device, generator, x_test, y_test, guidance: float | None) -> dict:
@@ -40,44 +46,31 @@ def score(name: str, p, judge, device, generator, x_test, y_test, guidance: floa
         x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on, tag = "the real training images", name
     else:
-        model, config = load_model(model_dir(name), device)
-        embeddings = embeddings_dir(config["encoder"], "fmnist") if "encoder" in config else None
-        if embeddings is not None:  # the weights the model was trained on, or none
-            require_encoder_weights(config, model_dir(name), encoder_identity(embeddings))
-        conditioning = model_spec(name).conditioning
-        x_train, y_train = generated_training_set(
-            model, conditioning, embeddings, p, device, generator, guidance
+        model, embeddings = _generator_model(name, device)
+        conditioning, n = model_spec(name).conditioning, p.samples_per_class
+        x_train, y_train = cas.generated_training_set(
+            model, conditioning, embeddings, n, p.temperature, device, generator, guidance
         )
         require_finite_tensor(x_train, f"cas {name}: samples of {model_dir(name)}")
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
-    classifier = JudgeCNN.of(num_classes=len(LABELS), feature_dim=judge.feature_dim).to(device)
-    history = fit(
-        classifier,
-        InMemoryBatches(x_train, y_train, batch_size=p.batch_size),
-        InMemoryBatches(x_test, y_test, batch_size=1000),
+    net = cas.classifier(judge.feature_dim, device)
+    history = cas.train_classifier(
+        net,
         p,
-        name=f"cas {tag}",
-        generator=generator,
+        generator,
+        (x_train, y_train),
+        (x_test, y_test),
+        tag,
         state_path=state_file(f"cas_{tag}"),
         live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_w{guidance:g}"),
         fingerprint=training_fingerprint(
-            f"t2i cas {name}", classifier, p, None if tag == name else {"guidance": guidance}
+            f"t2i cas {name}", net, p, None if tag == name else {"guidance": guidance}
         ),
     )
-    predicted, _ = judge_outputs(classifier, x_test)
-    return {
-        "accuracy_on_real_test": history[-1]["test/accuracy"],
-        "per_class": per_class_accuracy(predicted, y_test, LABELS),
-        "conditions": {
-            "trained_on": trained_on,
-            "training_images": len(x_train),
-            "temperature": None if guidance is None else p.temperature,
-            "guidance": guidance,
-            "epochs": p.epochs,
-            "classifier": "judge architecture (pipeline/models/judge.py)",
-            "tested_on": f"{len(x_test)} real test images",
-        },
-    }
+    temperature = None if guidance is None else p.temperature
+    conditions = dict(trained_on=trained_on, training_images=len(x_train), epochs=p.epochs)
+    conditions |= {"temperature": temperature, "guidance": guidance}
+    return cas.cas_metrics(history, net, (x_test, y_test), conditions)
 
 
 def run(name: str, params_path: Path) -> None:
@@ -95,5 +88,13 @@ def run(name: str, params_path: Path) -> None:
         metrics["at_chosen_guidance"] = {
             k: v for k, v in guided.items() if k != "at_chosen_guidance"
         }
+        if p.frontier_samples_per_class:
+            ev = model_spec(name).evaluate_params(params)
+            model, embeddings = _generator_model(name, device)
+            metrics |= cas.frontier_cas(
+                *(model, model_spec(name).conditioning, embeddings, p),
+                (ev.guidance_sweep, ev.temperature_sweep),
+                *(judge.feature_dim, device, (x_test, y_test), name),
+            )
     path = METRICS / "cas" / f"{name}.json"
     write_json(path, require_finite(metrics, str(path)))

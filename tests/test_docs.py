@@ -129,6 +129,27 @@ def test_a_guidance_frontier_becomes_a_table(tree: Path):
     assert 'Chosen: `{"w": 2.0, "temperature": 0.7}`.' in block
 
 
+def test_each_frontier_point_gets_its_cas_from_the_cas_file(tree: Path):
+    path = tree / "metrics" / "cas" / "fmnist_conv.json"
+    cas = json.loads(path.read_text())
+    points = json.loads((tree / "metrics" / "fmnist_conv" / "eval.json").read_text())["frontier"]
+    cas["frontier"] = [
+        {"guidance": q["guidance"], "temperature": q["temperature"], "cas": 0.5 + i / 100}
+        for i, q in enumerate(points)
+    ]
+    cas["frontier_conditions"] = {"training_images": 10_000, "epochs": 1, "sample_seed": 0}
+    path.write_text(json.dumps(cas))
+    assert run_script(tree, "--write").returncode == 0
+    page = (tree / "docs" / "results.md").read_text()
+    block = page[page.index("**`fmnist_conv`**") : page.index("## Figures")]
+    assert "| w | T | accuracy | FD | spread | CAS |" in block
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[-1] for row in rows[1 : 1 + len(points)]] == [
+        f"{0.5 + i / 100:.3f} |" for i in range(len(points))
+    ]
+    assert "trained on 10,000 samples of that point only" in block
+
+
 def test_readme_is_short():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail to docs/"

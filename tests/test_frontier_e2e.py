@@ -69,6 +69,12 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     assert cas["conditions"]["guidance"] == 0.0
     assert cas["at_chosen_guidance"]["conditions"]["guidance"] == w
     assert 0 <= cas["at_chosen_guidance"]["accuracy_on_real_test"] <= 1
+    # every point of the frontier carries its CAS too, from a smaller training set
+    assert [(q["temperature"], q["guidance"]) for q in cas["frontier"]] == expected
+    assert all(0 <= q["cas"] <= 1 and math.isfinite(q["cas"]) for q in cas["frontier"])
+    cas_p = params["cas"]
+    assert cas["frontier_conditions"]["training_images"] == 10 * cas_p["frontier_samples_per_class"]
+    assert cas["frontier_conditions"]["training_images"] < cas["conditions"]["training_images"]
 
 
 def test_the_papers_model_keeps_w0_and_its_cas_is_the_unguided_one(finished_root_run):
