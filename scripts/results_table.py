@@ -1,8 +1,8 @@
 """Generate docs/results.md, the Fashion-MNIST results page, from the committed metrics.
 
     python scripts/results_table.py            # print the page
-    python scripts/results_table.py --write    # write docs/results.md
-    python scripts/results_table.py --check    # exit 1 when docs/results.md is not current
+    python scripts/results_table.py --write    # write docs/results.md and README's results
+    python scripts/results_table.py --check    # exit 1 when either is not current
 
 Every number on the page is read from metrics/ (and the judge's threshold from params.yaml);
 every sentence that quotes one is a template filled from them, so nothing is typed by hand.
@@ -272,6 +272,94 @@ def reading(ms: list[Model], judge: dict | None, real: dict | None, min_acc) -> 
     return out
 
 
+def _point_name(m: Model, q: dict) -> str:
+    return f"`{m.name}`, w {q['guidance']:g}, T {q['temperature']:g}"
+
+
+def _frontier_cas(m: Model, q: dict):
+    match = [
+        c["cas"]
+        for c in m.cas.get("frontier", [])
+        if (c["guidance"], c["temperature"]) == (q["guidance"], q["temperature"])
+    ]
+    return match[0] if match else None
+
+
+def brief(ms: list[Model], judge: dict | None, real_cas: dict | None, link: str) -> list[str]:
+    """The headline rows: the real-data ceilings, the paper's model, the most faithful point of
+    any label model's frontier whose FD is below the paper model's, the highest CAS, and
+    held-out phrasings. Every number comes from the metrics; ``link``: the results page."""
+    base = next((m for m in ms if m.name == BASELINE and m.sampled), None)
+    if base is None:
+        return []
+    rows = [
+        "| what | judge accuracy on samples | judge-feature FD | CAS |",
+        "|---|---:|---:|---:|",
+    ]
+    if judge and real_cas:
+        rows.append(
+            f"| real test images: the judge; a CNN trained on real images (`cas_real`) "
+            f"| {cell(judge['test']['accuracy'])} | – | "
+            f"{cell(real_cas['accuracy_on_real_test'])} |"
+        )
+    rows.append(
+        f"| the paper's §2.1 model (`{base.name}`, w 0, T 1) | {cell(base.sampled['overall'])} | "
+        f"{cell(base.frechet, 1)} | {cell(base.cas.get('accuracy_on_real_test'))} |"
+    )
+    bar = base.frechet["mean"]
+    faithful = [
+        (q["accuracy"]["mean"], m, q)
+        for m in ms
+        if not m.text
+        for q in m.ev.get("frontier", [])
+        if q["frechet"]["mean"] < bar
+    ]
+    if faithful:
+        _, m, q = max(faithful, key=lambda t: t[0])
+        cas, n = _frontier_cas(m, q), m.cas.get("frontier_conditions", {}).get("training_images")
+        rows.append(
+            f"| the most faithful frontier point with FD below the paper model's "
+            f"({_point_name(m, q)}) | {cell(q['accuracy'])} | {cell(q['frechet'], 1)} | "
+            f"{cell(cas)}{f' ({n:,} samples)' if cas is not None else ''} |"
+        )
+    headline = [
+        (c["accuracy_on_real_test"], m, c)
+        for m in ms
+        for c in (m.cas, m.cas.get("at_chosen_guidance") or {})
+        if "accuracy_on_real_test" in c
+    ]
+    if headline:
+        value, m, c = max(headline, key=lambda t: t[0])
+        w, t, n = (c["conditions"][k] for k in ("guidance", "temperature", "training_images"))
+        rows.append(
+            f"| the highest CAS (`{m.name}`, w {w:g}, T {t:g}; {n:,} samples) | – | – | "
+            f"{cell(value)} |"
+        )
+    for m in ms:
+        if m.text and m.heldout and m.name != "fmnist_text":
+            w = m.ev.get("conditions", {}).get("guidance")
+            rows.append(
+                f"| held-out phrasings, never seen in training (`{m.name}`, w {w:g}) | "
+                f"{cell(m.heldout['overall'])} | "
+                f"{cell(m.ev.get('frechet_judge_features_heldout_phrasings'), 1)} | "
+                f"{cell((m.cas.get('at_chosen_guidance') or m.cas).get('accuracy_on_real_test'))} |"
+            )
+    return rows + ["", f"Every model, per class and the whole frontier: [results]({link})."]
+
+
+README = ROOT / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def readme(text: str, rows: list[str]) -> str:
+    """``text`` (the README) with the lines between its markers replaced by ``rows``."""
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"error: README.md: no {BEGIN} ... {END} block for the results")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    return head + BEGIN + "\n" + "\n".join(rows) + "\n" + END + tail
+
+
 def figures() -> list[str]:
     lines = []
     for png in sorted(REPORTS.glob("*/*.png")):
@@ -311,6 +399,7 @@ def page() -> str:
             f"The same CNN trained on the real training images (cas_real): "
             f"{cell(real_cas['accuracy_on_real_test'])}. The judge on the real test set: {judged}.",
         ]
+    out += ["", "## In brief", "", *brief(ms, judge, real_cas, "#guidance-frontier")[:-2]]
     out += ["", "## Reading", ""]
     for paragraph in reading(ms, judge, real, min_acc):
         out += [paragraph, ""]
@@ -336,6 +425,12 @@ def page() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def readme_rows() -> list[str]:
+    ms = models()
+    judge = _load(METRICS / "judge" / "train" / "metrics.json")
+    return brief(ms, judge, _load(METRICS / "cas" / "real.json"), "docs/results.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group()
@@ -343,13 +438,26 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is stale")
     args = ap.parse_args(argv)
     text = page()
+    current = README.read_text() if README.is_file() else None
+    brief_readme = readme(current, readme_rows()) if current is not None else None
     if args.write:
         PAGE.parent.mkdir(exist_ok=True)
         write_bytes(PAGE, text.encode())
+        if brief_readme is not None and brief_readme != current:
+            write_bytes(README, brief_readme.encode())
     elif args.check:
-        if not PAGE.is_file() or PAGE.read_text() != text:
+        stale = [
+            name
+            for name, ok in (
+                ("docs/results.md", PAGE.is_file() and PAGE.read_text() == text),
+                ("README.md", brief_readme is None or brief_readme == current),
+            )
+            if not ok
+        ]
+        if stale:
             print(
-                "error: docs/results.md is not current with metrics/: run "
+                f"error: {' and '.join(stale)} {'is' if len(stale) == 1 else 'are'} not current "
+                "with metrics/: run "
                 "python scripts/results_table.py --write",
                 file=sys.stderr,
             )

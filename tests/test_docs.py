@@ -150,6 +150,21 @@ def test_each_frontier_point_gets_its_cas_from_the_cas_file(tree: Path):
     assert "trained on 10,000 samples of that point only" in block
 
 
+def test_the_readme_results_block_is_generated_and_checked(tree: Path):
+    shutil.copy(REPO / "README.md", tree / "README.md")
+    assert run_script(tree, "--check").returncode == 0
+    text = (tree / "README.md").read_text()
+    block = text[text.index("<!-- results:begin -->") : text.index("<!-- results:end -->")]
+    base = json.loads((tree / "metrics" / "fmnist_label" / "eval.json").read_text())
+    acc = base["judge_accuracy_on_samples"]["overall"]
+    assert f"| {acc['mean']:.3f} ± {acc['std']:.3f} |" in block  # the paper's model's row
+    (tree / "README.md").write_text(text.replace(block, block.replace("±", "+/-", 1)))
+    stale = run_script(tree, "--check")
+    assert stale.returncode == 1 and "README.md is not current" in stale.stderr
+    assert run_script(tree, "--write").returncode == 0
+    assert (tree / "README.md").read_text() == text
+
+
 def test_readme_is_short():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail to docs/"
