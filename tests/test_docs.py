@@ -123,9 +123,14 @@ def test_a_guidance_frontier_becomes_a_table(tree: Path):
     page = (tree / "docs" / "results.md").read_text()
     block = page[page.index("## Guidance frontier") : page.index("## Figures")]
     assert "**`fmnist_text_prior`**" in block
-    assert "| w | T | accuracy | FD | spread | new_key |" in block
-    assert "| 0.00 | 1.00 | 0.652 ± 0.007 | 213.9 ± 1.7 | 0.410 ± 0.002 | – |" in block
-    assert "| 2.00 | 0.70 | 0.800 ± 0.010 | 240.0 ± 2.0 | 0.300 ± 0.004 | 5.000 |" in block
+    # the CAS column comes from metrics/cas/fmnist_text_prior.json, matched by (w, T)
+    cas = json.loads((tree / "metrics" / "cas" / "fmnist_text_prior.json").read_text())
+    at_w0 = next(q["cas"] for q in cas["frontier"] if (q["guidance"], q["temperature"]) == (0, 1))
+    assert "| w | T | accuracy | FD | spread | CAS | new_key |" in block
+    assert (
+        f"| 0.00 | 1.00 | 0.652 ± 0.007 | 213.9 ± 1.7 | 0.410 ± 0.002 | {at_w0:.3f} | – |" in block
+    )
+    assert "| 2.00 | 0.70 | 0.800 ± 0.010 | 240.0 ± 2.0 | 0.300 ± 0.004 | – | 5.000 |" in block
     assert 'Chosen: `{"w": 2.0, "temperature": 0.7}`.' in block
 
 
