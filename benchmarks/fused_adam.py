@@ -30,36 +30,32 @@ from pipeline.models.judge import JudgeCNN
 from pipeline.train import train_one_epoch
 
 RAW = Path("data/raw/fmnist")
+
+
+def _learned_prior(width: int, arch: str) -> CVAEPrior:
+    """CVAEPrior with a learned prior on one-hot labels, the main job's other sizes."""
+    return CVAEPrior.of(
+        cond_dim=10,
+        latent_dim=16,
+        width=width,
+        cond_hidden=128,
+        prior="learned",
+        fusion="concat",
+        cond_noise=0.0,
+        cond_dropout=0.0,
+        arch=arch,
+        likelihood="bernoulli",
+    )
+
+
 MODELS = {  # the main job's models, with their default sizes; label-conditioned for speed
     "fmnist_label (MLP CVAE)": (CVAEMLP, "onehot"),
     "fmnist_text_prior (MLP, learned prior)": (
-        lambda: CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=16,
-            width=50,
-            cond_hidden=128,
-            prior="learned",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="mlp",
-            likelihood="bernoulli",
-        ),
+        lambda: _learned_prior(width=50, arch="mlp"),
         "onehot",
     ),
     "fmnist_conv (conv, learned prior)": (
-        lambda: CVAEPrior.of(
-            cond_dim=10,
-            latent_dim=16,
-            width=16,
-            cond_hidden=128,
-            prior="learned",
-            fusion="concat",
-            cond_noise=0.0,
-            cond_dropout=0.0,
-            arch="conv",
-            likelihood="bernoulli",
-        ),
+        lambda: _learned_prior(width=16, arch="conv"),
         "onehot",
     ),
     "judge / CAS CNN": (JudgeCNN, "label"),

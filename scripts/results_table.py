@@ -75,6 +75,10 @@ class Model:
         self.name, self.ev = name, ev
         self.text = "judge_accuracy_train_phrasings" in ev
         self.cas = _load(METRICS / "cas" / f"{name}.json") or {}
+        # CAS of each frontier point (stages/cas.py), by (w, T)
+        self.frontier_cas = {
+            (q["guidance"], q["temperature"]): q["cas"] for q in self.cas.get("frontier", [])
+        }
         suffix = "_train_phrasings" if self.text else ""
         self.sampled = ev.get(
             "judge_accuracy_train_phrasings" if self.text else "judge_accuracy_on_samples"
@@ -150,8 +154,8 @@ def frontier_table(m: Model) -> list[str]:
         if key is not None:
             columns.append((head, key))
             used.add(key)
-    # CAS of each point (stages/cas.py), matched by (w, T): one column after the spread
-    by_point = {(q["guidance"], q["temperature"]): q["cas"] for q in m.cas.get("frontier", [])}
+    # CAS of each point, matched by (w, T): one column after the spread
+    by_point = m.frontier_cas
     w_key, t_key = (dict(columns).get(h) for h in ("w", "T"))
     if by_point and w_key and t_key:
         points = [{**p, CAS_KEY: by_point.get((p[w_key], p[t_key]))} for p in points]
@@ -183,7 +187,9 @@ def _versus(a: dict, b: dict) -> str:
     return ("above" if a["mean"] > b["mean"] else "below") + " it by more than two sampling stds"
 
 
-def reading(ms: list[Model], judge: dict | None, real: dict | None, min_acc) -> list[str]:
+def reading(
+    ms: list[Model], judge: dict | None, real: dict | None, real_cas: dict | None, min_acc
+) -> list[str]:
     """The reading paragraphs: every number in them comes from the metrics."""
     out = []
     if judge:
@@ -233,7 +239,6 @@ def reading(ms: list[Model], judge: dict | None, real: dict | None, min_acc) -> 
             + " (the range is over the models' columns of the per-class table)."
         )
     cas = [m for m in ms if m.cas.get("accuracy_on_real_test") is not None]
-    real_cas = _load(METRICS / "cas" / "real.json")
     if cas:
         top = max(cas, key=lambda m: m.cas["accuracy_on_real_test"])
         line = (
@@ -276,19 +281,10 @@ def _point_name(m: Model, q: dict) -> str:
     return f"`{m.name}`, w {q['guidance']:g}, T {q['temperature']:g}"
 
 
-def _frontier_cas(m: Model, q: dict):
-    match = [
-        c["cas"]
-        for c in m.cas.get("frontier", [])
-        if (c["guidance"], c["temperature"]) == (q["guidance"], q["temperature"])
-    ]
-    return match[0] if match else None
-
-
-def brief(ms: list[Model], judge: dict | None, real_cas: dict | None, link: str) -> list[str]:
+def brief(ms: list[Model], judge: dict | None, real_cas: dict | None) -> list[str]:
     """The headline rows: the real-data ceilings, the paper's model, the most faithful point of
     any label model's frontier whose FD is below the paper model's, the highest CAS, and
-    held-out phrasings. Every number comes from the metrics; ``link``: the results page."""
+    held-out phrasings. Every number comes from the metrics."""
     base = next((m for m in ms if m.name == BASELINE and m.sampled), None)
     if base is None:
         return []
@@ -316,7 +312,8 @@ def brief(ms: list[Model], judge: dict | None, real_cas: dict | None, link: str)
     ]
     if faithful:
         _, m, q = max(faithful, key=lambda t: t[0])
-        cas, n = _frontier_cas(m, q), m.cas.get("frontier_conditions", {}).get("training_images")
+        cas = m.frontier_cas.get((q["guidance"], q["temperature"]))
+        n = m.cas.get("frontier_conditions", {}).get("training_images")
         rows.append(
             f"| the most faithful frontier point with FD below the paper model's "
             f"({_point_name(m, q)}) | {cell(q['accuracy'])} | {cell(q['frechet'], 1)} | "
@@ -344,7 +341,7 @@ def brief(ms: list[Model], judge: dict | None, real_cas: dict | None, link: str)
                 f"{cell(m.ev.get('frechet_judge_features_heldout_phrasings'), 1)} | "
                 f"{cell((m.cas.get('at_chosen_guidance') or m.cas).get('accuracy_on_real_test'))} |"
             )
-    return rows + ["", f"Every model, per class and the whole frontier: [results]({link})."]
+    return rows
 
 
 README = ROOT / "README.md"
@@ -368,11 +365,16 @@ def figures() -> list[str]:
     return lines
 
 
-def page() -> str:
+def load() -> tuple[list[Model], dict | None, dict | None]:
+    """(the models, the judge's training metrics, cas_real's metrics), read once."""
     ms = models()
     if not ms:
         raise SystemExit("error: metrics/: no Fashion-MNIST eval.json found")
     judge = _load(METRICS / "judge" / "train" / "metrics.json")
+    return ms, judge, _load(METRICS / "cas" / "real.json")
+
+
+def page(ms: list[Model], judge: dict | None, real_cas: dict | None) -> str:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     min_acc = params["judge"]["min_accuracy"]
     real = next((m.ev["judge_accuracy_on_real_test_per_class"] for m in ms if not m.text), {})
@@ -391,7 +393,6 @@ def page() -> str:
         "",
         *main_table(ms),
     ]
-    real_cas = _load(METRICS / "cas" / "real.json")
     if real_cas:
         judged = cell(judge and judge["test"]["accuracy"])
         out += [
@@ -399,9 +400,9 @@ def page() -> str:
             f"The same CNN trained on the real training images (cas_real): "
             f"{cell(real_cas['accuracy_on_real_test'])}. The judge on the real test set: {judged}.",
         ]
-    out += ["", "## In brief", "", *brief(ms, judge, real_cas, "#guidance-frontier")[:-2]]
+    out += ["", "## In brief", "", *brief(ms, judge, real_cas)]
     out += ["", "## Reading", ""]
-    for paragraph in reading(ms, judge, real, min_acc):
+    for paragraph in reading(ms, judge, real, real_cas, min_acc):
         out += [paragraph, ""]
     out += [
         "What was tried to improve these, and the goals missed: [experiments.md](experiments.md).",
@@ -425,21 +426,21 @@ def page() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_rows() -> list[str]:
-    ms = models()
-    judge = _load(METRICS / "judge" / "train" / "metrics.json")
-    return brief(ms, judge, _load(METRICS / "cas" / "real.json"), "docs/results.md")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write docs/results.md")
     group.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is stale")
     args = ap.parse_args(argv)
-    text = page()
+    loaded = load()
+    text = page(*loaded)
     current = README.read_text() if README.is_file() else None
-    brief_readme = readme(current, readme_rows()) if current is not None else None
+    rows = [
+        *brief(*loaded),
+        "",
+        "Every model, per class and the whole frontier: [results](docs/results.md).",
+    ]
+    brief_readme = readme(current, rows) if current is not None else None
     if args.write:
         PAGE.parent.mkdir(exist_ok=True)
         write_bytes(PAGE, text.encode())

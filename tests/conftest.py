@@ -232,6 +232,16 @@ def finished_root_run(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(repo=repo, output=output)
 
 
+def one_error_line(result) -> str:
+    """The one `error: ` line of a failed `t2i` command run by typer's CliRunner: exit code 1,
+    no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
 def tiny_prior(**fields):
     """A small CVAEPrior for unit tests: the MLP body with a learned prior on one-hot labels,
     every config field at the value below unless the test names it."""

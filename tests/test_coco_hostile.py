@@ -31,7 +31,7 @@ from pipeline.errors import PipelineError
 from stages.cli import app
 
 from .coco_fixture import ZIP_PATH, loopback_download, make_coco_fixture, serve
-from .conftest import REPO, dvc, run_env
+from .conftest import REPO, dvc, one_error_line, run_env
 
 HTTP = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5, "deadline_s": 30}
 
@@ -174,13 +174,6 @@ def stage_params(workdir: Path, **coco) -> Path:
 def t2i(workdir: Path, monkeypatch, *args):
     monkeypatch.chdir(workdir)
     return CliRunner().invoke(app, [*args, "--params", str(workdir / "params.yaml")])
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_a_null_caption_stops_the_stage_with_one_line(tmp_path, monkeypatch):

@@ -18,18 +18,10 @@ from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_mlp import CVAEMLP
 from stages.cli import app
 
-from .conftest import REPO, run_env
+from .conftest import REPO, one_error_line, run_env
 from .encoder_fixtures import trained_on
 
 SIZES = {"input_dim": 784, "cond_dim": 10, "hidden_dim": 16, "latent_dim": 4, "fusion": "concat"}
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture

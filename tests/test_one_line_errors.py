@@ -15,18 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from stages.cli import app
 
-from .conftest import REPO
+from .conftest import REPO, one_error_line
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on
 
 CPU = torch.device("cpu")
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def truncate(path):

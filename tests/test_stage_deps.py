@@ -84,6 +84,17 @@ def stale_stages(repo: Path) -> set[str]:
     return set(json.loads(dvc(repo, "status", "--json")))
 
 
+def assert_each_edit_marks(repo: Path, expected: dict[str, set[str]]) -> None:
+    """Edit each module in turn: `dvc status` names exactly its expected stages; undone, none."""
+    for module, stages in expected.items():
+        path = repo / module
+        original = path.read_text()
+        path.write_text(original + "# an edit\n")
+        assert stale_stages(repo) == stages, module
+        path.write_text(original)
+    assert stale_stages(repo) == set()
+
+
 @pytest.mark.e2e
 def test_editing_a_module_marks_exactly_the_stages_that_import_it(repo_copy):
     record_placeholder_outputs(repo_copy)
@@ -116,13 +127,7 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(repo_copy):
     # captions/fmnist.json).
     assert {"download_fmnist", "coco/dvc.yaml:coco_download"} <= expected["pipeline/data/http.py"]
     assert not expected["pipeline/data/http.py"] & expected["pipeline/data/fmnist.py"]
-    for module, stages in expected.items():
-        path = repo_copy / module
-        original = path.read_text()
-        path.write_text(original + "# an edit\n")
-        assert stale_stages(repo_copy) == stages, module
-        path.write_text(original)
-    assert stale_stages(repo_copy) == set()
+    assert_each_edit_marks(repo_copy, expected)
 
 
 FMNIST_OF = {  # model -> the root stages that run it
@@ -154,10 +159,4 @@ def test_a_model_edit_reruns_only_the_stages_of_that_model(repo_copy):
         "pipeline/models/judge.py": SCORED_BY_JUDGE,
     }
     assert len(SCORED_BY_JUDGE) == 10 and "train@fmnist_label" not in SCORED_BY_JUDGE
-    for module, stages in expected.items():
-        path = repo_copy / module
-        original = path.read_text()
-        path.write_text(original + "# an edit\n")
-        assert stale_stages(repo_copy) == stages, module
-        path.write_text(original)
-    assert stale_stages(repo_copy) == set()
+    assert_each_edit_marks(repo_copy, expected)
