@@ -15,15 +15,15 @@ judge on the frontier's four numbers, plus test NLL:
               with a discretised likelihood's bits/dim
 
 Variants: ``ladder`` (below: a second, spatial stochastic layer, Ladder VAE / NVAE style),
-``pixelrows`` (pipeline/models/cvae_pixel.py: a row-autoregressive gated head over the
+``pixelrows`` (benchmarks/cvae_pixel.py: a row-autoregressive gated head over the
 decoder's output, PixelVAE style) and, for each trained model, ``+expost``: z drawn from
 per-class Gaussian mixtures fitted to the posterior means of the training images
 (pipeline/latent_density.py; ex-post density estimation, Ghosh et al. 2020), so samples come
 from where the decoder was trained, not from the prior's holes. (The recorded results fitted
 those mixtures with scikit-learn's GaussianMixture; pipeline/latent_density.py now fits them
 by the same EM recipe in torch.)
-The pixelrows model is not yet a registered model or stage (docs/coverage.md): this probe
-is how it is trained and scored.
+The pixelrows model is not a registered model or stage, so it lives beside this probe in
+benchmarks/ (docs/coverage.md): this probe is how it is trained and scored.
 
 No judge is trained in a fresh checkout (models/judge is empty), so the probe trains its own
 at reduced size (``--judge-epochs``) with the project's JudgeCNN and says so in the JSON.
@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cvae_pixel import CVAEPixel  # benchmarks/cvae_pixel.py, beside this script
 from pydantic import Field
 from torch import nn
 
@@ -62,7 +63,6 @@ from pipeline.evaluate import (
 from pipeline.latent_density import ExPostDensity
 from pipeline.models.base import Configured, ModelConfig
 from pipeline.models.bernoulli import log_normal
-from pipeline.models.cvae_pixel import CVAEPixel
 from pipeline.models.cvae_prior import CVAEPrior
 from pipeline.models.judge import JudgeCNN
 from pipeline.train import train_one_epoch

@@ -3,6 +3,7 @@ labelled by the class they were drawn for, and the classifier trained on them.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,32 +17,39 @@ from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batch
 from pipeline.finite import require_finite_tensor
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic
-from pipeline.train import fit
+from pipeline.train import FitData, FitRun, fit
 
 
-def generated_training_set(
-    model,
-    conditioning: str,
-    embeddings: Path | None,
-    per_class: int,
-    temperature: float,
-    device,
-    generator,
-    guidance: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` samples of every class at (guidance w, temperature), and their labels:
-    under one-hot labels, or (``conditioning`` text) each class's training phrasings in turn,
-    read from the ``embeddings`` folder."""
-    labels = torch.arange(len(LABELS), device=device).repeat_interleave(per_class)
-    if conditioning == "label":
-        conditions = F.one_hot(labels, len(LABELS)).float()
-    else:
-        rows = fmnist_caption_set()["train"]
-        phrasings = train_phrasings(embeddings, rows, len(LABELS)).to(device)
-        offset = torch.arange(len(labels), device=device)
-        conditions = phrasings.pick(labels, offset=offset)
-    images = sample_in_batches(model, conditions, generator, 1000, temperature, guidance)
-    return images, labels
+@dataclass(frozen=True)
+class SampleSource:
+    """A trained model as a source of labelled training sets: the model, its conditioning
+    (``label``, or the encoder of the caption ``embeddings`` folder), where it samples, and
+    its name (in errors)."""
+
+    model: torch.nn.Module
+    conditioning: str
+    embeddings: Path | None
+    device: torch.device
+    name: str
+
+    def training_set(
+        self, per_class: int, temperature: float, guidance: float, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``per_class`` samples of every class at (guidance w, temperature), and their labels:
+        under one-hot labels, or (a text model) each class's training phrasings in turn."""
+        labels = torch.arange(len(LABELS), device=self.device).repeat_interleave(per_class)
+        if self.conditioning == "label":
+            conditions = F.one_hot(labels, len(LABELS)).float()
+        else:
+            rows = fmnist_caption_set()["train"]
+            phrasings = train_phrasings(self.embeddings, rows, len(LABELS)).to(self.device)
+            offset = torch.arange(len(labels), device=self.device)
+            conditions = phrasings.pick(labels, offset=offset)
+        model = self.model
+        images = sample_in_batches(model, conditions, generator, 1000, temperature, guidance)
+        where = f"cas {self.name}: samples at w={guidance:g}, T={temperature:g}"
+        require_finite_tensor(images, where)
+        return images, labels
 
 
 def classifier(feature_dim: int, device) -> JudgeCNN:
@@ -49,18 +57,13 @@ def classifier(feature_dim: int, device) -> JudgeCNN:
     return JudgeCNN.of(num_classes=len(LABELS), feature_dim=feature_dim).to(device)
 
 
-def train_classifier(model, p, generator, train, test, tag: str, **fit_paths) -> list[dict]:
-    """Train ``model`` on ``train`` (x, y) by ``p`` (the cas params), testing on ``test``
-    (x, y) after each epoch: its history. ``fit_paths``: state_path, live_dir, fingerprint."""
-    return fit(
-        model,
-        InMemoryBatches(*train, batch_size=p.batch_size),
-        InMemoryBatches(*test, batch_size=1000),
-        p,
-        name=f"cas {tag}",
-        generator=generator,
-        **fit_paths,
+def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
+    """Train ``model`` on ``train`` (x, y) by ``p`` (the cas params, a FitSpec), testing on
+    ``test`` (x, y) after each epoch: its history."""
+    data = FitData(
+        InMemoryBatches(*train, batch_size=p.batch_size), InMemoryBatches(*test, batch_size=1000)
     )
+    return fit(model, data, p, run)
 
 
 def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
@@ -78,9 +81,7 @@ def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
     }
 
 
-def frontier_cas(
-    model, conditioning, embeddings, p, sweeps, feature_dim, device, test, name
-) -> dict:
+def frontier_cas(source: SampleSource, p, sweeps, feature_dim: int, test) -> dict:
     """CAS at every (w, T) of ``sweeps`` ((guidance_sweep, temperature_sweep)): for each a
     fresh classifier trained on ``p.frontier_samples_per_class`` samples per class, drawn with
     seed ``p.seed`` (the same noise at every point), tested on ``test``. A smaller training
@@ -90,23 +91,11 @@ def frontier_cas(
     points = []
     for t in temperatures:
         for w in guidances:
-            generator = make_deterministic(p.seed, device)
-            per_class = p.frontier_samples_per_class
-            x, y = generated_training_set(
-                model, conditioning, embeddings, per_class, t, device, generator, w
-            )
-            require_finite_tensor(x, f"cas {name}: samples at w={w:g}, T={t:g}")
-            history = train_classifier(  # seconds a point: no resume state, no dvclive
-                classifier(feature_dim, device),
-                p,
-                generator,
-                (x, y),
-                test,
-                f"{name} w={w:g} T={t:g}",
-                state_path=None,
-                live_dir=None,
-                fingerprint="",
-            )
+            generator = make_deterministic(p.seed, source.device)
+            x, y = source.training_set(p.frontier_samples_per_class, t, w, generator)
+            run = FitRun(f"cas {source.name} w={w:g} T={t:g}", generator, fingerprint="")
+            net = classifier(feature_dim, source.device)
+            history = train_classifier(net, p, (x, y), test, run)  # seconds: no state, no curves
             points.append({"guidance": w, "temperature": t, "cas": history[-1]["test/accuracy"]})
     n = p.frontier_samples_per_class * len(LABELS)
     conditions = {"training_images": n, "epochs": p.epochs, "sample_seed": p.seed}

@@ -1,11 +1,13 @@
 """Model files and resumable training state, as safetensors plus JSON. No pickle anywhere.
 
 <model_dir>/model.safetensors   weights
-<model_dir>/config.json         what builds the module again and what it was trained on:
-                                ``name`` (its registry entry, pipeline/models/registry.py),
-                                ``model`` (its class's kind), the fields of its config class,
-                                and ``dataset``, ``labels``, ``encoder``, ``encoder_weights``,
-                                ``encoder_sha256`` (the caption encoder's weights file)
+<model_dir>/config.json         what builds the module again, what it is and what it can do:
+                                ``name`` (its params entry), ``class`` (the class-table key,
+                                pipeline/models/registry.py), ``model`` (the class's kind),
+                                the fields of its Config, ``data``, ``image_shape``,
+                                ``conditioning`` (label or the encoder), ``labels``,
+                                ``cond_null_p`` (0: it cannot be guided), and for text models
+                                ``encoder_weights`` and ``encoder_sha256``
 <state_file>                    weights + optimizer + RNG + epoch + history, one file,
                                 so that replacing it is atomic; its metadata records the
                                 sha256 of its tensors and of each kept epoch's file
@@ -24,39 +26,74 @@ must be finite. Each failure is one line naming the file and the key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.config import EncoderName
 from pipeline.errors import PipelineError
 from pipeline.hashing import sha256_file
-from pipeline.models.registry import REGISTRY, model_spec
+from pipeline.jsonfile import parse_json
+from pipeline.lock import lock_holder
+from pipeline.models.registry import CLASSES, model_class
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
 
 
 class SavedMeta(BaseModel):
-    """What config.json records besides the model's config: what it was trained on."""
+    """What config.json records besides the class's own Config: what the model is and can do,
+    so that every reader (evaluate, cas, generate, report, the API, an exported folder) asks
+    the model and never today's params.yaml."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
-    dataset: Literal["fmnist", "coco"] = Field(description="what it was trained on")
+    name: str = Field(min_length=1, max_length=64, description="its entry in params.yaml models:")
+    class_name: str = Field(alias="class", description="its class-table key (models/registry.py)")
+    model: str = Field(description="the class's kind")
+    data: Literal["fmnist", "coco"] = Field(description="what it was trained on")
+    image_shape: tuple[int, int, int] = Field(description="[C, H, W] of the images it draws")
+    conditioning: Literal["label"] | EncoderName | None = Field(
+        description="label: one-hot classes; an encoder: its caption embeddings; null: the judge"
+    )
     labels: list[str] | None = Field(None, max_length=10_000, description="class names")
-    encoder: EncoderName | None = Field(None, description="caption encoder (text models)")
+    cond_null_p: float = Field(
+        ge=0.0, lt=1.0, description="share of training rows on the null condition; 0: unguidable"
+    )
     encoder_weights: str | None = Field(None, description="id of the encoder's weights")
     encoder_sha256: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the encoder's weights file"
     )
     test_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="the judge's")
+
+    @property
+    def is_text(self) -> bool:
+        """Conditioned on caption embeddings (``conditioning`` names the encoder)."""
+        return self.conditioning not in ("label", None)
+
+    @property
+    def can_guide(self) -> bool:
+        """Trained with the null condition, so guidance w > 0 has a term to push away from."""
+        return self.cond_null_p > 0
+
+
+class SavedConfig(NamedTuple):
+    """config.json validated: the dict, the class, its Config, and :class:`SavedMeta`."""
+
+    config: dict
+    cls: type
+    model_config: BaseModel
+    meta: SavedMeta
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -77,16 +114,16 @@ def save_weights(path: Path, model: nn.Module) -> None:
         save_file(_tensors(model.state_dict()), str(tmp))
 
 
-def save_model(model_dir: Path, model: nn.Module, name: str, meta: dict) -> None:
-    """config.json is the registry name, the class's kind, ``model.config`` and ``meta``
-    (validated as :class:`SavedMeta`, so a loader can read back whatever is written)."""
-    spec = model_spec(name)
-    if type(model) is not spec.cls:
-        raise TypeError(f"{type(model).__name__} is not the class of registry model {name!r}")
-    meta = SavedMeta.model_validate(meta).model_dump(exclude_none=True)
+def save_model(model_dir: Path, model: nn.Module, meta: dict) -> None:
+    """config.json is the class's kind, ``model.config`` and ``meta`` (validated as
+    :class:`SavedMeta`, so a loader can read back whatever is written); weights first, config
+    last (the config names weights that exist)."""
+    meta = SavedMeta.model_validate({**meta, "model": model.kind})
+    if type(model) is not model_class(meta.class_name):
+        raise TypeError(f"{type(model).__name__} is not the class {meta.class_name!r}")
     save_weights(model_dir / "model.safetensors", model)
-    config = {"name": name, "model": model.kind, **model.config.model_dump(), **meta}
-    write_json(model_dir / "config.json", config)
+    saved = meta.model_dump(by_alias=True, exclude_none=True)
+    write_json(model_dir / "config.json", {**saved, **model.config.model_dump()})
 
 
 def _invalid(path: Path, error: dict) -> PipelineError:
@@ -99,60 +136,93 @@ def _invalid(path: Path, error: dict) -> PipelineError:
     return PipelineError(f"{path}: key {key}: {error['msg']}{got_text}; train the model again")
 
 
-def read_config(config_path: Path) -> tuple[dict, type[nn.Module], BaseModel, SavedMeta]:
-    """config.json validated: (the dict, the model class, its config, what it was trained on)."""
+def read_config(config_path: Path) -> SavedConfig:
+    """config.json validated, needing no params.yaml: an exported folder reads the same."""
     if not config_path.is_file():
         raise PipelineError(f"{config_path}: missing; train the model first (dvc repro)")
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise PipelineError(f"{config_path}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
-    try:
-        config = json.loads(config_path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        message = f"{config_path}: not valid JSON ({str(exc)[:80]}); train the model again"
-        raise PipelineError(message) from None
+    config = parse_json(config_path.read_bytes(), str(config_path), "config", "train it again")
     if not isinstance(config, dict):
         raise PipelineError(f"{config_path}: expected a JSON object; train the model again")
-    name = config.get("name")
-    if not isinstance(name, str) or name not in REGISTRY:
+    key = config.get("class")
+    if not isinstance(key, str) or key not in CLASSES:
         raise PipelineError(
-            f"{config_path}: key name: {name!r} is no model of the registry; expected one "
-            f"of {sorted(REGISTRY)}"
+            f"{config_path}: key class: {key!r} is no model class; expected one of "
+            f"{sorted(CLASSES)}; train the model again"
         )
-    cls = model_spec(name).cls
+    cls = model_class(key)
     if config.get("model") != cls.kind:
         raise PipelineError(
-            f"{config_path}: key model: {config.get('model')!r}, but a {name} model is a "
+            f"{config_path}: key model: {config.get('model')!r}, but class {key} is a "
             f"{cls.kind!r}; train the model again"
         )
     fields = cls.Config.model_fields
     try:
         model_config = cls.Config.model_validate({k: config[k] for k in fields if k in config})
-        rest = {k: v for k, v in config.items() if k not in fields and k not in ("name", "model")}
-        meta = SavedMeta.model_validate(rest)
+        meta = SavedMeta.model_validate({k: v for k, v in config.items() if k not in fields})
     except ValidationError as exc:
         raise _invalid(config_path, exc.errors()[0]) from None
-    text = model_spec(name).conditioning == "text"
-    for key, value in (("encoder", meta.encoder), ("encoder_sha256", meta.encoder_sha256)):
-        if text and value is None:
+    for key, value in (("encoder_weights", meta.encoder_weights), ("encoder_sha256", meta.encoder_sha256)):
+        if meta.is_text and value is None:
             raise PipelineError(
                 f"{config_path}: key {key}: missing; a text-conditioned model records its "
                 "caption encoder; train the model again"
             )
-    return config, cls, model_config, meta
+    return SavedConfig(config, cls, model_config, meta)
 
 
-def _header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Tensor name -> (shape, dtype) from the safetensors header, reading no weights."""
+MAX_WEIGHTS_BYTES = 20 * 2**30  # the largest weights file read (whole, into memory)
+_AGAIN = "train the model again (dvc repro)"
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _snapshot(path: Path, follow: bool = True) -> bytes:
+    """Every byte of ``path``, read once through one handle: a file that a retrain replaces
+    (os.replace) or rewrites while it is read is one line, "changed while reading ...;
+    retry", never the header of one file with the tensors of another. ``follow`` False: a
+    symlink is refused (O_NOFOLLOW: also one swapped in after any check)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {
-                k: (tuple(handle.get_slice(k).get_shape()), handle.get_slice(k).get_dtype())
-                for k in handle.keys()  # noqa: SIM118 (a safe_open handle, no dict)
-            }
-    except (SafetensorError, OSError, ValueError) as exc:  # truncated or not safetensors
-        raise PipelineError(
-            f"{path}: not a readable safetensors file ({exc}); train the model again (dvc repro)"
-        ) from None
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise PipelineError(
+                f"{path}: is a symlink; a model folder holds its own files (with DVC's "
+                "cache.type symlink: dvc config cache.type reflink,copy; dvc checkout --relink)"
+            ) from None
+        raise PipelineError(f"{path}: not readable ({exc.strerror}); {_AGAIN}") from None
+    with os.fdopen(fd, "rb") as handle:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):  # a folder, a FIFO, a device
+            raise PipelineError(f"{path}: not a regular file; {_AGAIN}")
+        if before.st_size > MAX_WEIGHTS_BYTES:
+            raise PipelineError(
+                f"{path}: {before.st_size:,} bytes, over the {MAX_WEIGHTS_BYTES:,} a weights "
+                f"file may hold; {_AGAIN}"
+            )
+        data = handle.read(before.st_size + 1)
+    try:
+        after = _identity(os.stat(path, follow_symlinks=follow))
+    except OSError:  # gone meanwhile
+        after = None
+    if len(data) != before.st_size or after != _identity(before):
+        raise PipelineError(f"{path}: changed while reading (a retrain is replacing it); retry")
+    return data
+
+
+def _parse(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes, each owning its memory (no view into
+    ``data``); a file that is no safetensors is one line."""
+    try:
+        loaded = load(data)
+    except (SafetensorError, KeyError) as exc:  # KeyError: a dtype that torch does not read
+        why = f"dtype {exc} is none torch reads" if isinstance(exc, KeyError) else str(exc)
+        raise PipelineError(f"{path}: not a readable safetensors file ({why}); {_AGAIN}") from None
+    return {key: loaded.pop(key).clone() for key in list(loaded)}
 
 
 def load_model(
@@ -160,14 +230,19 @@ def load_model(
 ) -> tuple[nn.Module, dict]:
     """The checked model, in eval mode, and its config.json; ``expect``: the class it must be."""
     config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    missing = [path for path in (config_path, weights_path) if not os.path.lexists(path)]
+    holder = lock_holder(model_dir) if missing else None
+    if holder is not None:  # mid-retrain: DVC removed the outputs before running train
+        raise PipelineError(f"{missing[0]}: being written by {holder}; retry when it finishes")
     config, cls, model_config, _ = read_config(config_path)
     if expect is not None and cls is not expect:
         raise PipelineError(f"{config_path}: a {cls.kind!r}, not a {expect.kind!r} model")
-    if not weights_path.is_file():
+    if not os.path.lexists(weights_path):
         raise PipelineError(f"{weights_path}: missing; train the model first (dvc repro)")
     with torch.device("meta"):  # shapes only: a config of absurd sizes allocates nothing
         expected = {k: tuple(v.shape) for k, v in cls(model_config).state_dict().items()}
-    found = _header(weights_path)
+    tensors = _parse(_snapshot(weights_path, follow=False), weights_path)
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
     for key in sorted(expected.keys() - found.keys()):
         raise PipelineError(f"{weights_path}: tensor {key} missing; train the model again")
     for key in sorted(found.keys() - expected.keys()):
@@ -176,12 +251,11 @@ def load_model(
             f"{config_path.name}; train the model again"
         )
     for key, shape in expected.items():
-        if found[key][0] != shape:
+        if found[key] != shape:
             raise PipelineError(
-                f"{weights_path}: tensor {key} has shape {list(found[key][0])}, but "
+                f"{weights_path}: tensor {key} has shape {list(found[key])}, but "
                 f"{config_path.name} builds {list(shape)}; train the model again"
             )
-    tensors = _read_tensors(weights_path)
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise PipelineError(
@@ -210,12 +284,8 @@ def require_encoder_weights(config: dict, model_dir: Path, source) -> None:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:  # truncated or not safetensors
-        raise PipelineError(
-            f"{path}: not a readable safetensors file ({exc}); train the model again (dvc repro)"
-        ) from None
+    """The tensors of the file at ``path``, read once (:func:`_snapshot`)."""
+    return _parse(_snapshot(path), path)
 
 
 def save_state(

@@ -1,22 +1,39 @@
-"""Typed schema of params.yaml: one class per section, validated when a stage starts.
+"""Typed schema of params.yaml: types, ranges and descriptions; params.yaml holds the values.
 
 Every stage calls :func:`load_params`, which validates the whole file, so a typo anywhere
-stops the run before any work is done. Errors name the key (``train.fmnist_label.epochs``)
+stops the run before any work is done. Errors name the key (``models.fmnist_label.train.epochs``)
 and say what was expected.
+
+A named model is one entry of ``models:`` (:data:`ModelEntry`): its ``class`` (a key of the
+class table, pipeline/models/registry.py), ``data``, ``conditioning`` (``label`` or an encoder),
+``summary``, ``arch`` (checked by the class's own Config when it is built), ``train`` (a
+:class:`FitSpec`, everything ``fit`` reads) and ``evaluate``. Which schema an entry takes
+follows from its data and conditioning; the sections of models, the judge and CAS declare no
+defaults, so each of their values is written once, in params.yaml (tests/test_config.py
+checks it). The sections of the data stages and of the CLI keep defaults for now.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.caption_text import clean_caption
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
+from pipeline.yamlfile import load_yaml
 
 # sha256 of annotations_trainval2014.zip (252,872,794 bytes), as TensorFlow Datasets'
 # url_checksums (coco2014.txt, coco_captions.txt) and torchvision's COCO resources publish it.
@@ -45,54 +62,56 @@ def _http_url(value: str) -> str:
     return value
 
 
-class DeviceParams(Section):
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-            return value
-        raise ValueError("expected one of auto, cpu, cuda, cuda:N")
+def _known_device(value: str) -> str:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise ValueError("expected one of auto, cpu, cuda, cuda:N")
 
 
-class Runtime(DeviceParams):
-    """Keys shared by every stage that trains or samples."""
+class Runtime(Section):
+    """Keys shared by every section that trains or samples."""
 
-    seed: int = Field(0, ge=0, description="seeds torch and the data order")
+    seed: int = Field(ge=0, le=2**63 - 1, description="seeds torch and the data order")
+    device: str = Field(description="auto | cpu | cuda | cuda:N")
+
+    _device = field_validator("device")(_known_device)
 
 
-class Guarded(Runtime):
-    """Keys of every stage that trains: the non-finite step guard and the warmup."""
+class FitSpec(Runtime):
+    """Everything pipeline/train.py's ``fit(model, data, spec)`` reads: the training schedule,
+    its non-finite guard, condition dropout, kept epochs and AMP. It is the ``train`` part of
+    every model entry, and the judge and cas sections are FitSpecs too."""
 
+    epochs: int = Field(ge=1, le=10_000, description="passes over the training data")
+    batch_size: int = Field(ge=1, le=65_536, description="images per optimizer step")
+    lr: float = Field(gt=0.0, le=1.0, description="Adam learning rate (onecycle: the peak)")
+    lr_schedule: Literal["constant", "onecycle"] = Field(
+        description="constant; onecycle: cosine up to lr, then down (Smith & Topin 2017)"
+    )
+    weight_decay: float = Field(ge=0.0, le=1.0, description="Adam weight decay")
+    grad_clip: float | None = Field(gt=0.0, description="max gradient norm; null: off")
+    warmup_steps: int = Field(
+        ge=0, le=10_000_000, description="linear learning-rate warmup (optimizer steps)"
+    )
     max_nonfinite_steps: int = Field(
-        20,
-        ge=1,
-        le=1_000_000,
-        description="consecutive non-finite steps (skipped) before the stage stops",
+        ge=1, le=1_000_000, description="consecutive non-finite steps (skipped) before it stops"
     )
     max_nonfinite_share: float = Field(
-        0.5,
         ge=0.0,
         lt=1.0,
         description="an epoch that skips more than this share of its steps (non-finite) "
         "stops the stage; one that skips them all always does",
     )
-    warmup_steps: int = Field(
-        0, ge=0, le=10_000_000, description="linear learning-rate warmup (optimizer steps)"
+    cond_null_p: float = Field(
+        ge=0.0,
+        lt=1.0,
+        description="share of training rows given the null condition (zeros), so the model "
+        "can be sampled with guidance; 0: the paper's models exactly (and every classifier)",
     )
-
-
-class FitSpec(Guarded):
-    """The training schedule that pipeline/train.py's ``fit`` reads: a part of every section
-    of a stage that trains (train.<model>, judge, cas), each with its own defaults."""
-
-    epochs: int = Field(ge=1, le=10_000, description="passes over the training data")
-    batch_size: int = Field(ge=1, le=65_536, description="images per optimizer step")
-    lr: float = Field(gt=0.0, le=1.0, description="Adam learning rate")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Adam weight decay")
-    grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null: off")
-
+    keep_epochs: list[int] = Field(
+        max_length=1000, description="keep the weights of these epochs (COCO Figs. 9 and 10)"
+    )
+    amp: bool = Field(description="bf16 autocast (on CUDA only)")
 
 class FmnistDownload(Section):
     source: Literal["auto", "local", "mirror"] = Field(
@@ -218,230 +237,70 @@ class Pack(Section):
     coco: CocoPack = Field(CocoPack(), description="stage coco_pack")
 
 
-Fusion = Literal["concat", "add", "gated"]  # pipeline/models/fusion.py; paper §1.0.2
+
+class FmnistTrain(FitSpec):
+    """``models.<name>.train`` of a Fashion-MNIST model."""
+
+    train_limit: int | None = Field(ge=1, description="use only the first N images; null: all")
 
 
-class TrainFmnistLabel(FitSpec):
-    """Paper §2.1: the MLP CVAE (pipeline/models/cvae_mlp.py) on one-hot labels."""
+class CocoTrain(FitSpec):
+    """``models.<name>.train`` of a COCO model; the image size is that of the shards."""
 
-    # The paper (§2.1) gives 40 epochs and Adam but no layer sizes or learning rate:
-    # 400 hidden and 20 latent units are the classic Kingma & Welling MNIST sizes.
-    epochs: int = Field(40, ge=1, le=10_000, description="paper: 40")
-    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam; the paper gives no rate")
-    hidden_dim: int = Field(400, ge=1, le=65_536, description="hidden units (not in the paper)")
-    latent_dim: int = Field(20, ge=1, le=4096, description="size of z (not in the paper)")
-    fusion: Fusion = Field("concat", description="how the decoder joins z and the condition")
-    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
-    cond_null_p: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="share of training rows given the null condition (zeros), so the model "
-        "can be sampled with guidance; 0: the paper's model exactly",
-    )
-
-
-class TrainFmnistText(TrainFmnistLabel):
-    """The §2.1 CVAE conditioned on caption embeddings of the class phrasings."""
-
-    encoder: EncoderName = Field(
-        "minilm", description="whose embeddings of captions/fmnist.json condition the model"
-    )
-
-
-class TrainFmnistPrior(FitSpec):
-    """Ours, beyond §2.1: a CVAE with a learned prior p(z|c) (Sohn et al.), conv or MLP
-    (pipeline/models/cvae_prior.py)."""
-
-    arch: Literal["conv", "mlp"] = Field(
-        "conv", description="conv: conv encoder/decoder; mlp: one hidden layer of 8 * width"
-    )
-    epochs: int = Field(8, ge=1, le=10_000, description="passes over the training data")
-    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
-    latent_dim: int = Field(16, ge=1, le=4096, description="size of z")
-    width: int = Field(
-        32, ge=1, le=1024, description="channels of the first conv (the second has twice)"
-    )
-    cond_hidden: int = Field(128, ge=1, le=65_536, description="units of the condition network")
-    prior: Literal["learned", "standard"] = Field(
-        "standard", description="learned: p(z|c) from a prior network; standard: N(0, I)"
-    )
-    likelihood: Literal["bernoulli", "continuous_bernoulli"] = Field(
-        "bernoulli", description="p(x|z,c) of the grey values; samples are its mean"
-    )
-    fusion: Fusion = Field("concat", description="how the decoder joins z and the condition")
-    cond_noise: float = Field(
-        0.0, ge=0.0, le=10.0, description="std of Gaussian noise on each condition coordinate"
-    )
-    cond_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the condition")
-    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
-    cond_null_p: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="share of training rows given the null condition (zeros), so the model "
-        "can be sampled with guidance; 0: the paper's model exactly",
-    )
-
-
-class TrainFmnistTextPrior(TrainFmnistPrior):
-    """The CVAE with a learned prior, conditioned on caption embeddings."""
-
-    encoder: EncoderName = Field(
-        "minilm", description="whose embeddings of captions/fmnist.json condition the model"
-    )
-    arch: Literal["conv", "mlp"] = Field(
-        "mlp", description="conv: conv encoder/decoder; mlp: one hidden layer of 8 * width"
-    )
-    epochs: int = Field(40, ge=1, le=10_000, description="passes over the training data")
-    width: int = Field(50, ge=1, le=1024, description="mlp: 8 * 50 = 400 hidden units")
-    prior: Literal["learned", "standard"] = Field(
-        "learned", description="learned: p(z|c) from a prior network; standard: N(0, I)"
-    )
-    cond_noise: float = Field(
-        0.06,
-        ge=0.0,
-        le=10.0,
-        description="std of Gaussian noise on each embedding coordinate in training, "
-        "chosen on the validation phrasings",
-    )
-
-
-class TrainCoco(FitSpec):
-    """Keys shared by the COCO models; the image size is that of the shards (pack.coco)."""
-
-    encoder: EncoderName = Field(description="whose caption embeddings condition the model")
-    batch_size: int = Field(64, ge=1, le=65_536, description="images per optimizer step")
-    latent_dim: int = Field(128, ge=1, le=4096, description="paper: 128")
-    fusion: Fusion = Field(description="how the decoder joins z and the caption")
-    subset: str = Field("train", description="coco_download subset to train on")
-    eval_subset: str = Field("val", description="subset for the per-epoch test loss")
-    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
-    shuffle_buffer: int = Field(2000, ge=1, description="pairs held for shuffling")
-    grad_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null: off")
-    amp: bool = Field(True, description="bf16 autocast (on CUDA only)")
-    channels_last: bool = Field(True, description="channels-last memory (on CUDA only)")
-    compile: bool = Field(False, description="torch.compile the model (on CUDA only)")
+    subset: str = Field(description="coco_download subset to train on")
+    eval_subset: str = Field(description="subset for the per-epoch test loss")
+    workers: int = Field(ge=0, le=64, description="DataLoader worker processes")
+    shuffle_buffer: int = Field(ge=1, description="pairs held for shuffling")
+    channels_last: bool = Field(description="channels-last memory (on CUDA only)")
+    compile: bool = Field(description="torch.compile the model (on CUDA only)")
     resident_images: bool = Field(
-        False,
         description="decode every image once and keep it on the device as uint8 "
-        "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)",
-    )
-    keep_epochs: list[int] = Field(
-        default_factory=list, description="keep the weights of these epochs (Figs. 9 and 10)"
-    )
-    cond_null_p: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="share of training rows given the null condition (zeros), so the model "
-        "can be sampled with guidance; 0: the paper's model exactly",
-    )
-    warmup_steps: int = Field(
-        100,
-        ge=0,
-        le=10_000_000,
-        description="linear learning-rate warmup (not in the paper; see models/stability.py)",
-    )
-    logvar_bound: float | None = Field(
-        8.0,
-        gt=0.0,
-        le=100.0,
-        description="soft bound on the log-variance (not in the paper); null: unbounded",
+        "(7k at 224: 1.05 GB); batches without loader workers (pipeline/data/resident.py)"
     )
 
 
-class TrainCocoClip(TrainCoco):
-    """§2.2: CLIP ViT-B/32 captions; Adam, lr 5e-3, weight decay 1e-5, 200 epochs, BCE + KL."""
-
-    encoder: EncoderName = Field("clip-vit-b-32", description="paper §2.2: CLIP ViT-B/32")
-    epochs: int = Field(200, ge=1, le=10_000, description="paper: 200")
-    lr: float = Field(5e-3, gt=0.0, le=1.0, description="paper: Adam, 5e-3")
-    weight_decay: float = Field(1e-5, ge=0.0, le=1.0, description="paper: 1e-5")
-    fusion: Fusion = Field("concat", description="paper: [z, caption]; or add | gated")
-    width: int = Field(64, ge=2, le=1024, description="channels of the first conv (paper: 64)")
-    feature_norm: bool = Field(
-        True, description="LayerNorm after the image FC (not in the paper; for stability)"
-    )
+MAX_SWEEP = 32  # points of one sweep axis
 
 
-class TrainCocoT5(TrainCoco):
-    """§2.3: T5-small captions; Adam, lr 1e-3, MSE + beta KL, gated fusion; 100 epochs (Fig. 10)."""
-
-    encoder: EncoderName = Field("t5-small", description="paper §2.3: T5-small")
-    epochs: int = Field(100, ge=1, le=10_000, description="Fig. 10 shows epoch 100")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="paper: Adam, 1e-3")
-    fusion: Fusion = Field("gated", description="paper: gated; or add | concat")
-    beta: float = Field(1.0, ge=0.0, le=1000.0, description="weight of the KL term")
-    keep_epochs: list[int] = Field(
-        default_factory=lambda: [40, 100], description="keep the weights of these (Figs. 9, 10)"
-    )
-
-
-class Train(Section):
-    fmnist_label: TrainFmnistLabel = Field(
-        TrainFmnistLabel(), description="stage train@fmnist_label"
-    )
-    fmnist_text: TrainFmnistText = Field(
-        TrainFmnistText(), description="stage train_text@fmnist_text"
-    )
-    fmnist_conv: TrainFmnistPrior = Field(TrainFmnistPrior(), description="stage train@fmnist_conv")
-    fmnist_text_prior: TrainFmnistTextPrior = Field(
-        TrainFmnistTextPrior(), description="stage train_text@fmnist_text_prior"
-    )
-    coco_clip: TrainCocoClip = Field(TrainCocoClip(), description="coco/dvc.yaml train@coco_clip")
-    coco_t5: TrainCocoT5 = Field(TrainCocoT5(), description="coco/dvc.yaml train@coco_t5")
-
-
-class Judge(FitSpec):
-    """The CNN classifier that scores Fashion-MNIST samples (pipeline/models/judge.py)."""
-
-    epochs: int = Field(
-        7, ge=1, le=1000, description="one-cycle: 0.926 after 6 in a probe; 12 at a constant lr"
-    )
-    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
-    lr: float = Field(3e-3, gt=0.0, le=1.0, description="the peak rate of the one-cycle schedule")
-    lr_schedule: Literal["constant", "onecycle"] = Field(
-        "onecycle", description="onecycle: cosine up to lr, then down (7 epochs reach 0.92)"
-    )
-    feature_dim: int = Field(128, ge=1, le=65_536, description="units of the feature layer")
-    train_limit: int | None = Field(None, ge=1, description="use only the first N images")
-    min_accuracy: float = Field(
-        0.92, ge=0.0, le=1.0, description="the stage fails below this test accuracy"
-    )
+def _distinct(value: list[float], low: float, high: float, what: str) -> list[float]:
+    """A sweep is a set: distinct values, in range, that print distinctly (keys use :g)."""
+    if any(not low <= v <= high for v in value):
+        raise ValueError(f"expected {what} in [{low:g}, {high:g}]")
+    printed = [f"{v:g}" for v in value]
+    if len(set(printed)) != len(printed):
+        raise ValueError(f"expected distinct values; {printed} repeats one (as printed)")
+    return value
 
 
 class Sampling(Runtime):
-    """How a Fashion-MNIST evaluation draws its samples."""
+    """``models.<name>.evaluate`` of a Fashion-MNIST model: how its samples are drawn."""
 
     sample_seeds: int = Field(
-        3, ge=1, le=100, description="sample sets (seeds seed, seed+1, ...): metrics are mean ± std"
+        ge=1, le=100, description="sample sets (seeds seed, seed+1, ...): metrics are mean ± std"
     )
     temperature: float = Field(
-        1.0, gt=0.0, le=10.0, description="z = mu_p + T sigma_p eps; 1: the model's prior"
+        gt=0.0, le=10.0, description="z = mu_p + T sigma_p eps; 1: the model's prior"
     )
-    test_limit: int | None = Field(None, ge=4, description="null: all 10,000 test images")
-    batch_size: int = Field(500, ge=1, le=65_536, description="images per forward pass")
-    grid_columns: int = Field(8, ge=1, le=64, description="columns of the figures' grids")
+    test_limit: int | None = Field(ge=4, description="null: all 10,000 test images")
+    batch_size: int = Field(ge=1, le=65_536, description="images per forward pass")
+    grid_columns: int = Field(ge=1, le=64, description="columns of the figures' grids")
     guidance: float | None = Field(
-        None,
         ge=0.0,
         le=20.0,
         description="w of the headline metrics, figures and CAS; null: chosen on validation "
         "data by the rule of pipeline/frontier.py (docs/guidance.md)",
     )
     guidance_sweep: list[float] = Field(
-        default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0],
         min_length=1,
-        description="the frontier's w values (must hold 0, the unguided model)",
+        max_length=MAX_SWEEP,
+        description="the frontier's w values: distinct, in [0, 20], 0 among them",
     )
     temperature_sweep: list[float] = Field(
-        default_factory=lambda: [1.0, 0.5], min_length=1, description="the frontier's T values"
+        min_length=1,
+        max_length=MAX_SWEEP,
+        description="the frontier's T values: distinct, in (0, 10]",
     )
     val_images: int = Field(
-        10_000,
         ge=4,
         le=59_000,
         description="the last N training images: the validation reference that w is chosen "
@@ -451,55 +310,48 @@ class Sampling(Runtime):
     @field_validator("guidance_sweep")
     @classmethod
     def _sweep_holds_zero(cls, value: list[float]) -> list[float]:
-        if 0.0 not in value or any(not 0.0 <= w <= 20.0 for w in value):
-            raise ValueError("expected values in [0, 20], 0 among them (the unguided model)")
-        return value
+        if 0.0 not in value:
+            raise ValueError("expected 0 among the values (the unguided model)")
+        return _distinct(value, 0.0, 20.0, "values")
 
     @field_validator("temperature_sweep")
     @classmethod
     def _positive_temperatures(cls, value: list[float]) -> list[float]:
-        if any(not 0.0 < t <= 10.0 for t in value):
+        if any(t <= 0.0 for t in value):
             raise ValueError("expected temperatures in (0, 10]")
-        return value
+        return _distinct(value, 1e-6, 10.0, "temperatures")
 
 
 class EvaluateFmnistLabel(Sampling):
-    iw_k: int = Field(100, ge=1, le=10_000, description="samples in the importance-weighted bound")
-    samples_per_class: int = Field(1000, ge=2, le=100_000, description="samples scored per class")
+    iw_k: int = Field(ge=1, le=10_000, description="samples in the importance-weighted bound")
+    samples_per_class: int = Field(ge=2, le=100_000, description="samples scored per class")
 
 
 class EvaluateFmnistText(Sampling):
-    samples_per_caption: int = Field(
-        100, ge=1, le=100_000, description="samples scored per phrasing"
-    )
+    samples_per_caption: int = Field(ge=1, le=100_000, description="samples scored per phrasing")
+
+
+class Judge(FitSpec):
+    """The CNN classifier that scores Fashion-MNIST samples (pipeline/models/judge.py)."""
+
+    feature_dim: int = Field(ge=1, le=65_536, description="units of the feature layer")
+    train_limit: int | None = Field(ge=1, description="use only the first N images")
+    min_accuracy: float = Field(ge=0.0, le=1.0, description="the stage fails below this accuracy")
 
 
 class Cas(FitSpec):
     """Classification Accuracy Score (Ravuri & Vinyals 2019): the judge's architecture trained
     on generated samples only, labelled by their condition, tested on the real test set."""
 
-    samples_per_class: int = Field(6000, ge=1, le=100_000, description="as many as real data")
+    samples_per_class: int = Field(ge=1, le=100_000, description="as many as real data")
     frontier_samples_per_class: int = Field(
-        500,
         ge=0,
         le=100_000,
         description="per class, the samples of each frontier point's classifier (every w x T "
-        "of evaluate.<model>); 0: no frontier CAS",
+        "of models.<name>.evaluate); 0: no frontier CAS",
     )
-    real_limit: int | None = Field(None, ge=1, description="cas_real: the first N real images")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="sampling temperature")
-    epochs: int = Field(1, ge=1, le=1000, description="passes over the training images")
-    batch_size: int = Field(128, ge=1, le=65_536, description="images per optimizer step")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
-
-
-PAPER_CAPTIONS = [  # §3.2.1, Fig. 6, verbatim
-    "a futuristic cityscape with flying cars and neon-lit buildings",
-    "a serene beach with clear water and swaying palm trees",
-    "a majestic tiger walking through a sunlit jungle",
-    "a cozy cabin in a snowy forest with glowing lights",
-    "a robot chef cooking a colorful gourmet dish in a high-tech kitchen",
-]
+    real_limit: int | None = Field(ge=1, description="cas_real: the first N real images")
+    temperature: float = Field(gt=0.0, le=10.0, description="sampling temperature")
 
 
 class ClipEncoderParams(Section):
@@ -509,70 +361,52 @@ class ClipEncoderParams(Section):
     quick_gelu: bool | None = Field(None, description="null: as the pretrained tag says")
 
 
-class ClipScoreParams(ClipEncoderParams):
+class ClipScoreParams(Section):
     """The CLIP that scores caption-only samples (pipeline/clip_metrics.py), apart from the one
     the model is conditioned on; weights null: the scores are left absent."""
 
-    model: str = Field("ViT-L-14", description="open_clip architecture that scores samples")
-    weights: str | None = Field("openai", description="open_clip pretrained tag, a file, or null")
+    model: str = Field(description="open_clip architecture that scores samples")
+    weights: str | None = Field(description="open_clip pretrained tag, a file, or null")
+    config_file: str | None = Field(description="JSON of a custom open_clip architecture")
+    quick_gelu: bool | None = Field(description="null: as the pretrained tag says")
     r_precision_draws: int = Field(
-        5, ge=1, le=1000, description="CLIP-R-precision: draws of the 99 other captions"
+        ge=1, le=1000, description="CLIP-R-precision: draws of the 99 other captions"
     )
-
-
-# torch-fidelity's InceptionV3 for FID/KID, as `t2i weights inception` saves it.
-INCEPTION_WEIGHTS = "weights/weights-inception-2015-12-05-6726825d.pth"
 
 
 class EvaluateCoco(Runtime):
-    """Figures 6-10 and reconstruction metrics of a COCO model on held-out images."""
+    """``models.<name>.evaluate`` of a COCO model: Figures 6-10 and reconstruction metrics on
+    held-out images."""
 
-    eval_subset: str = Field("val", description="coco_download subset of held-out images")
+    eval_subset: str = Field(description="coco_download subset of held-out images")
     guidance: float = Field(
-        0.0,
-        ge=0.0,
-        le=20.0,
-        description="w of the caption-only samples (needs train.<model>.cond_null_p > 0)",
+        ge=0.0, le=20.0, description="w of the caption-only samples (a model with cond_null_p > 0)"
     )
-    temperature: float = Field(
-        1.0, gt=0.0, le=10.0, description="z = T eps of the caption-only samples"
-    )
-    figure_images: int = Field(8, ge=1, le=64, description="held-out images in Fig. 7")
-    metric_images: int = Field(500, ge=1, description="held-out images scored (at most)")
-    samples: int = Field(4, ge=1, le=64, description="samples per caption in the figures")
-    batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")
+    temperature: float = Field(gt=0.0, le=10.0, description="z = T eps of caption-only samples")
+    figure_images: int = Field(ge=1, le=64, description="held-out images in Fig. 7")
+    metric_images: int = Field(ge=1, description="held-out images scored (at most)")
+    samples: int = Field(ge=1, le=64, description="samples per caption in the figures")
+    batch_size: int = Field(ge=1, le=4096, description="images per forward pass")
     captions: list[str] = Field(
-        default_factory=lambda: list(PAPER_CAPTIONS),
-        min_length=1,
-        description="Fig. 6: the paper's five captions (§3.2.1), verbatim",
+        min_length=1, max_length=1000, description="Fig. 6: the paper's five captions, verbatim"
     )
     unseen_captions: list[str] = Field(
-        description="Fig. 8: captions not seen in training (the paper's orange ones)",
-        default_factory=lambda: [
-            "an orange",
-            "a bright orange sunset",
-            "an orange and a yam on a table",
-            "an orange next to other fruit",
-        ],
         min_length=1,
+        max_length=1000,
+        description="Fig. 8: captions not seen in training (the paper's orange ones)",
     )
     inception_weights: str | None = Field(
-        INCEPTION_WEIGHTS, description="local InceptionV3 file for FID and KID; null: skip them"
+        description="local InceptionV3 file for FID and KID (t2i weights inception); null: skip"
     )
-    kid_subsets: int = Field(100, ge=1, le=100_000, description="KID: subsets averaged")
-    kid_subset_size: int = Field(1000, ge=2, description="capped at the number of images scored")
+    kid_subsets: int = Field(ge=1, le=100_000, description="KID: subsets averaged")
+    kid_subset_size: int = Field(ge=2, description="capped at the number of images scored")
     clip_score: ClipScoreParams = Field(
-        ClipScoreParams(), description="the open_clip model that scores caption-only samples"
+        description="the open_clip model that scores caption-only samples"
     )
     epoch_captions: list[str] = Field(
-        description="Figs. 9 and 10: drawn at each of train.<model>.keep_epochs",
-        default_factory=lambda: [
-            "A car at a town centre",
-            "A beautiful landscape with mountains and a lake",
-            "A black car",
-            "An orange tree",
-        ],
         min_length=1,
+        max_length=1000,
+        description="Figs. 9 and 10: drawn at each of models.<name>.train.keep_epochs",
     )
 
     @field_validator("captions", "unseen_captions", "epoch_captions")
@@ -584,22 +418,88 @@ class EvaluateCoco(Runtime):
             raise ValueError(str(exc)) from None
 
 
-class Evaluate(Section):
-    fmnist_label: EvaluateFmnistLabel = Field(
-        EvaluateFmnistLabel(), description="stage evaluate@fmnist_label"
-    )
-    fmnist_text: EvaluateFmnistText = Field(
-        EvaluateFmnistText(), description="stage evaluate_text@fmnist_text"
-    )
-    fmnist_conv: EvaluateFmnistLabel = Field(
-        EvaluateFmnistLabel(), description="stage evaluate@fmnist_conv"
-    )
-    fmnist_text_prior: EvaluateFmnistText = Field(
-        EvaluateFmnistText(), description="stage evaluate_text@fmnist_text_prior"
-    )
-    coco_clip: EvaluateCoco = Field(EvaluateCoco(), description="coco/dvc.yaml evaluate@coco_clip")
-    coco_t5: EvaluateCoco = Field(EvaluateCoco(), description="coco/dvc.yaml evaluate@coco_t5")
 
+ArchValue = int | float | bool | str | None | list[int]
+
+
+class _Entry(Section):
+    """One named model: ``models.<name>`` of params.yaml. Its ``class`` is a key of the class
+    table (pipeline/models/registry.py); its ``arch`` is validated by that class's own Config
+    when the model is built (pipeline/models/registry.py:build), so the keys and ranges of an
+    architecture are declared once, in the model's file."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+    class_name: str = Field(alias="class", description="the model class (registry CLASSES)")
+    summary: str = Field(min_length=1, max_length=200, description="one line, with its section")
+    arch: dict[str, ArchValue] = Field(description="the sizes the class is built from")
+
+    @property
+    def is_text(self) -> bool:
+        return self.conditioning != "label"
+
+
+class FmnistLabelEntry(_Entry):
+    data: Literal["fmnist"] = Field(description="fmnist: Fashion-MNIST IDX files")
+    conditioning: Literal["label"] = Field(description="label: the one-hot class")
+    train: FmnistTrain
+    evaluate: EvaluateFmnistLabel
+    evaluation: ClassVar[str] = "fmnist_label"
+
+
+class FmnistTextEntry(_Entry):
+    data: Literal["fmnist"] = Field(description="fmnist: Fashion-MNIST IDX files")
+    conditioning: EncoderName = Field(
+        description="the encoder whose embeddings of captions/fmnist.json condition it"
+    )
+    train: FmnistTrain
+    evaluate: EvaluateFmnistText
+    evaluation: ClassVar[str] = "fmnist_text"
+
+
+class CocoEntry(_Entry):
+    data: Literal["coco"] = Field(description="coco: MS-COCO shards and caption embeddings")
+    conditioning: EncoderName = Field(description="the encoder of its caption embeddings")
+    train: CocoTrain
+    evaluate: EvaluateCoco
+    evaluation: ClassVar[str] = "coco"
+
+
+ENTRY_KINDS = {"fmnist_label": FmnistLabelEntry, "fmnist_text": FmnistTextEntry, "coco": CocoEntry}
+
+
+def _entry_kind(value: object) -> str | None:
+    """Which entry schema a model takes: by its data and its conditioning, nothing else."""
+    get = value.get if isinstance(value, dict) else lambda k: getattr(value, k, None)
+    if get("data") == "coco":
+        return "coco"
+    if get("data") == "fmnist":
+        return "fmnist_label" if get("conditioning") == "label" else "fmnist_text"
+    return None
+
+
+ModelEntry = Annotated[
+    Annotated[FmnistLabelEntry, Tag("fmnist_label")]
+    | Annotated[FmnistTextEntry, Tag("fmnist_text")]
+    | Annotated[CocoEntry, Tag("coco")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="model_entry",
+        custom_error_message="expected a model entry with data: fmnist | coco "
+        "(and conditioning: label | an encoder)",
+    ),
+]
+
+
+def _model_names(value: dict) -> dict:
+    for name in value:
+        if not (isinstance(name, str) and name.isidentifier() and len(name) <= 64):
+            raise ValueError(f"model name {name!r} must be a plain word (it names files)")
+        if name in ("judge", "real"):
+            raise ValueError(f"model name {name!r} is taken (the judge, cas real)")
+    return value
 
 class T5Params(Section):
     weights: str = Field("google-t5/t5-small", description="a local model folder or a hub id")
@@ -613,7 +513,8 @@ class MiniLMParams(Section):
     max_tokens: int = Field(256, ge=1, le=8192, description="longer captions are truncated")
 
 
-class Embed(DeviceParams):
+class Embed(Section):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     batch_size: int = Field(256, ge=1, le=65_536, description="captions per forward pass")
     dtype: Literal["float16", "float32"] = Field("float16", description="stored embedding dtype")
     precision: Literal["bf16", "fp16", "fp32"] = Field(
@@ -629,6 +530,8 @@ class Embed(DeviceParams):
     minilm: MiniLMParams = Field(
         MiniLMParams(), description="all-MiniLM-L6-v2, 384-d, offline from its wheel"
     )
+
+    _device = field_validator("device")(_known_device)
 
     def encoder(self, name: str):
         return getattr(self, name.replace("-", "_"))
@@ -649,22 +552,46 @@ class Report(Section):
     max_file_bytes: int = Field(
         50_000_000, ge=1, description="bound on each figure or metrics file a page inlines"
     )
+    paper_model: str = Field(
+        description="the model entry the results call the paper's model (its §2.1 baseline)"
+    )
 
 
 class Params(Section):
     download: Download = Field(Download(), description="fetch and verify the datasets")
     pack: Pack = Field(Pack(), description="pack images into tar shards")
-    train: Train = Field(Train(), description="one section per model (pipeline/models/registry.py)")
-    judge: Judge = Field(Judge(), description="the classifier that scores Fashion-MNIST samples")
-    cas: Cas = Field(Cas(), description="Classification Accuracy Score (stages cas*)")
-    evaluate: Evaluate = Field(Evaluate(), description="one section per model")
+    models: dict[str, ModelEntry] = Field(
+        min_length=1, description="one entry per named model: class, data, conditioning, arch, "
+        "train, evaluate (stages train@, evaluate@, cas@ of each)"
+    )
+    judge: Judge = Field(description="the classifier that scores Fashion-MNIST samples")
+    cas: Cas = Field(description="Classification Accuracy Score (stages cas*)")
     embed: Embed = Field(Embed(), description="caption -> vector, once (stages embed@*)")
     generate: Generate = Field(Generate(), description="`t2i generate` (no stage)")
-    report: Report = Field(Report(), description="`t2i report` (no stage)")
+    report: Report = Field(description="`t2i report` (no stage)")
+
+    _names = field_validator("models")(_model_names)
+
+    @model_validator(mode="after")
+    def _paper_model_exists(self):
+        if self.report.paper_model not in self.models:
+            raise ValueError(
+                f"report.paper_model {self.report.paper_model!r} is no entry of models"
+            )
+        return self
+
+    def model(self, name: str) -> FmnistLabelEntry | FmnistTextEntry | CocoEntry:
+        """The entry of ``name``, or one line naming the entries there are."""
+        if not isinstance(name, str) or name not in self.models:
+            raise PipelineError(f"unknown model {name!r}; expected one of {sorted(self.models)}")
+        return self.models[name]
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    loc = list(error["loc"])
+    if len(loc) > 2 and loc[0] == "models" and loc[2] in ENTRY_KINDS:
+        del loc[2]  # the entry's schema tag (chosen by data and conditioning) is no key
+    key = ".".join(str(part) for part in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (check the spelling; see pipeline/config.py for valid keys)"
     got = error.get("input")
@@ -687,11 +614,9 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    """params.yaml read by the strict reader (no anchors, no duplicate keys: pipeline/yamlfile.py)
+    and validated whole: a typo anywhere stops the run before any work is done."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+    return parse_params(load_yaml(path, "params file"), str(path))

@@ -18,10 +18,12 @@ images for label models, the validation phrasings for text models; the test set 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.evaluate import (
     conditional_accuracy,
     draw_latents,
@@ -31,6 +33,7 @@ from pipeline.evaluate import (
     summarise,
 )
 from pipeline.finite import require_finite_tensor
+from pipeline.metrics import FrontierRows, GuidedEval, eval_schema, read_metrics, validate_metrics
 from pipeline.models.guidance import null_condition
 
 RULE = (
@@ -112,8 +115,15 @@ class FrontierScorer:
 
 
 def choose_guidance(val_points: list[dict], trained_with_dropout: bool, fixed: float | None):
-    """(w, the rule that chose it) from the validation points of one temperature."""
+    """(w, the rule that chose it) from the validation points of one temperature. A fixed
+    w > 0 for a model trained without the null condition is refused: it has nothing to guide
+    away from (its frontier still sweeps w, against the zero vector it never saw: docs/guidance.md)."""
     if fixed is not None:
+        if fixed > 0 and not trained_with_dropout:
+            raise PipelineError(
+                f"evaluate.guidance {fixed:g}: the model was trained without the null condition "
+                "(its config.json: cond_null_p 0), so it cannot be guided; set guidance: null or 0"
+            )
         return fixed, "fixed by evaluate.<model>.guidance"
     if not trained_with_dropout:
         return 0.0, NO_DROPOUT
@@ -124,8 +134,10 @@ def choose_guidance(val_points: list[dict], trained_with_dropout: bool, fixed: f
 
 
 def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
-    """Flat rows for `dvc plots` (x: frechet, y: accuracy) and the report's chart."""
-    return [
+    """Flat rows for `dvc plots` (x: frechet, y: accuracy) and the report's chart: frontier.json,
+    checked against its schema (pipeline/metrics.py FrontierRows: finite, in range, each
+    (w, T) once, at most 64 points) before anything is written."""
+    rows = [
         {
             "guidance": p["guidance"],
             "temperature": p["temperature"],
@@ -139,6 +151,8 @@ def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
         }
         for p in points
     ]
+    validate_metrics(rows, "frontier.json (the frontier's rows)", FrontierRows)
+    return rows
 
 
 VAL_SEED_OFFSET = 1000  # validation sample sets use seeds seed + 1000, ...: not the test sets'
@@ -188,13 +202,14 @@ def guided_frontier(
     return w, test.point(w, p.temperature), keys, plot_rows(points, spreads["test"])
 
 
-def read_chosen_guidance(path) -> float:
-    """The w an evaluation chose: ``conditions.guidance`` of its eval.json at ``path``."""
-    import json
-
-    from pipeline.errors import PipelineError
-
-    try:
-        return float(json.loads(path.read_text())["conditions"]["guidance"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{path}: no conditions.guidance ({exc}); run evaluate first") from None
+def read_chosen_guidance(path, kind) -> float:
+    """The w an evaluation chose: ``conditions.guidance`` of the eval.json at ``path``, read
+    through its schema (pipeline/metrics.py): a number in [0, 20], never true, "1e3" or NaN.
+    ``kind``: what the model is (its params entry, or its saved config's meta), which picks the
+    schema. A bad or missing file is one PipelineError naming it and the key."""
+    schema = eval_schema(kind)
+    if schema is None or not issubclass(schema, GuidedEval):
+        raise PipelineError(f"{path}: this model's evaluation chooses no guidance w")
+    if not Path(path).is_file():
+        raise PipelineError(f"{path}: no conditions.guidance (no such file); run evaluate first")
+    return read_metrics(path, schema).conditions.guidance

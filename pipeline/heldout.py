@@ -58,16 +58,15 @@ def evaluate_held_out(
     model: torch.nn.Module,
     batches: Iterable[HeldOutPairs],
     p,
-    key: str,
     name: str,
     device: torch.device,
-    image_size: int,
-    keep: int,
     generator: torch.Generator,
 ) -> HeldOutResult:
-    """Scores ``model`` on a stream of held-out batches as section ``p`` (EvaluateCoco, params
-    key ``key``) says; ``generator`` draws the caption-only samples (at p.temperature, with
-    guidance p.guidance)."""
+    """Scores model ``name`` on a stream of held-out batches as its evaluate section ``p``
+    (EvaluateCoco, params key models.<name>.evaluate) says, keeping the first
+    ``p.figure_images`` for Fig. 7; ``generator`` draws the caption-only samples (at
+    p.temperature, with guidance p.guidance). Images are at the model's own size."""
+    key, image_size, keep = f"models.{name}.evaluate", model.config.image_size, p.figure_images
     model.eval()
     scores = CaptionOnlyScores(p, key, device, image_size)
     per_image, totals, count = [], {}, 0

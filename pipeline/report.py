@@ -14,12 +14,18 @@ import csv
 import html
 import json
 import os
+import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import BaseModel, RootModel
 
 from pipeline.atomic import write_bytes
 from pipeline.charts import bar_chart, line_chart
 from pipeline.errors import PipelineError
+from pipeline.metrics import FrontierRows, MeanStd, cell, validate_metrics, w_text
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -57,42 +63,147 @@ CURVE_ORDER = ["loss", "recon", "kl"]  # the negative ELBO and its two terms fir
 REAL_PER_CLASS = "judge_accuracy_on_real_test_per_class"  # {class: accuracy}, when written
 
 
-def mean_std(value) -> tuple[float, float | None] | None:
-    """(value, None) for a number, (mean, std) for {"mean": .., "std": ..}, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value), None
-    if isinstance(value, dict) and isinstance(value.get("mean"), int | float):
-        std = value.get("std")
-        return float(value["mean"]), float(std) if isinstance(std, int | float) else None
-    return None
+# ---------------------------------------------------------------------------- tables
+# A table is rows of cells; one function renders it as Markdown (docs/results.md, README)
+# and one as HTML (report pages). Whatever a cell holds is escaped for its format, so a
+# string from a metrics file or a folder name is shown, never interpreted.
 
 
-def _cell(value) -> str:
-    found = mean_std(value)
-    if found is None:
-        return html.escape(value if isinstance(value, str) else json.dumps(value))
-    mean, std = found
-    return f"{mean:.6g}" + (f" ± {std:.2g}" if std is not None else "")
+@dataclass(frozen=True)
+class Span:
+    """Text shown as it is: ``code`` in a code font, ``href`` a link, ``num`` a number."""
+
+    text: str
+    code: bool = False
+    href: str | None = None
+    num: bool = False
+
+
+class Raw(str):
+    """Markup the program itself wrote ("**CAS**"): the one kind of text not escaped."""
+
+
+Cell = str | Span | tuple  # a tuple: spans side by side ("`fmnist_label`, samples")
+
+
+@dataclass
+class Table:
+    header: list[Cell]
+    rows: list[list[Cell]]
+    numeric_from: int = 1  # columns from this one hold numbers (right-aligned)
+
+
+MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!~{}])")
+PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,:/ -]*")  # a code span shows it literally
+
+
+def md_escape(text: str) -> str:
+    """``text`` as Markdown shows it literally, on one line, in a table cell or a sentence:
+    markup characters backslash-escaped, <, > and & as entities (so no HTML tag and no
+    ``<!-- results:end -->`` marker survives), line breaks as spaces."""
+    text = html.escape(str(text), quote=False)
+    text = MD_SPECIAL.sub(r"\\\1", text)
+    return re.sub(r"[\r\n\u2028\u2029\x85\x0b\x0c]+", " ", text)
+
+
+def _md_span(span: Cell) -> str:
+    if isinstance(span, tuple):
+        return "".join(_md_span(s) for s in span)
+    if isinstance(span, Raw):
+        return span
+    if isinstance(span, str):
+        return md_escape(span)
+    text = f"`{span.text}`" if span.code and PLAIN.fullmatch(span.text) else md_escape(span.text)
+    if span.href is not None:
+        return f"[{text}]({quote(span.href, safe='/#')})"
+    return text
+
+
+def markdown(*parts: Cell) -> str:
+    """Spans side by side as Markdown: a sentence quoting names and numbers."""
+    return "".join(_md_span(part) for part in parts)
+
+
+def md_image(alt: str, target: str) -> str:
+    """A Markdown image: its alt text escaped, its target percent-encoded."""
+    return f"![{md_escape(alt)}]({quote(target, safe='/')})"
+
+
+def markdown_table(table: Table) -> list[str]:
+    """The table's lines in GitHub Markdown."""
+    n = len(table.header)
+    align = "|" + "---|" * table.numeric_from + "---:|" * (n - table.numeric_from)
+    lines = ["| " + " | ".join(markdown(c) for c in table.header) + " |", align]
+    lines += ["| " + " | ".join(markdown(c) for c in row) + " |" for row in table.rows]
+    return lines
+
+
+def _html_span(span: Cell) -> str:
+    if isinstance(span, tuple):
+        return "".join(_html_span(s) for s in span)
+    if isinstance(span, Raw):
+        return span
+    if isinstance(span, str):
+        return html.escape(span)
+    text = html.escape(span.text)
+    text = f"<code>{text}</code>" if span.code else text
+    if span.href is not None:
+        return f"<a href='{html.escape(quote(span.href, safe='/#'))}'>{text}</a>"
+    return text
+
+
+def _is_num(cell: Cell) -> bool:
+    return isinstance(cell, Span) and cell.num
+
+
+def html_table(table: Table) -> str:
+    """The table as HTML: a header row, and numbers right-aligned (class num)."""
+    head = "".join(f"<th>{_html_span(c)}</th>" for c in table.header)
+    rows = [f"<tr>{head}</tr>"] if head else []
+    for row in table.rows:
+        cells = "".join(
+            f"<td class='num'>{_html_span(c)}</td>" if _is_num(c) else f"<td>{_html_span(c)}</td>"
+            for c in row
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def number(value: MeanStd | float | None, digits: int | None = None) -> Span:
+    """A number's cell (pipeline/metrics.py cell: "–", "mean ± std" or the value)."""
+    return Span(cell(value, digits), num=value is not None)
 
 
 def flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
-    """Dotted keys to leaves; a {"mean", "std"} dict is one leaf."""
-    if isinstance(obj, dict) and mean_std(obj) is None:
+    """Dotted keys to leaves of a validated metrics object (or a params dict); a MeanStd is
+    one leaf; keys the file did not set are left out."""
+    if isinstance(obj, RootModel):
+        obj = obj.root
+    if isinstance(obj, BaseModel) and not isinstance(obj, MeanStd):
+        obj = {k: getattr(obj, k) for k in type(obj).model_fields if k in obj.model_fields_set}
+    if isinstance(obj, dict):
         rows = []
-        for key in obj:
-            rows += flatten(obj[key], f"{prefix}.{key}" if prefix else str(key))
+        for key, value in obj.items():
+            rows += flatten(value, f"{prefix}.{key}" if prefix else str(key))
         return rows
+    if isinstance(obj, list) and obj and all(isinstance(v, BaseModel | dict) for v in obj):
+        return [row for i, v in enumerate(obj) for row in flatten(v, f"{prefix}[{i}]")]
     return [(prefix, obj)]
 
 
-def _table(obj: dict) -> str:
-    rows = []
-    for key, value in flatten(obj):
-        kind = "num" if mean_std(value) is not None else ""
-        rows.append(f"<tr><td>{html.escape(key)}</td><td class='{kind}'>{_cell(value)}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+def value_cell(value) -> Cell:
+    """A leaf of :func:`flatten`: a number, a mean ± std, or text (a list as JSON)."""
+    if isinstance(value, MeanStd) or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    ):
+        return number(value)
+    if value is None:
+        return Span("–")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _table(obj) -> str:
+    return html_table(Table([], [[key, value_cell(v)] for key, v in flatten(obj)]))
 
 
 def _refuse(path: Path, why: str) -> PipelineError:
@@ -157,29 +268,28 @@ def read_curves(
     return {name: dict(sorted(curves[name].items(), reverse=True)) for name in order}
 
 
-def per_class_series(metrics: dict) -> dict[str, dict[str, tuple[float, float | None]]]:
-    """Each per-class accuracy of an eval.json: {"per_class": {..}} blocks, and REAL_PER_CLASS."""
-    series = {}
-    for key, value in metrics.items():
-        classes = value.get("per_class") if isinstance(value, dict) else None
-        if key == REAL_PER_CLASS:
-            classes = value
-        if isinstance(classes, dict):
-            name = key.removeprefix("judge_accuracy_").removesuffix("_per_class")
-            found = {c: mean_std(v) for c, v in classes.items() if mean_std(v) is not None}
-            series[name.removeprefix("on_").replace("_", " ")] = found
-    return series
+def per_class_series(ev) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """The per-class accuracies of a validated eval.json (pipeline/metrics.py), as the bar
+    chart takes them: {series: {class: (value, std or None)}}."""
+    views = ev.per_class_views() if ev is not None else {}
+    return {
+        name: {
+            c: (v.mean, v.std) if isinstance(v, MeanStd) else (v, None) for c, v in classes.items()
+        }
+        for name, classes in views.items()
+    }
 
 
-def frontier_series(rows: list[dict], prefix: str = "") -> tuple[dict, dict]:
-    """A frontier.json's rows (pipeline/frontier.py) as one series of (FD, accuracy) points
-    per temperature, in w order, and their labels ("w=1")."""
+def frontier_series(rows, prefix: str = "") -> tuple[dict, dict]:
+    """A frontier.json's rows (validated as FrontierRows) as one series of (FD, accuracy)
+    points per temperature, in w order, and their labels ("w=1")."""
     series: dict[str, list] = {}
     labels: dict[str, list] = {}
-    for row in sorted(rows, key=lambda r: (-r["temperature"], r["guidance"])):
-        name = f"{prefix}T={row['temperature']:g}"
-        series.setdefault(name, []).append((float(row["frechet"]), float(row["accuracy"])))
-        labels.setdefault(name, []).append(f"w={row['guidance']:g}")
+    checked = validate_metrics(rows, "frontier rows", FrontierRows).root
+    for row in sorted(checked, key=lambda r: (-r.temperature, r.guidance)):
+        name = f"{prefix}T={w_text(row.temperature)}"
+        series.setdefault(name, []).append((row.frechet, row.accuracy))
+        labels.setdefault(name, []).append(f"w={w_text(row.guidance)}")
     return series, labels
 
 
@@ -230,13 +340,14 @@ def _page(title: str, body: list[str]) -> str:
 def render_report(
     title: str,
     figures: dict[str, bytes],
-    metrics: dict[str, dict],
+    metrics: dict[str, BaseModel],
     params: dict[str, dict],
     curves: dict | None = None,
     per_class: dict | None = None,
-    frontier: list[dict] | None = None,
+    frontier: list | None = None,
 ) -> str:
-    """``figures``: {name: PNG bytes}, as :func:`read_png` gives them."""
+    """``figures``: {name: PNG bytes}, as :func:`read_png` gives them; ``metrics``: {file:
+    its validated metrics} (pipeline/metrics.py); ``frontier``: frontier.json's rows."""
     parts = ["<h2>Figures</h2>"]
     for name, png in figures.items():
         if not png.startswith(PNG_SIGNATURE):
@@ -258,18 +369,9 @@ def render_report(
     return _page(title, parts)
 
 
-def write_report(
-    path: Path,
-    title: str,
-    figures: dict[str, bytes],
-    metrics: dict[str, dict],
-    params: dict[str, dict],
-    curves: dict | None = None,
-    per_class: dict | None = None,
-    frontier: list[dict] | None = None,
-) -> None:
-    page = render_report(title, figures, metrics, params, curves, per_class, frontier)
-    write_bytes(path, page.encode())
+def write_report(path: Path, title: str, figures: dict[str, bytes], *views, **named) -> None:
+    """:func:`render_report`'s page, written atomically to ``path``."""
+    write_bytes(path, render_report(title, figures, *views, **named).encode())
 
 
 def _row_prefix(file: str) -> str:
@@ -278,7 +380,7 @@ def _row_prefix(file: str) -> str:
     return "" if stem in ("", "eval") else f"{stem}: "
 
 
-def results_rows(metrics: dict[str, dict[str, dict]]) -> dict[str, dict[str, object]]:
+def results_rows(metrics: dict[str, dict[str, BaseModel]]) -> dict[str, dict[str, object]]:
     """{model: {file: metrics}} -> {row name: {model: value}}, without per-class leaves (the
     chart shows those), the conditions last."""
     rows: dict[str, dict[str, object]] = {}
@@ -292,29 +394,21 @@ def results_rows(metrics: dict[str, dict[str, dict]]) -> dict[str, dict[str, obj
 
 def render_index(
     title: str,
-    metrics: dict[str, dict[str, dict]],
+    metrics: dict[str, dict[str, BaseModel]],
     links: dict[str, str],
     curves: dict[str, dict],
     per_class: dict[str, dict],
-    frontiers: dict[str, list[dict]] | None = None,
+    frontiers: dict[str, list] | None = None,
 ) -> str:
     """The comparison page: one results table (a column per model, mean ± std where the
     metrics carry a spread), the models' test curves overlaid, and their per-class accuracy."""
     models = list(metrics)
-    head = "".join(
-        f"<th><a href='{html.escape(links[m])}'>{html.escape(m)}</a></th>"
-        if m in links
-        else f"<th>{html.escape(m)}</th>"
-        for m in models
-    )
-    body = []
-    for key, values in results_rows(metrics).items():
-        cells = "".join(
-            f"<td class='num'>{_cell(values[m])}</td>" if m in values else "<td></td>"
-            for m in models
-        )
-        body.append(f"<tr><td>{html.escape(key)}</td>{cells}</tr>")
-    parts = [f"<h2>Results</h2><table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"]
+    head: list[Cell] = ["metric", *(Span(m, href=links.get(m)) for m in models)]
+    rows = [
+        [key, *(value_cell(values[m]) if m in values else "" for m in models)]
+        for key, values in results_rows(metrics).items()
+    ]
+    parts = ["<h2>Results</h2>" + html_table(Table(head, rows))]
     names = list(dict.fromkeys(n for c in curves.values() for n in c))
     test = {
         n: {m: c[n]["test"] for m, c in curves.items() if "test" in c.get(n, {})} for n in names

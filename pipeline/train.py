@@ -45,6 +45,8 @@ import inspect
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -315,34 +317,64 @@ def evaluate_terms(model: nn.Module, data: Batches, amp: bool = False) -> dict[s
     return _per_image(totals, count)
 
 
-def fit(
-    model: nn.Module,
-    train: Batches,
-    test: Batches,
-    spec: FitSpec,
-    *,
-    generator: torch.Generator,
-    state_path: Path | None,
-    live_dir: Path | None,
-    fingerprint: str,
-    keep_dir: Path | None = None,
-    name: str = "model",
-    keep_epochs: tuple[int, ...] | list[int] = (),
-    amp: bool = False,
-    cond_null_p: float = 0.0,
-    lr_schedule: str = "constant",
-) -> list[dict[str, float]]:
-    """Train ``model`` for ``spec.epochs`` (``spec``: the stage's params section, a
-    :class:`~pipeline.config.FitSpec`), resuming from ``state_path`` when it matches.
-    ``name`` is named in errors; ``amp``: bf16 autocast, on CUDA only; ``cond_null_p``: the
-    share of rows trained on the null condition (models/guidance.py); ``lr_schedule``:
-    ``constant`` or ``onecycle`` (``spec.lr`` is the peak, :func:`one_cycle_lr`).
+@dataclass(frozen=True)
+class FitData:
+    """What ``fit`` trains on and tests on each epoch."""
 
-    The weights of ``keep_epochs`` go to ``keep_dir/epoch-NNNN.safetensors``, their
-    sha256 to ``keep_dir/kept.json`` and the resume state; the folder ends holding exactly
-    those epochs. On any failure dvclive's metrics file in ``live_dir`` is removed.
-    ``state_path`` None: no resume state (a run of seconds); ``live_dir`` None: no dvclive.
+    train: Batches
+    test: Batches
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """Where one run keeps its things: its name (in errors), the random generator, the resume
+    state (None: none, for a run of seconds), the dvclive folder (None: no curves), the
+    fingerprint that a resume state must match, and the folder of the kept epochs."""
+
+    name: str
+    generator: torch.Generator
+    fingerprint: str
+    state_path: Path | None = None
+    live_dir: Path | None = None
+    keep_dir: Path | None = None
+
+
+def partial_live_dir(live_dir: Path) -> Path:
+    """Where a run's dvclive curves grow until :func:`publish_live` moves them into place."""
+    return live_dir.parent / f".{live_dir.name}.partial"
+
+
+def clear_live(live_dir: Path) -> None:
+    """A stage that is about to replace a summary clears it first: a failed or killed run
+    then leaves none, never the previous run's beside a model it did not write."""
+    if live_dir.is_dir():
+        shutil.rmtree(live_dir)
+
+
+def publish_live(live_dir: Path) -> None:
+    """Move the finished run's curves and summary into ``live_dir``: call it after the model
+    (or the result) they describe is written, so metrics never outrun their model."""
+    staged = partial_live_dir(live_dir)
+    if not staged.is_dir():
+        raise PipelineError(f"{staged}: no finished run's metrics to publish")
+    clear_live(live_dir)
+    os.replace(staged, live_dir)
+
+
+def fit(model: nn.Module, data: FitData, spec: FitSpec, run: FitRun) -> list[dict[str, float]]:
+    """Train ``model`` for ``spec.epochs``, resuming from ``run.state_path`` when it matches.
+    ``spec`` (a :class:`~pipeline.config.FitSpec`) holds the whole schedule: lr and its
+    ``lr_schedule`` (``constant``, with ``warmup_steps``; ``onecycle``: ``lr`` is the peak,
+    :func:`one_cycle_lr`), ``amp`` (bf16 autocast, on CUDA only), ``cond_null_p`` (the share
+    of rows trained on the null condition, models/guidance.py) and ``keep_epochs``.
+
+    The weights of ``keep_epochs`` go to ``run.keep_dir/epoch-NNNN.safetensors``, their sha256
+    to ``kept.json`` and the resume state; the folder ends holding exactly those epochs.
+    dvclive's curves grow in :func:`partial_live_dir`; the caller publishes them with
+    :func:`publish_live` once what they describe is saved. A failed run publishes nothing.
     """
+    train, test, name, generator = data.train, data.test, run.name, run.generator
+    keep_epochs, keep_dir, state_path = spec.keep_epochs, run.keep_dir, run.state_path
     if keep_epochs and keep_dir is None:
         raise ValueError("keep_epochs needs a keep_dir to write the weights to")
     beyond = [e for e in keep_epochs if not 1 <= e <= spec.epochs]
@@ -362,13 +394,11 @@ def fit(
     kept: dict[int, str] = {}  # kept epoch -> sha256 of its file
     steps = 0  # optimizer steps taken: the warmup's clock
     if state_path is not None and state_path.is_file():
-        history, steps, kept = _resume(
-            state_path, spec.epochs, keep_epochs, fingerprint, keep_dir, model, optimizer, generator
-        )
+        history, steps, kept = _resume(state_path, spec, run, model, optimizer)
     if keep_dir is not None and rank0:
         keep_dir.mkdir(parents=True, exist_ok=True)
         write_kept(keep_dir, kept)  # a fresh start clears them; dropped epochs go
-    losses = BatchLosses(model, cond_null_p)
+    losses = BatchLosses(model, spec.cond_null_p)
     if _distributed():  # after the resume, so every rank starts from the same weights
         losses = DistributedDataParallel(losses)
     guard = StepGuard(name, spec.max_nonfinite_steps, spec.max_nonfinite_share)
@@ -378,13 +408,16 @@ def fit(
     def lr_at() -> float:
         nonlocal steps
         steps += 1
-        if lr_schedule == "onecycle":
+        if spec.lr_schedule == "onecycle":
             return one_cycle_lr(spec.lr, steps, total_steps)
         return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
 
     live = None
-    if rank0 and live_dir is not None:
-        live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    if rank0 and run.live_dir is not None:
+        staged = partial_live_dir(run.live_dir)
+        if staged.is_dir():
+            shutil.rmtree(staged)  # a killed run's; the finished epochs are replayed below
+        live = Live(str(staged), save_dvc_exp=False, dvcyaml=None, report=None)
     try:
         for row in history:  # replay finished epochs so the curves are whole after a resume
             _log_row(live, row)
@@ -399,7 +432,7 @@ def fit(
                     generator,
                     spec.grad_clip,
                     desc=f"epoch {epoch + 1}/{spec.epochs}",
-                    amp=amp,
+                    amp=spec.amp,
                     losses=losses,
                     guard=guard,
                     lr_at=lr_at,
@@ -407,7 +440,7 @@ def fit(
             }
             guard.end_epoch()
             row["train/nonfinite_steps"] = float(guard.skipped)
-            test_row = evaluate_terms(model, test, amp)
+            test_row = evaluate_terms(model, test, spec.amp)
             bad = sorted(k for k, v in test_row.items() if not math.isfinite(v))
             if bad:
                 raise NonFiniteTraining(
@@ -432,7 +465,7 @@ def fit(
                 meta = {
                     "epoch": epoch + 1,
                     "history": history,
-                    "fingerprint": fingerprint,
+                    "fingerprint": run.fingerprint,
                     "steps": steps,
                     "kept": {str(e): sha for e, sha in kept.items()},
                 }
@@ -440,7 +473,7 @@ def fit(
                     save_state(state_path, model, optimizer, generator, meta)
     except BaseException:
         if live is not None:  # no metric from a failed run
-            Path(live.metrics_file).unlink(missing_ok=True)
+            shutil.rmtree(live.dir, ignore_errors=True)
         raise
     if live is not None:
         live.end()
@@ -448,29 +481,22 @@ def fit(
 
 
 def _resume(
-    state_path: Path,
-    epochs: int,
-    keep_epochs: tuple[int, ...] | list[int],
-    fingerprint: str,
-    keep_dir: Path | None,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    state_path: Path, spec: FitSpec, run: FitRun, model: nn.Module, optimizer
 ) -> tuple[list[dict[str, float]], int, dict[int, str]]:
     """(history, optimizer steps, kept epochs) of the state at ``state_path`` restored into
     ``model``, ``optimizer`` and ``generator``; empty ones when it is not to be resumed."""
     tensors, meta = load_state(state_path)
-    if meta.get("fingerprint") != fingerprint or meta.get("epoch", 0) > epochs:
+    if meta.get("fingerprint") != run.fingerprint or meta.get("epoch", 0) > spec.epochs:
         log.info("%s belongs to other params; training from scratch", state_path)
         return [], 0, {}
     verify_state(state_path, tensors, meta)  # refused, never silently replaced
     recorded = {int(e): sha for e, sha in meta.get("kept", {}).items()}
-    wanted = [e for e in keep_epochs if e <= meta["epoch"]]
-    problem = kept_problem(keep_dir, recorded, wanted) if wanted else None
+    wanted = [e for e in spec.keep_epochs if e <= meta["epoch"]]
+    problem = kept_problem(run.keep_dir, recorded, wanted) if wanted else None
     if problem is not None:
         log.warning("%s; training afresh to write the kept epochs again", problem)
         return [], 0, {}
-    restore_state(tensors, meta, model, optimizer, generator)
+    restore_state(tensors, meta, model, optimizer, run.generator)
     log.info("resuming from %s at epoch %d", state_path, meta["epoch"])
     return meta["history"], meta.get("steps", 0), {e: recorded[e] for e in wanted}
 

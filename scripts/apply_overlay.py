@@ -1,73 +1,115 @@
 """Apply a params overlay (params-small.yaml) to params.yaml: each key it names is replaced,
-every other key kept.
+every other key kept, and the result is checked against the params schema before anything
+is written.
 
     python scripts/apply_overlay.py params-small.yaml                # rewrite params.yaml
     python scripts/apply_overlay.py params-small.yaml --params p.yaml --out small.yaml
     dvc exp run $(python scripts/apply_overlay.py params-small.yaml --set-param)
 
-An overlay is a YAML mapping shaped like params.yaml, holding only the keys to change; a
-mapping value descends into that section, any other value (a number, a list, null) replaces
-the key whole. A key that params.yaml lacks stops the script with its dotted name. The
-rewritten params.yaml is plain YAML: comments and anchors (&, *) are not kept, and a section
-that params.yaml shares through an anchor gets only the keys the overlay names for it.
+An overlay is a YAML mapping shaped like params.yaml, holding only the keys to change. A
+mapping in the overlay descends into the section of params.yaml it names (an empty one,
+``judge: {}``, changes nothing); any other value (a number, a string, a list, null) replaces
+the key whole. Each of these stops the script with one ``error:`` line naming the dotted key,
+and nothing is written: a key that params.yaml lacks; a value that is not a mapping where
+params.yaml has a section; a mapping where params.yaml has a value; a merged result that the
+schema (pipeline/config.py) refuses, such as ``epochs: lots``. ``--set-param`` checks the
+same before it prints anything. Both files are read by the strict reader
+(pipeline/yamlfile.py), which refuses anchors and aliases (&, *), duplicate keys and bytes
+that are not UTF-8.
+
+The rewritten file is plain YAML (comments are not kept), written atomically: a temp file
+beside it, then a rename. It keeps the mode of the file it replaces; where the file is a
+symlink, its target is rewritten and the link stays a link.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import stat
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-class OverlayError(ValueError):
+from pipeline.atomic import temp_beside  # noqa: E402
+from pipeline.config import parse_params  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.yamlfile import load_yaml  # noqa: E402
+
+
+class OverlayError(PipelineError):
     pass
 
 
-def _mapping(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise OverlayError(f"{path}: cannot read it as YAML: {exc}") from None
+class _PlainDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # never write an anchor: the reader refuses them
+        return True
+
+
+def _mapping(path: Path, what: str) -> dict:
+    data = load_yaml(path, what)
     if not isinstance(data, dict):
         raise OverlayError(f"{path}: expected a mapping of params sections")
     return data
 
 
+def _shown(value: object) -> str:
+    """``value`` as a short line of YAML flow style: 5, null, [1, 2], lots."""
+    text = yaml.dump(value, Dumper=_PlainDumper, default_flow_style=True, width=10**6)
+    text = " ".join(text.strip().removesuffix("...").split())  # "..." ends a scalar
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def flatten(overlay: dict, prefix: str = "") -> dict[str, object]:
-    """``{"judge": {"epochs": 1}}`` -> ``{"judge.epochs": 1}``: the keys the overlay sets."""
+    """``{"judge": {"epochs": 1}}`` -> ``{"judge.epochs": 1}``: the keys the overlay sets (an
+    empty mapping sets none)."""
     flat: dict[str, object] = {}
     for key, value in overlay.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
 
 
-def apply(params: dict, overlay: dict) -> dict:
-    """A copy of ``params`` (no section shared with another) with the overlay's keys set."""
-    out = json.loads(json.dumps(params))  # a plain tree: anchored sections become copies
-    for name, value in flatten(overlay).items():
-        node, parts = out, name.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or not isinstance(node.get(part), dict):
-                where = ".".join(parts[: depth + 1])
-                raise OverlayError(f"overlay key {name}: params has no section {where}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise OverlayError(f"overlay key {name}: params has no such key")
-        node[parts[-1]] = value
+def _merge(params: dict, overlay: dict, prefix: str = "") -> dict:
+    """A new mapping: ``params`` with the overlay's keys set (``params`` is not changed)."""
+    out = dict(params)
+    for key, value in overlay.items():
+        name = f"{prefix}{key}"
+        if key not in params or (isinstance(value, dict) and not isinstance(params[key], dict)):
+            if not isinstance(value, dict):
+                raise OverlayError(f"overlay key {name}: params has no such key")
+            leaf = next(iter(flatten(value, name + ".")), name)
+            raise OverlayError(f"overlay key {leaf}: params has no section {name}")
+        if isinstance(value, dict):
+            out[key] = _merge(params[key], value, name + ".")
+        elif isinstance(params[key], dict):
+            raise OverlayError(
+                f"overlay key {name}: params has a section here, got {_shown(value)}"
+            )
+        else:
+            out[key] = value
     return out
 
 
+def apply(params: dict, overlay: dict) -> dict:
+    """``params`` with the overlay's keys set; an overlay key params lacks, or a section and a
+    value in each other's place, is an OverlayError naming the dotted key."""
+    return _merge(params, overlay)
+
+
 def apply_files(params: Path, overlay: Path) -> dict:
-    return apply(_mapping(params), _mapping(overlay))
+    """The overlay applied to params, checked against the params schema (a PipelineError
+    naming the key otherwise)."""
+    merged = apply(_mapping(params, "params file"), _mapping(overlay, "params overlay"))
+    parse_params(merged, source=f"{params} + {overlay}")
+    return merged
 
 
 def set_param_args(overlay: dict) -> list[str]:
@@ -75,12 +117,35 @@ def set_param_args(overlay: dict) -> list[str]:
     without spaces, so that a shell's word splitting of ``$(...)`` keeps each one whole."""
     args = []
     for name, value in flatten(overlay).items():
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-        text = text.removesuffix("...").strip().replace(", ", ",")  # "..." ends a scalar
+        text = yaml.dump(value, Dumper=_PlainDumper, default_flow_style=True, width=10**6)
+        text = text.strip().removesuffix("...").strip().replace(", ", ",")
         if any(c.isspace() for c in text):
             raise OverlayError(f"overlay key {name}: {text!r} has spaces; apply it in place")
         args += ["-S", f"{name}={text}"]
     return args
+
+
+def write(out: Path, merged: dict) -> None:
+    """Atomically replace ``out`` (a symlink's target, so the link stays) keeping its mode."""
+    try:
+        target = out.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise OverlayError(f"{out}: cannot write it ({exc})") from None
+    if not target.parent.is_dir():
+        raise OverlayError(f"{out}: cannot write it (no folder {target.parent})")
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode) if target.exists() else None
+        text = yaml.dump(merged, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
+        with temp_beside(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise OverlayError(f"{out}: cannot write it ({exc.strerror or exc})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,18 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         merged = apply_files(args.params, args.overlay)  # checks every key, even for -S
+        overlay = _mapping(args.overlay, "params overlay")
         if args.set_param:
-            print(" ".join(set_param_args(_mapping(args.overlay))))
+            print(" ".join(set_param_args(overlay)))
             return 0
         out = args.out or args.params
-        fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(merged, handle, sort_keys=False)
-        os.replace(tmp, out)
-    except OverlayError as exc:
+        write(out, merged)
+    except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {out}: {len(flatten(_mapping(args.overlay)))} keys from {args.overlay}")
+    print(f"wrote {out}: {len(flatten(overlay))} keys from {args.overlay}")
     return 0
 
 

@@ -6,379 +6,423 @@
 
 Every number on the page is read from metrics/ (and the judge's threshold from params.yaml);
 every sentence that quotes one is a template filled from them, so nothing is typed by hand.
-The models are the folders of metrics/ whose eval.json holds Fashion-MNIST sample metrics:
-label models first (the paper's §2.1 model before the rest), then text models. A number with
-a spread over sample seeds prints as mean ± std. Keys this script does not know are ignored;
-an eval.json with a guidance frontier (``frontier``: a list of points, ``guidance``: the
-chosen one) gets a frontier table.
+The models are the Fashion-MNIST entries of params.yaml ``models:`` that have an eval.json,
+each read through the schema its entry picks (pipeline/metrics.py): label models first (the
+paper's model, ``report.paper_model``, before the rest), then text models. Folders of
+metrics/ that are no model of params are never read. A bad metrics file (NaN, a string for a
+number, a duplicated frontier point, broken JSON) stops the script with one line naming the
+file and the key; every string that reaches the page is escaped (pipeline/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.atomic import write_bytes  # noqa: E402
+from pipeline.config import Params, load_params  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.metrics import (  # noqa: E402
+    JudgeLive,
+    LabelEval,
+    MeanStd,
+    ModelCas,
+    RealCas,
+    TextEval,
+    cell,
+    eval_schema,
+    read_metrics,
+    w_text,
+)
+from pipeline.report import Raw, Span, Table, markdown, markdown_table, md_image  # noqa: E402
 
-METRICS = ROOT / "metrics"
-REPORTS = ROOT / "reports"
-PAGE = ROOT / "docs" / "results.md"
-BASELINE = "fmnist_label"  # the paper's §2.1 model
-
-# (heading, accepted key names) of a frontier point's columns, in the order they print
-FRONTIER_COLUMNS = [
-    ("w", ("w", "guidance", "guidance_scale", "scale")),
-    ("T", ("T", "temperature")),
-    ("accuracy", ("accuracy", "judge_accuracy", "judge_accuracy_on_samples")),
-    ("FD", ("FD", "fd", "frechet", "frechet_judge_features")),
-    ("spread", ("spread", "diversity", "within_class_spread")),
-]
-
-
-CAS_KEY = "cas (metrics/cas)"
-
-
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _mean(value) -> float | None:
-    if isinstance(value, dict):
-        value = value.get("mean", value.get("overall"))
-        return _mean(value)
-    return value
+METRICS = Path("metrics")  # paths relative to the repository root (main() goes there)
+REPORTS = Path("reports")
+PAGE = Path("docs") / "results.md"
+README = Path("README.md")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def cell(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, dict) and "mean" in value:
-        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-    if isinstance(value, dict) and "overall" in value:
-        return cell(value["overall"], digits)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"`{json.dumps(value)}`" if not isinstance(value, str) else value
-    return f"{value:.{digits}f}"
+def code(name: str) -> Span:
+    return Span(name, code=True)
 
 
+def num(value: MeanStd | float | None, digits: int = 3) -> Span:
+    return Span(cell(value, digits), num=True)
+
+
+@dataclass
 class Model:
-    """One Fashion-MNIST model's metrics: its eval.json and its CAS file."""
+    """One Fashion-MNIST model's validated metrics: its eval.json and its CAS file."""
 
-    def __init__(self, name: str, ev: dict):
-        self.name, self.ev = name, ev
-        self.text = "judge_accuracy_train_phrasings" in ev
-        self.cas = _load(METRICS / "cas" / f"{name}.json") or {}
-        # CAS of each frontier point (stages/cas.py), by (w, T)
-        self.frontier_cas = {
-            (q["guidance"], q["temperature"]): q["cas"] for q in self.cas.get("frontier", [])
-        }
-        suffix = "_train_phrasings" if self.text else ""
-        self.sampled = ev.get(
-            "judge_accuracy_train_phrasings" if self.text else "judge_accuracy_on_samples"
-        )
-        self.frechet = ev.get("frechet_judge_features" + suffix)
-        self.val = ev.get("judge_accuracy_val_phrasings")
-        self.heldout = ev.get("judge_accuracy_heldout_phrasings")
+    name: str
+    text: bool  # from its params entry: conditioned on captions
+    ev: LabelEval | TextEval
+    cas: ModelCas | None
 
-    @property
-    def per_class(self) -> dict:
-        """Per-class sample accuracy: held-out phrasings for a text model, else samples."""
-        source = self.heldout if self.text else self.sampled
-        return (source or {}).get("per_class", {})
+    def frontier_cas(self) -> dict[tuple[str, ...], float]:
+        """The CAS of each frontier point (stages/cas.py), by its printed (w, T)."""
+        points = (self.cas and self.cas.frontier) or []
+        return {q.point_key(): q.cas for q in points}
 
-    def rows(self) -> dict[str, str]:
-        return {
-            "judge accuracy on samples (labels / training phrasings)": cell(
-                self.sampled and self.sampled["overall"]
-            ),
-            "… on validation phrasings": cell(self.val and self.val["overall"]),
-            "… on held-out phrasings": cell(self.heldout and self.heldout["overall"]),
-            "judge-feature Fréchet distance to the test set": cell(self.frechet, 1),
-            "CAS at w = 0: judge CNN trained on samples only, real test accuracy": cell(
-                self.cas.get("accuracy_on_real_test")
-            ),
-            "CAS at the chosen w": cell(
-                (self.cas.get("at_chosen_guidance") or {}).get("accuracy_on_real_test")
-            ),
-            "test −ELBO (nats/image)": cell(self.ev.get("test_nelbo_nats"), 1),
-            "sampling temperature": cell(self.ev.get("conditions", {}).get("temperature"), 1),
-            "guidance w (chosen on validation data; the rows above use it)": cell(
-                self.ev.get("conditions", {}).get("guidance"), 1
-            ),
-        }
+    def cas_at_chosen(self) -> float | None:
+        return self.cas and self.cas.at_chosen_guidance.accuracy_on_real_test
 
 
-def models() -> list[Model]:
+@dataclass
+class Results:
+    models: list[Model]
+    paper: Model | None  # params report.paper_model, when it has results
+    judge: JudgeLive | None
+    real_cas: RealCas | None
+    min_accuracy: float
+
+
+def _read_if_there(path: Path, schema):
+    return read_metrics(path, schema) if path.is_file() else None
+
+
+def load(params: Params) -> Results:
+    """Every model of params with an eval.json, read through the schema its entry picks."""
     found = []
-    for path in sorted(METRICS.glob("*/eval.json")):
-        ev = _load(path)
-        if "judge_accuracy_on_samples" in ev or "judge_accuracy_train_phrasings" in ev:
-            found.append(Model(path.parent.name, ev))
-    return sorted(found, key=lambda m: (m.text, m.name != BASELINE, m.name))
+    for name, entry in params.models.items():
+        schema = eval_schema(entry)
+        path = METRICS / name / "eval.json"
+        if entry.data != "fmnist" or schema is None or not path.is_file():
+            continue
+        cas = _read_if_there(METRICS / "cas" / f"{name}.json", ModelCas)
+        found.append(Model(name, entry.is_text, read_metrics(path, schema), cas))
+    if not found:
+        raise PipelineError("metrics/: no eval.json of any Fashion-MNIST model of params.yaml")
+    paper = params.report.paper_model
+    found.sort(key=lambda m: (m.text, m.name != paper, m.name))
+    return Results(
+        found,
+        next((m for m in found if m.name == paper and not m.text), None),
+        _read_if_there(METRICS / "judge" / "train" / "metrics.json", JudgeLive),
+        _read_if_there(METRICS / "cas" / "real.json", RealCas),
+        params.judge.min_accuracy,
+    )
 
 
-def main_table(ms: list[Model]) -> list[str]:
-    table = {m.name: m.rows() for m in ms}
-    lines = ["| metric | " + " | ".join(f"`{m.name}`" for m in ms) + " |"]
-    lines.append("|---|" + "---:|" * len(ms))
-    for row in table[ms[0].name]:
-        lines.append("| " + " | ".join([row, *(table[m.name][row] for m in ms)]) + " |")
-    return lines
+def main_table(ms: list[Model]) -> Table:
+    def row(label: str, values) -> list:
+        return [label, *values]
+
+    def each(get, digits: int = 3) -> list[Span]:
+        return [num(get(m), digits) for m in ms]
+
+    def overall(accuracy):
+        return accuracy and accuracy.overall
+
+    return Table(
+        ["metric", *(code(m.name) for m in ms)],
+        [
+            row(
+                "judge accuracy on samples (labels / training phrasings)",
+                each(lambda m: m.ev.samples.overall),
+            ),
+            row("… on validation phrasings", each(lambda m: overall(m.ev.validation))),
+            row("… on held-out phrasings", each(lambda m: overall(m.ev.heldout))),
+            row(
+                "judge-feature Fréchet distance to the test set",
+                each(lambda m: m.ev.samples_frechet, 1),
+            ),
+            row(
+                "CAS at w = 0: judge CNN trained on samples only, real test accuracy",
+                each(lambda m: m.cas and m.cas.accuracy_on_real_test),
+            ),
+            row("CAS at the chosen w", each(Model.cas_at_chosen)),
+            row("test −ELBO (nats/image)", each(lambda m: m.ev.test_nelbo, 1)),
+            row("sampling temperature", each(lambda m: m.ev.conditions.temperature, 1)),
+            row(
+                "guidance w (chosen on validation data; the rows above use it)",
+                each(lambda m: m.ev.conditions.guidance, 1),
+            ),
+        ],
+    )
 
 
-def per_class_table(ms: list[Model], real: dict) -> list[str]:
-    classes = sorted({c for m in ms for c in m.per_class} | set(real))
-    heads = ["class"] + (["judge on real test images"] if real else [])
-    heads += [f"`{m.name}`, {'held-out phrasings' if m.text else 'samples'}" for m in ms]
-    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+def real_per_class(ms: list[Model]) -> dict[str, float]:
+    """The judge on real test images, per class (in every label model's eval.json)."""
+    return next((m.ev.judge_accuracy_on_real_test_per_class for m in ms if not m.text), {})
+
+
+def per_class_table(ms: list[Model]) -> Table:
+    real = real_per_class(ms)
+    classes = sorted({c for m in ms for c in m.ev.per_class} | set(real))
+    head = ["class"] + (["judge on real test images"] if real else [])
+    head += [(code(m.name), ", held-out phrasings" if m.text else ", samples") for m in ms]
+    rows = []
     for c in classes:
-        cells = [cell(real.get(c), 2)] if real else []
-        cells += [cell(_mean(m.per_class.get(c)), 2) for m in ms]
-        lines.append("| " + " | ".join([c, *cells]) + " |")
-    return lines
+        cells = [num(real.get(c), 2)] if real else []
+        per = [m.ev.per_class.get(c) for m in ms]
+        rows.append([c, *cells, *(num(v and v.mean, 2) for v in per)])
+    return Table(head, rows)
 
 
 def frontier_table(m: Model) -> list[str]:
-    points = m.ev["frontier"]
-    keys = list(dict.fromkeys(k for p in points for k in p))
-    columns, used = [], set()
-    for head, names in FRONTIER_COLUMNS:
-        key = next((n for n in names if n in keys), None)
-        if key is not None:
-            columns.append((head, key))
-            used.add(key)
-    # CAS of each point, matched by (w, T): one column after the spread
-    by_point = m.frontier_cas
-    w_key, t_key = (dict(columns).get(h) for h in ("w", "T"))
-    if by_point and w_key and t_key:
-        points = [{**p, CAS_KEY: by_point.get((p[w_key], p[t_key]))} for p in points]
-        columns.append(("CAS", CAS_KEY))
-        used.add(CAS_KEY)
-    columns += [(k, k) for k in keys if k not in used]
-    lines = [f"**`{m.name}`** (mean ± std where the point has a spread over sample seeds):", ""]
-    lines.append("| " + " | ".join(head for head, _ in columns) + " |")
-    lines.append("|" + "---:|" * len(columns))
-    for p in points:
-        digits = {"FD": 1, "w": 2, "T": 2}
-        lines.append("| " + " | ".join(cell(p.get(k), digits.get(h, 3)) for h, k in columns) + " |")
+    by_point = m.frontier_cas()
+    head = ["w", "T", "accuracy", "FD", "spread"] + (["CAS"] if by_point else [])
+    rows = []
+    for q in m.ev.frontier:
+        row = [w_text(q.guidance), w_text(q.temperature), num(q.accuracy), num(q.frechet, 1)]
+        row += [num(q.spread)] + ([num(by_point.get(q.point_key()))] if by_point else [])
+        rows.append(row)
+    spread = "** (mean ± std where the point has a spread over sample seeds):"
+    lines = [markdown(Raw("**"), code(m.name), Raw(spread))]
+    lines += ["", *markdown_table(Table(head, rows, numeric_from=0))]
     if by_point:
-        n = m.cas.get("frontier_conditions", {}).get("training_images")
+        n = m.cas.frontier_conditions.training_images
         lines += [
             "",
             f"CAS: the judge's CNN trained on {n:,} samples of that point only (fewer than the "
             "headline CAS above, so it reads lower), tested on the real test set.",
         ]
-    if "guidance" in m.ev:
-        lines += ["", f"Chosen: {cell(m.ev['guidance'], 2)}."]
-    return lines
+    chosen = m.ev.guidance
+    return [*lines, "", f"Chosen: w {w_text(chosen.w)}, T {w_text(chosen.temperature)}."]
 
 
-def _versus(a: dict, b: dict) -> str:
+def _versus(a: MeanStd, b: MeanStd) -> str:
     """How sample accuracy a compares with b, against two sampling stds of either."""
-    if abs(a["mean"] - b["mean"]) <= 2 * max(a["std"], b["std"]):
+    if abs(a.mean - b.mean) <= 2 * max(a.std, b.std):
         return "within two sampling stds of it"
-    return ("above" if a["mean"] > b["mean"] else "below") + " it by more than two sampling stds"
+    return ("above" if a.mean > b.mean else "below") + " it by more than two sampling stds"
 
 
-def reading(
-    ms: list[Model], judge: dict | None, real: dict | None, real_cas: dict | None, min_acc
-) -> list[str]:
+def reading(r: Results) -> list[str]:
     """The reading paragraphs: every number in them comes from the metrics."""
-    out = []
-    if judge:
+    ms, out = r.models, []
+    if r.judge:
         out.append(
-            f"**The judge** reaches {cell(judge['test']['accuracy'])} on the real test set "
-            f"(the stage fails below `judge.min_accuracy`, {min_acc})."
+            f"**The judge** reaches {cell(r.judge.test.accuracy, 3)} on the real test set "
+            f"(the stage fails below `judge.min_accuracy`, {r.min_accuracy})."
         )
-    base = next((m for m in ms if m.name == BASELINE), None)
-    if base and base.sampled:
-        b = base.sampled["overall"]
-        says = []
+    base = r.paper
+    if base:
+        b, says = base.ev.samples.overall, []
         for m in ms:
-            if m is base or not m.sampled:
+            if m is base:
                 continue
-            a = m.sampled["overall"]
-            fd = ""
-            if m.frechet and base.frechet:
-                better = "lower" if m.frechet["mean"] < base.frechet["mean"] else "higher"
-                pair = f"{cell(m.frechet, 1)} vs {cell(base.frechet, 1)}"
-                fd = f", with a {better} Fréchet distance ({pair})"
+            a, fd = m.ev.samples.overall, Raw("")
+            mine, theirs = m.ev.samples_frechet, base.ev.samples_frechet
+            better = "lower" if mine.mean < theirs.mean else "higher"
+            fd = Raw(f", with a {better} Fréchet distance ({cell(mine, 1)} vs {cell(theirs, 1)})")
             what = "training phrasings" if m.text else "samples"
-            says.append(f"`{m.name}` ({what}) scores {cell(a)}, {_versus(a, b)}{fd}.")
-        out.append(
-            f"**Against the baseline.** The paper's §2.1 model (`{BASELINE}`) scores "
-            f"{cell(b)} on samples. " + " ".join(says)
-        )
-    floor = base and base.ev.get("frechet_real_vs_real")
-    scored = [m for m in ms if m.frechet]
-    if scored:
-        best = min(scored, key=lambda m: m.frechet["mean"])
-        line = f"The lowest Fréchet distance is `{best.name}`'s ({cell(best.frechet, 1)})"
-        if floor:
-            line += f"; two halves of the real test set are {cell(floor, 1)} apart, the floor"
-        out.append(line + ".")
-    classes = sorted({c for m in ms for c in m.per_class})
-    if classes and all(m.per_class for m in ms):
-        avg = {c: sum(_mean(m.per_class[c]) for m in ms) / len(ms) for c in classes}
-        weak = sorted(classes, key=avg.get)[:2]
-        parts = []
-        for c in weak:
-            vals = [_mean(m.per_class[c]) for m in ms]
-            ceiling = f"; the judge on real ones {cell(real[c], 2)}" if real else ""
-            parts.append(f"{c} ({cell(min(vals), 2)}–{cell(max(vals), 2)}{ceiling})")
-        out.append(
-            "**Per class**, the two weakest classes averaged over the models are "
-            + " and ".join(parts)
-            + " (the range is over the models' columns of the per-class table)."
-        )
-    cas = [m for m in ms if m.cas.get("accuracy_on_real_test") is not None]
-    if cas:
-        top = max(cas, key=lambda m: m.cas["accuracy_on_real_test"])
-        line = (
-            f"**CAS**: the same CNN trained on each model's samples alone scores highest for "
-            f"`{top.name}` ({cell(top.cas['accuracy_on_real_test'])})"
-        )
-        if real_cas:
-            line += f", against {cell(real_cas['accuracy_on_real_test'])} trained on real images"
-        line += "."
-        low = min(cas, key=lambda m: m.cas["accuracy_on_real_test"])
-        if scored and low is min(scored, key=lambda m: m.frechet["mean"]):
-            line += (
-                f" `{low.name}` has both the lowest Fréchet distance and the lowest CAS "
-                f"({cell(low.cas['accuracy_on_real_test'])}): its samples match the test set's "
-                "feature statistics on the whole while each class's samples cover less of that "
-                "class than the other models' do."
+            says.append(
+                markdown(code(m.name), Raw(f" ({what}) scores {cell(a, 3)}, {_versus(a, b)}"), fd)
+                + "."
             )
-        out.append(line)
-    texts = [m for m in ms if m.text and m.heldout]
-    if texts:
-        best = max(texts, key=lambda m: m.heldout["overall"]["mean"])
-        line = (
-            f"**Text generalisation**: on held-out phrasings, never trained on nor used to "
-            f"choose anything, `{best.name}` scores {cell(best.heldout['overall'])}"
-        )
-        others = [m for m in texts if m is not best]
-        if others:
-            line += " against " + ", ".join(
-                f"{cell(m.heldout['overall'])} for `{m.name}`" for m in others
+        out.append(
+            markdown(
+                Raw("**Against the baseline.** The paper's §2.1 model ("),
+                code(base.name),
+                Raw(f") scores {cell(b, 3)} on samples. "),
             )
-        line += (
-            f". Held-out accuracy is bounded by the model's accuracy on its training "
-            f"phrasings ({cell(best.sampled['overall'])} for `{best.name}`)."
+            + " ".join(says)
         )
-        out.append(line)
+    best = min(ms, key=lambda m: m.ev.samples_frechet.mean)
+    line = markdown(
+        Raw("The lowest Fréchet distance is "),
+        code(best.name),
+        Raw(f"'s ({cell(best.ev.samples_frechet, 1)})"),
+    )
+    if base:
+        floor = cell(base.ev.frechet_real_vs_real, 1)
+        line += f"; two halves of the real test set are {floor} apart, the floor"
+    out.append(line + ".")
+    out += _per_class_reading(ms) + _cas_reading(r, best) + _text_reading(ms)
     return out
 
 
-def _point_name(m: Model, q: dict) -> str:
-    return f"`{m.name}`, w {q['guidance']:g}, T {q['temperature']:g}"
+def _per_class_reading(ms: list[Model]) -> list[str]:
+    classes = sorted({c for m in ms for c in m.ev.per_class})
+    if not classes or not all(set(m.ev.per_class) == set(classes) for m in ms):
+        return []
+    real = real_per_class(ms)
+    avg = {c: sum(m.ev.per_class[c].mean for m in ms) / len(ms) for c in classes}
+    parts = []
+    for c in sorted(classes, key=avg.get)[:2]:
+        vals = [m.ev.per_class[c].mean for m in ms]
+        ceiling = f"; the judge on real ones {cell(real[c], 2)}" if c in real else ""
+        parts.append(markdown(c, Raw(f" ({cell(min(vals), 2)}–{cell(max(vals), 2)}{ceiling})")))
+    return [
+        "**Per class**, the two weakest classes averaged over the models are "
+        + " and ".join(parts)
+        + " (the range is over the models' columns of the per-class table)."
+    ]
 
 
-def brief(ms: list[Model], judge: dict | None, real_cas: dict | None) -> list[str]:
+def _cas_reading(r: Results, lowest_fd: Model) -> list[str]:
+    cas = [m for m in r.models if m.cas]
+    if not cas:
+        return []
+    top = max(cas, key=lambda m: m.cas.accuracy_on_real_test)
+    line = markdown(
+        Raw("**CAS**: the same CNN trained on each model's samples alone scores highest for "),
+        code(top.name),
+        Raw(f" ({cell(top.cas.accuracy_on_real_test, 3)})"),
+    )
+    if r.real_cas:
+        line += f", against {cell(r.real_cas.accuracy_on_real_test, 3)} trained on real images"
+    line += "."
+    low = min(cas, key=lambda m: m.cas.accuracy_on_real_test)
+    if low is lowest_fd:
+        line += " " + markdown(
+            code(low.name),
+            Raw(
+                f" has both the lowest Fréchet distance and the lowest CAS "
+                f"({cell(low.cas.accuracy_on_real_test, 3)}): its samples match the test set's "
+                "feature statistics on the whole while each class's samples cover less of that "
+                "class than the other models' do."
+            ),
+        )
+    return [line]
+
+
+def best_heldout(ms: list[Model]) -> Model | None:
+    """The text model whose held-out phrasings score highest at its validation-chosen w."""
+    texts = [m for m in ms if m.text]
+    return max(texts, key=lambda m: m.ev.heldout.overall.mean) if texts else None
+
+
+def _text_reading(ms: list[Model]) -> list[str]:
+    best = best_heldout(ms)
+    if best is None:
+        return []
+    line = markdown(
+        Raw(
+            "**Text generalisation**: on held-out phrasings, never trained on nor used to "
+            "choose anything, "
+        ),
+        code(best.name),
+        Raw(f" scores {cell(best.ev.heldout.overall, 3)}"),
+    )
+    others = [m for m in ms if m.text and m is not best]
+    if others:
+        line += " against " + ", ".join(
+            markdown(Raw(f"{cell(m.ev.heldout.overall, 3)} for "), code(m.name)) for m in others
+        )
+    return [
+        line
+        + markdown(
+            Raw(
+                ". Held-out accuracy is bounded by the model's accuracy on its training "
+                f"phrasings ({cell(best.ev.samples.overall, 3)} for "
+            ),
+            code(best.name),
+            Raw(")."),
+        )
+    ]
+
+
+def _point(m: Model, w: float, t: float, tail: str = "") -> tuple:
+    return ("(", code(m.name), f", w {w_text(w)}, T {w_text(t)}{tail})")
+
+
+def brief(r: Results) -> list[str]:
     """The headline rows: the real-data ceilings, the paper's model, the most faithful point of
-    any label model's frontier whose FD is below the paper model's, the highest CAS, and
-    held-out phrasings. Every number comes from the metrics."""
-    base = next((m for m in ms if m.name == BASELINE and m.sampled), None)
+    any label model's frontier whose FD is below the paper model's, the highest CAS, and the
+    text model best on held-out phrasings. Every number comes from the metrics."""
+    base = r.paper
     if base is None:
         return []
-    rows = [
-        "| what | judge accuracy on samples | judge-feature FD | CAS |",
-        "|---|---:|---:|---:|",
-    ]
-    if judge and real_cas:
+    rows = []
+    if r.judge and r.real_cas:
+        ceiling = "real test images: the judge; a CNN trained on real images ("
         rows.append(
-            f"| real test images: the judge; a CNN trained on real images (`cas_real`) "
-            f"| {cell(judge['test']['accuracy'])} | – | "
-            f"{cell(real_cas['accuracy_on_real_test'])} |"
+            [
+                (ceiling, code("cas_real"), ")"),
+                num(r.judge.test.accuracy),
+                num(None),
+                num(r.real_cas.accuracy_on_real_test),
+            ]
         )
+    c = base.ev.conditions
     rows.append(
-        f"| the paper's §2.1 model (`{base.name}`, w 0, T 1) | {cell(base.sampled['overall'])} | "
-        f"{cell(base.frechet, 1)} | {cell(base.cas.get('accuracy_on_real_test'))} |"
+        [
+            ("the paper's §2.1 model ", *_point(base, c.guidance, c.temperature)),
+            num(base.ev.samples.overall),
+            num(base.ev.samples_frechet, 1),
+            num(base.cas and base.cas.accuracy_on_real_test),
+        ]
     )
-    bar = base.frechet["mean"]
+    bar = base.ev.samples_frechet.mean
     faithful = [
-        (q["accuracy"]["mean"], m, q)
-        for m in ms
-        if not m.text
-        for q in m.ev.get("frontier", [])
-        if q["frechet"]["mean"] < bar
+        (q, m) for m in r.models if not m.text for q in m.ev.frontier if q.frechet.mean < bar
     ]
     if faithful:
-        _, m, q = max(faithful, key=lambda t: t[0])
-        cas = m.frontier_cas.get((q["guidance"], q["temperature"]))
-        n = m.cas.get("frontier_conditions", {}).get("training_images")
+        q, m = max(faithful, key=lambda t: t[0].accuracy.mean)
+        cas = m.frontier_cas().get(q.point_key())
+        n = m.cas.frontier_conditions.training_images if cas is not None else None
+        what = "the most faithful frontier point with FD below the paper model's "
+        shown = Span(cell(cas, 3) + (f" ({n:,} samples)" if n else ""), num=True)
         rows.append(
-            f"| the most faithful frontier point with FD below the paper model's "
-            f"({_point_name(m, q)}) | {cell(q['accuracy'])} | {cell(q['frechet'], 1)} | "
-            f"{cell(cas)}{f' ({n:,} samples)' if cas is not None else ''} |"
+            [
+                (what, *_point(m, q.guidance, q.temperature)),
+                num(q.accuracy),
+                num(q.frechet, 1),
+                shown,
+            ]
         )
-    headline = [
-        (c["accuracy_on_real_test"], m, c)
-        for m in ms
-        for c in (m.cas, m.cas.get("at_chosen_guidance") or {})
-        if "accuracy_on_real_test" in c
-    ]
-    if headline:
-        value, m, c = max(headline, key=lambda t: t[0])
-        w, t, n = (c["conditions"][k] for k in ("guidance", "temperature", "training_images"))
+    scores = [(s, m) for m in r.models if m.cas for s in (m.cas, m.cas.at_chosen_guidance)]
+    if scores:
+        s, m = max(scores, key=lambda t: t[0].accuracy_on_real_test)
+        k = s.conditions
+        tail = f"; {k.training_images:,} samples"
         rows.append(
-            f"| the highest CAS (`{m.name}`, w {w:g}, T {t:g}; {n:,} samples) | – | – | "
-            f"{cell(value)} |"
+            [
+                ("the highest CAS ", *_point(m, k.guidance, k.temperature, tail)),
+                num(None),
+                num(None),
+                num(s.accuracy_on_real_test),
+            ]
         )
-    for m in ms:
-        if m.text and m.heldout and m.name != "fmnist_text":
-            w = m.ev.get("conditions", {}).get("guidance")
-            rows.append(
-                f"| held-out phrasings, never seen in training (`{m.name}`, w {w:g}) | "
-                f"{cell(m.heldout['overall'])} | "
-                f"{cell(m.ev.get('frechet_judge_features_heldout_phrasings'), 1)} | "
-                f"{cell((m.cas.get('at_chosen_guidance') or m.cas).get('accuracy_on_real_test'))} |"
-            )
-    return rows
-
-
-README = ROOT / "README.md"
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+    m = best_heldout(r.models)
+    if m is not None:
+        held = ("held-out phrasings, never seen in training (", code(m.name))
+        rows.append(
+            [
+                (*held, f", w {w_text(m.ev.conditions.guidance)})"),
+                num(m.ev.heldout.overall),
+                num(m.ev.heldout_frechet, 1),
+                num(m.cas_at_chosen()),
+            ]
+        )
+    head = ["what", "judge accuracy on samples", "judge-feature FD", "CAS"]
+    return markdown_table(Table(head, rows))
 
 
 def readme(text: str, rows: list[str]) -> str:
     """``text`` (the README) with the lines between its markers replaced by ``rows``."""
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"error: README.md: no {BEGIN} ... {END} block for the results")
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise PipelineError(
+            f"README.md: expected exactly one {BEGIN} ... {END} block for the results"
+        )
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     return head + BEGIN + "\n" + "\n".join(rows) + "\n" + END + tail
 
 
-def figures() -> list[str]:
+def figures(params: Params) -> list[str]:
+    """Each model's figures in reports/<model>/ (folders of no model are never listed)."""
     lines = []
-    for png in sorted(REPORTS.glob("*/*.png")):
-        rel = png.relative_to(ROOT).as_posix()
-        lines += [f"`{rel}`:", "", f"![{png.parent.name}/{png.stem}](../{rel})", ""]
+    pngs = sorted(p for name in params.models for p in (REPORTS / name).glob("*.png"))
+    for png in pngs:
+        rel = png.as_posix()
+        image = md_image(f"{png.parent.name}/{png.stem}", f"../{rel}")
+        lines += [markdown(code(rel), Raw(":")), "", image, ""]
     return lines
 
 
-def load() -> tuple[list[Model], dict | None, dict | None]:
-    """(the models, the judge's training metrics, cas_real's metrics), read once."""
-    ms = models()
-    if not ms:
-        raise SystemExit("error: metrics/: no Fashion-MNIST eval.json found")
-    judge = _load(METRICS / "judge" / "train" / "metrics.json")
-    return ms, judge, _load(METRICS / "cas" / "real.json")
-
-
-def page(ms: list[Model], judge: dict | None, real_cas: dict | None) -> str:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    min_acc = params["judge"]["min_accuracy"]
-    real = next((m.ev["judge_accuracy_on_real_test_per_class"] for m in ms if not m.text), {})
-    conds = ms[0].ev.get("conditions", {})
+def page(r: Results, params: Params) -> str:
+    conds = r.models[0].ev.conditions
     out = [
         "# Results (Fashion-MNIST, full default run, CPU)",
         "",
@@ -386,23 +430,23 @@ def page(ms: list[Model], judge: dict | None, real_cas: dict | None) -> str:
         "     tests/test_docs.py fails when this page is not current. -->",
         "",
         "From `dvc repro` with the default params, in `metrics/` and `reports/` of this commit. "
-        f"Sample metrics are mean ± std over {conds.get('sample_seeds')} sample seeds at "
-        f"temperature {conds.get('temperature')}. On one machine reruns are bit-identical; how "
+        f"Sample metrics are mean ± std over {conds.sample_seeds} sample seeds at "
+        f"temperature {conds.temperature}. On one machine reruns are bit-identical; how "
         'far numbers move across machines and judges is under "Reading a `dvc metrics diff`" '
         "in [pipeline.md](pipeline.md#comparing-runs-and-commits).",
         "",
-        *main_table(ms),
+        *markdown_table(main_table(r.models)),
     ]
-    if real_cas:
-        judged = cell(judge and judge["test"]["accuracy"])
+    if r.real_cas:
+        judged = cell(r.judge and r.judge.test.accuracy, 3)
         out += [
             "",
             f"The same CNN trained on the real training images (cas_real): "
-            f"{cell(real_cas['accuracy_on_real_test'])}. The judge on the real test set: {judged}.",
+            f"{cell(r.real_cas.accuracy_on_real_test, 3)}. The judge on the real test set: "
+            f"{judged}.",
         ]
-    out += ["", "## In brief", "", *brief(ms, judge, real_cas)]
-    out += ["", "## Reading", ""]
-    for paragraph in reading(ms, judge, real, real_cas, min_acc):
+    out += ["", "## In brief", "", *brief(r), "", "## Reading", ""]
+    for paragraph in reading(r):
         out += [paragraph, ""]
     out += [
         "What was tried to improve these, and the goals missed: [experiments.md](experiments.md).",
@@ -413,17 +457,25 @@ def page(ms: list[Model], judge: dict | None, real_cas: dict | None) -> str:
         "`judge_accuracy_on_real_test_per_class`) beside its accuracy on each model's samples "
         "(means over the sample seeds):",
         "",
-        *per_class_table(ms, real),
+        *markdown_table(per_class_table(r.models)),
+        "",
+        "## Guidance frontier",
+        "",
+        "Each point: guidance weight w and temperature T, and what the samples score.",
+        "",
     ]
-    frontier = [m for m in ms if m.ev.get("frontier")]
-    if frontier:
-        out += ["", "## Guidance frontier", ""]
-        out += ["Each point: guidance weight w and temperature T, and what the samples score.", ""]
-        for m in frontier:
-            out += [*frontier_table(m), ""]
-        out.pop()
-    out += ["", "## Figures", "", *figures()]
+    for m in r.models:
+        out += [*frontier_table(m), ""]
+    out += ["## Figures", "", *figures(params)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _stale(text: str, brief_readme: str | None, current: str | None) -> list[str]:
+    pairs = (
+        ("docs/results.md", PAGE.is_file() and PAGE.read_text() == text),
+        ("README.md", brief_readme is None or brief_readme == current),
+    )
+    return [name for name, ok in pairs if not ok]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,34 +484,27 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--write", action="store_true", help="write docs/results.md")
     group.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is stale")
     args = ap.parse_args(argv)
-    loaded = load()
-    text = page(*loaded)
-    current = README.read_text() if README.is_file() else None
-    rows = [
-        *brief(*loaded),
-        "",
-        "Every model, per class and the whole frontier: [results](docs/results.md).",
-    ]
-    brief_readme = readme(current, rows) if current is not None else None
+    os.chdir(ROOT)
+    try:
+        params = load_params("params.yaml")
+        results = load(params)
+        text = page(results, params)
+        current = README.read_text() if README.is_file() else None
+        link = "Every model, per class and the whole frontier: [results](docs/results.md)."
+        brief_readme = readme(current, [*brief(results), "", link]) if current else None
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.write:
-        PAGE.parent.mkdir(exist_ok=True)
         write_bytes(PAGE, text.encode())
         if brief_readme is not None and brief_readme != current:
             write_bytes(README, brief_readme.encode())
     elif args.check:
-        stale = [
-            name
-            for name, ok in (
-                ("docs/results.md", PAGE.is_file() and PAGE.read_text() == text),
-                ("README.md", brief_readme is None or brief_readme == current),
-            )
-            if not ok
-        ]
+        stale = _stale(text, brief_readme, current)
         if stale:
             print(
                 f"error: {' and '.join(stale)} {'is' if len(stale) == 1 else 'are'} not current "
-                "with metrics/: run "
-                "python scripts/results_table.py --write",
+                "with metrics/: run python scripts/results_table.py --write",
                 file=sys.stderr,
             )
             return 1

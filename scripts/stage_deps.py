@@ -1,4 +1,12 @@
-"""The code deps of every DVC stage, derived from what the stage imports.
+"""The foreach items of every model stage, from params.yaml `models:`, and the code deps of
+every DVC stage, derived from what the stage imports.
+
+Items: each stage group that runs named models (``train``, ``evaluate``, ``cas`` and their
+``_text`` twins in dvc.yaml; ``train`` and ``evaluate`` in coco/dvc.yaml) has one item per
+entry of ``models:`` that it serves (GROUPS below: by the entry's data and conditioning); a
+text model's item names its encoder (``${item.encoder}``: its embeddings folder). The plots
+of the root dvc.yaml list each Fashion-MNIST model's frontier. So adding a model is its
+params entry and one run of this script.
 
 Rule: a stage's ``cmd`` is ``t2i COMMAND [ARG ...]``; ``stages.commands.stage_module`` names the
 stage module that runs it (the lookup the CLI itself uses). The stage's code deps are that
@@ -8,17 +16,18 @@ transitively, at any depth of the file (imports inside functions count), plus th
 (``"pipeline.encoders.clip:ClipEncoder"``) counts as an import: registries that load their
 classes by name are followed too. Every other dep (data, captions, weights) is written by hand.
 
-The model registry (pipeline/models/registry.py) is the exception: it names every model, but
-a stage runs one. Its names are not followed; instead a cmd word that names a registry model
-(``t2i train fmnist_label``, ``t2i judge``) adds that model's file and what it imports. So an
-edit of pipeline/models/cvae_clip.py reruns the stages of coco_clip alone.
+The class table (pipeline/models/registry.py) is the exception: it names every class, but a
+stage runs one. Its names are not followed; instead a cmd word that names a model entry
+(``t2i train fmnist_label``) adds its class's file and what it imports, and ``t2i judge`` and
+``t2i cas`` add the judge's. So an edit of pipeline/models/cvae_clip.py reruns the stages of
+the models of that class alone.
 
 Stages of one ``foreach`` share one deps list. What all items of a group import is written
 as it is; what only some import goes into each item's ``code1``, ``code2``, ... (written
 here), and the deps list names ``${item.code1}``, ... An item with fewer such files repeats
 its last one (DVC reads a repeated dep once).
 
-    python scripts/stage_deps.py           # rewrite the code deps in dvc.yaml and coco/dvc.yaml
+    python scripts/stage_deps.py           # rewrite the items and code deps of both dvc files
     python scripts/stage_deps.py --check   # list the drift and exit 1 (tests/test_stage_deps.py)
 
 A ``matrix`` or a ``foreach`` over a list has no per-item slots: its items must import the
@@ -99,26 +108,145 @@ def code_deps(entry: str, root: Path = ROOT, models: tuple[str, ...] = ()) -> li
     return sorted(module_file(m, root).relative_to(root).as_posix() for m in seen)
 
 
-def model_modules(cmd: str) -> tuple[str, ...]:
-    """The modules of the registry models that ``cmd``'s words name, in order."""
-    from pipeline.models.registry import REGISTRY
+def model_entries(root: Path = ROOT) -> dict:
+    """params.yaml's ``models:``, validated."""
+    from pipeline.config import load_params
 
-    return tuple(REGISTRY[w].module for w in shlex.split(cmd)[1:] if w in REGISTRY)
+    return load_params(root / "params.yaml").models
+
+
+def model_modules(cmd: str, root: Path = ROOT) -> tuple[str, ...]:
+    """The class modules of what ``cmd``'s words name: model entries, and the judge (which
+    ``t2i judge`` trains and ``t2i cas`` builds as its classifier)."""
+    from pipeline.models.registry import class_module
+
+    words = shlex.split(cmd)[1:]
+    entries = model_entries(root)
+    modules = [class_module(entries[w].class_name) for w in words if w in entries]
+    if words and words[0] in ("judge", "cas"):
+        modules.append(class_module("judge"))
+    return tuple(modules)
 
 
 def stage_code_deps(cmd: str, root: Path = ROOT) -> list[str]:
     """What the stage running ``cmd`` imports: its stage module, and the models it names."""
-    return code_deps(entry_module(cmd), root, model_modules(cmd))
+    return code_deps(entry_module(cmd, root), root, model_modules(cmd, root))
 
 
-def entry_module(cmd: str) -> str:
+def entry_module(cmd: str, root: Path = ROOT) -> str:
     """The stage module that ``cmd`` (``t2i COMMAND ARG...``) runs."""
     from stages.commands import stage_module
 
     words = shlex.split(cmd)
     if not words or words[0] != "t2i" or len(words) < 2:
         raise SystemExit(f"stage cmd {cmd!r}: expected `t2i COMMAND [ARG ...]`")
-    return stage_module(words[1], words[2] if len(words) > 2 else None)
+    return stage_module(words[1], words[2] if len(words) > 2 else None, root / "params.yaml")
+
+
+def _fmnist(text: bool):
+    return lambda e: e.data == "fmnist" and e.is_text == text
+
+
+# (dvc file, stage group) -> which entries of models: it runs
+GROUPS = {
+    ("dvc.yaml", "train"): _fmnist(False),
+    ("dvc.yaml", "evaluate"): _fmnist(False),
+    ("dvc.yaml", "cas"): _fmnist(False),
+    ("dvc.yaml", "train_text"): _fmnist(True),
+    ("dvc.yaml", "evaluate_text"): _fmnist(True),
+    ("dvc.yaml", "cas_text"): _fmnist(True),
+    ("coco/dvc.yaml", "train"): lambda e: e.data == "coco",
+    ("coco/dvc.yaml", "evaluate"): lambda e: e.data == "coco",
+}
+FRONTIER_PLOT = "Guidance frontier, judge accuracy against judge-feature FD (docs/guidance.md)"
+
+
+def wanted_items(root: Path = ROOT) -> dict[tuple[str, str], dict[str, dict]]:
+    """(dvc file, group) -> {model: its item's data keys} (code slots aside)."""
+    entries = model_entries(root)
+    return {
+        group: {
+            name: ({"encoder": e.conditioning} if e.is_text else {})
+            for name, e in entries.items()
+            if serves(e)
+        }
+        for group, serves in GROUPS.items()
+    }
+
+
+def wanted_frontier_plot(root: Path = ROOT) -> dict[str, str]:
+    entries = model_entries(root)
+    return {f"metrics/{n}/frontier.json": "accuracy" for n, e in entries.items() if e.data == "fmnist"}
+
+
+def item_drift(root: Path = ROOT) -> list[str]:
+    """One line per group whose items (or the frontier plot) differ from models:."""
+    from ruamel.yaml import YAML
+
+    lines = []
+    docs = {f: YAML().load((root / f).read_text()) for f in DVC_FILES}
+    for (dvc_file, group), items in wanted_items(root).items():
+        have = docs[dvc_file]["stages"][group]["foreach"]
+        got = {k: {x: v[x] for x in v if not str(x).startswith(SLOT)} for k, v in have.items()}
+        if got != items:
+            lines.append(f"{dvc_file}: {group}: items {dict(got)} but models: gives {items}")
+    for plot in docs["dvc.yaml"].get("plots", []):
+        if FRONTIER_PLOT in plot and dict(plot[FRONTIER_PLOT]["y"]) != wanted_frontier_plot(root):
+            lines.append(f"dvc.yaml: plots: {FRONTIER_PLOT!r} does not list every frontier")
+    return lines
+
+
+def write_items(root: Path = ROOT) -> list[str]:
+    """Make each group's foreach items those of models: (a new item's code slot is its class
+    file until the code deps are written); the frontier plot lists every frontier."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from pipeline.models.registry import class_module
+
+    yaml = _yaml()
+    entries = model_entries(root)
+    changed = []
+    for dvc_file in DVC_FILES:
+        path = root / dvc_file
+        doc = yaml.load(path.read_text())
+        for (file, group), items in wanted_items(root).items():
+            if file != dvc_file:
+                continue
+            old = doc["stages"][group]["foreach"]
+            new = CommentedMap()
+            wdir = (path.parent / doc["stages"][group]["do"].get("wdir", ".")).resolve()
+            for name, data in items.items():
+                entry = CommentedMap(data)
+                slots = {k: v for k, v in (old.get(name) or {}).items() if str(k).startswith(SLOT)}
+                if not slots:
+                    module = module_file(class_module(entries[name].class_name), root)
+                    slots = {f"{SLOT}1": os.path.relpath(module, wdir)}
+                entry.update(slots)
+                entry.fa.set_block_style()
+                new[name] = entry
+            if dict(old) != dict(new):
+                doc["stages"][group]["foreach"] = new
+                changed.append(f"{dvc_file}:{group}")
+        for plot in doc.get("plots", []) if dvc_file == "dvc.yaml" else []:
+            if FRONTIER_PLOT in plot:
+                want = wanted_frontier_plot(root)
+                if dict(plot[FRONTIER_PLOT]["y"]) != want:
+                    plot[FRONTIER_PLOT]["y"] = CommentedMap(want)
+                    changed.append("dvc.yaml:plots")
+        with open(path, "w") as handle:
+            yaml.dump(doc, handle)
+    del YAML
+    return changed
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 100
+    return yaml
 
 
 def is_code(dep: str) -> bool:
@@ -173,8 +301,11 @@ def split_group(items: dict[str, list[str]]) -> tuple[list[str], dict[str, list[
 
 
 def drift(root: Path = ROOT) -> list[str]:
-    """One line per stage whose declared code deps differ from its imports."""
-    lines = []
+    """One line per group whose items differ from models:, then one per stage whose declared
+    code deps differ from its imports."""
+    lines = item_drift(root)
+    if lines:
+        return lines  # the stages DVC sees are not yet those of models:
     for stage in declared_stages(root):
         want = set(stage_code_deps(stage.cmd, root))
         have = set(declared_code_deps(stage, root))
@@ -186,13 +317,10 @@ def drift(root: Path = ROOT) -> list[str]:
 
 
 def rewrite(root: Path = ROOT) -> list[str]:
-    """Replace the code deps of every stage definition; other deps keep their order."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 100
-    changed = []
+    """Write the items of models:, then replace the code deps of every stage definition; other
+    deps keep their order."""
+    yaml = _yaml()
+    changed = write_items(root)
     wanted = wanted_deps(root)
     for dvc_file in DVC_FILES:
         path = root / dvc_file
@@ -241,7 +369,7 @@ def main() -> int:
         print("\n".join(lines) or "code deps match the imports of every stage")
         return 1 if lines else 0
     changed = rewrite()
-    print("rewrote the code deps of " + ", ".join(changed) if changed else "nothing to change")
+    print("rewrote " + ", ".join(dict.fromkeys(changed)) if changed else "nothing to change")
     return 0
 
 

@@ -7,10 +7,10 @@ training phrasing), then tested on the real test set. ``cas_real`` trains the sa
 with the same recipe on the real training images: the score a perfect generator would reach.
 A model that draws only its class means scores high sample accuracy but a low CAS.
 
-A model's CAS is measured at w = 0, at the w its evaluation chose (metrics/<model>/eval.json)
-and, on ``cas.frontier_samples_per_class`` samples per class, at every (w, T) of its frontier
-(pipeline/cas.py:frontier_cas): guidance buys sample accuracy with diversity, and CAS
-measures what the diversity was worth.
+A model's CAS is measured at w = 0, at the w its evaluation chose (metrics/<model>/eval.json,
+read through its schema) and, on ``cas.frontier_samples_per_class`` samples per class, at every
+(w, T) of its frontier (pipeline/cas.py:frontier_cas). The run holds the model's lock, clears
+the curves it replaces, and publishes them with the CAS file, never before.
 """
 
 from pathlib import Path
@@ -21,80 +21,86 @@ from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import load_tensors
-from pipeline.finite import require_finite, require_finite_tensor
+from pipeline.finite import require_finite
 from pipeline.frontier import read_chosen_guidance
-from pipeline.models.registry import model_spec
+from pipeline.lock import model_lock
 from pipeline.runtime import make_deterministic, resolve_device
+from pipeline.train import FitRun, clear_live, publish_live
 from stages.fingerprint import training_fingerprint
 from stages.layout import METRICS, RAW_FMNIST, embeddings_dir, model_dir, state_file
 
 REAL = "real"  # `t2i cas real`: the classifier trained on real images
 
 
-def _generator_model(name: str, device):
-    """The model of ``name`` and its caption embeddings folder (None for a label model)."""
+def _source(name: str, device) -> cas.SampleSource:
+    """The model of ``name`` as a sample source; its conditioning is what its config says."""
     model, config = load_model(model_dir(name), device)
-    embeddings = embeddings_dir(config["encoder"], "fmnist") if "encoder" in config else None
+    conditioning = config["conditioning"]
+    embeddings = None if conditioning == "label" else embeddings_dir(conditioning, "fmnist")
     if embeddings is not None:  # the weights the model was trained on, or none
         require_encoder_weights(config, model_dir(name), encoder_identity(embeddings))
-    return model, embeddings
+    return cas.SampleSource(model, conditioning, embeddings, device, name)
 
 
-def score(name: str, p, judge, device, generator, x_test, y_test, guidance: float | None) -> dict:
-    """Train the classifier on real images (guidance None) or on samples drawn with w."""
+def _live(name: str, guidance: float | None) -> Path:
+    return METRICS / "cas" / name / ("train" if not guidance else f"train_w{guidance:g}")
+
+
+def score(name: str, p, judge, test, guidance: float | None, generator) -> dict:
+    """Train the classifier on real images (guidance None) or on samples drawn with w; one
+    ``generator`` serves every score of a run, in order."""
+    device = test[0].device
     if guidance is None:
         x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on, tag = "the real training images", name
     else:
-        model, embeddings = _generator_model(name, device)
-        conditioning, n = model_spec(name).conditioning, p.samples_per_class
-        x_train, y_train = cas.generated_training_set(
-            model, conditioning, embeddings, n, p.temperature, device, generator, guidance
-        )
-        require_finite_tensor(x_train, f"cas {name}: samples of {model_dir(name)}")
+        source = _source(name, device)
+        x_train, y_train = source.training_set(p.samples_per_class, p.temperature, guidance, generator)
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
     net = cas.classifier(judge.feature_dim, device)
-    history = cas.train_classifier(
-        net,
-        p,
-        generator,
-        (x_train, y_train),
-        (x_test, y_test),
-        tag,
-        state_path=state_file(f"cas_{tag}"),
-        live_dir=METRICS / "cas" / name / ("train" if tag == name else f"train_w{guidance:g}"),
-        fingerprint=training_fingerprint(
-            f"t2i cas {name}", net, p, None if tag == name else {"guidance": guidance}
-        ),
-    )
+    extra = None if tag == name else {"guidance": guidance}
+    fingerprint = training_fingerprint(f"t2i cas {name}", net, p, extra)
+    run = FitRun(f"cas {tag}", generator, fingerprint, state_file(f"cas_{tag}"), _live(name, guidance))
+    history = cas.train_classifier(net, p, (x_train, y_train), test, run)
     temperature = None if guidance is None else p.temperature
     conditions = dict(trained_on=trained_on, training_images=len(x_train), epochs=p.epochs)
     conditions |= {"temperature": temperature, "guidance": guidance}
-    return cas.cas_metrics(history, net, (x_test, y_test), conditions)
+    return cas.cas_metrics(history, net, test, conditions)
 
 
 def run(name: str, params_path: Path) -> None:
     params = load_params(params_path)
+    if name != REAL:
+        params.model(name)  # an unknown name is one line
+    folder = METRICS / "cas" if name == REAL else model_dir(name)
+    with model_lock(folder, f"t2i cas {name}"):
+        _run(name, params)
+
+
+def _run(name: str, params) -> None:
     p, judge = params.cas, params.judge
+    path = METRICS / "cas" / f"{name}.json"
+    path.unlink(missing_ok=True)  # a failed run leaves no CAS beside curves it did not draw
+    live = [_live(name, None)] if name == REAL else [_live(name, 0.0)]
+    for folder in (METRICS / "cas" / name).glob("train*") if name != REAL else live:
+        clear_live(folder)
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
-    x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
+    test = load_tensors(RAW_FMNIST, "test", None, device)
     if name == REAL:
-        metrics = score(name, p, judge, device, generator, x_test, y_test, None)
+        metrics = score(name, p, judge, test, None, generator)
     else:
         w = read_chosen_guidance(METRICS / name / "eval.json")
-        metrics = score(name, p, judge, device, generator, x_test, y_test, 0.0)
-        guided = metrics if w == 0 else score(name, p, judge, device, generator, x_test, y_test, w)
+        metrics = score(name, p, judge, test, 0.0, generator)
+        guided = metrics if w == 0 else score(name, p, judge, test, w, generator)
         metrics["at_chosen_guidance"] = {
             k: v for k, v in guided.items() if k != "at_chosen_guidance"
         }
+        live.append(_live(name, w))
         if p.frontier_samples_per_class:
-            ev = model_spec(name).evaluate_params(params)
-            model, embeddings = _generator_model(name, device)
-            metrics |= cas.frontier_cas(
-                *(model, model_spec(name).conditioning, embeddings, p),
-                (ev.guidance_sweep, ev.temperature_sweep),
-                *(judge.feature_dim, device, (x_test, y_test), name),
-            )
-    path = METRICS / "cas" / f"{name}.json"
+            ev = params.model(name).evaluate
+            sweeps = (ev.guidance_sweep, ev.temperature_sweep)
+            metrics |= cas.frontier_cas(_source(name, device), p, sweeps, judge.feature_dim, test)
     write_json(path, require_finite(metrics, str(path)))
+    for folder in dict.fromkeys(live):
+        publish_live(folder)

@@ -20,13 +20,8 @@ import typer
 
 from pipeline.atomic import disk_full
 from pipeline.errors import PipelineError
-from pipeline.models.registry import GENERATIVE
 from pipeline.redact import RedactingFilter, redact
 from stages.commands import choose, stage_module
-
-MODELS = GENERATIVE  # the registry's models that `t2i train/evaluate/generate/report` take
-FMNIST_GENERATIVE = [name for name, spec in GENERATIVE.items() if spec.data == "fmnist"]
-_LINES = "\n".join(f"  {name:<17} {spec.summary}\n" for name, spec in MODELS.items())
 HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
 `dvc repro` runs the stages, rerunning only what changed. Each is a command:
@@ -39,12 +34,13 @@ HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
   evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
   cas MODEL | real        -> metrics/cas/MODEL.json (classifier trained on samples only)\n
   report MODEL | --all    -> reports/MODEL/report.html, reports/index.html (not stages)\n
-  generate                -> a PNG grid for a label or a caption\n
-  weights inception       -> weights/ (the FID/KID network, once)
+  generate                -> a PNG grid for a label or a caption (or a prompts file)\n
+  demo                    -> a browser demo on localhost (pip install -e '.[demo]')\n
+  export MODEL DIR        -> a shareable model folder with a model card\n
+  weights inception       -> weights/ (the FID/KID network, once)\n
+  models                  -> the named models of params.yaml (`models:`)
 
-MODEL is one of:
-
-{_LINES}"""
+MODEL is an entry of params.yaml's `models:` (`t2i models` lists them)."""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="params file to read")
@@ -92,8 +88,8 @@ def _stage(func: Callable) -> Callable:
     return wrapper
 
 
-def _stage_run(command: str, arg: str | None = None) -> Callable:
-    return importlib.import_module(stage_module(command, arg)).run
+def _stage_run(command: str, arg: str | None = None, params: Path = Path("params.yaml")):
+    return importlib.import_module(stage_module(command, arg, params)).run
 
 
 @app.command()
@@ -113,11 +109,11 @@ def pack(dataset: str = typer.Argument(..., help="coco"), params: Path = ParamsO
 @app.command()
 @_stage
 def train(
-    model: str = typer.Argument(..., help=" | ".join(MODELS)),
+    model: str = typer.Argument(..., help="an entry of params.yaml models:"),
     params: Path = ParamsOption,
 ):
     """Train a CVAE; resumes from its last finished epoch."""
-    _stage_run("train", model)(model, params)
+    _stage_run("train", model, params)(model, params)
 
 
 @app.command()
@@ -141,32 +137,43 @@ def judge(params: Path = ParamsOption):
 @app.command()
 @_stage
 def cas(
-    model: str = typer.Argument(..., help=" | ".join(["real", *FMNIST_GENERATIVE])),
+    model: str = typer.Argument(..., help="real | a Fashion-MNIST entry of models:"),
     params: Path = ParamsOption,
 ):
     """Classification Accuracy Score: the judge's CNN trained on a model's samples only."""
-    if model != "real" and model not in FMNIST_GENERATIVE:
-        raise PipelineError(
-            f"unknown model {model!r}; expected one of {['real', *FMNIST_GENERATIVE]}"
-        )
+    from pipeline.config import load_params
+
+    fmnist = [n for n, e in load_params(params).models.items() if e.data == "fmnist"]
+    if model != "real" and model not in fmnist:
+        raise PipelineError(f"unknown model {model!r}; expected one of {['real', *fmnist]}")
     _stage_run("cas")(model, params)
 
 
 @app.command()
 @_stage
 def evaluate(
-    model: str = typer.Argument(..., help=" | ".join(MODELS)),
+    model: str = typer.Argument(..., help="an entry of params.yaml models:"),
     params: Path = ParamsOption,
 ):
     """Write a model's figures (reports/) and metrics (metrics/)."""
-    _stage_run("evaluate", model)(model, params)
+    _stage_run("evaluate", model, params)(model, params)
+
+
+@app.command()
+@_stage
+def models(params: Path = ParamsOption):
+    """List the named models of params.yaml: name, class, conditioning, summary."""
+    from pipeline.config import load_params
+
+    for name, entry in load_params(params).models.items():
+        typer.echo(f"{name:<20} {entry.class_name:<11} {entry.conditioning:<14} {entry.summary}")
 
 
 @app.command()
 @_stage
 def weights(
     name: str = typer.Argument(..., help="inception"),
-    dest: Path = typer.Option(None, help="default: evaluate.coco_clip.inception_weights"),
+    dest: Path = typer.Option(None, help="default: a COCO model's evaluate.inception_weights"),
     url: str = typer.Option(None, help="default: torch-fidelity's release file"),
     sha256: str = typer.Option(None, help="sha256 of the file at --url (default: in its name)"),
     params: Path = ParamsOption,
@@ -177,16 +184,21 @@ def weights(
 
     choose({"inception": None}, name, "weights")
     if dest is None:
-        dest = load_params(params).evaluate.coco_clip.inception_weights
-        if dest is None:
-            raise PipelineError("evaluate.coco_clip.inception_weights is null; pass --dest")
+        wanted = [
+            e.evaluate.inception_weights
+            for e in load_params(params).models.values()
+            if e.data == "coco" and e.evaluate.inception_weights is not None
+        ]
+        if not wanted:
+            raise PipelineError("no COCO model names evaluate.inception_weights; pass --dest")
+        dest = wanted[0]
     typer.echo(f"wrote {fetch_inception(Path(dest), url, sha256)}")
 
 
 @app.command()
 @_stage
 def report(
-    model: str = typer.Argument(None, help=" | ".join(MODELS) + " (or --all)"),
+    model: str = typer.Argument(None, help="an entry of params.yaml models: (or --all)"),
     every: bool = typer.Option(False, "--all", help="every model with metrics, and an index"),
     output: Path = typer.Option(
         None, "-o", "--output", help="default reports/MODEL/report.html, or reports/index.html"
@@ -209,31 +221,80 @@ def report(
 def generate(
     label: str = typer.Option(None, "--label", help="class: sneaker, boot, top, handbag, 0-9..."),
     caption: str = typer.Option(None, "--caption", help="text, for a text-conditioned model"),
-    n: int = typer.Option(16, "-n", min=1, help="number of images"),
-    output: Path = typer.Option(Path("generated.png"), "-o", "--output", help="PNG to write"),
+    negative: str = typer.Option(None, "--negative", help="caption to steer away from (w > 0)"),
+    negative_label: str = typer.Option(None, "--negative-label", help="label to steer away from"),
+    prompts: Path = typer.Option(
+        None, "--prompts", help="file: one caption or label per line; -o names a folder"
+    ),
+    n: int = typer.Option(16, "-n", help="images per caption or label"),
+    output: Path = typer.Option(
+        Path("generated.png"), "-o", "--output", help="PNG to write (a folder with --prompts)"
+    ),
     model: Path = typer.Option(Path("models/fmnist_label"), "--model", help="trained model dir"),
     columns: int = typer.Option(8, "--columns", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    guidance: float = typer.Option(
-        0.0, "--guidance", min=0.0, max=20.0, help="w (docs/guidance.md); 0: the plain decoder"
+    seed: int = typer.Option(0, "--seed", help="0 .. 2**63-1; the same seed, the same pixels"),
+    guidance: float = typer.Option(0.0, "--guidance", help="w, 0-20 (docs/guidance.md); 0: plain"),
+    temperature: float = typer.Option(1.0, "--temperature", help="T, 0.01-10: z = mu + T sd eps"),
+    params: Path = typer.Option(
+        None, "--params", help="params file to read (default: ./params.yaml if present)"
     ),
-    temperature: float = typer.Option(
-        1.0, "--temperature", min=0.01, max=10.0, help="z = mu_p + T sigma_p eps"
-    ),
-    params: Path = ParamsOption,
 ):
-    """Write a grid of images from a trained model: for a label, or for any caption."""
-    from pipeline.figures import save_png
-    from stages.generate import grid
+    """Write a grid of images from a trained model (models/NAME or an exported folder): for a
+    label, a caption, or every line of a prompts file."""
+    from pipeline.api import check_sampling
+    from stages import generate as stage
 
+    check_sampling(guidance, temperature, seed)
+    sampling = {"guidance": guidance, "temperature": temperature, "seed": seed}
+    request = stage.Request(label, caption, negative, negative_label, n, columns, sampling)
+    if prompts is not None:
+        if label is not None or caption is not None:
+            raise PipelineError("conflicting options: --prompts, and --caption or --label")
+        if output.suffix.lower() == ".png" or output.is_file():
+            raise PipelineError(f"-o {output}: --prompts writes a folder; give -o FOLDER")
+        failed = stage.from_file(model, request, prompts, output, params)
+        if failed:
+            raise PipelineError(f"{prompts}: {failed} line(s) failed (above); the rest are written")
+        return
     if output.is_dir() or output.suffix.lower() != ".png":
         what, example = "not a .png file name", output.with_suffix(".png")
         if output.is_dir():
             what, example = "a directory", output / "generated.png"
         raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
-    sampling = {"guidance": guidance, "temperature": temperature}
-    save_png(grid(model, label, caption, n, columns, seed, params, **sampling), output)
-    typer.echo(f"wrote {output}")
+    typer.echo(f"wrote {stage.one(model, request, output, params)}")
+
+
+@app.command()
+@_stage
+def demo(
+    model: Path = typer.Option(None, "--model", help="the model shown first (default: the first)"),
+    port: int = typer.Option(7860, "--port", min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (local only)"),
+    models: Path = typer.Option(Path("models"), "--models", help="folder of trained models"),
+    params: Path = typer.Option(
+        None, "--params", help="params file to read (default: ./params.yaml if present)"
+    ),
+):
+    """A browser demo (Gradio) on localhost: type a caption or pick a label, set w, T, seed
+    and n, and look at the grid. Needs the optional extra: pip install -e '.[demo]'."""
+    from stages import demo as stage
+
+    stage.run(models, model, host, port, params)
+
+
+@app.command()
+@_stage
+def export(
+    model: Path = typer.Argument(..., help="a trained model folder, e.g. models/fmnist_text"),
+    dest: Path = typer.Argument(..., help="the folder to write (outside models/)"),
+    force: bool = typer.Option(False, "--force", help="replace DEST if it exists"),
+    params: Path = ParamsOption,
+):
+    """A self-contained, shareable model folder: config.json, model.safetensors, a README.md
+    model card (huggingface_hub metadata, metrics with spreads) and a sample grid."""
+    from stages import export as stage
+
+    typer.echo(f"wrote {stage.run(model, dest, force, params)}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """Which stage module runs `t2i COMMAND ARG`: the table the CLI dispatches on.
 
 scripts/stage_deps.py reads it too (it derives each DVC stage's code deps from the imports of
-the module named here), without importing the CLI. No stage module imports this one.
+the module named here), without importing the CLI. No stage module imports this one. A named
+model's trainer follows from its entry's ``data``, its evaluator from its kind of evaluation
+(params.yaml ``models:``; pipeline/config.py ``ModelEntry``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.models.registry import GENERATIVE as MODELS
 
 
 def choose(table: dict, name: str, what: str):
@@ -17,9 +21,6 @@ def choose(table: dict, name: str, what: str):
     return table[name]
 
 
-# `t2i COMMAND ARG` -> the stage module that runs it. scripts/stage_deps.py derives each DVC
-# stage's code deps from the imports of the module named here, so dvc.yaml follows what it runs.
-# A model's trainer follows from the data it trains on, its evaluator from its evaluation.
 TRAINERS = {"fmnist": "stages.train", "coco": "stages.train_coco"}
 EVALUATORS = {
     "fmnist_label": "stages.evaluate",
@@ -32,13 +33,16 @@ STAGE_MODULES: dict[str, str | dict[str, str]] = {
     "embed": "stages.embed",
     "judge": "stages.judge",
     "cas": "stages.cas",
-    "train": {name: TRAINERS[spec.data] for name, spec in MODELS.items()},
-    "evaluate": {name: EVALUATORS[spec.evaluation] for name, spec in MODELS.items()},
 }
-WHAT = {"download": "dataset", "pack": "dataset", "train": "model", "evaluate": "model"}
+WHAT = {"download": "dataset", "pack": "dataset"}
 
 
-def stage_module(command: str, arg: str | None = None) -> str:
-    """The module name of the stage that `t2i COMMAND ARG` runs."""
+def stage_module(command: str, arg: str | None = None, params: Path = Path("params.yaml")) -> str:
+    """The module name of the stage that `t2i COMMAND ARG` runs; ``params`` names the models."""
+    if command in ("train", "evaluate"):
+        entry = load_params(params).model(arg)
+        if command == "train":
+            return TRAINERS[entry.data]
+        return EVALUATORS[entry.evaluation]
     entry = choose(STAGE_MODULES, command, "stage command")
     return entry if isinstance(entry, str) else choose(entry, arg, WHAT[command])

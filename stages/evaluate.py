@@ -28,18 +28,22 @@ from pipeline.frontier import (
     validation_reference,
 )
 from pipeline.models.judge import JudgeCNN
-from pipeline.models.registry import model_spec
+from pipeline.lock import model_lock
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
-    params = load_params(params_path)
-    spec = model_spec(name)
-    p, dropout = spec.evaluate_params(params), spec.train_params(params).cond_null_p > 0
+    p = load_params(params_path).model(name).evaluate
+    with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        _evaluate(name, p)
+
+
+def _evaluate(name: str, p) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
-    model, _ = load_model(model_dir(name), device)
+    model, config = load_model(model_dir(name), device)
+    dropout = config["cond_null_p"] > 0  # the model says whether it can be guided
     judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     c_test = F.one_hot(y_test, 10).float()

@@ -24,20 +24,24 @@ from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
 from pipeline.models.judge import JudgeCNN
-from pipeline.models.registry import model_spec
+from pipeline.lock import model_lock
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
-    params = load_params(params_path)
-    spec = model_spec(name)
-    p, dropout = spec.evaluate_params(params), spec.train_params(params).cond_null_p > 0
+    p = load_params(params_path).model(name).evaluate
+    with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        _evaluate(name, p)
+
+
+def _evaluate(name: str, p) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
+    dropout = config["cond_null_p"] > 0  # the model says whether it can be guided
     judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
-    folder = embeddings_dir(config["encoder"], "fmnist")
+    folder = embeddings_dir(config["conditioning"], "fmnist")
     require_encoder_weights(config, model_dir(name), encoder_identity(folder))
     row_of, vectors = caption_lookup(folder)
     vectors = vectors.to(device)
@@ -73,7 +77,7 @@ def run(name: str, params_path: Path) -> None:
         metrics[f"frechet_judge_features_{split}_phrasings"] = point["frechet"]
         metrics[f"within_class_spread_{split}_phrasings"] = point["spread"]
     metrics["conditions"] = {
-        "encoder": config["encoder"],
+        "encoder": config["conditioning"],
         "test_images": len(x_test),
         "samples_per_caption": p.samples_per_caption,
         "sample_seeds": p.sample_seeds,

@@ -1,83 +1,115 @@
-"""`t2i generate`: a PNG grid of images from any trained model of the registry.
+"""`t2i generate`: PNG grids from any trained model folder, through the Python API
+(pipeline/api.py), so that a seed gives the same pixels here and in a notebook.
 
-A label-conditioned model takes --label ('sneaker'); a text-conditioned one takes any
---caption, embedded with the encoder the model was trained on (its weights as params.yaml's
-embed section names them). Fashion-MNIST models draw grey 28x28 tiles, COCO models RGB tiles
-at their packed size (224 by default). --guidance W and --temperature T sample as the
-evaluations do (docs/guidance.md); W > 0 needs a model trained with cond_null_p > 0.
+A label model takes --label ('sneaker'), a text model --caption (embedded with the encoder it
+was trained on); --negative CAPTION or --negative-label LABEL steer guidance away from a
+condition (they need --guidance > 0). --prompts FILE -o FOLDER draws every line of FILE:
+FOLDER/NNNN-<slug>.png per line and FOLDER/grid.png of all; a bad line is reported by its
+number, the others are still written, and the command then fails.
 """
 
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import typer
 
-from pipeline.checkpoint import load_model, require_encoder_weights
-from pipeline.config import load_params
-from pipeline.data.fmnist import label_index
-from pipeline.encoders import load_encoder
-from pipeline.errors import PipelineError, utf8_text
-from pipeline.evaluate import decode_noise, hwc
-from pipeline.figures import image_grid, to_pixels
-from pipeline.models.registry import model_spec
+from pipeline.api import Condition, Model, grid, load, read_prompts
+from pipeline.errors import PipelineError
+from pipeline.figures import image_grid, save_png
 
 
-def image_tiles(images: torch.Tensor, shape: tuple[int, int, int], where: str) -> np.ndarray:
-    """Decoder outputs as (N, H, W) grey or (N, H, W, 3) RGB tiles; anything else is an error."""
-    channels, height, width = shape
-    if channels not in (1, 3) or images[0].numel() != channels * height * width:
+@dataclass(frozen=True)
+class Request:
+    """What the command line asked for."""
+
+    label: str | None
+    caption: str | None
+    negative: str | None
+    negative_label: str | None
+    n: int
+    columns: int
+    sampling: dict  # guidance, temperature, seed: pipeline.api.Model.generate's keywords
+
+
+def _option(model: Model, caption: str | None, label: str | None, what: str) -> str | None:
+    """The one of --caption/--label (or their --negative forms) that fits the model."""
+    flags = ("--caption", "--label") if what == "prompt" else ("--negative", "--negative-label")
+    wanted, other = (caption, label) if model.kind == "text" else (label, caption)
+    right, wrong = flags if model.kind == "text" else flags[::-1]
+    if caption is not None and label is not None:
         raise PipelineError(
-            f"{where}: the decoder gives {tuple(images.shape[1:])} per image, not an image "
-            f"t2i generate knows ({channels}x{height}x{width} expected: grey 1x28x28 or RGB 3xSxS)"
+            f"conflicting options {flags[0]} and {flags[1]}: {model.path} is a {model.kind} "
+            f"model; give {right} only"
         )
-    images = images.reshape(len(images), channels, height, width)
-    return images[:, 0].numpy() if channels == 1 else hwc(images)
+    if other is not None:
+        kind = "text" if model.kind == "text" else "labels"
+        raise PipelineError(f"{model.path} is conditioned on {kind}: give {right}, not {wrong}")
+    return wanted
 
 
-def grid(
-    model_path: Path,
-    label: str | None,
-    caption: str | None,
-    n: int,
-    columns: int,
-    seed: int,
-    params_path: Path,
-    guidance: float = 0.0,
-    temperature: float = 1.0,
-):
-    params = load_params(params_path)
-    if n > params.generate.max_samples:
-        raise PipelineError(
-            f"-n {n}: more than generate.max_samples = {params.generate.max_samples} images "
-            f"in one grid ({params_path}); ask for fewer, or raise generate.max_samples"
-        )
-    model, config = load_model(model_path)
-    spec = model_spec(config["name"])
-    if spec.conditioning == "text":
-        if caption is None:
-            raise PipelineError(f"{model_path} is conditioned on text: give --caption '...'")
-        caption = utf8_text(caption, "--caption")
-        encoder = load_encoder(
-            config["encoder"], params.embed.encoder(config["encoder"]), torch.device("cpu")
-        )
-        require_encoder_weights(config, model_path, encoder.info)
-        condition = torch.from_numpy(encoder.encode([caption]))
-    elif spec.conditioning == "label":
-        if label is None:
-            raise PipelineError(f"{model_path} is conditioned on labels: give --label")
-        index = label_index(utf8_text(label, "--label"))
-        condition = F.one_hot(torch.tensor([index]), config["cond_dim"]).float()
-    else:
-        raise PipelineError(f"{model_path}: {spec.name} is a classifier, it generates nothing")
-    # All n draws at once (n x latent floats: small), as one batch of n would take them; the
-    # images are decoded, and turned into uint8 pixels, generate.batch_size at a time.
-    eps = torch.randn(n, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
-    pixels = []
-    for start in range(0, n, params.generate.batch_size):
-        part = eps[start : start + params.generate.batch_size]
-        images = decode_noise(model, condition.expand(len(part), -1), part, temperature, guidance)
-        pixels.append(to_pixels(image_tiles(images, spec.image_shape(config), str(model_path))))
-    tiles = np.concatenate(pixels)
-    scale = max(1, 64 // tiles.shape[1])  # 28 -> 2x, as the figures; 224 stays 1x
-    return image_grid([tiles[i : i + columns] for i in range(0, n, columns)], scale=scale)
+def negative(model: Model, request: Request) -> Condition | None:
+    """The negative prompt's condition, or None; refused without guidance to use it."""
+    text = _option(model, request.negative, request.negative_label, "negative")
+    if text is None:
+        return None
+    flag = "--negative" if model.kind == "text" else "--negative-label"
+    if request.sampling["guidance"] == 0:
+        raise PipelineError(f"{flag} needs --guidance > 0: at w = 0 it changes nothing")
+    return model.condition(text, flag)
+
+
+def one(model_dir: Path, request: Request, output: Path, params: Path | None) -> Path:
+    """One grid of n images for --caption or --label, written to ``output``."""
+    model = load(model_dir, params)
+    text = _option(model, request.caption, request.label, "prompt")
+    if text is None:
+        kind, flag = ("text", "--caption '...'") if model.kind == "text" else ("labels", "--label")
+        raise PipelineError(f"{model.path} is conditioned on {kind}: give {flag}")
+    condition = model.condition(text, "--caption" if model.kind == "text" else "--label")
+    sampling = {**request.sampling, "negative": negative(model, request)}
+    images = model.generate([condition], n=request.n, **sampling)
+    save_png(grid(images, request.columns), output)
+    return output
+
+
+def slug(text: str) -> str:
+    """Lowercase a-z, 0-9 and '-' of ``text``, at most 40 characters (a file name part)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+
+
+def from_file(
+    model_dir: Path, request: Request, prompts: Path, folder: Path, params: Path | None
+) -> int:
+    """Every line of ``prompts`` drawn into ``folder``; returns how many lines failed."""
+    lines = read_prompts(prompts)  # bounded and checked before any model is read
+    if not lines:
+        raise PipelineError(f"{prompts}: no prompts (blank lines and # comments only)")
+    model = load(model_dir, params)
+    model.check_count(request.n, len(lines))
+    sampling = {**request.sampling, "negative": negative(model, request)}
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, labels, failed = [], [], []
+    for number, text in lines:
+        where = f"{prompts} line {number}"
+        try:
+            condition = model.condition(text, where)
+        except PipelineError as exc:
+            message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+            typer.echo(f"error: {message}", err=True)
+            failed.append(number)
+            continue
+        images = model.generate([condition], n=request.n, **sampling)
+        name = "-".join(filter(None, [f"{number:04d}", slug(condition.text)])) + ".png"
+        save_png(grid(images, request.columns), folder / name)
+        for start in range(0, len(images), request.columns):
+            rows.append(np.stack(images[start : start + request.columns]))
+            labels.append(f"{number}: {condition.text[:40]}" if start == 0 else "")
+    if rows:  # one row per line (more when n > --columns), labelled with its number
+        scale = max(1, 64 // rows[0].shape[1])
+        save_png(image_grid(rows, labels, scale=scale), folder / "grid.png")
+    typer.echo(f"wrote {len(lines) - len(failed)} of {len(lines)} prompts to {folder}")
+    return len(failed)

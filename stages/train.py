@@ -1,8 +1,10 @@
-"""Stage train@fmnist_label and train_text@fmnist_text: the §2.1 MLP CVAE on Fashion-MNIST.
+"""Stage train@<label model> and train_text@<text model>: a Fashion-MNIST CVAE of ``models:``.
 
-The model registry says how each is conditioned: ``label``, the one-hot class (§2.1), or
-``text``, the embedding of a phrasing of the image's class, drawn per image and step from
-the training phrasings of captions/fmnist.json (the held-out ones are never seen).
+The entry's ``conditioning`` says how it is conditioned: ``label``, the one-hot class (§2.1),
+or an encoder, the embedding of a phrasing of the image's class, drawn per image and step from
+the training phrasings of captions/fmnist.json (the held-out ones are never seen). The saved
+config.json records the conditioning, ``cond_null_p`` and the image shape, so every reader
+asks the model, not params.yaml. One writer per model: the run holds models/<name>/.lock.
 """
 
 from pathlib import Path
@@ -16,48 +18,56 @@ from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import PhrasingBatches, train_phrasings
-from pipeline.models.registry import model_spec
+from pipeline.lock import model_lock
+from pipeline.models.registry import build, image_shape
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import fit
+from pipeline.train import FitData, FitRun, clear_live, fit, publish_live
 from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, embeddings_dir, live_dir, model_dir, state_file
 
 
 def run(name: str, params_path: Path) -> None:
-    spec = model_spec(name)
-    p = spec.train_params(load_params(params_path))
+    entry = load_params(params_path).model(name)
+    with model_lock(model_dir(name), f"t2i train {name}"):
+        clear_live(live_dir(name))
+        _train(name, entry)
+        publish_live(live_dir(name))  # after the model: metrics never outrun it
+
+
+def _train(name: str, entry) -> None:
+    p = entry.train
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     x_train, y_train = load_tensors(RAW_FMNIST, "train", p.train_limit, device)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", None, device)
-    if spec.conditioning == "label":
-
-        def batches(x, y, batch_size):
-            return InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=batch_size)
-
-        cond_dim, extra = len(LABELS), {}
-    else:
+    meta = {"labels": LABELS}
+    if entry.is_text:
         rows = fmnist_caption_set()["train"]
-        folder = embeddings_dir(p.encoder, "fmnist")
-        phrasings = train_phrasings(folder, rows, len(LABELS))
-        phrasings = phrasings.to(device)
+        folder = embeddings_dir(entry.conditioning, "fmnist")
+        phrasings = train_phrasings(folder, rows, len(LABELS)).to(device)
 
         def batches(x, y, batch_size):
             return PhrasingBatches(x, y, phrasings, batch_size=batch_size)
 
         cond_dim = phrasings.embeddings.shape[1]
-        extra = {"encoder": p.encoder, **encoder_identity(folder).as_config()}
-    model = spec.build(p, input_dim=x_train.shape[1], cond_dim=cond_dim).to(device)
-    fit(
-        model,
-        batches(x_train, y_train, p.batch_size),
-        batches(x_test, y_test, 1000),
-        p,
-        name=name,
-        cond_null_p=p.cond_null_p,
-        generator=generator,
+        meta |= encoder_identity(folder).as_config()
+    else:
+
+        def batches(x, y, batch_size):
+            return InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=batch_size)
+
+        cond_dim = len(LABELS)
+    arch = f"models.{name}.arch"
+    model = build(arch, entry.class_name, entry.arch, input_dim=x_train.shape[1], cond_dim=cond_dim)
+    model = model.to(device)
+    run = FitRun(
+        name,
+        generator,
+        training_fingerprint(f"t2i train {name}", model, p, entry.arch),
         state_path=state_file(name),
         live_dir=live_dir(name),
-        fingerprint=training_fingerprint(f"t2i train {name}", model, p),
     )
-    save_model(model_dir(name), model, name, {"dataset": "fmnist", "labels": LABELS, **extra})
+    fit(model, FitData(batches(x_train, y_train, p.batch_size), batches(x_test, y_test, 1000)), p, run)
+    meta |= {"name": name, "class": entry.class_name, "data": entry.data}
+    meta |= {"conditioning": entry.conditioning, "cond_null_p": p.cond_null_p}
+    save_model(model_dir(name), model, meta | {"image_shape": image_shape(entry.data, {})})

@@ -1,199 +1,80 @@
-"""One registry of the models: name -> class, params, conditioning, data, loss and evaluation.
+"""The table of model classes, and building a named model from its params entry.
 
-Adding a model touches its file (pipeline/models/: the class and its config class), its params
-class (pipeline/config.py), one entry here, and its stages in dvc.yaml. ``t2i train``,
-``evaluate``, ``generate`` and ``report`` all dispatch through it, and loading a saved model
-finds its class here.
-
-Each entry names its class as a ``"module:Class"`` string, imported only when that model is
-asked for (as pipeline/encoders/__init__.py does): a stage imports the one model it runs, and
+A named model is data: one entry under ``models:`` in params.yaml (class, data, conditioning,
+summary, arch, train, evaluate; the schema is pipeline/config.py's ``ModelEntry``). This file
+only maps each ``class`` key to its ``"module:Class"``, imported when that class is asked for
+(as pipeline/encoders/__init__.py does for encoders): a stage imports the one model it runs, and
 scripts/stage_deps.py gives it that model's file as a dep, not the others'.
 
-conditioning  ``label``: a one-hot class label; ``text``: caption embeddings of the encoder
-              its params name (``train.<name>.encoder``); None: the judge, a classifier
-data          what it trains on: ``fmnist`` (IDX files) or ``coco`` (shards + embeddings)
-evaluation    which evaluate stage scores it (None: the judge scores itself as it trains)
+Adding a named model over an existing class is one params entry. Adding a class is its file
+(the ``nn.Module`` with ``batch_losses`` and its typed ``Config``) plus one line here.
+
+A model's ``arch`` is validated by the class's own Config when it is built (:func:`build`), with
+the sizes its data gives (``input_dim``, ``cond_dim``, ``image_size``, ``text_dim``): every
+Config field is one of the two, and an arch key the Config does not take is an error naming it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
-from pipeline.config import (
-    EvaluateCoco,
-    EvaluateFmnistLabel,
-    EvaluateFmnistText,
-    Judge,
-    Params,
-    TrainCocoClip,
-    TrainCocoT5,
-    TrainFmnistLabel,
-    TrainFmnistPrior,
-    TrainFmnistText,
-    TrainFmnistTextPrior,
-)
 from pipeline.errors import PipelineError
+
+CLASSES = {
+    "cvae_mlp": "pipeline.models.cvae_mlp:CVAEMLP",  # paper §2.1
+    "cvae_prior": "pipeline.models.cvae_prior:CVAEPrior",  # ours: learned prior, conv or MLP
+    "cvae_clip": "pipeline.models.cvae_clip:CVAEClip",  # paper §2.2
+    "cvae_gated": "pipeline.models.cvae_gated:CVAEGated",  # paper §2.3
+    "judge": "pipeline.models.judge:JudgeCNN",  # ours: the classifier that scores samples
+}
 
 FMNIST_SHAPE = (1, 28, 28)  # §2.1: grey 28x28, flattened to 784 inside the MLP
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    target: str  # "pipeline.models.<file>:<Class>", imported on first use
-    summary: str  # one line, with the paper section: `t2i --help`
-    train_section: str  # dotted params.yaml key of its training params
-    train_type: type[BaseModel]
-    conditioning: Literal["label", "text"] | None
-    data: Literal["fmnist", "coco"]
-    loss: Literal["bce_kl", "mse_beta_kl", "cross_entropy"]  # bce_kl: the negative ELBO
-    evaluation: Literal["fmnist_label", "fmnist_text", "coco"] | None = None
-    evaluate_type: type[BaseModel] | None = None
-
-    @property
-    def module(self) -> str:
-        return self.target.partition(":")[0]
-
-    @property
-    def cls(self) -> type[nn.Module]:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-    def train_params(self, params: Params):
-        return _section(params, self.train_section, self.train_type)
-
-    def evaluate_params(self, params: Params):
-        if self.evaluate_type is None:
-            raise PipelineError(f"model {self.name!r} has no evaluate stage")
-        return _section(params, f"evaluate.{self.name}", self.evaluate_type)
-
-    def build(self, p: BaseModel, **sizes) -> nn.Module:
-        """The module from its train params ``p`` and the sizes the data offers (``input_dim``,
-        ``cond_dim``, ``image_size``, ...; a model takes those its config class declares):
-        every field of the config is one of the two, by name and type-checked; a field that
-        is neither is an error."""
-        cls = self.cls
-        sizes = {k: v for k, v in sizes.items() if k in cls.Config.model_fields}
-        values = p.model_dump()
-        missing = [k for k in cls.Config.model_fields if k not in sizes and k not in values]
-        if missing:  # a registry entry whose params section lacks an architecture key
-            raise TypeError(f"{self.train_section} has no {missing} for {cls.__name__}")
-        arch = {k: values[k] for k in cls.Config.model_fields if k not in sizes}
-        try:
-            return cls(cls.Config(**arch, **sizes))
-        except ValidationError as exc:
-            raise PipelineError(f"{self.train_section}: {exc.errors()[0]['msg']}") from None
-
-    def image_shape(self, config: dict) -> tuple[int, int, int]:
-        """(channels, height, width) of the images it generates, from its config.json."""
-        if self.data == "fmnist":
-            return FMNIST_SHAPE
-        return (3, config["image_size"], config["image_size"])  # RGB at the packed size
+def class_module(key: str) -> str:
+    """``cvae_mlp`` -> ``pipeline.models.cvae_mlp``, importing nothing."""
+    return _target(key).partition(":")[0]
 
 
-def _section(params: Params, key: str, expected: type[BaseModel]):
-    node = params
-    for part in key.split("."):
-        node = getattr(node, part)
-    if not isinstance(node, expected):  # a registry entry that names the wrong section
-        raise TypeError(f"params {key} is a {type(node).__name__}, not a {expected.__name__}")
-    return node
+def _target(key: str) -> str:
+    if not isinstance(key, str) or key not in CLASSES:
+        raise PipelineError(f"unknown model class {key!r}; expected one of {sorted(CLASSES)}")
+    return CLASSES[key]
 
 
-_SPECS = [
-    ModelSpec(
-        "fmnist_label",
-        "pipeline.models.cvae_mlp:CVAEMLP",
-        "paper §2.1: Fashion-MNIST MLP CVAE, one-hot labels",
-        train_section="train.fmnist_label",
-        train_type=TrainFmnistLabel,
-        conditioning="label",
-        data="fmnist",
-        loss="bce_kl",
-        evaluation="fmnist_label",
-        evaluate_type=EvaluateFmnistLabel,
-    ),
-    ModelSpec(
-        "fmnist_text",
-        "pipeline.models.cvae_mlp:CVAEMLP",
-        "§2.1 with captions: embeddings of class phrasings",
-        train_section="train.fmnist_text",
-        train_type=TrainFmnistText,
-        conditioning="text",
-        data="fmnist",
-        loss="bce_kl",
-        evaluation="fmnist_text",
-        evaluate_type=EvaluateFmnistText,
-    ),
-    ModelSpec(
-        "fmnist_conv",
-        "pipeline.models.cvae_prior:CVAEPrior",
-        "(ours) conv CVAE with a learned prior p(z|c), one-hot labels",
-        train_section="train.fmnist_conv",
-        train_type=TrainFmnistPrior,
-        conditioning="label",
-        data="fmnist",
-        loss="bce_kl",
-        evaluation="fmnist_label",
-        evaluate_type=EvaluateFmnistLabel,
-    ),
-    ModelSpec(
-        "fmnist_text_prior",
-        "pipeline.models.cvae_prior:CVAEPrior",
-        "(ours) CVAE with a learned prior and noisy captions",
-        train_section="train.fmnist_text_prior",
-        train_type=TrainFmnistTextPrior,
-        conditioning="text",
-        data="fmnist",
-        loss="bce_kl",
-        evaluation="fmnist_text",
-        evaluate_type=EvaluateFmnistText,
-    ),
-    ModelSpec(
-        "coco_clip",
-        "pipeline.models.cvae_clip:CVAEClip",
-        "paper §2.2: COCO conv CVAE, CLIP caption embeddings",
-        train_section="train.coco_clip",
-        train_type=TrainCocoClip,
-        conditioning="text",
-        data="coco",
-        loss="bce_kl",
-        evaluation="coco",
-        evaluate_type=EvaluateCoco,
-    ),
-    ModelSpec(
-        "coco_t5",
-        "pipeline.models.cvae_gated:CVAEGated",
-        "paper §2.3: COCO conv CVAE, T5 features, gated fusion",
-        train_section="train.coco_t5",
-        train_type=TrainCocoT5,
-        conditioning="text",
-        data="coco",
-        loss="mse_beta_kl",
-        evaluation="coco",
-        evaluate_type=EvaluateCoco,
-    ),
-    ModelSpec(
-        "judge",
-        "pipeline.models.judge:JudgeCNN",
-        "(ours) CNN classifier that scores Fashion-MNIST samples",
-        train_section="judge",
-        train_type=Judge,
-        conditioning=None,
-        data="fmnist",
-        loss="cross_entropy",
-    ),
-]
-REGISTRY = {spec.name: spec for spec in _SPECS}
-GENERATIVE = {name: spec for name, spec in REGISTRY.items() if spec.conditioning}
+def model_class(key: str) -> type[nn.Module]:
+    """The class of table key ``key``, imported now."""
+    module, _, name = _target(key).partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def model_spec(name: str) -> ModelSpec:
-    if not isinstance(name, str) or name not in REGISTRY:
-        raise PipelineError(f"unknown model {name!r}; expected one of {sorted(REGISTRY)}")
-    return REGISTRY[name]
+def build(where: str, key: str, arch: dict, **sizes) -> nn.Module:
+    """The module of class ``key`` from ``arch`` (params ``where``, e.g. ``models.x.arch``) and
+    the sizes the data offers (a class takes those its Config declares)."""
+    cls = model_class(key)
+    fields = cls.Config.model_fields
+    sizes = {k: v for k, v in sizes.items() if k in fields}
+    for name in arch:
+        if name not in fields or name in sizes:
+            taken = sorted(k for k in fields if k not in sizes)
+            raise PipelineError(f"{where}.{name}: not a key of {key}; expected {taken}")
+    missing = [k for k in fields if k not in sizes and k not in arch]
+    if missing:
+        raise PipelineError(f"{where}: {missing[0]} missing; {key} is built from it")
+    try:
+        return cls(cls.Config(**arch, **sizes))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key_name = ".".join(str(p) for p in error["loc"])
+        got = error.get("input")
+        raise PipelineError(f"{where}.{key_name}: {error['msg']} (got {got!r})") from None
+
+
+def image_shape(data: str, sizes: dict) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a model of ``data`` draws."""
+    if data == "fmnist":
+        return FMNIST_SHAPE
+    return (3, sizes["image_size"], sizes["image_size"])  # RGB at the packed size

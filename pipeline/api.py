@@ -1,0 +1,385 @@
+"""The public Python entry: load a trained model folder and draw images from it.
+
+    from pipeline.api import grid, load
+
+    m = load("models/fmnist_text")            # or an exported folder (t2i export)
+    images = m.generate(["white running shoes"], n=4, guidance=1.0, temperature=1.0,
+                        seed=0, negative=None)
+    grid(images, columns=4).save("shoes.png")
+
+``generate`` returns PIL images, ``n`` per prompt, in prompt order: grey 28x28 for the
+Fashion-MNIST models, RGB at the packed size for the COCO ones. A prompt is a caption for a
+text model and a class name ('sneaker', 'Ankle boot', '7') for a label model; the folder's own
+config.json says which (``m.kind``). The model loads through the same checked path as every
+stage (pipeline/checkpoint.py: types, shapes, finite weights, and for a text model the sha256
+of the caption encoder's weights).
+
+Sampling is the evaluations' (docs/guidance.md): z = mu_p + T sigma_p eps with eps drawn from
+``seed``, decoded with guidance w: l(z, c) + w (l(z, c) - l(z, c')), where c' is the null
+condition, or the ``negative`` prompt's condition when one is given. Every prompt of a call
+gets the same n draws of eps, so one seed gives the same pixels for a caption whichever
+prompts share its call, and through ``t2i generate`` too. Bad input is one PipelineError line.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline.caption_text import clean_caption
+from pipeline.checkpoint import load_model, read_config, require_encoder_weights
+from pipeline.config import Embed, Generate, load_params
+from pipeline.data.fmnist import label_index
+from pipeline.errors import PipelineError, utf8_text
+from pipeline.evaluate import decode_noise, hwc, prior
+from pipeline.figures import image_grid, to_pixels
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; a signed int64 everywhere
+MAX_GUIDANCE = 20.0  # w past this saturates every pixel to 0 or 1
+TEMPERATURE_RANGE = (0.01, 10.0)
+MAX_CAPTION_CHARS = 2000  # refused before tokenising; the encoder's token limit comes next
+MAX_PROMPTS_BYTES = 1_000_000  # a prompts file: 1 MB ...
+MAX_PROMPTS_LINES = 10_000  # ... and 10,000 lines at most
+ENCODER_FILE = "encoder.json"  # an exported text model's caption-encoder params (t2i export)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One prompt as the decoder takes it: ``vector`` (1, cond_dim), and the ``text`` it came
+    from (the cleaned caption, or the class name of a label)."""
+
+    text: str
+    vector: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """params.yaml's ``generate`` bounds, and which file gave them (for error messages)."""
+
+    max_samples: int
+    batch_size: int
+    source: str
+
+
+@dataclass(eq=False)
+class Model:
+    """A trained, checked model and the caption encoder it was trained with (text models).
+    Build it with :func:`load`; ``module`` is the torch module, ``config`` its config.json,
+    ``meta`` what that says the model is and can do (pipeline/checkpoint.py)."""
+
+    path: Path
+    module: torch.nn.Module
+    config: dict
+    meta: object
+    encoder: object | None
+    bounds: Bounds
+
+    @property
+    def name(self) -> str:
+        """The model's entry name in params.yaml (``models:``), as config.json records it."""
+        return self.config["name"]
+
+    @property
+    def kind(self) -> str:
+        """ "text": prompts are captions; "label": prompts are class names."""
+        return "text" if self.meta.is_text else "label"
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The class names a label model draws, in index order (None for a text model)."""
+        return None if self.meta.is_text else list(self.meta.labels or [])
+
+    @property
+    def can_guide(self) -> bool:
+        """Whether guidance w > 0 applies: the model was trained with cond_null_p > 0."""
+        return bool(self.meta.can_guide)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of each generated image."""
+        return tuple(self.meta.image_shape)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of each generated image, as PIL's ``Image.size``."""
+        return self.image_shape[2], self.image_shape[1]
+
+    def __repr__(self) -> str:
+        guided = "guidable" if self.can_guide else "not guidable"
+        return f"<t2i Model {self.name} ({self.kind}, {guided}) from {self.path}>"
+
+    def condition(self, prompt: str, where: str = "prompt") -> Condition:
+        """``prompt`` as a :class:`Condition`: a caption embedded by the model's encoder, or a
+        label as its one-hot row. ``where`` names the prompt in an error message."""
+        if not isinstance(prompt, str):
+            raise PipelineError(f"{where}: expected text, got {type(prompt).__name__}")
+        prompt = utf8_text(prompt, where)
+        if not self.meta.is_text:
+            names = self.labels
+            index = _label_index(prompt, names, self.meta.data)
+            classes = self.module.config.cond_dim
+            if index >= classes:
+                raise PipelineError(f"{where}: label {prompt!r} is class {index}, of {classes}")
+            vector = F.one_hot(torch.tensor([index]), classes).float()
+            return Condition(names[index] if index < len(names) else str(index), vector)
+        caption = _visible_caption(prompt, where)
+        tokens = self.encoder.token_counts([caption])[0]
+        if tokens > self.encoder.info.max_tokens:
+            raise PipelineError(
+                f"{where}: caption of {tokens} tokens, more than the {self.encoder.info.encoder} "
+                f"encoder's {self.encoder.info.max_tokens}; shorten it"
+            )
+        return Condition(caption, torch.from_numpy(self.encoder.encode([caption])))
+
+    def _conditions(self, prompts, where: str) -> list[Condition]:
+        if isinstance(prompts, Condition):
+            return [prompts]
+        if isinstance(prompts, str):
+            return [self.condition(prompts, where)]
+        if not isinstance(prompts, Sequence) or not prompts:
+            raise PipelineError(f"{where}: expected a caption or label, or a non-empty list")
+        return [
+            p if isinstance(p, Condition) else self.condition(p, f"{where} {i + 1}")
+            for i, p in enumerate(prompts)
+        ]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: str | Condition | Sequence[str | Condition],
+        n: int = 1,
+        guidance: float = 0.0,
+        temperature: float = 1.0,
+        seed: int = 0,
+        negative: str | Condition | None = None,
+    ) -> list[Image.Image]:
+        """``n`` images per prompt, in prompt order, as PIL images (mode "L" or "RGB").
+
+        ``guidance`` w >= 0 (0: the plain decoder; > 0 needs ``can_guide``), ``temperature``
+        T scales the prior's spread, ``seed`` (0 .. 2**63 - 1) fixes the draws: the same seed
+        gives the same pixels. ``negative``: a caption (text model) or label (label model)
+        whose condition replaces the null one in the guidance formula, steering away from it;
+        at w = 0 it changes nothing."""
+        conditions = self._conditions(prompts, "prompt")
+        check_sampling(guidance, temperature, seed)
+        if guidance > 0 and not self.can_guide:
+            raise PipelineError(
+                f"{self.path}: trained without a null condition (cond_null_p 0): it cannot be "
+                "guided; use guidance 0"
+            )
+        self.check_count(n, len(conditions))
+        away = None
+        if negative is not None:
+            away = (
+                negative
+                if isinstance(negative, Condition)
+                else self.condition(negative, "negative")
+            )
+        latent = self.module.config.latent_dim
+        eps = torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
+        out = []
+        for condition in conditions:
+            for start in range(0, n, self.bounds.batch_size):
+                part = eps[start : start + self.bounds.batch_size]
+                images = self._decode(condition, part, temperature, guidance, away)
+                out += [Image.fromarray(tile) for tile in to_pixels(self._tiles(images))]
+        return out
+
+    def check_count(self, n: int, prompts: int = 1) -> None:
+        """Refuse ``n`` images per prompt over ``prompts`` prompts beyond generate.max_samples."""
+        most = self.bounds.max_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PipelineError(f"-n {n!r}: expected a whole number of images, at least 1")
+        if n > most:
+            raise PipelineError(
+                f"-n {n}: more than generate.max_samples = {most} images in one grid "
+                f"({self.bounds.source}); ask for fewer, or raise generate.max_samples"
+            )
+        if n * prompts > most:
+            raise PipelineError(
+                f"{prompts} prompts x -n {n} = {n * prompts} images: more than "
+                f"generate.max_samples = {most} ({self.bounds.source}); ask for fewer"
+            )
+
+    def _decode(self, condition, eps, temperature, guidance, negative) -> torch.Tensor:
+        device = next(self.module.parameters()).device
+        c = condition.vector.to(device).expand(len(eps), -1)
+        if negative is None or guidance == 0:
+            return decode_noise(self.module, c, eps, temperature, guidance)
+        # l(z, c) + w (l(z, c) - l(z, c_neg)): pipeline/models/guidance.py with c_neg in
+        # place of the null condition (the negative prompt of diffusers #699).
+        mu, logvar = prior(self.module, c)
+        z = mu + temperature * torch.exp(0.5 * logvar) * eps.to(device)
+        logits = self.module.decode_logits(z, c)
+        away = self.module.decode_logits(z, negative.vector.to(device).expand(len(eps), -1))
+        return self.module.images_from_logits(logits + guidance * (logits - away))
+
+    def _tiles(self, images: torch.Tensor) -> np.ndarray:
+        channels, height, width = self.image_shape
+        if channels not in (1, 3) or images[0].numel() != channels * height * width:
+            raise PipelineError(
+                f"{self.path}: the decoder gives {tuple(images.shape[1:])} per image, not an "
+                f"image t2i generate knows ({channels}x{height}x{width} expected: grey "
+                "1x28x28 or RGB 3xSxS)"
+            )
+        images = images.float().cpu().reshape(len(images), channels, height, width)
+        return images[:, 0].numpy() if channels == 1 else hwc(images)
+
+
+def check_sampling(guidance: float, temperature: float, seed: int) -> None:
+    """Refuse a guidance, temperature or seed outside its range, in one line."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PipelineError(f"--seed {seed}: expected a whole number from 0 to 2**63 - 1")
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise PipelineError(f"--guidance {guidance}: expected a finite number from 0 to 20")
+    if not 0 <= guidance <= MAX_GUIDANCE:
+        raise PipelineError(f"--guidance {guidance:g}: expected w from 0 to {MAX_GUIDANCE:g}")
+    low, high = TEMPERATURE_RANGE
+    finite = isinstance(temperature, (int, float)) and math.isfinite(temperature)
+    if not finite or not low <= temperature <= high:
+        raise PipelineError(f"--temperature {temperature}: expected T from {low:g} to {high:g}")
+
+
+def _visible_caption(text: str, where: str) -> str:
+    """The caption cleaned as caption files clean theirs; refused when empty, when nothing in
+    it is visible (zero-width spaces, joiners, format characters only) or when too long."""
+    if len(text) > MAX_CAPTION_CHARS:
+        raise PipelineError(
+            f"{where}: caption of {len(text):,} characters, more than {MAX_CAPTION_CHARS:,}; "
+            "shorten it"
+        )
+    caption = clean_caption(text, where)
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in caption):
+        raise PipelineError(f"{where}: caption {ascii(caption[:80])} has no visible character")
+    return caption
+
+
+def _label_index(text: str, labels: list[str], data: str) -> int:
+    if data == "fmnist":  # its aliases too: 'sneaker', 'boot', 'top', 'handbag'
+        return label_index(text)
+    key = text.strip().lower()
+    if key.isascii() and key.isdigit() and int(key) < len(labels):
+        return int(key)
+    for index, label in enumerate(labels):
+        if key == label.lower():
+            return index
+    raise PipelineError(f"unknown label {text!r}; expected 0-{len(labels) - 1} or one of {labels}")
+
+
+def load(model_dir: str | Path, params: str | Path | None = None, device: str = "cpu") -> Model:
+    """The model in ``model_dir`` (models/<name>, or a folder ``t2i export`` wrote), checked.
+
+    ``params``: the params.yaml whose ``generate`` bounds apply and whose ``embed`` section
+    names a text model's encoder weights; None: ./params.yaml when there is one, else the
+    schema's defaults. An exported folder carries its encoder's params (encoder.json) and
+    needs none. ``device``: "cpu", "cuda", ..."""
+    path = Path(model_dir)
+    bounds, embed, source = _params(params)
+    meta = read_config(path / "config.json").meta
+    if meta.conditioning is None:
+        raise PipelineError(f"{path}: {meta.name} is a classifier, it generates nothing")
+    module, config = load_model(path, torch.device(device))
+    encoder = None
+    if meta.is_text:
+        from pipeline.encoders import load_encoder
+
+        spec = _encoder_spec(path, meta.conditioning, embed)
+        encoder = load_encoder(meta.conditioning, spec, torch.device(device))
+        require_encoder_weights(config, path, encoder.info)
+    limits = Bounds(bounds.max_samples, bounds.batch_size, source)
+    return Model(path, module, config, meta, encoder, limits)
+
+
+def _params(params: str | Path | None) -> tuple[Generate, Embed, str]:
+    """(generate bounds, embed section, where they came from)."""
+    if params is None:
+        if not Path("params.yaml").is_file():
+            return Generate(), Embed(), "the schema's default"
+        params = "params.yaml"
+    loaded = load_params(Path(params))
+    return loaded.generate, loaded.embed, str(params)
+
+
+def _encoder_spec(path: Path, encoder: str, embed: Embed):
+    """The encoder's params section: the exported folder's own, else params.yaml's."""
+    default = embed.encoder(encoder)
+    exported = path / ENCODER_FILE
+    if not exported.exists():
+        return default
+    from pipeline.jsonfile import read_json
+
+    data = read_json(exported, "encoder params JSON", "export the model again")
+    try:
+        return type(default).model_validate(data)
+    except ValueError as exc:
+        message = str(exc).splitlines()
+        raise PipelineError(f"{exported}: {' '.join(message[:3])[:200]}") from None
+
+
+def grid(
+    images: Sequence[Image.Image], columns: int = 8, labels: list[str] | None = None
+) -> Image.Image:
+    """The images as one PNG-ready grid, ``columns`` per row, each tile scaled up to at least
+    64 pixels (28 -> 56; 224 stays), as ``t2i generate`` writes it. ``labels``: one per row."""
+    if not images:
+        raise PipelineError("grid: no images")
+    tiles = np.stack([np.asarray(image) for image in images])
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    return image_grid(rows, labels=labels, scale=max(1, 64 // tiles.shape[1]))
+
+
+def read_prompts(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, text) of each prompt of a prompts file: one caption or label per line,
+    blank lines and ``#`` comments skipped. The file must be UTF-8 text without NUL bytes, of
+    at most 1 MB and 10,000 lines; its size is checked before it is read, and at most that
+    much is read. Each line is cleaned and checked later, when it is conditioned on."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such prompts file (one caption or label per line)")
+    size = path.stat().st_size
+    if size > MAX_PROMPTS_BYTES:
+        raise PipelineError(
+            f"{path}: {size:,} bytes, more than the {MAX_PROMPTS_BYTES:,} a prompts file may "
+            "hold; split it"
+        )
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_PROMPTS_BYTES + 1)
+    if len(data) > MAX_PROMPTS_BYTES:  # it grew after the stat
+        raise PipelineError(f"{path}: more than {MAX_PROMPTS_BYTES:,} bytes; split it")
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the end of the last line, not a line
+    if len(lines) > MAX_PROMPTS_LINES:
+        raise PipelineError(
+            f"{path}: {len(lines):,} lines, more than the {MAX_PROMPTS_LINES:,} a prompts file "
+            "may hold; split it"
+        )
+    where = data.find(b"\0")
+    if where >= 0:
+        line = data.count(b"\n", 0, where) + 1
+        raise PipelineError(
+            f"{path}: line {line}: a NUL byte at offset {where}; a prompts file is UTF-8 text"
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PipelineError(
+            f"{path}: line {line}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not "
+            "UTF-8; save the file as UTF-8"
+        ) from None
+    prompts = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8").removesuffix("\r")
+        text = text.removeprefix("\ufeff") if number == 1 else text  # a byte-order mark
+        if text.strip() and not text.strip().startswith("#"):
+            prompts.append((number, text))
+    return prompts

@@ -1,0 +1,292 @@
+"""The README.md model card of an exported model folder (``t2i export``), as huggingface_hub
+writes one: YAML metadata (``ModelCardData``: library_name, pipeline_tag text-to-image, tags,
+license, datasets, and model-index results) above a Markdown body: what the model is, how it
+was trained, its metrics with their spreads over sample seeds, its limitations, and how to
+push the folder to a hub (the user's own command; nothing here touches the network).
+
+Every number comes from validated metrics (pipeline/metrics.py schemas); every string from
+params or metrics is escaped for Markdown before it enters the body, so no caption, model
+name or summary can add links, images or HTML to a published card.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from pipeline.metrics import CocoEval, LabelEval, MeanStd, ModelCas, TextEval, w_text
+
+LIBRARY = "t2i-cvae"
+DATASETS = {"fmnist": ("fashion_mnist", "Fashion-MNIST"), "coco": ("coco", "MS-COCO 2014")}
+TASK = "text-to-image"
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+
+
+def md(text: object) -> str:
+    """``text`` as literal Markdown on one line: specials backslash-escaped, breaks as spaces."""
+    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card says, all of it validated before: the saved model's meta, its params entry
+    (None when params.yaml has none of that name), its metrics (None when not yet run)."""
+
+    meta: object  # pipeline.checkpoint.SavedMeta
+    entry: object | None  # a pipeline.config models: entry
+    evaluation: LabelEval | TextEval | CocoEval | None
+    cas: ModelCas | None
+    folder: str  # the export's folder name, for the usage snippets
+
+
+@dataclass(frozen=True)
+class Result:
+    """One model-index result: a metric's value, its spread over sample seeds, and where."""
+
+    name: str
+    kind: str  # the metric type: accuracy, frechet_distance, cas, fid, ...
+    value: float
+    std: float | None = None
+    point: str = ""  # "w 1, T 0.5": the sampling it was measured at
+
+    def cell(self) -> str:
+        spread = "" if self.std is None else f" ± {self.std:.3g}"
+        return f"{self.value:.4g}{spread}"
+
+
+def _spread(name: str, kind: str, value: MeanStd, point: str) -> Result:
+    return Result(name, kind, value.mean, value.std, point)
+
+
+def _at(w: float, t: float) -> str:
+    return f"w {w_text(w)}, T {w_text(t)}"
+
+
+def results(facts: CardFacts) -> list[Result]:
+    """The headline numbers: accuracy and FD at the chosen (w, T), the frontier's best points,
+    and CAS; COCO models: FID and CLIP score of caption-only samples."""
+    ev, found = facts.evaluation, []
+    if isinstance(ev, LabelEval | TextEval):
+        chosen = _at(ev.guidance.w, ev.guidance.temperature)
+        if isinstance(ev, LabelEval):
+            accuracy, fd, what = ev.judge_accuracy_on_samples, ev.frechet_judge_features, ""
+        else:
+            accuracy = ev.judge_accuracy_heldout_phrasings
+            fd, what = ev.frechet_judge_features_heldout_phrasings, " (held-out phrasings)"
+        found += [
+            _spread(f"judge accuracy on samples{what}", "accuracy", accuracy.overall, chosen),
+            _spread(f"judge-feature Fréchet distance{what}", "frechet_distance", fd, chosen),
+        ]
+        found += _frontier(ev)
+    elif isinstance(ev, CocoEval):
+        for name, metric in (("FID", ev.caption_only.fid), ("CLIP-S", ev.caption_only.clip_s)):
+            if getattr(metric, "value", None) is not None:
+                sampling = ev.conditions.caption_only
+                point = _at(sampling.guidance, sampling.temperature)
+                found.append(
+                    Result(
+                        f"{name} of caption-only samples", name.lower(), metric.value, None, point
+                    )
+                )
+    if facts.cas is not None:
+        c = facts.cas
+        found.append(
+            Result(
+                "CAS (classifier trained on samples only)",
+                "cas",
+                c.accuracy_on_real_test,
+                None,
+                _at(c.conditions.guidance, c.conditions.temperature),
+            )
+        )
+        chosen = c.at_chosen_guidance.conditions
+        if (chosen.guidance, chosen.temperature) != (
+            c.conditions.guidance,
+            c.conditions.temperature,
+        ):
+            found.append(
+                Result(
+                    "CAS at the chosen guidance",
+                    "cas",
+                    c.at_chosen_guidance.accuracy_on_real_test,
+                    None,
+                    _at(chosen.guidance, chosen.temperature),
+                )
+            )
+    return found
+
+
+def _frontier(ev: LabelEval | TextEval) -> list[Result]:
+    """The most faithful frontier point whose FD is below the unguided one's, and the point of
+    lowest FD (docs/guidance.md)."""
+    points = list(ev.frontier)
+    plain = next((q for q in points if q.guidance == 0 and q.temperature == 1), points[0])
+    faithful = [q for q in points if q.frechet.mean < plain.frechet.mean]
+    out = []
+    if faithful:
+        best = max(faithful, key=lambda q: q.accuracy.mean)
+        where = _at(best.guidance, best.temperature)
+        out += [
+            _spread(
+                "frontier: most faithful point with FD below w 0 (accuracy)",
+                "accuracy",
+                best.accuracy,
+                where,
+            ),
+            _spread(
+                "frontier: most faithful point with FD below w 0 (FD)",
+                "frechet_distance",
+                best.frechet,
+                where,
+            ),
+        ]
+    low = min(points, key=lambda q: q.frechet.mean)
+    out.append(
+        _spread(
+            "frontier: lowest Fréchet distance",
+            "frechet_distance",
+            low.frechet,
+            _at(low.guidance, low.temperature),
+        )
+    )
+    return out
+
+
+COCO_CAPTIONS = ["a red bus on a city street", "a cat sleeping on a sofa", "a plate of food"]
+
+
+def sample_prompts(meta) -> list[str]:
+    """What the card's sample grid draws: every class (label and Fashion-MNIST text models,
+    by name), or a few everyday captions (COCO)."""
+    if meta.data == "coco":
+        return COCO_CAPTIONS
+    return [label.lower() for label in meta.labels or []]
+
+
+def card_data(facts: CardFacts) -> ModelCardData:
+    """The YAML metadata block."""
+    meta = facts.meta
+    dataset, dataset_name = DATASETS[meta.data]
+    conditioning = "captions" if meta.is_text else "class labels"
+    tags = ["text-to-image", "cvae", "conditional-vae", "pytorch", meta.data, conditioning]
+    if meta.is_text:
+        tags.append(meta.conditioning)
+    evals = [
+        EvalResult(
+            task_type=TASK,
+            dataset_type=dataset,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type=r.kind,
+            metric_value=r.value,
+            metric_name=f"{r.name}, {r.point}",
+            metric_config=r.point,
+            metric_args=None if r.std is None else {"std": r.std},
+        )
+        for r in results(facts)
+    ]
+    return ModelCardData(
+        model_name=meta.name,
+        library_name=LIBRARY,
+        pipeline_tag=TASK,
+        tags=tags,
+        license="other",  # the repository declares no license (pyproject.toml, no LICENSE)
+        datasets=[dataset],
+        eval_results=evals or None,
+    )
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
+
+
+def body(facts: CardFacts) -> str:
+    """The Markdown below the metadata."""
+    meta, entry = facts.meta, facts.entry
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", facts.folder) or "model"
+    prompt = sample_prompts(meta)[0] if sample_prompts(meta) else "sneaker"
+    kind = f"captions embedded by {meta.conditioning}" if meta.is_text else "class labels"
+    c, h, w = meta.image_shape
+    lines = [
+        f"# {md(meta.name)}",
+        "",
+        md(entry.summary) if entry is not None else "(no params entry of this name)",
+        "",
+        f"A conditional VAE of t2i-cvae, a reimplementation of *Text-to-Image Synthesis using "
+        f"Conditional-VAE* (Campbell et al.). It is conditioned on {md(kind)} and draws "
+        f"{c}x{h}x{w} images of {md(DATASETS[meta.data][1])}.",
+        "",
+        "![samples](sample.png)",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from pipeline.api import grid, load",
+        "",
+        f'm = load("{folder}")',
+        f"images = m.generate([{prompt!r}], n=8, seed=0)",
+        'grid(images).save("samples.png")',
+        "```",
+        "",
+        f"or `t2i generate --model {folder} {'--caption' if meta.is_text else '--label'} "
+        f"{shlex.quote(' '.join(prompt.replace('`', '').split()))} -n 8 -o samples.png` "
+        "with t2i-cvae installed.",
+        "",
+        "## Training",
+        "",
+    ]
+    rows = [("cond_null_p (share of rows on the null condition)", meta.cond_null_p)]
+    if meta.is_text:
+        rows += [("encoder weights", meta.encoder_weights), ("encoder sha256", meta.encoder_sha256)]
+    if entry is not None:
+        rows += [(f"arch.{k}", v) for k, v in sorted(entry.arch.items())]
+        rows += [(f"train.{k}", v) for k, v in entry.train.model_dump().items()]
+    lines += _table(("param", "value"), rows)
+    lines += ["", "## Metrics", ""]
+    found = results(facts)
+    if found:
+        seeds = getattr(getattr(facts.evaluation, "conditions", None), "sample_seeds", None)
+        spread = f"mean ± std over {seeds} sample seeds" if seeds else "value"
+        lines += _table(
+            ("metric", spread, "sampled at"), [(r.name, r.cell(), r.point) for r in found]
+        )
+    else:
+        lines.append("No metrics yet: `dvc repro` evaluates the model.")
+    lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations(meta)), ""]
+    lines += [
+        "## Upload",
+        "",
+        f"`huggingface-cli upload YOUR_NAME/{folder} {folder} .` (run by you; t2i never uploads)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def limitations(meta) -> list[str]:
+    """What the model cannot do, from what it is."""
+    out = []
+    if meta.data == "fmnist":
+        out.append("Fashion-MNIST only: 28x28 grey images of ten clothing classes.")
+    else:
+        out.append("Small, blurry images: a CVAE's samples are the mean of its decoder.")
+    if meta.is_text:
+        out.append(
+            "Captions far from its training captions map to embeddings it never saw; "
+            "the images then follow the nearest class, or none."
+        )
+    if not meta.can_guide:
+        out.append("Trained without a null condition (cond_null_p 0): it cannot be guided.")
+    out.append(
+        "The metrics score samples with a judge classifier's features (ours), not Inception: "
+        "comparable across this project's runs only."
+    )
+    return out
+
+
+def model_card(facts: CardFacts) -> ModelCard:
+    """The whole card, parsed back by huggingface_hub (its metadata is validated there)."""
+    return ModelCard(f"---\n{card_data(facts).to_yaml()}\n---\n\n{body(facts)}")
