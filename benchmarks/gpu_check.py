@@ -7,7 +7,8 @@ It builds, in a temporary folder, WebDataset shards at 224 of crops, flips and s
 scikit-image's photographs (pipeline/testing/photos.py), five captions each, and their
 embedding caches from CLIP ViT-B/32 and T5-small at their real sizes with random weights
 (pipeline/testing/encoders.py; speed does not depend on the weight values). Then, through the
-real code (registry builds, ShardCaptionPairs / ResidentCaptionPairs, train_one_epoch, fit):
+real code (registry builds of the models' params.yaml entries, ShardCaptionPairs /
+ResidentCaptionPairs, train_one_epoch, fit):
 
 gpu_embed.json      captions/s of each encoder's fast path at batch 1024 under fp32, bf16 and
                     fp16 autocast, with the max abs difference from fp32 (embed.precision)
@@ -15,10 +16,11 @@ gpu_train.json      pairs/s and peak GPU memory of coco_clip and coco_t5 at batc
                     x fp32 / bf16 autocast x channels_last off / on, compile off; compile on
                     at bf16 + channels_last (``--full-grid``: every combination, slower);
                     the loader alone (pairs/s, all cores); GPU-resident uint8 images
-                    (train.<model>.resident_images) decoded by nvJPEG and by PIL, and
+                    (models.<model>.train.resident_images) decoded by nvJPEG and by PIL, and
                     batch 1024 on them. Every rate also as a ratio to fp32 / plain / same batch.
 gpu_stability.json  --stability-steps optimizer steps of each model in bf16 through fit() at
-                    the default hyperparameters of params.yaml; every loss must be finite.
+                    the arch and train values of its params.yaml entry; every loss must be
+                    finite.
 
 Each file names the device, torch / CUDA / cuDNN versions and the settings. On the CPU
 (``--smoke``) autocast, channels_last and compile do not apply (the stage enables them on
@@ -37,6 +39,7 @@ import resource
 import sys
 import tempfile
 import time
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -44,14 +47,14 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_json
-from pipeline.config import TrainCocoClip, TrainCocoT5, parse_params
+from pipeline.config import Embed, load_params
 from pipeline.data.embeddings import write_embedding_shard
 from pipeline.data.images import encode_jpeg
-from pipeline.data.pairs import ShardCaptionPairs
+from pipeline.data.pairs import Placement, ShardCaptionPairs
 from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.data.shards import write_shards
 from pipeline.encoders import load_encoder
-from pipeline.models.registry import model_spec
+from pipeline.models.registry import build
 from pipeline.testing.encoders import (
     make_random_clip,
     make_random_t5_small,
@@ -59,9 +62,28 @@ from pipeline.testing.encoders import (
     make_tiny_t5,
 )
 from pipeline.testing.photos import TEMPLATES, photo_variants
-from pipeline.train import FitSpec, fit, train_one_epoch
+from pipeline.train import EpochOptions, FitData, FitRun, fit, train_one_epoch
 
-MODELS = {"coco_clip": ("clip-vit-b-32", TrainCocoClip), "coco_t5": ("t5-small", TrainCocoT5)}
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("coco_clip", "coco_t5")  # entries of params.yaml's models:
+
+
+@cache
+def params():
+    """This checkout's params.yaml, validated whole."""
+    return load_params(REPO / "params.yaml")
+
+
+def encoder_of(name: str) -> str:
+    """The encoder whose caption embeddings model ``name`` is conditioned on."""
+    return params().model(name).conditioning
+
+
+def encoder_params(name: str, section: dict):
+    """params.yaml's ``embed.<name>``, with the keys of ``section`` in place of its own."""
+    raw = params().embed.model_dump(by_alias=True)
+    raw[name] = {**raw[name], **section}
+    return Embed.model_validate(raw).encoder(name)
 
 
 class Steps:
@@ -151,11 +173,9 @@ def embed_and_cache(
     }
     captions = [r[2] for r in rows]
     results = {}
-    for name, build in make.items():
-        section = build(folder / "weights" / name)
-        encoder = load_encoder(
-            name, parse_params({"embed": {name: section}}).embed.encoder(name), device
-        )
+    for name, make_weights in make.items():
+        section = make_weights(folder / "weights" / name)
+        encoder = load_encoder(name, encoder_params(name, section), device)
         out, rates = {}, {}
         for precision in ("fp32", "bf16", "fp16"):
             encoder.precision = precision
@@ -192,29 +212,29 @@ def embed_and_cache(
 def timed_steps(model, data, steps: int, warmup: int, amp: bool, device) -> float:
     """Pairs/s of ``steps`` training steps after ``warmup`` ones (compile happens there)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    train_one_epoch(model, Steps(data, warmup), optimizer, generator, 1.0, amp=amp)
+    generator, options = torch.Generator().manual_seed(0), EpochOptions(grad_clip=1.0, amp=amp)
+    train_one_epoch(model, Steps(data, warmup), optimizer, generator, options)
     sync(device)
     start = time.perf_counter()
-    train_one_epoch(model, Steps(data, steps), optimizer, generator, 1.0, amp=amp)
+    train_one_epoch(model, Steps(data, steps), optimizer, generator, options)
     sync(device)
     return steps * data.batch_size / (time.perf_counter() - start)
 
 
-def train_params(name: str, smoke: bool):
-    """The defaults of params.yaml; with --smoke, narrow layers so a CPU runs them quickly."""
-    params_type = MODELS[name][1]
-    if not smoke:
-        return params_type()
-    return params_type(
-        latent_dim=16, **({"width": 8} if "width" in params_type.model_fields else {})
-    )
+def model_arch(name: str, smoke: bool) -> dict:
+    """The arch of the model's params.yaml entry; with --smoke, narrow layers so a CPU runs
+    them quickly."""
+    arch = dict(params().model(name).arch)
+    if smoke:
+        arch.update(latent_dim=16, **({"width": 8} if "width" in arch else {}))
+    return arch
 
 
 def build_model(args, name: str, text_dim: int, device, channels_last: bool, compile_: bool):
     torch.manual_seed(0)
-    p = train_params(name, args.smoke)
-    model = model_spec(name).build(p, image_size=args.size, text_dim=text_dim).to(device)
+    entry, arch = params().model(name), model_arch(name, args.smoke)
+    sizes = {"image_size": args.size, "text_dim": text_dim}
+    model = build(f"models.{name}.arch", entry.class_name, arch, **sizes).to(device)
     if channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if compile_ and device.type == "cuda":
@@ -230,13 +250,12 @@ def train_grid(args, folder: Path, shards: list[Path], pairs: int, device) -> di
     def data(name: str, batch: int, channels_last: bool) -> ShardCaptionPairs:
         return ShardCaptionPairs(
             shards,
-            folder / "emb" / MODELS[name][0],
+            folder / "emb" / encoder_of(name),
             pairs=pairs,
             batch_size=batch,
             shuffle_buffer=2000,
             workers=workers,
-            device=device,
-            channels_last=channels_last and cuda,
+            placement=Placement(device, channels_last and cuda),
         )
 
     loader = data("coco_clip", max(args.batches), False)
@@ -279,11 +298,10 @@ def train_grid(args, folder: Path, shards: list[Path], pairs: int, device) -> di
             start = time.perf_counter()
             d = ResidentCaptionPairs(
                 shards,
-                folder / "emb" / MODELS[name][0],
+                folder / "emb" / encoder_of(name),
                 images=args.images,
                 batch_size=batch,
-                device=device,
-                channels_last=cuda,
+                placement=Placement(device, channels_last=cuda),
                 gpu_decode=gpu_decode,
             )
             sync(device)
@@ -320,47 +338,37 @@ def train_grid(args, folder: Path, shards: list[Path], pairs: int, device) -> di
 
 def stability(args, folder: Path, shards: list[Path], pairs: int, device) -> dict:
     out = {}
-    for name, (encoder, _) in MODELS.items():
-        p = train_params(name, args.smoke)
-        data = ShardCaptionPairs(
+    cuda = device.type == "cuda"
+    for name in MODELS:
+        p = params().model(name).train
+        stream = ShardCaptionPairs(
             shards,
-            folder / "emb" / encoder,
+            folder / "emb" / encoder_of(name),
             pairs=pairs,
             batch_size=p.batch_size,
             workers=0 if device.type == "cpu" else 4,
-            device=device,
-            channels_last=device.type == "cuda",
+            placement=Placement(device, channels_last=cuda),
         )
-        model = build_model(args, name, data.text_dim, device, True, False)
-        spec = FitSpec(
-            epochs=1,
-            batch_size=p.batch_size,
-            lr=p.lr,
-            weight_decay=p.weight_decay,
-            grad_clip=p.grad_clip,
-            warmup_steps=p.warmup_steps,
-            max_nonfinite_steps=p.max_nonfinite_steps,
-        )
-        start = time.perf_counter()
-        history = fit(
-            model,
-            Steps(data, args.stability_steps),
-            Steps(data, 4),
-            spec,
-            name=name,
-            amp=device.type == "cuda",
-            generator=torch.Generator().manual_seed(0),
+        model = build_model(args, name, stream.text_dim, device, True, False)
+        # one "epoch" of --stability-steps steps, no kept epochs, bf16 where it applies
+        spec = p.model_copy(update={"epochs": 1, "keep_epochs": [], "amp": cuda})
+        run = FitRun(
+            name,
+            torch.Generator().manual_seed(0),
+            name,
             state_path=folder / name / "state.safetensors",
             live_dir=folder / name / "live",
-            fingerprint=name,
         )
+        start = time.perf_counter()
+        data = FitData(Steps(stream, args.stability_steps), Steps(stream, 4))
+        history = fit(model, data, spec, run)
         row = history[-1]
         out[name] = {
             "steps": args.stability_steps,
             "batch_size": p.batch_size,
             "lr": p.lr,
             "warmup_steps": p.warmup_steps,
-            "amp_bf16": device.type == "cuda",
+            "amp_bf16": cuda,
             "nonfinite_steps": int(row["train/nonfinite_steps"]),
             "all_finite": all(math.isfinite(v) for v in row.values())
             and row["train/nonfinite_steps"] == 0,

@@ -40,9 +40,9 @@ from pipeline.data.phrasings import PhrasingBatches, train_phrasings  # noqa: E4
 from pipeline.evaluate import judge_outputs  # noqa: E402
 from pipeline.frontier import FrontierScorer  # noqa: E402
 from pipeline.models.judge import JudgeCNN  # noqa: E402
-from pipeline.models.registry import model_spec  # noqa: E402
+from pipeline.models.registry import build  # noqa: E402
 from pipeline.runtime import make_deterministic  # noqa: E402
-from pipeline.train import fit  # noqa: E402
+from pipeline.train import FitData, FitRun, fit  # noqa: E402
 
 NAME = "fmnist_text_prior"
 
@@ -82,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/null_vector.json")
     args = ap.parse_args(argv)
-    params = load_params(ROOT / "params.yaml")
-    spec = model_spec(NAME)
-    p = spec.train_params(params).model_copy(update={"epochs": args.epochs})
-    ev = spec.evaluate_params(params)
+    entry = load_params(ROOT / "params.yaml").model(NAME)
+    p = entry.train.model_copy(update={"epochs": args.epochs})
+    ev = entry.evaluate
     device = torch.device("cpu")
-    folder = ROOT / "data/embeddings" / p.encoder / "fmnist"
+    folder = ROOT / "data/embeddings" / entry.conditioning / "fmnist"
     phrasings = train_phrasings(folder, fmnist_caption_set()["train"], len(LABELS))
     x_train, y_train = load_tensors(ROOT / "data/raw/fmnist", "train", p.train_limit, device)
     x_test, y_test = load_tensors(ROOT / "data/raw/fmnist", "test", None, device)
@@ -102,22 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for variant in ("zeros", "learned"):
         generator = make_deterministic(p.seed, device)
-        model = spec.build(p, input_dim=x_train.shape[1], cond_dim=cond_dim).to(device)
+        sizes = {"input_dim": x_train.shape[1], "cond_dim": cond_dim}
+        model = build(f"models.{NAME}.arch", entry.class_name, entry.arch, **sizes).to(device)
         if variant == "learned":
             model = LearnedNull(model, cond_dim)
         start = time.perf_counter()
-        history = fit(
-            model,
+        data = FitData(
             PhrasingBatches(x_train, y_train, phrasings, batch_size=p.batch_size),
             PhrasingBatches(x_test, y_test, phrasings, batch_size=1000),
-            p,
-            name=f"{NAME} ({variant} null)",
-            cond_null_p=p.cond_null_p,
-            generator=generator,
-            state_path=None,
-            live_dir=None,
-            fingerprint="",
         )
+        history = fit(model, data, p, FitRun(f"{NAME} ({variant} null)", generator, ""))
         seconds = time.perf_counter() - start
         seeds = [ev.seed + i for i in range(args.seeds)]
         scorer = FrontierScorer(

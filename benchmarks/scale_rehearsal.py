@@ -176,7 +176,7 @@ def evaluate_one(work: str, n: str, size: str, inception: str) -> None:
     import torch
     from PIL import Image
 
-    from pipeline.config import EvaluateCoco
+    from pipeline.config import EvaluateCoco, load_params
     from pipeline.data.embeddings import write_embedding_shard
     from pipeline.data.pairs import ShardCaptionPairs
     from pipeline.data.shards import write_shards
@@ -211,14 +211,11 @@ def evaluate_one(work: str, n: str, size: str, inception: str) -> None:
         {},
     )
     weights = str(save_random_inception(work / "inception.pth")) if with_inception else None
-    p = EvaluateCoco(
-        metric_images=n,
-        batch_size=250,
-        kid_subsets=10,
-        inception_weights=weights,
-        clip_score=make_tiny_clip(work / "clip"),
-        device="cpu",
-    )
+    entry = load_params(REPO / "params.yaml").model("coco_clip").evaluate
+    raw = entry.model_dump()
+    raw["clip_score"] |= make_tiny_clip(work / "clip")
+    raw |= {"metric_images": n, "batch_size": 250, "kid_subsets": 10, "device": "cpu"}
+    p = EvaluateCoco.model_validate({**raw, "inception_weights": weights})
     model = CVAEClip.of(
         image_size=size,
         text_dim=16,
@@ -242,9 +239,7 @@ def evaluate_one(work: str, n: str, size: str, inception: str) -> None:
     batches = tapped(pairs.first_caption_batches(n, p.batch_size))
     generator = torch.Generator().manual_seed(1)
     device = torch.device("cpu")
-    out = evaluate_held_out(
-        model, batches, p, "evaluate.coco_clip", "coco_clip", device, size, 8, generator
-    )
+    out = evaluate_held_out(model, batches, p, "coco_clip", device, generator)
     peak = vm_mb("VmHWM")
     row = {
         "images": out.images,

@@ -24,11 +24,11 @@ import torch
 from PIL import Image
 
 from pipeline.data.embeddings import write_embedding_shard
-from pipeline.data.pairs import ShardCaptionPairs
+from pipeline.data.pairs import Placement, ShardCaptionPairs
 from pipeline.data.shards import write_shards
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_gated import CVAEGated
-from pipeline.train import train_one_epoch
+from pipeline.train import EpochOptions, train_one_epoch
 
 
 def make_data(folder: Path, images: int, size: int) -> tuple[list[Path], Path, int]:
@@ -71,7 +71,8 @@ def loader_rate(data: ShardCaptionPairs) -> float:
 def train_rate(model, data: ShardCaptionPairs, amp: bool) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     start = time.perf_counter()
-    train_one_epoch(model, data, optimizer, torch.Generator().manual_seed(0), 1.0, amp=amp)
+    options = EpochOptions(grad_clip=1.0, amp=amp)
+    train_one_epoch(model, data, optimizer, torch.Generator().manual_seed(0), options)
     if data.device.type == "cuda":
         torch.cuda.synchronize()
     return len(data) / (time.perf_counter() - start)
@@ -97,7 +98,7 @@ def main() -> None:
             batch_size=args.batch_size,
             shuffle_buffer=500,
             workers=args.workers,
-            device=device,
+            placement=Placement(device),
         )
         results["loader_alone_pairs_per_s"] = loader_rate(data)
         clip = dict(width=64, fusion="concat", feature_norm=True, logvar_bound=8.0)

@@ -237,15 +237,15 @@ class Model:
 def check_sampling(guidance: float, temperature: float, seed: int) -> None:
     """Refuse a guidance, temperature or seed outside its range, in one line."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise PipelineError(f"--seed {seed}: expected a whole number from 0 to 2**63 - 1")
+        raise PipelineError(f"seed {seed}: expected a whole number from 0 to 2**63 - 1")
     if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise PipelineError(f"--guidance {guidance}: expected a finite number from 0 to 20")
+        raise PipelineError(f"guidance {guidance}: expected w from 0 to {MAX_GUIDANCE:g}")
     if not 0 <= guidance <= MAX_GUIDANCE:
-        raise PipelineError(f"--guidance {guidance:g}: expected w from 0 to {MAX_GUIDANCE:g}")
+        raise PipelineError(f"guidance {guidance:g}: expected w from 0 to {MAX_GUIDANCE:g}")
     low, high = TEMPERATURE_RANGE
     finite = isinstance(temperature, (int, float)) and math.isfinite(temperature)
     if not finite or not low <= temperature <= high:
-        raise PipelineError(f"--temperature {temperature}: expected T from {low:g} to {high:g}")
+        raise PipelineError(f"temperature {temperature}: expected T from {low:g} to {high:g}")
 
 
 def _visible_caption(text: str, where: str) -> str:
@@ -291,7 +291,7 @@ def load(model_dir: str | Path, params: str | Path | None = None, device: str = 
     if meta.is_text:
         from pipeline.encoders import load_encoder
 
-        spec = _encoder_spec(path, meta.conditioning, embed)
+        spec = encoder_params(path, meta.conditioning, embed)
         encoder = load_encoder(meta.conditioning, spec, torch.device(device))
         require_encoder_weights(config, path, encoder.info)
     limits = Bounds(bounds.max_samples, bounds.batch_size, source)
@@ -308,7 +308,7 @@ def _params(params: str | Path | None) -> tuple[Generate, Embed, str]:
     return loaded.generate, loaded.embed, str(params)
 
 
-def _encoder_spec(path: Path, encoder: str, embed: Embed):
+def encoder_params(path: Path, encoder: str, embed: Embed):
     """The encoder's params section: the exported folder's own, else params.yaml's."""
     default = embed.encoder(encoder)
     exported = path / ENCODER_FILE

@@ -57,13 +57,29 @@ def classifier(feature_dim: int, device) -> JudgeCNN:
     return JudgeCNN.of(num_classes=len(LABELS), feature_dim=feature_dim).to(device)
 
 
+class FreshSamples:
+    """GaFi's dataset recycle (``cas.fresh_each_epoch``): each epoch trains on a new sample set
+    of ``per_class`` images per class from the same model, drawn with the loop's generator."""
+
+    def __init__(self, source: SampleSource, per_class: int, at: tuple[float, float], batch_size):
+        self.source, self.per_class, self.at, self.batch_size = source, per_class, at, batch_size
+
+    def __len__(self) -> int:
+        return self.per_class * len(LABELS)
+
+    def batches(self, generator: torch.Generator | None = None):
+        temperature, guidance = self.at
+        x, y = self.source.training_set(self.per_class, temperature, guidance, generator)
+        yield from InMemoryBatches(x, y, batch_size=self.batch_size).batches(generator)
+
+
 def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
-    """Train ``model`` on ``train`` (x, y) by ``p`` (the cas params, a FitSpec), testing on
-    ``test`` (x, y) after each epoch: its history."""
-    data = FitData(
-        InMemoryBatches(*train, batch_size=p.batch_size), InMemoryBatches(*test, batch_size=1000)
-    )
-    return fit(model, data, p, run)
+    """Train ``model`` by ``p`` (a FitSpec: the cas recipe) on ``train`` (x, y), or on a
+    Batches such as :class:`FreshSamples`, testing on ``test`` (x, y) after each epoch: its
+    history."""
+    if isinstance(train, tuple):
+        train = InMemoryBatches(*train, batch_size=p.batch_size)
+    return fit(model, FitData(train, InMemoryBatches(*test, batch_size=1000)), p, run)
 
 
 def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
@@ -83,20 +99,23 @@ def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
 
 def frontier_cas(source: SampleSource, p, sweeps, feature_dim: int, test) -> dict:
     """CAS at every (w, T) of ``sweeps`` ((guidance_sweep, temperature_sweep)): for each a
-    fresh classifier trained on ``p.frontier_samples_per_class`` samples per class, drawn with
-    seed ``p.seed`` (the same noise at every point), tested on ``test``. A smaller training
-    set than the headline CAS, so these read lower; the same at every point, so the points
-    compare. The eval keys ``frontier`` and ``frontier_conditions``."""
+    fresh classifier trained by the cheaper recipe of ``p.frontier`` on its samples per class,
+    drawn with seed ``p.seed`` (the same noise at every point), tested on ``test``. Fewer
+    samples and epochs than the headline CAS, so these read lower; the same at every point, so
+    the points compare. The eval keys ``frontier`` and ``frontier_conditions``."""
+    recipe = p.frontier
+    spec = p.model_copy(update={k: getattr(recipe, k) for k in ("epochs", "lr", "lr_schedule")})
     guidances, temperatures = sweeps
     points = []
     for t in temperatures:
         for w in guidances:
             generator = make_deterministic(p.seed, source.device)
-            x, y = source.training_set(p.frontier_samples_per_class, t, w, generator)
+            x, y = source.training_set(recipe.samples_per_class, t, w, generator)
             run = FitRun(f"cas {source.name} w={w:g} T={t:g}", generator, fingerprint="")
             net = classifier(feature_dim, source.device)
-            history = train_classifier(net, p, (x, y), test, run)  # seconds: no state, no curves
+            history = train_classifier(net, spec, (x, y), test, run)  # seconds: no state
             points.append({"guidance": w, "temperature": t, "cas": history[-1]["test/accuracy"]})
-    n = p.frontier_samples_per_class * len(LABELS)
-    conditions = {"training_images": n, "epochs": p.epochs, "sample_seed": p.seed}
+    n = recipe.samples_per_class * len(LABELS)
+    conditions = {"training_images": n, "epochs": recipe.epochs, "sample_seed": p.seed}
+    conditions |= {"lr": recipe.lr, "lr_schedule": recipe.lr_schedule}
     return {"frontier": points, "frontier_conditions": conditions}

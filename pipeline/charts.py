@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 LEFT, RIGHT, BOTTOM = 58, 12, 40  # margins around the plot area, in pixels
@@ -47,16 +48,19 @@ def _legend(names: list[str], width: int) -> tuple[str, int]:
     return "".join(parts), y + 12
 
 
-def _frame(
-    title: str,
-    width: int,
-    height: int,
-    top: int,
-    plot_h: int,
-    y_ticks: list[float],
-    y_of,
-    y_name: str,
-) -> list[str]:
+@dataclass(frozen=True)
+class _Box:
+    """A chart's size in pixels, and the top and height of its plot area (its left and right
+    edges are the LEFT and RIGHT margins)."""
+
+    width: int
+    height: int
+    top: int
+    plot_h: int
+
+
+def _frame(title: str, box: _Box, y_ticks: list[float], y_of, y_name: str) -> list[str]:
+    width, height, top, plot_h = box.width, box.height, box.top, box.plot_h
     plot_w = width - LEFT - RIGHT
     parts = [
         f"<svg class='chart' width='{width}' "
@@ -115,7 +119,7 @@ def line_chart(
         return top + plot_h - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * plot_h
 
     height = top + plot_h + BOTTOM
-    parts = [*_frame(title, width, height, top, plot_h, y_ticks, y_of, y_name), legend]
+    parts = [*_frame(title, _Box(width, height, top, plot_h), y_ticks, y_of, y_name), legend]
     for tick in nice_ticks(x_low, x_high, 4):
         if x_low <= tick <= x_high:
             parts.append(
@@ -165,7 +169,7 @@ def bar_chart(
     def y_of(y: float) -> float:
         return top + plot_h - max(0.0, min(y, 1.0)) * plot_h
 
-    parts = [*_frame(title, width, height, top, plot_h, y_ticks, y_of, y_name), legend]
+    parts = [*_frame(title, _Box(width, height, top, plot_h), y_ticks, y_of, y_name), legend]
     for j, category in enumerate(categories):
         x0 = LEFT + 6 + j * group
         for i, (name, values) in enumerate(series.items()):

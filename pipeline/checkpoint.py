@@ -32,10 +32,10 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save_file
 from torch import nn
@@ -62,7 +62,9 @@ class SavedMeta(BaseModel):
     class_name: str = Field(alias="class", description="its class-table key (models/registry.py)")
     model: str = Field(description="the class's kind")
     data: Literal["fmnist", "coco"] = Field(description="what it was trained on")
-    image_shape: tuple[int, int, int] = Field(description="[C, H, W] of the images it draws")
+    image_shape: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        min_length=3, max_length=3, description="[C, H, W] of the images it draws"
+    )
     conditioning: Literal["label"] | EncoderName | None = Field(
         description="label: one-hot classes; an encoder: its caption embeddings; null: the judge"
     )
@@ -75,6 +77,11 @@ class SavedMeta(BaseModel):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the encoder's weights file"
     )
     test_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="the judge's")
+
+    @field_validator("image_shape", mode="before")
+    @classmethod
+    def _shape_as_list(cls, value):
+        return list(value) if isinstance(value, tuple) else value  # (C, H, W) from the code
 
     @property
     def is_text(self) -> bool:
@@ -116,12 +123,14 @@ def save_weights(path: Path, model: nn.Module) -> None:
 
 def save_model(model_dir: Path, model: nn.Module, meta: dict) -> None:
     """config.json is the class's kind, ``model.config`` and ``meta`` (validated as
-    :class:`SavedMeta`, so a loader can read back whatever is written); weights first, config
-    last (the config names weights that exist)."""
+    :class:`SavedMeta`, so a loader can read back whatever is written). The old config goes
+    first, the weights next, the new config last: a save that fails part-way leaves no config,
+    so no loader pairs new weights with an old config or old weights with a new one."""
     meta = SavedMeta.model_validate({**meta, "model": model.kind})
     if type(model) is not model_class(meta.class_name):
         raise TypeError(f"{type(model).__name__} is not the class {meta.class_name!r}")
-    save_weights(model_dir / "model.safetensors", model)
+    (model_dir / "config.json").unlink(missing_ok=True)  # a failed save leaves no config
+    save_weights(model_dir / "model.safetensors", model)  # naming weights it did not write
     saved = meta.model_dump(by_alias=True, exclude_none=True)
     write_json(model_dir / "config.json", {**saved, **model.config.model_dump()})
 
@@ -163,7 +172,10 @@ def read_config(config_path: Path) -> SavedConfig:
         meta = SavedMeta.model_validate({k: v for k, v in config.items() if k not in fields})
     except ValidationError as exc:
         raise _invalid(config_path, exc.errors()[0]) from None
-    for key, value in (("encoder_weights", meta.encoder_weights), ("encoder_sha256", meta.encoder_sha256)):
+    for key, value in (
+        ("encoder_weights", meta.encoder_weights),
+        ("encoder_sha256", meta.encoder_sha256),
+    ):
         if meta.is_text and value is None:
             raise PipelineError(
                 f"{config_path}: key {key}: missing; a text-conditioned model records its "
@@ -219,8 +231,8 @@ def _parse(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     ``data``); a file that is no safetensors is one line."""
     try:
         loaded = load(data)
-    except (SafetensorError, KeyError) as exc:  # KeyError: a dtype that torch does not read
-        why = f"dtype {exc} is none torch reads" if isinstance(exc, KeyError) else str(exc)
+    except (SafetensorError, KeyError) as exc:  # KeyError: a dtype safetensors.torch lacks
+        why = f"unsupported dtype {exc}" if isinstance(exc, KeyError) else str(exc)
         raise PipelineError(f"{path}: not a readable safetensors file ({why}); {_AGAIN}") from None
     return {key: loaded.pop(key).clone() for key in list(loaded)}
 

@@ -8,6 +8,7 @@ project, not with binarised-MNIST results in the literature.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -235,26 +236,34 @@ def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, names: lis
     return conditional_accuracy(predicted, labels, names)["per_class"]
 
 
+@dataclass(frozen=True)
+class Judging:
+    """How a sample set is judged: by ``judge`` (run in batches of ``batch_size``), its
+    predictions read as the classes ``names``, its features compared with ``real_features``."""
+
+    judge: torch.nn.Module
+    real_features: np.ndarray
+    names: list[str]
+    batch_size: int = 500
+
+
 def seeded_sample_scores(
     model,
-    judge,
     conditions: torch.Tensor,
     intended: torch.Tensor,
-    real_features: np.ndarray,
-    names: list[str],
+    judging: Judging,
     seeds: list[int],
     temperature: float,
-    batch_size: int,
 ) -> tuple[dict, dict]:
     """One sample set per seed under ``conditions``: the judge's accuracy against ``intended``
-    (overall and per class) and the Fréchet distance of its features to ``real_features``,
-    each as {"mean", "std"} over the seeds."""
+    (overall and per class) and the Fréchet distance of its features to the real ones, each
+    as {"mean", "std"} over the seeds."""
     accuracy, frechet = [], []
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
         samples = sample_images(model, conditions, generator, temperature)
         require_finite_tensor(samples, f"samples of seed {seed}")  # never scored
-        predicted, features = judge_outputs(judge, samples, batch_size)
-        accuracy.append(conditional_accuracy(predicted, intended, names))
-        frechet.append(frechet_distance(features, real_features))
+        predicted, features = judge_outputs(judging.judge, samples, judging.batch_size)
+        accuracy.append(conditional_accuracy(predicted, intended, judging.names))
+        frechet.append(frechet_distance(features, judging.real_features))
     return summarise(accuracy), mean_std(frechet)

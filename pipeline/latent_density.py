@@ -73,7 +73,7 @@ class DensityMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    format: Literal["t2i-cvae ex-post density"] = Field(description="what the file is")
+    format: Literal[FORMAT] = Field(description="what the file is")
     classes: int = Field(ge=1, description="K: one mixture per class")
     components: int = Field(ge=1, description="J: Gaussians per mixture")
     latent_dim: int = Field(ge=1, description="L: size of z")

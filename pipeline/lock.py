@@ -32,6 +32,7 @@ from pipeline.errors import PipelineError
 LOCK_NAME = ".lock"
 MAX_HOLDER_BYTES = 4096  # {"pid": ..., "command": ...}: a line; garbage beyond is not read
 MAX_COMMAND_CHARS = 200
+_HELD: set[tuple[int, int]] = set()  # (device, inode) of the lock files this process holds
 _PLAIN = "the lock of a model folder is a plain file that the pipeline writes: remove it, rerun"
 
 
@@ -66,15 +67,18 @@ def _holder_text(fd: int) -> str:
 
 
 def lock_holder(folder: Path) -> str | None:
-    """'<command> (pid N)' of the process writing ``folder`` now, or None when none is (or
-    its lock file is missing, unreadable, a symlink, or no regular file: then no writer of
-    this pipeline holds it). A probe: it creates nothing and holds nothing when it returns."""
+    """'<command> (pid N)' of another process writing ``folder`` now, or None when none is:
+    this process holds it itself (`t2i evaluate` loads the model it locks: a file missing
+    there is missing, not "being written"), or its lock file is missing, unreadable, a
+    symlink or no regular file (no writer of this pipeline holds such). A probe: it creates
+    nothing and holds nothing when it returns."""
     try:
         fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in _HELD:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -104,12 +108,15 @@ def model_lock(folder: Path, command: str) -> Iterator[None]:
                 f"{folder}: {_holder_text(fd)} is writing this model now; wait for it to "
                 "finish, or stop it"
             ) from None
-        with writing(folder / LOCK_NAME):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        st = os.fstat(fd)
+        _HELD.add((st.st_dev, st.st_ino))
         try:
+            with writing(folder / LOCK_NAME):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
             yield
         finally:
+            _HELD.discard((st.st_dev, st.st_ino))
             os.ftruncate(fd, 0)  # still held: no prober reads a finished writer's pid
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -70,8 +70,9 @@ def _distinct(points: list) -> list:
     for point in points:
         key = point.point_key()
         if key in seen:
-            shown = ", ".join(f"{axis} {v}" for axis, v in zip(("w", "T"), key, strict=True))
-            raise ValueError(f"the point ({shown}) appears twice; a sweep's points are distinct")
+            raise ValueError(
+                f"the point ({point.point_label()}) appears twice; a sweep's points are distinct"
+            )
         seen.add(key)
     return points
 
@@ -85,7 +86,11 @@ class SweepPoint(Metrics):
     temperature: Temperature
 
     def point_key(self) -> tuple[str, ...]:
+        """The point as printed: two points that print the same are the same point."""
         return w_text(self.guidance), w_text(self.temperature)
+
+    def point_label(self) -> str:
+        return f"w {w_text(self.guidance)}, T {w_text(self.temperature)}"
 
 
 class MeanStd(Metrics):

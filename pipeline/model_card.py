@@ -11,6 +11,7 @@ name or summary can add links, images or HTML to a published card.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pipeline.metrics import CocoEval, LabelEval, MeanStd, ModelCas, TextEval, w
 LIBRARY = "t2i-cvae"
 DATASETS = {"fmnist": ("fashion_mnist", "Fashion-MNIST"), "coco": ("coco", "MS-COCO 2014")}
 TASK = "text-to-image"
-_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#!|~&])")  # links, images, HTML, emphasis, tables
 
 
 def md(text: object) -> str:
@@ -243,8 +244,13 @@ def body(facts: CardFacts) -> str:
     if meta.is_text:
         rows += [("encoder weights", meta.encoder_weights), ("encoder sha256", meta.encoder_sha256)]
     if entry is not None:
-        rows += [(f"arch.{k}", v) for k, v in sorted(entry.arch.items())]
-        rows += [(f"train.{k}", v) for k, v in entry.train.model_dump().items()]
+        rows += [(f"arch.{k}", json.dumps(v)) for k, v in sorted(entry.arch.items())]
+        rows += [(f"train.{k}", json.dumps(v)) for k, v in entry.train.model_dump().items()]
+        lines += [
+            f"cond\\_null\\_p and the encoder from the model's own config.json; arch and train "
+            f"from params.yaml's models.{md(meta.name)} at export time.",
+            "",
+        ]
     lines += _table(("param", "value"), rows)
     lines += ["", "## Metrics", ""]
     found = results(facts)
@@ -260,7 +266,8 @@ def body(facts: CardFacts) -> str:
     lines += [
         "## Upload",
         "",
-        f"`huggingface-cli upload YOUR_NAME/{folder} {folder} .` (run by you; t2i never uploads)",
+        f"From the folder that holds `{folder}`: `huggingface-cli upload YOUR_NAME/{folder} "
+        f"{folder} .` (your own command; t2i never touches the network).",
         "",
     ]
     return "\n".join(lines)

@@ -61,6 +61,7 @@ window.addEventListener("load", () => {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CURVE_ORDER = ["loss", "recon", "kl"]  # the negative ELBO and its two terms first
 REAL_PER_CLASS = "judge_accuracy_on_real_test_per_class"  # {class: accuracy}, when written
+CHARTED = ("frontier",)  # top-level metrics a chart shows instead of table rows
 
 
 # ---------------------------------------------------------------------------- tables
@@ -176,11 +177,13 @@ def number(value: MeanStd | float | None, digits: int | None = None) -> Span:
 
 def flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
     """Dotted keys to leaves of a validated metrics object (or a params dict); a MeanStd is
-    one leaf; keys the file did not set are left out."""
+    one leaf; keys the file did not set are left out, and so is an eval.json's ``frontier``
+    (frontier.json's chart shows it)."""
     if isinstance(obj, RootModel):
         obj = obj.root
     if isinstance(obj, BaseModel) and not isinstance(obj, MeanStd):
-        obj = {k: getattr(obj, k) for k in type(obj).model_fields if k in obj.model_fields_set}
+        fields = sorted(k for k in type(obj).model_fields if k in obj.model_fields_set)
+        obj = {k: getattr(obj, k) for k in fields if prefix or k not in CHARTED}
     if isinstance(obj, dict):
         rows = []
         for key, value in obj.items():

@@ -245,25 +245,36 @@ class BatchLosses(nn.Module):
         return self.model.batch_losses(*batch)
 
 
+@dataclass(frozen=True)
+class EpochOptions:
+    """How :func:`train_one_epoch` takes its steps; each field may keep its default.
+
+    ``grad_clip``: the gradient-norm clip (None or 0: none). ``amp``: bf16 autocast (on CUDA
+    only). ``losses``: the module whose forward gives the loss terms; under torchrun the
+    DistributedDataParallel-wrapped :class:`BatchLosses` (None: ``BatchLosses(model)``).
+    ``guard``: skips and counts non-finite steps (None: one that never stops the run).
+    ``lr_at()``: the learning rate of the next optimizer step (None: the optimizer's own)."""
+
+    grad_clip: float | None = None
+    amp: bool = False
+    losses: nn.Module | None = None
+    guard: StepGuard | None = None
+    lr_at: Callable[[], float] | None = None
+
+
 def train_one_epoch(
     model: nn.Module,
     data: Batches,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    grad_clip: float | None = None,
+    options: EpochOptions = EpochOptions(),
     desc: str = "train",
-    amp: bool = False,
-    losses: nn.Module | None = None,
-    guard: StepGuard | None = None,
-    lr_at: Callable[[], float] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``data``. ``losses``: the DistributedDataParallel-wrapped model under
-    torchrun. ``guard`` skips non-finite steps; ``lr_at()`` gives the learning rate of the
-    next optimizer step.
-    """
+    """One pass over ``data``, each step as ``options`` say; ``desc`` labels the progress bar."""
     model.train()
-    losses = losses or BatchLosses(model)
-    guard = guard or StepGuard("model", limit=1 << 30)
+    grad_clip, amp, lr_at = options.grad_clip, options.amp, options.lr_at
+    losses = options.losses or BatchLosses(model)
+    guard = options.guard or StepGuard("model", limit=1 << 30)
     totals: dict[str, float] = {}
     count = 0
     steps = -(-len(data) // data.batch_size)
@@ -412,6 +423,9 @@ def fit(model: nn.Module, data: FitData, spec: FitSpec, run: FitRun) -> list[dic
             return one_cycle_lr(spec.lr, steps, total_steps)
         return spec.lr * min(1.0, steps / spec.warmup_steps) if spec.warmup_steps else spec.lr
 
+    options = EpochOptions(
+        grad_clip=spec.grad_clip, amp=spec.amp, losses=losses, guard=guard, lr_at=lr_at
+    )
     live = None
     if rank0 and run.live_dir is not None:
         staged = partial_live_dir(run.live_dir)
@@ -426,16 +440,7 @@ def fit(model: nn.Module, data: FitData, spec: FitSpec, run: FitRun) -> list[dic
             row = {
                 f"train/{k}": v
                 for k, v in train_one_epoch(
-                    model,
-                    train,
-                    optimizer,
-                    generator,
-                    spec.grad_clip,
-                    desc=f"epoch {epoch + 1}/{spec.epochs}",
-                    amp=spec.amp,
-                    losses=losses,
-                    guard=guard,
-                    lr_at=lr_at,
+                    model, train, optimizer, generator, options, f"epoch {epoch + 1}/{spec.epochs}"
                 ).items()
             }
             guard.end_epoch()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up t2i-cvae from nothing: Debian's Fashion-MNIST package (the offline data source),
 # the DejaVu fonts (figure labels), Chromium (the report test opens pages in it), a virtual
-# environment in .venv, and the package with its dev tools. Safe to rerun.
+# environment in .venv, and the package with its dev tools and the demo's Gradio. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +23,5 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,demo]'
 echo "set up: activate with '. .venv/bin/activate'"

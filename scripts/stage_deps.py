@@ -176,7 +176,9 @@ def wanted_items(root: Path = ROOT) -> dict[tuple[str, str], dict[str, dict]]:
 
 def wanted_frontier_plot(root: Path = ROOT) -> dict[str, str]:
     entries = model_entries(root)
-    return {f"metrics/{n}/frontier.json": "accuracy" for n, e in entries.items() if e.data == "fmnist"}
+    return {
+        f"metrics/{n}/frontier.json": "accuracy" for n, e in entries.items() if e.data == "fmnist"
+    }
 
 
 def item_drift(root: Path = ROOT) -> list[str]:

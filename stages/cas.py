@@ -8,8 +8,10 @@ with the same recipe on the real training images: the score a perfect generator 
 A model that draws only its class means scores high sample accuracy but a low CAS.
 
 A model's CAS is measured at w = 0, at the w its evaluation chose (metrics/<model>/eval.json,
-read through its schema) and, on ``cas.frontier_samples_per_class`` samples per class, at every
-(w, T) of its frontier (pipeline/cas.py:frontier_cas). The run holds the model's lock, clears
+read through its schema) and, by the cheaper recipe of ``cas.frontier``, at every (w, T) of its
+frontier (pipeline/cas.py:frontier_cas). The headline recipe (the FitSpec keys of ``cas``) is
+shared by cas_real and every model; ``cas.fresh_each_epoch`` draws a new sample set each
+epoch. The run holds the model's lock, clears
 the curves it replaces, and publishes them with the CAS file, never before.
 """
 
@@ -51,20 +53,31 @@ def score(name: str, p, judge, test, guidance: float | None, generator) -> dict:
     ``generator`` serves every score of a run, in order."""
     device = test[0].device
     if guidance is None:
-        x_train, y_train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
+        train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on, tag = "the real training images", name
     else:
         source = _source(name, device)
-        x_train, y_train = source.training_set(p.samples_per_class, p.temperature, guidance, generator)
+        at = (p.temperature, guidance)
+        if p.fresh_each_epoch:  # GaFi's dataset recycle
+            train = cas.FreshSamples(source, p.samples_per_class, at, p.batch_size)
+        else:
+            train = source.training_set(p.samples_per_class, *at, generator)
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
     net = cas.classifier(judge.feature_dim, device)
     extra = None if tag == name else {"guidance": guidance}
     fingerprint = training_fingerprint(f"t2i cas {name}", net, p, extra)
-    run = FitRun(f"cas {tag}", generator, fingerprint, state_file(f"cas_{tag}"), _live(name, guidance))
-    history = cas.train_classifier(net, p, (x_train, y_train), test, run)
+    run = FitRun(
+        f"cas {tag}", generator, fingerprint, state_file(f"cas_{tag}"), _live(name, guidance)
+    )
+    history = cas.train_classifier(net, p, train, test, run)
     temperature = None if guidance is None else p.temperature
-    conditions = dict(trained_on=trained_on, training_images=len(x_train), epochs=p.epochs)
-    conditions |= {"temperature": temperature, "guidance": guidance}
+    images = len(train[0]) if isinstance(train, tuple) else len(train)
+    conditions = dict(trained_on=trained_on, training_images=images, epochs=p.epochs)
+    conditions |= {"temperature": temperature, "guidance": guidance, "lr": p.lr}
+    conditions |= {
+        "lr_schedule": p.lr_schedule,
+        "fresh_each_epoch": isinstance(train, cas.FreshSamples),
+    }
     return cas.cas_metrics(history, net, test, conditions)
 
 
@@ -97,7 +110,7 @@ def _run(name: str, params) -> None:
             k: v for k, v in guided.items() if k != "at_chosen_guidance"
         }
         live.append(_live(name, w))
-        if p.frontier_samples_per_class:
+        if p.frontier.samples_per_class:
             ev = params.model(name).evaluate
             sweeps = (ev.guidance_sweep, ev.temperature_sweep)
             metrics |= cas.frontier_cas(_source(name, device), p, sweeps, judge.feature_dim, test)

@@ -23,9 +23,9 @@ from pipeline.coco_figures import coco_figures
 from pipeline.config import load_params
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.encoders import load_encoder
+from pipeline.errors import PipelineError
 from pipeline.finite import require_finite
 from pipeline.heldout import evaluate_held_out
-from pipeline.errors import PipelineError
 from pipeline.lock import model_lock
 from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.runtime import make_deterministic, resolve_device

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.data.fmnist_download import fetch_fmnist
+from pipeline.data.fmnist_download import HttpLimits, fetch_fmnist
 from stages.layout import RAW_FMNIST
 
 
@@ -14,8 +14,7 @@ def run(params_path: Path) -> None:
         source=p.source,
         local_dir=p.local_dir,
         mirrors=p.mirrors,
-        retries=p.retries,
-        backoff_s=p.backoff_s,
-        timeout_s=p.timeout_s,
-        deadline_s=p.deadline_s,
+        http=HttpLimits(
+            retries=p.retries, backoff_s=p.backoff_s, timeout_s=p.timeout_s, deadline_s=p.deadline_s
+        ),
     )

@@ -19,7 +19,7 @@ from pipeline.evaluate import (
     real_vs_real_frechet,
 )
 from pipeline.finite import require_finite
-from pipeline.fmnist_figures import label_figures
+from pipeline.fmnist_figures import Sampling, label_figures
 from pipeline.frontier import (
     VAL_SEED_OFFSET,
     FrontierScorer,
@@ -27,8 +27,8 @@ from pipeline.frontier import (
     guided_frontier,
     validation_reference,
 )
-from pipeline.models.judge import JudgeCNN
 from pipeline.lock import model_lock
+from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
 
@@ -36,6 +36,8 @@ from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
 def run(name: str, params_path: Path) -> None:
     p = load_params(params_path).model(name).evaluate
     with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        for stale in ("eval.json", "frontier.json"):  # a failed run leaves none, never the
+            (METRICS / name / stale).unlink(missing_ok=True)  # last run's beside new figures
         _evaluate(name, p)
 
 
@@ -96,7 +98,7 @@ def _evaluate(name: str, p) -> None:
     require_finite(frontier, str(METRICS / name / "frontier.json"))
     require_finite(metrics, str(path))
     label_figures(
-        model, x_test, c_test, p.grid_columns, generator, p.temperature, w, REPORTS / name
+        model, x_test, c_test, p.grid_columns, generator, Sampling(p.temperature, w), REPORTS / name
     )
     write_json(METRICS / name / "frontier.json", frontier)  # metrics last: a failed
     write_json(path, metrics)  # stage leaves none

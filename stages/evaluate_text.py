@@ -23,8 +23,8 @@ from pipeline.evaluate import judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
-from pipeline.models.judge import JudgeCNN
 from pipeline.lock import model_lock
+from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
@@ -32,6 +32,8 @@ from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_di
 def run(name: str, params_path: Path) -> None:
     p = load_params(params_path).model(name).evaluate
     with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        for stale in ("eval.json", "frontier.json"):  # a failed run leaves none, never the
+            (METRICS / name / stale).unlink(missing_ok=True)  # last run's beside new figures
         _evaluate(name, p)
 
 

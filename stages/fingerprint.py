@@ -39,10 +39,10 @@ def declared_deps(cmd: str) -> list[Path]:
 
 # Keys that change no trained weight: raising ``epochs`` continues a run; ``keep_epochs`` is
 # checked against the kept files themselves (pipeline/train.py); the rest say when to stop,
-# or (``frontier_samples_per_class``) size other classifiers of the stage.
+# or (``frontier``) set other classifiers of the stage.
 RESUMABLE = {
     "epochs",
-    "frontier_samples_per_class",
+    "frontier",
     "keep_epochs",
     "max_nonfinite_steps",
     "max_nonfinite_share",

@@ -1,7 +1,10 @@
 """`t2i report MODEL`: reports/<model>/report.html from the run's figures, training curves,
 metrics and params. `t2i report --all`: that page for every model with metrics, and
 reports/index.html comparing them. Not DVC stages: a page is a view of committed outputs.
-It inlines only files the pipeline wrote (pipeline/report.py read_owned): never a symlink."""
+
+It inlines only files the pipeline wrote (pipeline/report.py read_owned: never a symlink), and
+reads each metrics file through its schema (pipeline/metrics.py), the eval.json's chosen by the
+model's params entry: a bad file is one line naming it and the key, and nothing is written."""
 
 import os
 from pathlib import Path
@@ -9,8 +12,7 @@ from pathlib import Path
 from pipeline.atomic import write_bytes
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.jsonfile import parse_json
-from pipeline.models.registry import GENERATIVE, model_spec
+from pipeline.metrics import FrontierRows, Live, eval_schema, parse_metrics
 from pipeline.report import (
     per_class_series,
     read_curves,
@@ -22,47 +24,48 @@ from pipeline.report import (
 from stages.layout import METRICS, REPORTS, live_dir
 
 
-def _metric_files(model: str) -> list[Path]:
-    folder = METRICS / model
-    return sorted(folder.glob("*.json")) + sorted(folder.glob("**/metrics.json"))
+def _metric_files(model: str, entry) -> dict[str, tuple[Path, type]]:
+    """{name: (path, schema)} of the metrics files the model's stages write and that exist
+    (or stand there as a symlink, which reading refuses). Nothing else is read."""
+    files = {
+        "eval.json": (METRICS / model / "eval.json", eval_schema(entry)),
+        "frontier.json": (METRICS / model / "frontier.json", FrontierRows),
+        "train/metrics.json": (live_dir(model) / "metrics.json", Live),
+    }
+    return {
+        name: (path, schema)
+        for name, (path, schema) in files.items()
+        if schema is not None and (path.is_symlink() or path.exists())
+    }
 
 
-def _read_metrics(model: str, max_bytes: int) -> dict[str, dict]:
-    """{path relative to metrics/<model>: its JSON}, with eval.json first."""
-    metrics = {}
-    for path in _metric_files(model):
-        hint = "rerun the stage that writes it (dvc repro) or delete it"
-        data = read_owned(path, (METRICS,), max_bytes)
-        key = path.relative_to(METRICS / model).as_posix()
-        metrics[key] = parse_json(data, str(path), "metrics JSON", hint)
-    return metrics
-
-
-def _views(model: str, max_bytes: int) -> tuple[dict, dict, dict, list]:
-    """(metrics, training curves, per-class accuracy series, guidance frontier rows)."""
-    metrics = _read_metrics(model, max_bytes)
-    frontier = metrics.pop("frontier.json", [])  # a chart, not a table: so is eval.json's
-    metrics.get("eval.json", {}).pop("frontier", None)
+def _views(model: str, entry, max_bytes: int) -> tuple[dict, dict, dict, list]:
+    """(validated metrics by file, training curves, per-class accuracy series, frontier rows),
+    with eval.json first."""
+    metrics = {
+        name: parse_metrics(read_owned(path, (METRICS,), max_bytes), str(path), schema)
+        for name, (path, schema) in _metric_files(model, entry).items()
+    }
+    frontier = metrics.pop("frontier.json", None)  # a chart, not a table: so is eval.json's
     curves = read_curves(live_dir(model) / "plots" / "metrics", (METRICS,), max_bytes)
-    return metrics, curves, per_class_series(metrics.get("eval.json", {})), frontier
+    per_class = per_class_series(metrics.get("eval.json"))
+    return metrics, curves, per_class, frontier.root if frontier else []
 
 
 def run(model: str, params_path: Path, output: Path | None = None) -> Path:
-    spec = model_spec(model)
     params = load_params(params_path)
+    entry = params.model(model)  # an unknown name is one line naming the entries
     limit = params.report.max_file_bytes
     figures = {
         p.name: read_png(p, (REPORTS,), limit) for p in sorted((REPORTS / model).glob("*.png"))
     }
-    metrics, curves, per_class, frontier = _views(model, limit)
+    metrics, curves, per_class, frontier = _views(model, entry, limit)
     if not figures and not metrics:
         raise PipelineError(
             f"no figures in {REPORTS / model} and no metrics in "
             f"{METRICS / model}: run its stages first (dvc repro)"
         )
-    sections = {spec.train_section: spec.train_params(params).model_dump(by_alias=True)}
-    if spec.evaluate_type is not None:
-        sections[f"evaluate.{model}"] = spec.evaluate_params(params).model_dump(by_alias=True)
+    sections = {f"models.{model}": entry.model_dump(by_alias=True)}
     output = output or REPORTS / model / "report.html"
     metrics = {str(METRICS / model / name): values for name, values in metrics.items()}
     title = f"t2i-cvae: {model}"
@@ -71,16 +74,17 @@ def run(model: str, params_path: Path, output: Path | None = None) -> Path:
 
 
 def run_all(params_path: Path, output: Path | None = None) -> Path:
-    """Every model of the registry with a metrics file, in registry order."""
-    models = [m for m in GENERATIVE if _metric_files(m)]
+    """Every model of params.yaml with a metrics file, in the order of its entries."""
+    params = load_params(params_path)
+    models = [m for m, entry in params.models.items() if _metric_files(m, entry)]
     if not models:
         raise PipelineError(
-            f"no metrics of any model ({', '.join(GENERATIVE)}) under "
+            f"no metrics of any model ({', '.join(params.models)}) under "
             f"{METRICS}: run the stages first (dvc repro)"
         )
     output = output or REPORTS / "index.html"
-    limit = load_params(params_path).report.max_file_bytes
-    views = {m: _views(m, limit) for m in models}  # read all before writing anything
+    limit = params.report.max_file_bytes
+    views = {m: _views(m, params.models[m], limit) for m in models}  # all read before writing
     links = {}
     for model in models:
         page = run(model, params_path)

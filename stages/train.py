@@ -67,7 +67,12 @@ def _train(name: str, entry) -> None:
         state_path=state_file(name),
         live_dir=live_dir(name),
     )
-    fit(model, FitData(batches(x_train, y_train, p.batch_size), batches(x_test, y_test, 1000)), p, run)
+    fit(
+        model,
+        FitData(batches(x_train, y_train, p.batch_size), batches(x_test, y_test, 1000)),
+        p,
+        run,
+    )
     meta |= {"name": name, "class": entry.class_name, "data": entry.data}
     meta |= {"conditioning": entry.conditioning, "cond_null_p": p.cond_null_p}
     save_model(model_dir(name), model, meta | {"image_shape": image_shape(entry.data, {})})

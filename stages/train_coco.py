@@ -15,7 +15,7 @@ import torch
 from pipeline.checkpoint import save_model
 from pipeline.config import load_params
 from pipeline.data.embeddings import encoder_identity
-from pipeline.data.pairs import ShardCaptionPairs
+from pipeline.data.pairs import Placement, ShardCaptionPairs
 from pipeline.data.resident import ResidentCaptionPairs
 from pipeline.distributed import start_distributed, stop_distributed
 from pipeline.jsonfile import read_json
@@ -57,8 +57,7 @@ def _train(name: str, entry, device, ranks) -> None:
                 embeddings_dir(entry.conditioning, "coco"),
                 images=counts.get("images", 0),
                 batch_size=p.batch_size,
-                device=device,
-                channels_last=p.channels_last and cuda,
+                placement=Placement(device, p.channels_last and cuda),
                 key=f"models.{name}.train.resident_images",
             )
         return ShardCaptionPairs(
@@ -68,8 +67,7 @@ def _train(name: str, entry, device, ranks) -> None:
             batch_size=p.batch_size,
             shuffle_buffer=p.shuffle_buffer,
             workers=p.workers,
-            device=device,
-            channels_last=p.channels_last and cuda,
+            placement=Placement(device, p.channels_last and cuda),
         )
 
     train, test = pairs(p.subset), pairs(p.eval_subset)

@@ -139,7 +139,8 @@ def stages_run(output: str) -> set[str]:
 
 
 def set_param(repo: Path, section: str, key: str, value) -> None:
-    """Set ``section.key`` (``train.fmnist_label``, ``epochs``) in the repo's params.yaml."""
+    """Set ``section.key`` (``models.fmnist_label.train``, ``epochs``) in the repo's
+    params.yaml."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     node = params
     for part in section.split("."):
@@ -250,3 +251,41 @@ def tiny_prior(**fields):
     sizes = dict(cond_dim=10, latent_dim=6, width=4, cond_hidden=8, prior="learned")
     rest = dict(fusion="concat", cond_noise=0.0, cond_dropout=0.0, arch="mlp")
     return CVAEPrior.of(**{**sizes, **rest, "likelihood": "bernoulli", **fields})
+
+
+def fit_spec(**fields):
+    """A FitSpec for unit tests of the loop: the schedule below unless the test names a key
+    (the schema has no defaults: params.yaml holds the values of the real sections)."""
+    from pipeline.config import FitSpec
+
+    neutral = dict(seed=0, device="cpu", lr_schedule="constant", weight_decay=0.0)
+    neutral |= dict(grad_clip=None, warmup_steps=0, max_nonfinite_steps=20)
+    neutral |= dict(max_nonfinite_share=0.5, cond_null_p=0.0, keep_epochs=[], amp=False)
+    return FitSpec(**{"epochs": 1, "batch_size": 32, "lr": 1e-3, **neutral, **fields})
+
+
+def fit_run(name: str = "model", **fields):
+    """A FitRun for unit tests: a seeded generator, no resume state and no curves unless named."""
+    import torch
+
+    from pipeline.train import FitRun
+
+    generator = fields.pop("generator", None) or torch.Generator().manual_seed(0)
+    return FitRun(name, generator, fields.pop("fingerprint", "test"), **fields)
+
+
+def repo_params() -> dict:
+    """params.yaml of this checkout as a plain mapping (a test changes its copy)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def params_with(key: str, value) -> dict:
+    """The repository's params with dotted ``key`` set to ``value`` (a new key is added): a
+    whole, valid file but for what the test changes, so errors name only that key."""
+    params = repo_params()
+    node = params
+    *parts, last = key.split(".")
+    for part in parts:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return params

@@ -9,36 +9,64 @@ from pipeline.data.fmnist_download import fetch_fmnist
 from pipeline.errors import PipelineError
 from stages.cli import app
 
-from .conftest import REPO
+from .conftest import REPO, params_with, repo_params
+
+FMNIST = "models.fmnist_label.train"
 
 
 def test_repository_params_file_is_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.train.fmnist_label.epochs == 40  # the paper's §2.1 setting
+    assert params.model("fmnist_label").train.epochs == 40  # the paper's §2.1 setting
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(PipelineError, match=r"train\.fmnist_label\.epoch: unknown key"):
-        parse_params({"train": {"fmnist_label": {"epoch": 3}}})
+    with pytest.raises(
+        PipelineError,
+        match=r"^params.yaml: invalid params: models\.fmnist_label\.train\.epoch: unknown key",
+    ):
+        parse_params(params_with(f"{FMNIST}.epoch", 3))
 
 
 def test_wrong_type_is_named_with_expectation():
     with pytest.raises(PipelineError, match=r"judge\.batch_size: .*integer.*'many'"):
-        parse_params({"judge": {"batch_size": "many"}})
+        parse_params(params_with("judge.batch_size", "many"))
 
 
 def test_out_of_range_value_is_named_with_bound():
     with pytest.raises(
-        PipelineError, match=r"train\.fmnist_label\.epochs: .*greater than or equal to 1"
+        PipelineError, match=r"models\.fmnist_label\.train\.epochs: .*greater than or equal to 1"
     ):
-        parse_params({"train": {"fmnist_label": {"epochs": 0}}})
+        parse_params(params_with(f"{FMNIST}.epochs", 0))
 
 
 def test_every_bad_key_is_listed_at_once():
+    raw = repo_params()
+    raw["judge"] |= {"lr": -1, "device": "tpu"}
+    raw["models"]["fmnist_label"]["evaluate"]["typo"] = 1
     with pytest.raises(PipelineError) as info:
-        parse_params({"judge": {"lr": -1, "device": "tpu"}, "evaluate": {"typo": 1}})
+        parse_params(raw)
     message = str(info.value)
-    assert "judge.lr" in message and "judge.device" in message and "evaluate.typo" in message
+    assert "judge.lr" in message and "judge.device" in message
+    assert "models.fmnist_label.evaluate.typo" in message
+
+
+@pytest.mark.parametrize("section", ["models", "judge", "cas", "report"])
+def test_a_section_without_defaults_is_named_when_missing(section):
+    """The models, the judge, CAS and the report's paper model have no defaults: params.yaml
+    holds their values, and a file without one is one line naming it."""
+    raw = repo_params()
+    del raw[section]
+    with pytest.raises(PipelineError, match=rf"^params.yaml: invalid params: {section}: Field req"):
+        parse_params(raw)
+
+
+def test_a_missing_key_of_a_model_entry_is_named():
+    train = {k: v for k, v in repo_params()["models"]["fmnist_label"]["train"].items()}
+    del train["lr"]
+    with pytest.raises(
+        PipelineError, match=rf"^params.yaml: invalid params: {FMNIST}\.lr: Field required$"
+    ):
+        parse_params(params_with(FMNIST, train))
 
 
 def test_missing_params_file_says_where_to_run(tmp_path):
@@ -52,15 +80,13 @@ def test_stage_stops_on_bad_params_before_any_work(tmp_path, monkeypatch, fmnist
     fetch_fmnist(tmp_path / "data/raw/fmnist", source="local", local_dir=str(fmnist_gz_dir))
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    bad = {"train": {"fmnist_label": {"epochs": -3, "train_limit": 64, "device": "cpu"}}}
+    bad = params_with(FMNIST, repo_params()["models"]["fmnist_label"]["train"])
+    bad["models"]["fmnist_label"]["train"] |= {"epochs": -3, "train_limit": 64, "device": "cpu"}
     Path("params.yaml").write_text(yaml.safe_dump(bad))
     result = CliRunner().invoke(app, ["train", "fmnist_label"])
     assert result.exit_code == 1
-    assert "train.fmnist_label.epochs" in result.output
+    assert "models.fmnist_label.train.epochs" in result.output
     assert sorted(tmp_path.rglob("*")) == [*before, tmp_path / "params.yaml"]
-
-
-FMNIST = "train.fmnist_label"
 
 
 @pytest.mark.parametrize(
@@ -70,30 +96,25 @@ FMNIST = "train.fmnist_label"
         (f"{FMNIST}.epochs", "3", r"a valid integer \(got '3'\)"),
         (f"{FMNIST}.epochs", 3.0, r"a valid integer \(got 3.0\)"),
         ("judge.lr", "0.1", r"a valid number \(got '0.1'\)"),
-        ("train.coco_clip.amp", "yes", r"a valid boolean \(got 'yes'\)"),
+        ("models.coco_clip.train.amp", "yes", r"a valid boolean \(got 'yes'\)"),
         ("download.fmnist.retries", False, r"a valid integer \(got False\)"),
     ],
 )
 def test_bools_and_strings_are_not_numbers(key, value, expected):
-    raw: dict = {}
-    node = raw
-    *sections, name = key.split(".")
-    for section in sections:
-        node = node.setdefault(section, {})
-    node[name] = value
     with pytest.raises(
         PipelineError,
-        match=rf"^params.yaml: invalid params: {key}: Input should "
-        rf"be {expected}$",
+        match=rf"^params.yaml: invalid params: {key}: Input should be {expected}$",
     ):
-        parse_params(raw)
+        parse_params(params_with(key, value))
 
 
 @pytest.mark.parametrize("key", ["timeout_s", "deadline_s", "backoff_s"])
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
 def test_infinities_and_nan_are_refused_in_one_line(tmp_path, key, value):
     path = tmp_path / "params.yaml"
-    path.write_text(f"download:\n  coco:\n    {key}: {value}\n")
+    text = yaml.safe_dump(params_with(f"download.coco.{key}", 12345.5), sort_keys=False)
+    path.write_text(text.replace(f"{key}: 12345.5", f"{key}: {value}"))
+    assert f"{key}: {value}\n" in path.read_text()  # YAML's own spelling, as a user writes it
     with pytest.raises(PipelineError) as info:
         load_params(path)
     got = float(value.replace(".", "", 1))  # YAML's .inf, -.inf, .nan
@@ -104,39 +125,42 @@ def test_infinities_and_nan_are_refused_in_one_line(tmp_path, key, value):
 def test_an_int_is_still_a_float_and_the_test_params_validate():
     from .conftest import tiny_params
 
-    assert parse_params({"judge": {"lr": 1}}).judge.lr == 1.0
+    assert parse_params(params_with("judge.lr", 1)).judge.lr == 1.0
     parse_params(tiny_params())
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("key", "value"),
     [
-        {"download": {"coco": {"annotations_url": "file:///etc/hostname"}}},
-        {"download": {"fmnist": {"mirrors": ["https://ok.example/", "ftp://a.example/"]}}},
+        ("download.coco.annotations_url", "file:///etc/hostname"),
+        ("download.fmnist.mirrors", ["https://ok.example/", "ftp://a.example/"]),
     ],
 )
-def test_urls_must_be_http(raw):
+def test_urls_must_be_http(key, value):
     with pytest.raises(
         PipelineError,
         match=r"download\.\w+\.\w+: Value error, expected an "
         r"http:// or https:// URL",
     ):
-        parse_params(raw)
+        parse_params(params_with(key, value))
 
 
 def test_credentials_in_a_bad_url_param_are_redacted():
     with pytest.raises(PipelineError) as info:
-        parse_params({"download": {"fmnist": {"mirrors": ["ftp://bob:TOKEN9@h.example/"]}}})
+        parse_params(params_with("download.fmnist.mirrors", ["ftp://bob:TOKEN9@h.example/"]))
     assert "TOKEN9" not in str(info.value) and "ftp://***@h.example/" in str(info.value)
 
 
 def test_annotations_sha256_is_64_hex_digits_or_null():
     official = "031296bbc80c45a1d1f76bf9a90ead27e94e99ec629208449507a4917a3bf009"
-    assert parse_params({}).download.coco.annotations_sha256 == official  # pinned by default
-    assert parse_params({"download": {"coco": {"annotations_sha256": None}}})
-    assert parse_params({"download": {"coco": {"annotations_sha256": "a" * 64}}})
+    unset = repo_params()
+    del unset["download"]["coco"]["annotations_sha256"]
+    assert parse_params(unset).download.coco.annotations_sha256 == official  # pinned by default
+    key = "download.coco.annotations_sha256"
+    assert parse_params(params_with(key, None)).download.coco.annotations_sha256 is None
+    assert parse_params(params_with(key, "a" * 64))
     with pytest.raises(PipelineError, match=r"download.coco.annotations_sha256: String should"):
-        parse_params({"download": {"coco": {"annotations_sha256": "A" * 63}}})
+        parse_params(params_with(key, "A" * 63))
 
 
 def _diff(schema, written, key=""):
@@ -155,18 +179,47 @@ def _diff(schema, written, key=""):
     return [] if same else [f"{key[:-1]}: schema {schema!r}, params.yaml {written!r}"]
 
 
+def _defaults(cls) -> dict:
+    """The defaults a schema class declares, dumped as params.yaml spells them (aliases, JSON
+    values); a section without a default of its own is walked into, a field without one left
+    out."""
+    from pydantic import BaseModel, TypeAdapter
+    from pydantic_core import PydanticUndefined
+
+    found = {}
+    for name, field in cls.model_fields.items():
+        key = field.alias or name
+        if field.default is not PydanticUndefined or field.default_factory is not None:
+            value = field.get_default(call_default_factory=True)
+            found[key] = TypeAdapter(field.annotation).dump_python(
+                value, mode="json", by_alias=True
+            )
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            inner = _defaults(field.annotation)
+            if inner:
+                found[key] = inner
+    return found
+
+
 def test_params_yaml_holds_exactly_the_schemas_defaults():
-    """One source of truth: pipeline/config.py's defaults; params.yaml writes them all out, key
-    for key and value for value (and type: 1 is not 1.0), so the two cannot drift apart."""
+    """One source of truth. The sections that keep defaults (download, pack, embed, generate,
+    and the report's bound) are written out in params.yaml key for key and value for value
+    (and type: 1 is not 1.0), so the two cannot drift apart; the models, the judge and CAS
+    declare none (tests/test_models_as_data.py), so params.yaml alone holds their values."""
     from pipeline.config import Params
 
-    schema = Params().model_dump(by_alias=True, mode="json")
     written = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert _diff(schema, written) == []
+    defaults = _defaults(Params)
+    assert set(defaults) == {"download", "pack", "embed", "generate", "report"}
+    assert "paper_model" not in defaults["report"]  # required: params.yaml names the model
+    view = {key: written.get(key) for key in defaults}
+    view["report"] = {k: v for k, v in written["report"].items() if k in defaults["report"]}
+    assert _diff(defaults, view) == []
     # Values where the schema once disagreed with the file (params.yaml's made the metrics).
-    assert written["train"]["fmnist_text_prior"]["arch"] == "mlp"
-    assert written["train"]["fmnist_text_prior"]["cond_noise"] == 0.06
-    assert written["train"]["coco_t5"]["keep_epochs"] == [40, 100]
+    models = written["models"]
+    assert models["fmnist_text_prior"]["arch"]["arch"] == "mlp"
+    assert models["fmnist_text_prior"]["arch"]["cond_noise"] == 0.06
+    assert models["coco_t5"]["train"]["keep_epochs"] == [40, 100]
 
 
 def test_the_defaults_check_sees_a_changed_value_and_a_missing_key():
@@ -178,15 +231,26 @@ def test_the_defaults_check_sees_a_changed_value_and_a_missing_key():
 
 
 def test_every_param_has_a_description():
+    """Every key, down to those of each kind of model entry (reached through ``models``'
+    dict and its tagged union) and their train and evaluate sections."""
+    from typing import get_args
+
     from pydantic import BaseModel
 
     from pipeline.config import Params
 
+    def classes(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield annotation
+        for inner in get_args(annotation):  # dict[str, X], X | None, Annotated[X | Y, ...]
+            yield from classes(inner)
+
     def walk(cls, key=""):
         for name, field in cls.model_fields.items():
             yield f"{key}{field.alias or name}", field
-            for inner in (field.annotation, *getattr(field.annotation, "__args__", ())):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    yield from walk(inner, f"{key}{field.alias or name}.")
+            for inner in dict.fromkeys(classes(field.annotation)):
+                yield from walk(inner, f"{key}{field.alias or name}.")
 
-    assert [key for key, field in walk(Params) if not field.description] == []
+    keys = {key: field for key, field in walk(Params)}
+    assert {"models.train.epochs", "models.evaluate.clip_score.model"} <= set(keys)  # reached
+    assert [key for key, field in keys.items() if not field.description] == []

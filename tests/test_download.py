@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, fetch_fmnist
+from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, HttpLimits, fetch_fmnist
 from pipeline.errors import PipelineError
 
 NAMES = list(FMNIST_IDX_SHA256)
@@ -19,9 +19,9 @@ def mirror(http_server, fmnist_gz_dir):
     return http_server
 
 
-def fetch(out, mirrors, **kw):
-    kw = {"source": "mirror", "retries": 2, "backoff_s": 0.01, "timeout_s": 10, **kw}
-    return fetch_fmnist(out, mirrors=mirrors, **kw)
+def fetch(out, mirrors, retries=2):
+    http = HttpLimits(retries=retries, backoff_s=0.01, timeout_s=10)
+    return fetch_fmnist(out, source="mirror", mirrors=mirrors, http=http)
 
 
 def test_mirror_download_writes_verified_decompressed_files(tmp_path, mirror):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.evaluate import (
+    Judging,
     conditional_accuracy,
     frechet_distance,
     importance_weighted_nll,
@@ -99,9 +100,8 @@ def test_seeded_sample_scores_draw_one_set_per_seed():
     intended = torch.arange(10).repeat_interleave(20)
     conditions = F.one_hot(intended, 10).float()
     real = np.random.default_rng(0).normal(size=(300, 128))
-    accuracy, frechet = seeded_sample_scores(
-        model, judge, conditions, intended, real, list("abcdefghij"), [0, 1, 2], 1.0, 64
-    )
+    judging = Judging(judge, real, list("abcdefghij"), 64)
+    accuracy, frechet = seeded_sample_scores(model, conditions, intended, judging, [0, 1, 2], 1.0)
     assert set(accuracy) == {"overall", "per_class"} and set(accuracy["per_class"]) == set(
         "abcdefghij"
     )
@@ -117,7 +117,5 @@ def test_seeded_sample_scores_draw_one_set_per_seed():
     for k, name in enumerate("abcdefghij"):
         share = torch.stack([h[intended == k].mean() for h in hits]).mean()
         assert accuracy["per_class"][name]["mean"] == pytest.approx(float(share)), name
-    again, _ = seeded_sample_scores(
-        model, judge, conditions, intended, real, list("abcdefghij"), [0, 1, 2], 1.0, 64
-    )
+    again, _ = seeded_sample_scores(model, conditions, intended, judging, [0, 1, 2], 1.0)
     assert again == accuracy  # and each is reproducible

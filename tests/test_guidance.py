@@ -26,7 +26,7 @@ from pipeline.models.cvae_gated import CVAEGated
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.guidance import drop_conditions, guided_logits, null_condition
 from pipeline.models.judge import JudgeCNN
-from pipeline.train import BatchLosses, train_one_epoch
+from pipeline.train import BatchLosses, EpochOptions, train_one_epoch
 
 from .conftest import tiny_prior
 
@@ -138,7 +138,7 @@ def _train(x, y, losses_of, epochs=1):
     data = InMemoryBatches(x, F.one_hot(y, 10).float(), batch_size=128)
     generator = torch.Generator().manual_seed(0)
     rows = [
-        train_one_epoch(model, data, optimizer, generator, losses=losses_of(model))
+        train_one_epoch(model, data, optimizer, generator, EpochOptions(losses=losses_of(model)))
         for _ in range(epochs)
     ]
     return model, rows
@@ -251,6 +251,7 @@ def test_the_sweep_scores_exactly_what_sample_images_draws_and_w0_is_the_old_sco
     w: its numbers are those of scoring ``sample_images`` at each w, and at w = 0 those of
     ``seeded_sample_scores`` (the evaluation before guidance), bit for bit."""
     from pipeline.evaluate import (
+        Judging,
         conditional_accuracy,
         frechet_distance,
         judge_outputs,
@@ -269,9 +270,8 @@ def test_the_sweep_scores_exactly_what_sample_images_draws_and_w0_is_the_old_sco
     real = np.random.default_rng(1).normal(size=(100, 128))
     scorer = FrontierScorer(model, judge, conditions, intended, real, LABELS, [3, 4], 50)
     points = scorer.sweep([0.0, 2.0], [0.8])
-    accuracy, frechet = seeded_sample_scores(
-        model, judge, conditions, intended, real, LABELS, [3, 4], 0.8, 50
-    )
+    judging = Judging(judge, real, LABELS, 50)
+    accuracy, frechet = seeded_sample_scores(model, conditions, intended, judging, [3, 4], 0.8)
     assert points[0]["accuracy"] == accuracy and points[0]["frechet"] == frechet
     accuracy, frechet = [], []
     for seed in (3, 4):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, fetch_fmnist
+from pipeline.data.fmnist_download import FMNIST_IDX_SHA256, HttpLimits, fetch_fmnist
 from pipeline.data.http import DownloadError, download
 
 from .conftest import REPO, run_env
@@ -170,9 +170,8 @@ def mirrors(http_server, fmnist_gz_dir):
 @pytest.mark.parametrize("first", ["short", "wrong"])
 def test_mirrors_fall_back_in_order_on_any_failure(tmp_path, mirrors, first):
     urls = [f"{mirrors.url}/{first}/", f"{mirrors.url}/good/"]
-    origins = fetch_fmnist(
-        tmp_path, source="mirror", mirrors=urls, retries=1, backoff_s=0.01, timeout_s=5
-    )
+    http = HttpLimits(retries=1, backoff_s=0.01, timeout_s=5)
+    origins = fetch_fmnist(tmp_path, source="mirror", mirrors=urls, http=http)
     assert all(origin.startswith(f"{mirrors.url}/good/") for origin in origins.values())
     tries = 2 if first == "short" else 1  # a short body is retried once; a wrong file is not
     assert all(mirrors.hits[f"/{first}/{name}.gz"] == tries for name in NAMES)
@@ -186,8 +185,9 @@ def test_a_killed_mirror_fetch_leaves_nothing_in_tmp_and_a_rerun_cleans_up(tmp_p
     tmpdir.mkdir()
     code = (
         "import sys; from pathlib import Path; "
-        "from pipeline.data.fmnist_download import fetch_fmnist; "
-        "fetch_fmnist(Path(sys.argv[1]), source='mirror', mirrors=[sys.argv[2]], retries=0)"
+        "from pipeline.data.fmnist_download import HttpLimits, fetch_fmnist; "
+        "fetch_fmnist(Path(sys.argv[1]), source='mirror', mirrors=[sys.argv[2]], "
+        "http=HttpLimits(retries=0))"
     )
     env = {**run_env(), "TMPDIR": str(tmpdir)}
     proc = subprocess.Popen(
@@ -204,5 +204,5 @@ def test_a_killed_mirror_fetch_leaves_nothing_in_tmp_and_a_rerun_cleans_up(tmp_p
     assert list(out.glob(".*.tmp")), "the download never started"
     assert list(tmpdir.iterdir()) == []  # nothing in the system temp folder
 
-    fetch_fmnist(out, source="mirror", mirrors=[f"{mirrors.url}/good/"], retries=0)
+    fetch_fmnist(out, source="mirror", mirrors=[f"{mirrors.url}/good/"], http=HttpLimits(retries=0))
     assert sorted(p.name for p in out.iterdir()) == sorted(NAMES)  # leftovers removed

@@ -105,7 +105,8 @@ def test_the_lock_is_released_when_the_block_ends_or_raises(tmp_path):
     assert lock_holder(folder) is None
     assert not folder.parent.exists()  # a probe creates nothing
     with model_lock(folder, "t2i evaluate m"):
-        assert lock_holder(folder) == f"t2i evaluate m (pid {os.getpid()})"
+        assert lock_holder(folder) is None  # held by this process: no other writer
+        assert try_lock(folder) == refusal(folder, f"t2i evaluate m (pid {os.getpid()})")
         with pytest.raises(PipelineError) as nested, model_lock(folder, "t2i cas m"):
             pass  # a second writer in the same process is refused as well
         assert str(nested.value) == refusal(folder, f"t2i evaluate m (pid {os.getpid()})")[7:]

@@ -16,8 +16,8 @@ def test_params_reference_is_current_and_lists_every_key_with_its_description():
     )
     assert result.returncode == 0, "run `python scripts/params_table.py`: " + result.stdout
     text = (REPO / "docs/params.md").read_text()
-    assert "## `train.fmnist_text_prior`" in text
-    assert "| `cond_noise` | `0.06` | float | std of Gaussian noise on each embedding" in text
+    assert "## `models.fmnist_text_prior.train`" in text
+    assert "| `arch.cond_noise` | `0.06` | float | training noise on the condition |" in text
     assert "| `keep_epochs` | `[40, 100]` |" in text
 
 
@@ -29,6 +29,7 @@ def test_a_stale_reference_is_detected(tmp_path):
     (copy / "docs").mkdir(parents=True)
     shutil.copytree(REPO / "scripts", copy / "scripts")
     shutil.copytree(REPO / "pipeline", copy / "pipeline")
+    shutil.copy(REPO / "params.yaml", copy / "params.yaml")
     text = (REPO / "docs/params.md").read_text()
     (copy / "docs/params.md").write_text(text.replace("`0.06`", "`0.07`"))
     result = subprocess.run(

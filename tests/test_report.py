@@ -5,16 +5,18 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.charts import COLORS
 from pipeline.report import PNG_SIGNATURE, write_report
 from stages.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = [
@@ -50,6 +52,16 @@ def png(path, value):
     return path
 
 
+def committed_eval(model: str, **changes) -> dict:
+    """The committed run's eval.json of ``model`` (a valid file of its schema), changed."""
+    ev = json.loads((REPO / "metrics" / model / "eval.json").read_text())
+    return ev | changes
+
+
+def per_class(classes: dict, std: float = 0.0) -> dict:
+    return {c: {"mean": v, "std": std} for c, v in classes.items()}
+
+
 def test_report_images_load_in_headless_chromium_and_a_broken_one_is_caught(tmp_path):
     figures = {
         p.name: p.read_bytes() for p in (png(tmp_path / "a.png", 10), png(tmp_path / "b.png", 200))
@@ -66,14 +78,19 @@ def test_t2i_report_gathers_the_runs_figures_metrics_and_params(tmp_path, monkey
     (tmp_path / "reports/fmnist_label").mkdir(parents=True)
     png(tmp_path / "reports/fmnist_label/fig.png", 99)
     (tmp_path / "metrics/fmnist_label/train").mkdir(parents=True)
-    (tmp_path / "metrics/fmnist_label/eval.json").write_text(json.dumps({"psnr": {"db": 21.5}}))
-    (tmp_path / "metrics/fmnist_label/train/metrics.json").write_text(json.dumps({"step": 3}))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({}))
+    ev = committed_eval("fmnist_label", test_nelbo_nats=21.5)
+    (tmp_path / "metrics/fmnist_label/eval.json").write_text(json.dumps(ev))
+    live = {"step": 3, "train": {"loss": 1.25}}
+    (tmp_path / "metrics/fmnist_label/train/metrics.json").write_text(json.dumps(live))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     result = CliRunner().invoke(app, ["report", "fmnist_label"])
     assert result.exit_code == 0, result.output
     report = tmp_path / "reports/fmnist_label/report.html"
     page = report.read_text()
-    assert "psnr.db" in page and "21.5" in page and "data:image/png;base64," in page
+    assert "<td>test_nelbo_nats</td><td class='num'>21.5</td>" in page
+    assert "<td>train.loss</td><td class='num'>1.25</td>" in page  # train/metrics.json
+    assert "<td>train.epochs</td><td class='num'>40</td>" in page  # its params entry
+    assert "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # self-contained
     assert images_loaded(report, tmp_path / "profile") == (1, 1)
     result = CliRunner().invoke(app, ["report", "coco_t5"])
@@ -93,9 +110,10 @@ def run_dir(tmp_path, eval_json: dict, model: str = "fmnist_label", epochs: int 
         for name, start, slope in (("loss", 280, -8), ("recon", 270, -9), ("kl", 10, 1)):
             rows = "".join(f"{e}\t{start + offset + slope * e + (e % 2)}\n" for e in range(epochs))
             (live / "plots/metrics" / split / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
-    (live / "metrics.json").write_text(json.dumps({"test": {"loss": 250.0}, "step": epochs - 1}))
+    last = {"train": {"loss": 240.0}, "test": {"loss": 250.0}, "step": epochs - 1}
+    (live / "metrics.json").write_text(json.dumps(last))
     (tmp_path / "metrics" / model / "eval.json").write_text(json.dumps(eval_json))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({}))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
 
 
 def rendered(page, profile, tmp_path) -> tuple[dict, np.ndarray]:
@@ -142,17 +160,22 @@ def ink(shot: np.ndarray, chart: dict, color: str) -> int:
 
 
 PER_CLASS = {"Bag": 0.9, "Coat": 0.6, "Shirt": 0.3}
+REAL = {"Bag": 0.97, "Coat": 0.85, "Shirt": 0.7}
+
+
+def label_eval(overall: float) -> dict:
+    """fmnist_label's committed eval.json with three classes: samples and real images."""
+    samples = {"overall": {"mean": overall, "std": 0.0}, "per_class": per_class(PER_CLASS)}
+    return committed_eval(
+        "fmnist_label",
+        judge_accuracy_on_samples=samples,
+        judge_accuracy_on_real_test_per_class=REAL,
+    )
 
 
 def test_the_report_draws_training_curves_and_per_class_bars_visibly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir(
-        tmp_path,
-        {
-            "judge_accuracy_on_samples": {"overall": 0.6, "per_class": PER_CLASS},
-            "judge_accuracy_on_real_test_per_class": {"Bag": 0.97, "Coat": 0.85, "Shirt": 0.7},
-        },
-    )
+    run_dir(tmp_path, label_eval(0.6))
     result = CliRunner().invoke(app, ["report", "fmnist_label"])
     assert result.exit_code == 0, result.output
     page = tmp_path / "reports/fmnist_label/report.html"
@@ -172,14 +195,11 @@ def test_the_report_draws_training_curves_and_per_class_bars_visibly(tmp_path, m
 
 def test_report_all_compares_every_model_with_metrics_in_one_table(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir(tmp_path, {"judge_accuracy_on_samples": {"overall": 0.7778, "per_class": PER_CLASS}})
+    run_dir(tmp_path, label_eval(0.7778))
     spread = {"mean": 0.5733, "std": 0.0121}  # a metric measured over several sample seeds
-    run_dir(
-        tmp_path,
-        {"judge_accuracy_heldout_phrasings": {"overall": spread, "per_class": {"Bag": spread}}},
-        model="fmnist_text",
-        shift=20,
-    )
+    phrasings = {"overall": spread, "per_class": {"Bag": spread}}
+    text = {f"judge_accuracy_{s}_phrasings": phrasings for s in ("heldout", "train", "val")}
+    run_dir(tmp_path, committed_eval("fmnist_text", **text), model="fmnist_text", shift=20)
     result = CliRunner().invoke(app, ["report", "--all"])
     assert result.exit_code == 0, result.output
     index = tmp_path / "reports/index.html"
@@ -191,21 +211,21 @@ def test_report_all_compares_every_model_with_metrics_in_one_table(tmp_path, mon
     ]
     assert (tmp_path / "reports/fmnist_text/report.html").is_file()
     assert "coco" not in header  # no metrics, no column
-    assert re.search(r"judge_accuracy_on_samples.overall</td><td class='num'>0.7778</td><td>", page)
+    assert "judge_accuracy_on_samples.overall</td><td class='num'>0.7778 ± 0</td><td></td>" in page
     assert "<td class='num'>0.5733 ± 0.012</td>" in page
     assert "http://" not in page and "https://" not in page
     record, shot = rendered(index, tmp_path / "profile", tmp_path)
     charts = json.loads(record["charts"])
     assert [c[0] for c in charts[0]["curves"]] == ["fmnist_label", "fmnist_text"]  # test loss
     assert ink(shot, charts[0], COLORS[0]) > 50 and ink(shot, charts[0], COLORS[1]) > 50
-    assert charts[-1]["bars"] == 4  # the label model's 3 classes, the text model's one
+    assert charts[-1]["bars"] == 9  # the label model's 3 classes twice, Bag of 3 phrasings
     result = CliRunner().invoke(app, ["report", "fmnist_label", "--all"])
     assert result.exit_code == 1 and "give one MODEL, or --all" in result.output
 
 
 def test_a_malformed_curve_file_is_one_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir(tmp_path, {})
+    run_dir(tmp_path, committed_eval("fmnist_label"))
     curve = tmp_path / "metrics/fmnist_label/train/plots/metrics/test/kl.tsv"
     curve.write_text("step\tkl\n0\tnot a number\n")
     result = CliRunner().invoke(app, ["report", "fmnist_label"])

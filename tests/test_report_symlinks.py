@@ -16,6 +16,7 @@ from pipeline.report import read_owned, read_png
 
 from .conftest import run_env
 
+REPO = Path(__file__).resolve().parents[1]
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- hunter2-do-not-share"
 
 
@@ -36,8 +37,8 @@ def committed_run(tmp_path: Path, plant) -> Path:
     (origin / "metrics/fmnist_label").mkdir(parents=True)
     pixels = np.full((20, 30, 3), 90, np.uint8)
     Image.fromarray(pixels).save(origin / "reports/fmnist_label/grid.png")
-    (origin / "metrics/fmnist_label/eval.json").write_text(json.dumps({"psnr": 21.5}))
-    (origin / "params.yaml").write_text("{}\n")
+    for name in ("metrics/fmnist_label/eval.json", "params.yaml"):  # valid files of a real run
+        (origin / name).write_bytes((REPO / name).read_bytes())
     plant(origin)
     git(origin, "init", "-q")
     git(origin, "add", "-A")
@@ -62,7 +63,8 @@ def leaked(repo: Path) -> bool:
     ("link", "target_name", "secret"),
     [
         ("reports/fmnist_label/zz.png", "id_rsa", SECRET),
-        ("metrics/fmnist_label/leak.json", "leak.json", json.dumps({"k": SECRET.decode()})),
+        ("metrics/fmnist_label/eval.json", "leak.json", json.dumps({"k": SECRET.decode()})),
+        ("metrics/fmnist_label/frontier.json", "f.json", json.dumps([{"k": SECRET.decode()}])),
         ("metrics/fmnist_label/train/metrics.json", "m.json", json.dumps({"k": SECRET.decode()})),
     ],
 )
@@ -76,6 +78,7 @@ def test_a_committed_symlink_is_refused_with_one_line_and_nothing_is_inlined(
 
     def plant(origin):
         (origin / link).parent.mkdir(parents=True, exist_ok=True)
+        (origin / link).unlink(missing_ok=True)
         (origin / link).symlink_to(target)
 
     repo = committed_run(tmp_path, plant)
@@ -90,7 +93,9 @@ def test_a_committed_symlink_is_refused_with_one_line_and_nothing_is_inlined(
     ]
     assert not (repo / "reports/fmnist_label/report.html").exists() and not leaked(repo)
 
-    (repo / link).unlink()  # without it, the same run reports fine
+    (repo / link).unlink()  # without it (and with eval.json as the run wrote it), it reports
+    if link.endswith("eval.json"):
+        (repo / link).write_bytes((REPO / link).read_bytes())
     assert report(repo).returncode == 0 and not leaked(repo)
 
 

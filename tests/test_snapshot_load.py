@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save
 from pipeline import checkpoint
 from pipeline.checkpoint import load_model, save_model, save_weights
 from pipeline.errors import PipelineError
+from pipeline.lock import model_lock
 from pipeline.models.cvae_mlp import CVAEMLP
 
 from .conftest import run_env
@@ -38,10 +39,12 @@ META = {
 
 LOADER = """
 import json, sys
+import torch
 from collections import Counter
 from pathlib import Path
 from pipeline.checkpoint import load_model
 from pipeline.errors import PipelineError
+torch.set_num_threads(1)  # tiny tensors: a thread pool on shared cores is 10x slower
 folder, loads = Path(sys.argv[1]), int(sys.argv[2])
 outcomes = Counter()
 for _ in range(loads):
@@ -155,6 +158,17 @@ def test_a_file_missing_mid_retrain_says_who_is_writing_it(tmp_path, name):
     )
 
 
+def test_a_file_missing_under_this_processs_own_lock_is_missing(tmp_path):
+    """`t2i evaluate` holds the lock of the model it loads: its missing file is missing."""
+    folder = model_folder(tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with model_lock(folder, "t2i evaluate m"), pytest.raises(PipelineError) as missing:
+        load_model(folder)
+    assert str(missing.value) == (
+        f"{folder / 'model.safetensors'}: missing; train the model first (dvc repro)"
+    )
+
+
 def test_a_symlinked_weights_file_is_refused(tmp_path):
     folder = model_folder(tmp_path / "m")
     weights = folder / "model.safetensors"
@@ -195,8 +209,9 @@ def test_a_fifo_or_an_oversized_weights_file_is_refused_without_reading_it(tmp_p
 
 
 def test_a_dtype_torch_does_not_read_is_one_line(tmp_path):
-    """Every name and shape right, but fc4.bias in F8_E8M0: a dtype safetensors knows and
-    torch's table does not (a KeyError traceback before issue 25)."""
+    """Every name and shape right, but fc4.bias in F8_E8M0, a dtype the safetensors format
+    knows and safetensors.torch's load from bytes does not map (a KeyError inside it): one
+    line. Nothing this pipeline writes holds it; its weights are float32."""
     folder = model_folder(tmp_path / "m")
     weights = folder / "model.safetensors"
     tensors = load_file(str(weights))
@@ -211,6 +226,6 @@ def test_a_dtype_torch_does_not_read_is_one_line(tmp_path):
     with pytest.raises(PipelineError) as refused:
         load_model(folder)
     assert str(refused.value) == (
-        f"{weights}: not a readable safetensors file (dtype 'F8_E8M0' is none torch reads); "
+        f"{weights}: not a readable safetensors file (unsupported dtype 'F8_E8M0'); "
         "train the model again (dvc repro)"
     )

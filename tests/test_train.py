@@ -18,14 +18,29 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pipeline.checkpoint import load_model, load_state, save_model, tensors_sha256
-from pipeline.config import parse_params
+from pipeline.config import FitSpec, parse_params
 from pipeline.data.batches import InMemoryBatches
 from pipeline.errors import PipelineError
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitSpec, NonFiniteTraining, fit, inputs_digest, run_fingerprint
+from pipeline.train import (
+    FitData,
+    NonFiniteTraining,
+    fit,
+    inputs_digest,
+    partial_live_dir,
+    publish_live,
+    run_fingerprint,
+)
 
-from .conftest import REPO, run_env
+from .conftest import REPO, fit_run, fit_spec, run_env
+
+SAVED = {"data": "fmnist", "image_shape": [1, 28, 28], "conditioning": "label", "cond_null_p": 0.0}
+
+
+def saved_meta(name="m", class_key="cvae_mlp", **fields) -> dict:
+    """What a training stage records beside the weights (pipeline/checkpoint.py SavedMeta)."""
+    return {"name": name, "class": class_key, **SAVED, **fields}
 
 
 def toy_data(n=96):
@@ -40,17 +55,18 @@ def toy_data(n=96):
 def train_toy(tmp, epochs, lr=1e-3, name="run"):
     generator = make_deterministic(7, torch.device("cpu"))
     model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-    train, test = toy_data()
     history = fit(
         model,
-        train,
-        test,
-        FitSpec(epochs=epochs, batch_size=32, lr=lr),
-        generator=generator,
-        state_path=tmp / name / "state.safetensors",
-        live_dir=tmp / name / "live",
-        fingerprint=run_fingerprint(model, {"lr": lr}),
+        FitData(*toy_data()),
+        fit_spec(epochs=epochs, batch_size=32, lr=lr),
+        fit_run(
+            generator=generator,
+            state_path=tmp / name / "state.safetensors",
+            live_dir=tmp / name / "live",
+            fingerprint=run_fingerprint(model, {"lr": lr}),
+        ),
     )
+    publish_live(tmp / name / "live")  # as a stage does, once the model is saved
     return model, history
 
 
@@ -99,9 +115,10 @@ def test_training_overfits_a_few_images(tmp_path):
 
 def test_saved_model_loads_back_identically(tmp_path):
     model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-    save_model(tmp_path / "m", model, "fmnist_label", {"dataset": "fmnist", "labels": ["a"]})
+    save_model(tmp_path / "m", model, saved_meta(labels=["a"]))
     loaded, config = load_model(tmp_path / "m")
     assert config["latent_dim"] == 4 and config["labels"] == ["a"]
+    assert config["class"] == "cvae_mlp" and config["conditioning"] == "label"
     assert_same(weights(model), weights(loaded))
     assert not (tmp_path / "m" / "model.safetensors").read_bytes().startswith(b"\x80")  # no pickle
 
@@ -136,15 +153,17 @@ def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_p
     model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     history = fit(
         model,
-        InMemoryBatches(x, c, batch_size=32),
-        test,
-        FitSpec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2),
-        name="toy",
-        generator=generator,
-        state_path=tmp_path / "s" / "state.safetensors",
-        live_dir=tmp_path / "live",
-        fingerprint="f",
+        FitData(InMemoryBatches(x, c, batch_size=32), test),
+        fit_spec(epochs=3, batch_size=32, lr=1e-2, max_nonfinite_steps=2),
+        fit_run(
+            "toy",
+            generator=generator,
+            state_path=tmp_path / "s" / "state.safetensors",
+            live_dir=tmp_path / "live",
+            fingerprint="f",
+        ),
     )
+    publish_live(tmp_path / "live")
     assert [row["train/nonfinite_steps"] for row in history] == [1.0, 1.0, 1.0]
     assert all(math.isfinite(v) for row in history for v in row.values())
     assert history[-1]["train/loss"] < history[0]["train/loss"]  # the other steps trained
@@ -156,33 +175,28 @@ def test_nonfinite_batches_are_skipped_counted_and_never_reach_the_weights(tmp_p
 def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     state = tmp_path / "state" / "state.safetensors"
     train, test = toy_data()
-    spec = FitSpec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2)
+    spec = fit_spec(epochs=2, batch_size=32, lr=1e-3, max_nonfinite_steps=2)
+
+    def run():
+        return fit_run(
+            "toy",
+            generator=make_deterministic(7, torch.device("cpu")),
+            state_path=state,
+            live_dir=tmp_path / "live",
+            fingerprint="f",
+        )
+
     model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-    fit(
-        model,
-        train,
-        test,
-        spec,
-        name="toy",
-        generator=make_deterministic(7, torch.device("cpu")),
-        state_path=state,
-        live_dir=tmp_path / "live",
-        fingerprint="f",
-    )
+    fit(model, FitData(train, test), spec, run())
     good = state.read_bytes()
     x, c = train.tensors
     broken = InMemoryBatches(torch.full_like(x, float("nan")), c, batch_size=32)
     with pytest.raises(NonFiniteTraining) as raised:
         fit(
             CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
-            broken,
-            test,
+            FitData(broken, test),
             spec.model_copy(update={"epochs": 3}),
-            name="toy",
-            generator=make_deterministic(7, torch.device("cpu")),
-            state_path=state,
-            live_dir=tmp_path / "live",
-            fingerprint="f",
+            run(),
         )
     message = str(raised.value)
     assert message.startswith("train toy: stopped at epoch 3, step 2: loss, recon")
@@ -191,17 +205,7 @@ def test_the_guard_stops_the_run_and_keeps_the_last_good_resume_state(tmp_path):
     _, meta = load_state(state)
     assert meta["epoch"] == 2  # and a rerun on good data resumes from it
     resumed = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-    history = fit(
-        resumed,
-        train,
-        test,
-        spec.model_copy(update={"epochs": 3}),
-        name="toy",
-        generator=make_deterministic(7, torch.device("cpu")),
-        state_path=state,
-        live_dir=tmp_path / "live",
-        fingerprint="f",
-    )
+    history = fit(resumed, FitData(train, test), spec.model_copy(update={"epochs": 3}), run())
     assert len(history) == 3 and history[:2] == meta["history"]
 
 
@@ -211,13 +215,14 @@ def test_warmup_ramps_the_learning_rate_linearly_over_optimizer_steps(tmp_path):
     for epochs, expected in ((1, 3 / 5), (2, 1.0)):
         fit(
             CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
-            train,
-            test,
-            FitSpec(epochs=epochs, batch_size=32, lr=1e-2, warmup_steps=5),
-            generator=make_deterministic(7, torch.device("cpu")),
-            state_path=state,
-            live_dir=tmp_path / "live",
-            fingerprint="f",
+            FitData(train, test),
+            fit_spec(epochs=epochs, batch_size=32, lr=1e-2, warmup_steps=5),
+            fit_run(
+                generator=make_deterministic(7, torch.device("cpu")),
+                state_path=state,
+                live_dir=tmp_path / "live",
+                fingerprint="f",
+            ),
         )
         _, meta = load_state(state)
         assert meta["steps"] == 3 * epochs
@@ -229,7 +234,7 @@ def test_nan_weights_are_never_saved(tmp_path):
     with torch.no_grad():
         model.fc1.weight[0, 0] = float("nan")
     with pytest.raises(PipelineError, match="weight fc1.weight holds non-finite values"):
-        save_model(tmp_path / "m", model, "fmnist_label", {"dataset": "fmnist"})
+        save_model(tmp_path / "m", model, saved_meta())
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
@@ -246,14 +251,15 @@ def test_a_skipped_step_leaves_batchnorm_statistics_untouched(tmp_path):
     with pytest.raises(NonFiniteTraining):
         fit(
             model,
-            InMemoryBatches(x, y, batch_size=32),
-            InMemoryBatches(x, y, batch_size=32),
-            FitSpec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2),
-            name="judge",
-            generator=make_deterministic(0, torch.device("cpu")),
-            state_path=tmp_path / "state.safetensors",
-            live_dir=tmp_path / "live",
-            fingerprint="f",
+            FitData(InMemoryBatches(x, y, batch_size=32), InMemoryBatches(x, y, batch_size=32)),
+            fit_spec(epochs=1, batch_size=32, lr=1e-3, max_nonfinite_steps=2),
+            fit_run(
+                "judge",
+                generator=make_deterministic(0, torch.device("cpu")),
+                state_path=tmp_path / "state.safetensors",
+                live_dir=tmp_path / "live",
+                fingerprint="f",
+            ),
         )
     assert_same(before, model.state_dict())  # weights and running statistics
 
@@ -276,23 +282,23 @@ def test_inputs_digest_follows_every_byte_and_name_of_files_and_folders(tmp_path
 
 
 def fit_kept(tmp_path, epochs, lr, keep, data=None, share=0.5):
-    """Train the toy CVAE with kept epochs in tmp_path/epochs; (model, history)."""
-    train, test = data or toy_data()
+    """Train the toy CVAE with kept epochs in tmp_path/epochs and publish its curves, as a
+    stage does once the model is saved; (model, history)."""
     generator = make_deterministic(7, torch.device("cpu"))  # before the weights are drawn
     model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
-    history = fit(
-        model,
-        train,
-        test,
-        FitSpec(epochs=epochs, batch_size=32, lr=lr, max_nonfinite_share=share),
-        name="toy",
-        keep_epochs=keep,
+    spec = fit_spec(
+        epochs=epochs, batch_size=32, lr=lr, max_nonfinite_share=share, keep_epochs=list(keep)
+    )
+    run = fit_run(
+        "toy",
         generator=generator,
         state_path=tmp_path / "state.safetensors",
         live_dir=tmp_path / "live",
         fingerprint=run_fingerprint(model, {"lr": lr}),
         keep_dir=tmp_path / "epochs",
     )
+    history = fit(model, FitData(*(data or toy_data())), spec, run)
+    publish_live(tmp_path / "live")
     return model, history
 
 
@@ -408,6 +414,7 @@ def test_an_epoch_that_skips_too_many_steps_stops_the_run_and_leaves_no_metric(t
             f"skipped (max_nonfinite_share {share}); no model written"
         )
         assert not (tmp_path / str(skipped) / "live" / "metrics.json").exists()
+        assert not partial_live_dir(tmp_path / str(skipped) / "live").exists()  # nor curves
         assert not (tmp_path / str(skipped) / "state.safetensors").exists()
 
 
@@ -415,11 +422,12 @@ def test_every_training_section_is_a_fit_spec_with_its_own_schedule():
     """FitSpec is a typed part of each section that trains: fit() reads the section itself,
     so a renamed key is a validation error, never a silent default."""
     params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    sections = [getattr(params.train, name) for name in type(params.train).model_fields]
+    sections = [params.model(name).train for name in params.models]
     sections += [params.judge, params.cas]
     assert all(isinstance(s, FitSpec) for s in sections)
     assert [s.epochs for s in sections] == [40, 40, 8, 40, 200, 100, 7, 1]
-    assert params.train.coco_clip.weight_decay == 1e-5 and params.train.coco_clip.grad_clip == 1.0
+    coco_clip = params.model("coco_clip").train
+    assert coco_clip.weight_decay == 1e-5 and coco_clip.grad_clip == 1.0
     assert params.judge.weight_decay == 0.0 and params.judge.grad_clip is None
     with pytest.raises(ValidationError, match="epochs"):
         FitSpec(batch_size=32, lr=1e-3)  # no schedule without its epochs

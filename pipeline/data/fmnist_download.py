@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import logging
 import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.atomic import remove_stale_temps, temp_beside, write_bytes
@@ -28,6 +29,17 @@ FMNIST_IDX_SHA256 = {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """How each mirror download is retried and bounded: the arguments of
+    :func:`pipeline.data.http.download` (download.fmnist's keys of the same names)."""
+
+    retries: int = 4
+    backoff_s: float = 1.0
+    timeout_s: float = 60.0
+    deadline_s: float = 3600.0
 
 
 def _verified(name: str, compressed: bytes, origin: str) -> bytes:
@@ -60,32 +72,24 @@ def fetch_fmnist(
     source: str = "auto",
     local_dir: str | None = None,
     mirrors: list[str] | None = None,
-    retries: int = 4,
-    backoff_s: float = 1.0,
-    timeout_s: float = 60.0,
-    deadline_s: float = 3600.0,
+    http: HttpLimits = HttpLimits(),
     debian_dir: Path = DEBIAN_DIR,
 ) -> dict[str, str]:
     """Put the four verified, decompressed IDX files in ``out_dir``; return name -> origin.
 
     Mirrors are tried in order; any failure of one (network, short body, deadline, bad gzip,
-    wrong sha256) moves on to the next. Downloads go to temp files beside their target.
+    wrong sha256) moves on to the next. Downloads go to temp files beside their target,
+    retried and bounded by ``http``.
     """
     if local_dir and not Path(local_dir).is_dir():
         raise PipelineError(f"download.fmnist.local_dir: {local_dir} is not a directory")
     remove_stale_temps(out_dir)  # what a killed run left
     dirs = _local_dirs(source, local_dir, debian_dir)
-    http = {
-        "retries": retries,
-        "backoff_s": backoff_s,
-        "timeout_s": timeout_s,
-        "deadline_s": deadline_s,
-    }
     origins: dict[str, str] = {}
     for name in FMNIST_IDX_SHA256:
         raw, origin = _from_local(name, dirs)
         if raw is None and source != "local":
-            raw, origin = _from_mirrors(name, mirrors or [], out_dir, http)
+            raw, origin = _from_mirrors(name, mirrors or [], out_dir, asdict(http))
         if raw is None:
             raise PipelineError(_not_found_message(name, source, dirs, origin))
         write_bytes(out_dir / name, raw)

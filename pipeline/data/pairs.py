@@ -44,6 +44,15 @@ class HeldOutPairs:
     captions: list[str]  # that caption's text
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a loader's batches land: the device, and whether their images are laid out
+    channels-last there (for convolutions on CUDA)."""
+
+    device: torch.device | str = "cpu"
+    channels_last: bool = False
+
+
 class ShardCaptionPairs:
     """Streams batches of (images float [0, 1], caption embeddings) for the training loop."""
 
@@ -56,8 +65,7 @@ class ShardCaptionPairs:
         batch_size: int,
         shuffle_buffer: int = 1000,
         workers: int = 0,
-        device: torch.device | str = "cpu",
-        channels_last: bool = False,
+        placement: Placement = Placement(),
     ):
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
@@ -65,7 +73,8 @@ class ShardCaptionPairs:
         self.urls = [str(s) for s in shards]
         self.pairs, self.batch_size = pairs, batch_size
         self.shuffle_buffer, self.workers = shuffle_buffer, workers
-        self.device, self.channels_last = torch.device(device), channels_last
+        self.device = torch.device(placement.device)
+        self.channels_last = placement.channels_last
 
     def __len__(self) -> int:
         return self.pairs

@@ -24,11 +24,13 @@ import torch
 import torch.distributed as dist
 
 from pipeline.data.embeddings import caption_lookup
-from pipeline.data.pairs import decode_jpeg
+from pipeline.data.pairs import Placement, decode_jpeg
 from pipeline.data.shards import read_samples
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+DECODE_BATCH = 256  # JPEGs decoded per call: bounds the compressed bytes held at once
 
 
 def gpu_jpeg_decoder(device: torch.device):
@@ -57,16 +59,14 @@ class ResidentCaptionPairs:
         *,
         images: int,
         batch_size: int,
-        device: torch.device | str = "cpu",
-        channels_last: bool = False,
+        placement: Placement = Placement(),
         gpu_decode: bool = True,
-        decode_batch: int = 256,
         key: str = "resident_images",
     ):
         if not shards:
             raise PipelineError("no WebDataset shards to train on; run coco_pack first")
-        self.device, self.batch_size = torch.device(device), batch_size
-        self.channels_last = channels_last
+        self.device, self.batch_size = torch.device(placement.device), batch_size
+        self.channels_last = placement.channels_last
         row_of, vectors = caption_lookup(embeddings)
         decoder = gpu_jpeg_decoder(self.device) if gpu_decode else None
         self.gpu_decoded = decoder is not None
@@ -95,7 +95,7 @@ class ResidentCaptionPairs:
                 image_of.append(filled + len(pending))
                 rows.append(row)
             pending.append(sample["jpg"])
-            if len(pending) == decode_batch:
+            if len(pending) == DECODE_BATCH:
                 flush()
         if pending:
             flush()

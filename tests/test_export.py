@@ -1,0 +1,149 @@
+"""`t2i export MODEL DIR` (issue 27): a self-contained model folder with a model card that
+huggingface_hub parses, which `load` and `t2i generate --model` use anywhere; hostile targets
+(inside models/, an existing folder without --force, a folder no export wrote, a symlinked
+safetensors) are one line and write nothing. On the small setting's trained models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.api import load
+from stages.cli import app
+
+from .conftest import one_error_line, run_env
+from .test_api import GUIDED_TEXT, LABEL, TEXT, small_run, tiles
+
+
+@pytest.fixture(scope="module")
+def trained(finished_root_run):
+    return small_run(finished_root_run)
+
+
+def export(trained, model: str, dest, *extra):
+    args = ["export", str(trained.models / model), str(dest), "--params", str(trained.params)]
+    return CliRunner().invoke(app, [*args, *extra])
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """fmnist_text_prior exported once, outside the repository."""
+    dest = tmp_path_factory.mktemp("export") / "t2i-fmnist-text-prior"
+    result = export(trained, GUIDED_TEXT, dest)
+    assert result.exit_code == 0, result.output
+    return dest
+
+
+def test_the_card_parses_with_its_metadata_and_results(exported, trained):
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "README.md",
+        "config.json",
+        "encoder.json",
+        "model.safetensors",
+        "sample.png",
+    ]
+    card = ModelCard.load(exported / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "text-to-image" and data["library_name"] == "t2i-cvae"
+    assert data["license"] == "other" and data["datasets"] == ["fashion_mnist"]
+    assert {"text-to-image", "cvae", "minilm"} <= set(data["tags"])
+    results = data["model-index"][0]["results"]
+    metrics = [m for r in results for m in r["metrics"]]
+    evaluation = json.loads((trained.repo / "metrics" / GUIDED_TEXT / "eval.json").read_text())
+    heldout = evaluation["judge_accuracy_heldout_phrasings"]["overall"]
+    accuracy = next(m for m in metrics if m["name"].startswith("judge accuracy on samples"))
+    assert accuracy["value"] == pytest.approx(heldout["mean"])
+    assert accuracy["args"] == {"std": pytest.approx(heldout["std"])}
+    assert any(m["type"] == "cas" for m in metrics)
+    assert any(m["name"].startswith("frontier: lowest") for m in metrics)
+    assert "## Limitations" in card.text and "huggingface-cli upload" in card.text
+    assert "± " in card.text  # the spreads over sample seeds
+    config = json.loads((exported / "config.json").read_text())
+    assert config["conditioning"] == "minilm" and len(config["encoder_sha256"]) == 64
+    sample = Image.open(exported / "sample.png")
+    assert sample.width > 8 * 56 and np.asarray(sample).std() > 0
+
+
+def test_an_exported_folder_loads_and_generates_anywhere(exported, trained, tmp_path):
+    """The API and `t2i generate` in a folder with no params.yaml and no models/, from the
+    exported files alone; the pixels are the original's."""
+    m = load(exported)  # the encoder from the folder (encoder.json), not params.yaml
+    original = load(trained.models / GUIDED_TEXT, trained.params)
+    want = original.generate(["white running shoes"], n=2, guidance=1.0, seed=9)
+    got = m.generate(["white running shoes"], n=2, guidance=1.0, seed=9)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(exported, elsewhere / "model")
+    command = ["t2i", "generate", "--model", "model", "--caption", "white running shoes"]
+    command += ["-n", "2", "--guidance", "1", "--seed", "9", "-o", "out.png"]
+    result = subprocess.run(command, cwd=elsewhere, env=run_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for a, b in zip(tiles(elsewhere / "out.png", 2, 28), want, strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_a_label_model_exports_with_every_class_in_its_sample(trained, tmp_path):
+    result = export(trained, LABEL, tmp_path / "label")
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(tmp_path / "label" / "README.md")
+    assert "cannot be guided" in card.text
+    assert not (tmp_path / "label" / "encoder.json").exists()
+    assert Image.open(tmp_path / "label" / "sample.png").height == 10 * 58 + 2  # a row a class
+
+
+def test_an_export_into_a_dvc_output_folder_is_refused(trained):
+    for target in ("models/shared", "models", "metrics/x", "data/out"):
+        dest = trained.repo / target
+        line = one_error_line(export(trained, TEXT, dest))
+        top = target.split("/")[0]
+        expected = f"inside {top}/, a DVC output folder; export outside the pipeline's outputs"
+        assert line == f"error: {dest}: {expected}"
+    assert not (trained.repo / "models" / "shared").exists()
+    assert not (trained.repo / "metrics" / "x").exists()
+
+
+def test_an_existing_folder_is_replaced_only_with_force_and_only_an_exported_one(trained, tmp_path):
+    dest = tmp_path / "out"
+    assert export(trained, LABEL, dest).exit_code == 0
+    before = (dest / "config.json").read_bytes()
+    line = one_error_line(export(trained, TEXT, dest))
+    assert line == f"error: {dest}: exists; give --force to replace it"
+    assert (dest / "config.json").read_bytes() == before
+    result = export(trained, TEXT, dest, "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads((dest / "config.json").read_text())["name"] == TEXT
+    (dest / "notes.txt").write_text("mine")
+    line = one_error_line(export(trained, LABEL, dest, "--force"))
+    assert line.startswith(f"error: {dest}: holds 'notes.txt', which no export wrote")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left
+
+
+def test_a_symlinked_safetensors_is_refused(trained, tmp_path):
+    model = tmp_path / "models" / LABEL
+    model.mkdir(parents=True)
+    shutil.copy(trained.models / LABEL / "config.json", model)
+    (model / "model.safetensors").symlink_to(trained.models / LABEL / "model.safetensors")
+    args = ["export", str(model), str(tmp_path / "out"), "--params", str(trained.params)]
+    line = one_error_line(CliRunner().invoke(app, args))
+    expected = "is a symlink; export copies a model folder's own files"
+    assert line == f"error: {model / 'model.safetensors'}: {expected}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_over_the_model_or_the_working_directory_is_refused(
+    trained, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(export(trained, LABEL, tmp_path, "--force"))
+    assert (
+        line == f"error: {tmp_path}: holds the working directory; export into a folder of its own"
+    )
+    assert sorted(tmp_path.iterdir()) == []

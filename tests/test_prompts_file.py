@@ -1,0 +1,150 @@
+"""`t2i generate --prompts FILE -o FOLDER` (issue 27): one PNG per line named by its number and
+a slug, a grid of all; a bad line is named by its number and the others are still written;
+a hostile file (1 GB, a million lines, NUL bytes, invalid UTF-8) is one line and nothing is
+written. On the small setting's trained models."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.api import load, read_prompts
+from stages.cli import app
+from stages.generate import slug
+
+from .conftest import one_error_line
+from .test_api import TEXT, small_run, tiles
+
+
+@pytest.fixture(scope="module")
+def trained(finished_root_run):
+    return small_run(finished_root_run)
+
+
+PROMPTS = """# shoes first
+white running shoes
+
+a long summer dress
+\u200b\u200b
+  # an indented comment
+a pair of jeans, dark blue, slim fit, with five pockets and a button fly
+"""
+
+
+def run(trained, prompts, folder, *extra):
+    args = ["generate", "--model", str(trained.models / TEXT), "--prompts", str(prompts)]
+    args += ["-o", str(folder), "-n", "2", "--seed", "5", "--params", str(trained.params), *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_one_bad_line_is_named_and_the_others_are_written(trained, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS)
+    out = tmp_path / "out"
+    result = run(trained, prompts, out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert errors == [  # the bad line by its number, then the summary
+        f"error: {prompts} line 5: caption '\\u200b\\u200b' has no visible character",
+        f"error: {prompts}: 1 line(s) failed (above); the rest are written",
+    ]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "0002-white-running-shoes.png",
+        "0004-a-long-summer-dress.png",
+        "0007-a-pair-of-jeans-dark-blue-slim-fit-with.png",
+        "grid.png",
+    ]
+    m = load(trained.models / TEXT, trained.params)
+    for name, caption in (
+        ("0002-white-running-shoes.png", "white running shoes"),
+        ("0004-a-long-summer-dress.png", "a long summer dress"),
+    ):
+        expected = m.generate([caption], n=2, seed=5)
+        for got, want in zip(tiles(out / name, 2, 28), expected, strict=True):
+            np.testing.assert_array_equal(got, np.asarray(want))
+    assert Image.open(out / "grid.png").height == 3 * 58 + 2  # one row per written line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "prompts.txt"]
+
+
+def test_the_error_lines_and_exit_code(trained, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a coat\n\n" + "x" * 3000 + "\n")
+    result = run(trained, prompts, tmp_path / "o")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {prompts} line 3: caption of 3,000 characters, more than 2,000; shorten it",
+        f"error: {prompts}: 1 line(s) failed (above); the rest are written",
+    ]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0001-a-coat.png", "grid.png"]
+
+
+def sparse(path, size: int) -> None:
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+HOSTILE = [
+    (
+        "1 GB",
+        lambda p: sparse(p, 2**30),
+        "1,073,741,824 bytes, more than the 1,000,000 a prompts file may hold; split it",
+    ),
+    (
+        "a million lines",
+        lambda p: p.write_bytes(b"\n" * 1_000_000),
+        "1,000,000 lines, more than the 10,000 a prompts file may hold; split it",
+    ),
+    (
+        "NUL",
+        lambda p: p.write_bytes(b"a coat\nboots\x00\n"),
+        "line 2: a NUL byte at offset 12; a prompts file is UTF-8 text",
+    ),
+    (
+        "Latin-1",
+        lambda p: p.write_bytes(b"a coat\n\ncaf\xe9 shoes\n"),
+        "line 3: byte 0xe9 at offset 11 is not UTF-8; save the file as UTF-8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "make", "expected"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_prompts_file_is_one_line_and_nothing_is_written(
+    trained, tmp_path, what, make, expected
+):
+    prompts = tmp_path / "prompts.txt"
+    make(prompts)
+    result = run(trained, prompts, tmp_path / "out")
+    assert one_error_line(result) == f"error: {prompts}: {expected}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
+
+
+def test_the_size_is_checked_before_reading(tmp_path):
+    """A 1 TB sparse file is refused from its size alone (reading it would take hours)."""
+    prompts = tmp_path / "huge.txt"
+    sparse(prompts, 2**40)
+    with pytest.raises(Exception, match="1,099,511,627,776 bytes, more than"):
+        read_prompts(prompts)
+    assert os.stat(prompts).st_blocks == 0  # still sparse: nothing was written into it
+
+
+def test_prompts_need_a_folder_and_exclude_caption(trained, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a coat\n")
+    line = one_error_line(run(trained, prompts, tmp_path / "x.png"))
+    assert line == f"error: -o {tmp_path / 'x.png'}: --prompts writes a folder; give -o FOLDER"
+    line = one_error_line(run(trained, prompts, tmp_path / "o", "--caption", "a coat"))
+    assert line == "error: conflicting options: --prompts, and --caption or --label"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
+
+
+def test_slugs_are_lowercase_ascii_words_of_at_most_40_characters():
+    assert slug("White Running-Shoes!") == "white-running-shoes"
+    assert slug("  café <script> ") == "caf-script"
+    assert slug("日本") == ""
+    assert len(slug("a" * 100)) == 40
