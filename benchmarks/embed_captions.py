@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import parse_params
+from pipeline.config import Embed, load_params
 from pipeline.encoders import load_encoder
 from pipeline.testing.encoders import make_random_clip, make_random_t5_small
 
@@ -36,6 +36,7 @@ VOCABULARY = (
     "two three people group skateboard surfboard wave beach snow field tennis pizza giraffe"
 )
 WORDS = VOCABULARY.split()  # noqa: SIM905 (a sentence reads better than a 46-item list)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def coco_like_captions(n: int, seed: int = 0) -> list[str]:
@@ -49,6 +50,14 @@ def build_checkpoints(folder: Path) -> dict:
         "clip-vit-b-32": make_random_clip(folder / "clip", "ViT-B-32"),
         "t5-small": make_random_t5_small(folder / "t5"),
     }
+
+
+def embed_params(sections: dict) -> Embed:
+    """params.yaml's embed section, with the keys of ``sections`` in its encoders' own."""
+    raw = load_params(REPO / "params.yaml").embed.model_dump(by_alias=True)
+    for name, section in sections.items():
+        raw[name] = {**raw[name], **section}
+    return Embed.model_validate(raw)
 
 
 def throughput(fn, captions, batch_size) -> tuple[float, np.ndarray]:
@@ -70,7 +79,7 @@ def main() -> None:
     captions = coco_like_captions(args.captions)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        embed = parse_params({"embed": build_checkpoints(Path(tmp))}).embed
+        embed = embed_params(build_checkpoints(Path(tmp)))
         for name in args.encoders:
             encoder = load_encoder(name, embed.encoder(name), device)
             plain_rate, plain = throughput(encoder.encode_plain, captions, args.batch_size)

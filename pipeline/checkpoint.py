@@ -131,7 +131,7 @@ def save_model(model_dir: Path, model: nn.Module, meta: dict) -> None:
         raise TypeError(f"{type(model).__name__} is not the class {meta.class_name!r}")
     (model_dir / "config.json").unlink(missing_ok=True)  # a failed save leaves no config
     save_weights(model_dir / "model.safetensors", model)  # naming weights it did not write
-    saved = meta.model_dump(by_alias=True, exclude_none=True)
+    saved = meta.model_dump(by_alias=True, exclude_unset=True)
     write_json(model_dir / "config.json", {**saved, **model.config.model_dump()})
 
 

@@ -117,7 +117,8 @@ class FrontierScorer:
 def choose_guidance(val_points: list[dict], trained_with_dropout: bool, fixed: float | None):
     """(w, the rule that chose it) from the validation points of one temperature. A fixed
     w > 0 for a model trained without the null condition is refused: it has nothing to guide
-    away from (its frontier still sweeps w, against the zero vector it never saw: docs/guidance.md)."""
+    away from (its frontier still sweeps w, against the zero vector it never saw:
+    docs/guidance.md)."""
     if fixed is not None:
         if fixed > 0 and not trained_with_dropout:
             raise PipelineError(
@@ -151,7 +152,7 @@ def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
         }
         for p in points
     ]
-    validate_metrics(rows, "frontier.json (the frontier's rows)", FrontierRows)
+    validate_metrics(rows, "the frontier's rows", FrontierRows, "nothing written")
     return rows
 
 

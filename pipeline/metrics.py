@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, ClassVar, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -179,7 +179,7 @@ class LabelEval(GuidedEval):
     judge_accuracy_on_real_test_per_class: Annotated[dict[Name, Accuracy], Field(max_length=1000)]
     judge_accuracy_on_samples: SampleAccuracy
     test_iw_nll_nats: Real
-    test_kl_nats: NonNegative
+    test_kl_nats: Real  # >= 0 in exact arithmetic; float32 may dip a hair below
     test_nelbo_nats: Real
     test_recon_nats: Real
     within_class_spread: MeanStd
@@ -393,6 +393,10 @@ class CasConditions(Metrics):
     tested_on: Text
     trained_on: Text
     training_images: Count
+    # the recipe (issue 26); absent from files of runs before it was recorded
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    lr_schedule: Literal["constant", "onecycle"] | None = None
+    fresh_each_epoch: bool | None = None
 
 
 class RealCasConditions(CasConditions):
@@ -416,6 +420,8 @@ class CasFrontierConditions(Metrics):
     epochs: Count
     sample_seed: Annotated[int, Field(ge=0)]
     training_images: Count
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] | None = None  # the frontier's recipe
+    lr_schedule: Literal["constant", "onecycle"] | None = None
 
 
 class ModelCas(CasScore):
@@ -437,6 +443,39 @@ class RealCas(CasScore):
     """metrics/cas/real.json: the classifier trained on the real training images."""
 
     conditions: RealCasConditions
+
+
+# ---------------------------------------------------------------------------- headline
+
+
+class HeldoutPoint(Metrics):
+    """A model at one operating point: its sampler, w and T, what the judge scores, and its
+    CAS there by the one headline recipe (None: not measured at that point)."""
+
+    model: Name
+    sampler: Literal["prior", "expost"]
+    guidance: Guidance
+    temperature: Temperature
+    accuracy: MeanStd
+    cas: Accuracy | None
+
+
+class HeadlinePoint(HeldoutPoint):
+    fd: MeanStd
+
+
+class Headline(Metrics):
+    """metrics/headline.json, written by scripts/results_table.py from the validated metrics
+    beside it: the real-data ceilings, the paper's model, the best model at its
+    validation-chosen point and the text model on held-out phrasings."""
+
+    judge_accuracy: Accuracy
+    cas_real: Accuracy
+    cas_recipe: Text
+    paper: HeadlinePoint
+    best: HeadlinePoint
+    heldout: HeldoutPoint | None
+    best_rule: Text
 
 
 # ---------------------------------------------------------------------------- dvclive
@@ -506,7 +545,7 @@ WHY = {
 }
 
 
-def _error_line(where: str, exc: ValidationError, schema: type) -> str:
+def _error_line(where: str, exc: ValidationError, schema: type, hint: str) -> str:
     errors = exc.errors()
     first = errors[0]
     loc = tuple(p for p in first["loc"] if p not in ("scored", "absent"))
@@ -517,17 +556,18 @@ def _error_line(where: str, exc: ValidationError, schema: type) -> str:
         shown = "" if isinstance(got, dict | list) else f" (got {json.dumps(got)[:60]})"
         why = first["msg"].removeprefix("Value error, ") + shown
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    line = f"{where}: {_dotted(loc)}: {why}{more}; not a valid {schema.__name__} file; {HINT}"
+    line = f"{where}: {_dotted(loc)}: {why}{more}; not a valid {schema.__name__} file; {hint}"
     return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def validate_metrics(value: object, where: str, schema: type[S]) -> S:
-    """``value`` (parsed JSON) as ``schema``; else one PipelineError naming ``where`` and the
-    dotted key."""
+def validate_metrics(value: object, where: str, schema: type[S], hint: str = HINT) -> S:
+    """``value`` (parsed JSON, or what a writer computed) as ``schema``; else one
+    PipelineError naming ``where`` and the dotted key. A writer passes its own ``hint``
+    (e.g. "nothing written"): it validates before :func:`write_metrics`."""
     try:
         return schema.model_validate(value)
     except ValidationError as exc:
-        raise PipelineError(_error_line(str(where), exc, schema)) from None
+        raise PipelineError(_error_line(str(where), exc, schema, hint)) from None
 
 
 def parse_metrics(data: bytes, where: str, schema: type[S]) -> S:

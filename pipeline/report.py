@@ -5,6 +5,12 @@ Viewable offline and shareable as a single file: nothing is fetched when a page 
 page inlines only what the pipeline wrote (:func:`read_owned`): a regular file under reports/
 or metrics/, reached through no symlink (git stores symlinks: a hostile commit could point
 one at ~/.ssh/id_rsa), no larger than report.max_file_bytes, and a figure must be a PNG.
+
+Tables are rows of cells (:class:`Table`), rendered by :func:`html_table` here and by
+:func:`markdown_table` for docs/results.md and the README (scripts/results_table.py); every
+string a cell holds is escaped for its format (html.escape, :func:`md_escape`), so a name from
+a metrics file or a folder is shown, never interpreted. The numbers come from files validated
+by their schema (pipeline/metrics.py), formatted by its one ``cell``.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ class Raw(str):
     """Markup the program itself wrote ("**CAS**"): the one kind of text not escaped."""
 
 
-Cell = str | Span | tuple  # a tuple: spans side by side ("`fmnist_label`, samples")
+Cell = str | Span | tuple  # a tuple: spans side by side (a name in code, then ", samples")
 
 
 @dataclass

@@ -17,6 +17,7 @@ file and the key; every string that reaches the page is escaped (pipeline/report
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pipeline.atomic import write_bytes  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.metrics import (  # noqa: E402
+    Headline,
     JudgeLive,
     LabelEval,
     MeanStd,
@@ -38,6 +40,7 @@ from pipeline.metrics import (  # noqa: E402
     cell,
     eval_schema,
     read_metrics,
+    validate_metrics,
     w_text,
 )
 from pipeline.report import Raw, Span, Table, markdown, markdown_table, md_image  # noqa: E402
@@ -46,6 +49,7 @@ METRICS = Path("metrics")  # paths relative to the repository root (main() goes 
 REPORTS = Path("reports")
 PAGE = Path("docs") / "results.md"
 README = Path("README.md")
+HEADLINE = METRICS / "headline.json"  # the headline, first in `dvc metrics show`
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -399,6 +403,58 @@ def brief(r: Results) -> list[str]:
     return markdown_table(Table(head, rows))
 
 
+BEST_RULE = (
+    "among the models' validation-chosen points, the one that beats the paper's model on the "
+    "most of judged accuracy, FD and CAS (ties: the higher judged accuracy)"
+)
+
+
+def _headline_point(m: Model, cas: float | None, held: bool = False) -> dict:
+    c = m.ev.conditions
+    point = {"model": m.name, "sampler": "prior", "guidance": c.guidance}
+    point |= {"temperature": c.temperature, "cas": cas}
+    if held:
+        return point | {"accuracy": m.ev.heldout.overall.model_dump()}
+    return point | {
+        "accuracy": m.ev.samples.overall.model_dump(),
+        "fd": m.ev.samples_frechet.model_dump(),
+    }
+
+
+def _wins(m: Model, paper: Model) -> tuple[int, float]:
+    """(on how many of accuracy, FD, CAS m's chosen point beats the paper's model, accuracy)."""
+    mine, theirs = m.ev.samples.overall.mean, paper.ev.samples.overall.mean
+    cas, paper_cas = m.cas_at_chosen(), paper.cas_at_chosen()
+    wins = (mine > theirs) + (m.ev.samples_frechet.mean < paper.ev.samples_frechet.mean)
+    wins += cas is not None and paper_cas is not None and cas > paper_cas
+    return wins, mine
+
+
+def headline(r: Results) -> Headline | None:
+    """metrics/headline.json from the validated metrics (None: a run without its parts)."""
+    if r.paper is None or r.judge is None or r.real_cas is None:
+        return None
+    k = r.real_cas.conditions
+    recipe = (
+        f"{k.epochs} epochs, {k.lr_schedule} at lr {k.lr:g}, on {k.training_images:,} images"
+        if k.lr is not None
+        else f"{k.epochs} epoch(s); schedule not recorded (a run before the recipe was)"
+    )
+    others = [m for m in r.models if m is not r.paper and not m.text] or [r.paper]
+    best = max(others, key=lambda m: _wins(m, r.paper))
+    held = best_heldout(r.models)
+    value = {
+        "judge_accuracy": r.judge.test.accuracy,
+        "cas_real": r.real_cas.accuracy_on_real_test,
+        "cas_recipe": recipe,
+        "paper": _headline_point(r.paper, r.paper.cas_at_chosen()),
+        "best": _headline_point(best, best.cas_at_chosen()),
+        "heldout": held and _headline_point(held, held.cas_at_chosen(), held=True),
+        "best_rule": BEST_RULE,
+    }
+    return validate_metrics(value, str(HEADLINE), Headline, "nothing written")
+
+
 def readme(text: str, rows: list[str]) -> str:
     """``text`` (the README) with the lines between its markers replaced by ``rows``."""
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
@@ -470,10 +526,15 @@ def page(r: Results, params: Params) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _stale(text: str, brief_readme: str | None, current: str | None) -> list[str]:
+def _headline_text(top: Headline | None) -> str | None:
+    return None if top is None else json.dumps(top.model_dump(), indent=2) + "\n"
+
+
+def _stale(text: str, brief_readme: str | None, current: str | None, top: str | None) -> list:
     pairs = (
         ("docs/results.md", PAGE.is_file() and PAGE.read_text() == text),
         ("README.md", brief_readme is None or brief_readme == current),
+        (str(HEADLINE), top is None or (HEADLINE.is_file() and HEADLINE.read_text() == top)),
     )
     return [name for name, ok in pairs if not ok]
 
@@ -492,15 +553,18 @@ def main(argv: list[str] | None = None) -> int:
         current = README.read_text() if README.is_file() else None
         link = "Every model, per class and the whole frontier: [results](docs/results.md)."
         brief_readme = readme(current, [*brief(results), "", link]) if current else None
+        top = _headline_text(headline(results))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.write:
         write_bytes(PAGE, text.encode())
+        if top is not None:
+            write_bytes(HEADLINE, top.encode())
         if brief_readme is not None and brief_readme != current:
             write_bytes(README, brief_readme.encode())
     elif args.check:
-        stale = _stale(text, brief_readme, current)
+        stale = _stale(text, brief_readme, current, top)
         if stale:
             print(
                 f"error: {' and '.join(stale)} {'is' if len(stale) == 1 else 'are'} not current "

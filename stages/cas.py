@@ -18,7 +18,6 @@ the curves it replaces, and publishes them with the CAS file, never before.
 from pathlib import Path
 
 from pipeline import cas
-from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.embeddings import encoder_identity
@@ -26,6 +25,7 @@ from pipeline.data.fmnist import load_tensors
 from pipeline.finite import require_finite
 from pipeline.frontier import read_chosen_guidance
 from pipeline.lock import model_lock
+from pipeline.metrics import cas_schema, validate_metrics, write_metrics
 from pipeline.runtime import make_deterministic, resolve_device
 from pipeline.train import FitRun, clear_live, publish_live
 from stages.fingerprint import training_fingerprint
@@ -103,7 +103,7 @@ def _run(name: str, params) -> None:
     if name == REAL:
         metrics = score(name, p, judge, test, None, generator)
     else:
-        w = read_chosen_guidance(METRICS / name / "eval.json")
+        w = read_chosen_guidance(METRICS / name / "eval.json", params.model(name))
         metrics = score(name, p, judge, test, 0.0, generator)
         guided = metrics if w == 0 else score(name, p, judge, test, w, generator)
         metrics["at_chosen_guidance"] = {
@@ -114,6 +114,9 @@ def _run(name: str, params) -> None:
             ev = params.model(name).evaluate
             sweeps = (ev.guidance_sweep, ev.temperature_sweep)
             metrics |= cas.frontier_cas(_source(name, device), p, sweeps, judge.feature_dim, test)
-    write_json(path, require_finite(metrics, str(path)))
+    checked = validate_metrics(
+        require_finite(metrics, str(path)), str(path), cas_schema(name), "nothing written"
+    )
+    write_metrics(path, checked)
     for folder in dict.fromkeys(live):
         publish_live(folder)

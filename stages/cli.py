@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.redact import RedactingFilter, redact
 from stages.commands import choose, stage_module
 
-HELP = f"""Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
+HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
 
 `dvc repro` runs the stages, rerunning only what changed. Each is a command:
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model, require_encoder_weights, verified_kept_epochs
 from pipeline.coco_figures import coco_figures
 from pipeline.config import load_params
@@ -27,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.finite import require_finite
 from pipeline.heldout import evaluate_held_out
 from pipeline.lock import model_lock
+from pipeline.metrics import CocoEval, validate_metrics, write_metrics
 from pipeline.models.bernoulli import BernoulliCVAE
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import COCO_SHARDS, METRICS, REPORTS, embeddings_dir, epochs_dir, model_dir
@@ -66,5 +66,6 @@ def _evaluate(name: str, entry, embed) -> None:
     metrics["conditions"]["caption_only"] = {"guidance": p.guidance, "temperature": p.temperature}
     path = METRICS / name / "eval.json"
     require_finite(metrics, str(path), allow_inf=("psnr_db",))  # written last, below
+    ev = validate_metrics(metrics, str(path), CocoEval, "nothing written")
     coco_figures(model, encoder, p, scored.first, kept, generator, REPORTS / name)
-    write_json(path, metrics)  # last: a stage that fails before here leaves no metric
+    write_metrics(path, ev)  # last: a stage that fails before here leaves no metric

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.config import load_params
 from pipeline.data.fmnist import LABELS, load_tensors
@@ -28,9 +27,12 @@ from pipeline.frontier import (
     validation_reference,
 )
 from pipeline.lock import model_lock
+from pipeline.metrics import FrontierRows, LabelEval, validate_metrics, write_metrics
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
+
+NOT = "nothing written"  # the hint of a refused metrics file
 
 
 def run(name: str, params_path: Path) -> None:
@@ -95,10 +97,13 @@ def _evaluate(name: str, p) -> None:
         },
     }
     path = METRICS / name / "eval.json"
-    require_finite(frontier, str(METRICS / name / "frontier.json"))
-    require_finite(metrics, str(path))
+    rows_path = METRICS / name / "frontier.json"
+    rows = validate_metrics(
+        require_finite(frontier, str(rows_path)), str(rows_path), FrontierRows, NOT
+    )
+    ev = validate_metrics(require_finite(metrics, str(path)), str(path), LabelEval, NOT)
     label_figures(
         model, x_test, c_test, p.grid_columns, generator, Sampling(p.temperature, w), REPORTS / name
     )
-    write_json(METRICS / name / "frontier.json", frontier)  # metrics last: a failed
-    write_json(path, metrics)  # stage leaves none
+    write_metrics(rows_path, rows)  # metrics last: a failed stage leaves none
+    write_metrics(path, ev)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
@@ -24,9 +23,12 @@ from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
 from pipeline.lock import model_lock
+from pipeline.metrics import FrontierRows, TextEval, validate_metrics, write_metrics
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
 from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
+
+NOT = "nothing written"  # the hint of a refused metrics file
 
 
 def run(name: str, params_path: Path) -> None:
@@ -88,8 +90,11 @@ def _evaluate(name: str, p) -> None:
         "val_phrasings_compared_with": f"the last {p.val_images} training images",
         "features": "judge penultimate layer (128-d)",
     }
-    require_finite(frontier, str(METRICS / name / "frontier.json"))
-    require_finite(metrics, str(METRICS / name / "eval.json"))
+    rows_path, path = METRICS / name / "frontier.json", METRICS / name / "eval.json"
+    rows = validate_metrics(
+        require_finite(frontier, str(rows_path)), str(rows_path), FrontierRows, NOT
+    )
+    ev = validate_metrics(require_finite(metrics, str(path)), str(path), TextEval, NOT)
     first = {}  # one row per class: its first held-out phrasing, labelled with the text
     for r in caption_set["heldout"]:
         first.setdefault(r["image_id"], r)
@@ -100,5 +105,5 @@ def _evaluate(name: str, p) -> None:
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")
-    write_json(METRICS / name / "frontier.json", frontier)  # metrics last: a failed
-    write_json(METRICS / name / "eval.json", metrics)  # stage leaves none
+    write_metrics(rows_path, rows)  # metrics last: a failed stage leaves none
+    write_metrics(path, ev)

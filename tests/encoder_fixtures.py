@@ -15,11 +15,12 @@ __all__ = ["TINY_CLIP", "make_random_inception", "make_tiny_clip", "make_tiny_t5
 
 
 def trained_on(encoder: str, params: Path, dataset: str = "fmnist") -> dict:
-    """The config.json keys of a model trained on ``encoder`` as ``params`` names its weights."""
+    """The config.json keys of a model of ``dataset`` conditioned on ``encoder``, trained on
+    the weights ``params`` names (its ``data``, ``conditioning`` and encoder identity)."""
     info = load_encoder(encoder, load_params(params).embed.encoder(encoder), torch.device("cpu"))
     return {
-        "dataset": dataset,
-        "encoder": encoder,
+        "data": dataset,
+        "conditioning": encoder,
         "encoder_weights": info.info.weights_id,
         "encoder_sha256": info.info.weights_sha256,
     }

@@ -16,11 +16,20 @@ from typer.testing import CliRunner
 from pipeline.checkpoint import save_model
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid
+from pipeline.data.fmnist import LABELS
 from pipeline.models.cvae_mlp import CVAEMLP
+from pipeline.models.registry import FMNIST_SHAPE
 from stages.cli import app
 
-from .conftest import REPO, run_env, set_param, tiny_prior
-from .test_one_line_errors import one_error_line
+from .conftest import REPO, one_error_line, run_env, set_param, tiny_prior
+from .encoder_fixtures import trained_on
+
+
+def meta(name: str, class_key: str, conditioning: str = "label", **more) -> dict:
+    """config.json's description of a Fashion-MNIST model as its train stage saves it."""
+    saved = {"name": name, "class": class_key, "data": "fmnist", "image_shape": FMNIST_SHAPE}
+    saved |= {"conditioning": conditioning, "cond_null_p": 0.0, "labels": LABELS}
+    return saved | more
 
 
 def write_params(tmp_path, **generate) -> str:
@@ -37,8 +46,7 @@ def label_model(tmp_path):
     save_model(
         tmp_path / "m",
         CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
-        "fmnist_label",
-        {"dataset": "fmnist"},
+        meta("fmnist_label", "cvae_mlp"),
     )
     return tmp_path / "m"
 
@@ -82,8 +90,8 @@ def test_batched_sampling_draws_the_images_one_batch_of_n_draws(tmp_path, kind):
         model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     else:
         model = tiny_prior(latent_dim=4, arch="conv")
-    name = "fmnist_label" if kind == "mlp" else "fmnist_conv"
-    save_model(tmp_path / "m", model, name, {"dataset": "fmnist"})
+    name, class_key = ("fmnist_label", "cvae_mlp") if kind == "mlp" else ("fmnist_conv", "cvae_prior")
+    save_model(tmp_path / "m", model, meta(name, class_key))
     grids = {}
     for batch in (8, 256):
         out = tmp_path / f"b{batch}.png"
@@ -118,8 +126,10 @@ def one_stderr_line(result: subprocess.CompletedProcess) -> str:
 
 def test_a_latin1_byte_in_a_caption_is_one_line(tmp_path):
     model = CVAEMLP.of(input_dim=784, cond_dim=384, hidden_dim=16, latent_dim=4, fusion="concat")
-    meta = {"dataset": "fmnist", "encoder": "minilm", "encoder_sha256": "0" * 64}
-    save_model(tmp_path / "m", model, "fmnist_text", meta)  # the caption is refused first
+    # trained on the MiniLM that params.yaml names: it loads, and the caption is refused
+    identity = trained_on("minilm", REPO / "params.yaml")
+    encoder = {key: identity[key] for key in ("encoder_weights", "encoder_sha256")}
+    save_model(tmp_path / "m", model, meta("fmnist_text", "cvae_mlp", "minilm", **encoder))
     args = [b"generate", b"--model", b"m", b"-o", b"x.png", b"--params", str(REPO / "params.yaml")]
     result = run_t2i([*args, b"--caption", b"caf\xe9 shoes"], tmp_path)
     assert one_stderr_line(result) == (
@@ -215,7 +225,10 @@ def test_nested_coco_annotations_are_one_line(tmp_path, monkeypatch):
 def test_a_nested_model_config_is_one_line(tmp_path, label_model):
     (label_model / "config.json").write_text(DEEP)
     line = one_error_line(generate(label_model, tmp_path / "x.png", "--label", "bag"))
-    assert line.startswith(f"error: {label_model}/config.json: not valid JSON (maximum recursion")
+    assert line == (
+        f"error: {label_model}/config.json: not a readable config (nested too deeply: more "
+        "than 64 levels); train it again"
+    )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -270,8 +283,8 @@ def test_disk_full_while_embedding_is_one_line_and_leaves_no_shard(tmp_path):
 
 def test_disk_full_while_training_is_one_line_and_leaves_no_state(repo_copy):
     workdir = repo_copy
-    set_param(workdir, "train.fmnist_label", "epochs", 1)
-    set_param(workdir, "train.fmnist_label", "train_limit", 256)
+    set_param(workdir, "models.fmnist_label.train", "epochs", 1)
+    set_param(workdir, "models.fmnist_label.train", "train_limit", 256)
     download = run_t2i(["download", "fmnist"], workdir)
     assert download.returncode == 0, download.stderr.decode()
     result, left = on_a_full_disk(workdir, "models/fmnist_label", ["train", "fmnist_label"])
@@ -280,7 +293,9 @@ def test_disk_full_while_training_is_one_line_and_leaves_no_state(repo_copy):
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     expected = "models/fmnist_label/state/train_state.safetensors"
     assert errors == [f"error: disk full while writing {expected}"], stderr
-    assert left == ["./state"]  # the folder it made; no file, no temp file
+    # the model's lock (pipeline/lock.py: the file stays, the flock dies with the process)
+    # and the folder it made; no other file, no temp file
+    assert left == ["./.lock", "./state"]
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import load_model, save_model
+from pipeline.data.fmnist import LABELS
 from pipeline.models.cvae_clip import CVAEClip
 from pipeline.models.cvae_mlp import CVAEMLP
 from stages.cli import app
@@ -22,12 +23,21 @@ from .conftest import REPO, one_error_line, run_env
 from .encoder_fixtures import trained_on
 
 SIZES = {"input_dim": 784, "cond_dim": 10, "hidden_dim": 16, "latent_dim": 4, "fusion": "concat"}
+FMNIST = {"data": "fmnist", "image_shape": [1, 28, 28], "cond_null_p": 0.0}
+LABEL_META = {"name": "fmnist_label", "class": "cvae_mlp", **FMNIST, "conditioning": "label"}
+LABEL_META["labels"] = list(LABELS)
+
+
+def text_meta(**identity) -> dict:
+    """What the stage records of an MLP CVAE on MiniLM caption embeddings."""
+    encoder = {"conditioning": "minilm", "encoder_weights": "package", "encoder_sha256": "0" * 64}
+    return {"name": "fmnist_text", "class": "cvae_mlp", **FMNIST, **encoder, **identity}
 
 
 @pytest.fixture
 def label_model(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m", CVAEMLP.of(**SIZES), "fmnist_label", {"dataset": "fmnist"})
+    save_model(tmp_path / "m", CVAEMLP.of(**SIZES), LABEL_META)
     return tmp_path / "m"
 
 
@@ -53,7 +63,7 @@ def test_an_untouched_model_loads_and_generates(label_model, tmp_path, monkeypat
     result = generate(label_model)
     assert result.exit_code == 0, result.output
     model, config = load_model(label_model)
-    assert config == {"name": "fmnist_label", "model": "cvae_mlp", **SIZES, "dataset": "fmnist"}
+    assert config == {**LABEL_META, "model": "cvae_mlp", **SIZES}
 
 
 CONFIG_CASES = [  # (config.json changes, the one line's end)
@@ -64,13 +74,19 @@ CONFIG_CASES = [  # (config.json changes, the one line's end)
     ({"hidden_dim": 10**8}, "key hidden_dim: Input should be less than or equal to 65536"),
     ({"latent_dim": True}, "key latent_dim: Input should be a valid integer (got True)"),
     ({"fusion": "sum"}, "key fusion: Input should be 'concat', 'add' or 'gated' (got 'sum')"),
-    ({"model": ["cvae_mlp"]}, "key model: ['cvae_mlp'], but a fmnist_label model is a 'cvae_mlp'"),
-    ({"model": "cvae_clip"}, "key model: 'cvae_clip', but a fmnist_label model is a 'cvae_mlp'"),
+    ({"model": ["cvae_mlp"]}, "key model: ['cvae_mlp'], but class cvae_mlp is a 'cvae_mlp'"),
+    ({"model": "cvae_clip"}, "key model: 'cvae_clip', but class cvae_mlp is a 'cvae_mlp'"),
     ({"cond_dim": ...}, "key cond_dim: Field required; train the model again"),
-    ({"name": ...}, "key name: None is no model of the registry"),
-    ({"name": ["fmnist_label"]}, "key name: ['fmnist_label'] is no model of the registry"),
-    ({"dataset": "imagenet"}, "key dataset: Input should be 'fmnist' or 'coco' (got 'imagenet')"),
-    ({"encoder": "bert"}, "key encoder: Input should be 'clip-vit-b-32', 't5-small' or 'minilm'"),
+    ({"class": ...}, "key class: None is no model class; expected one of ['cvae_clip', "),
+    ({"class": ["cvae_mlp"]}, "key class: ['cvae_mlp'] is no model class; expected one of"),
+    ({"class": "cvae_prior"}, "key model: 'cvae_mlp', but class cvae_prior is a 'cvae_prior'"),
+    ({"name": ...}, "key name: Field required; train the model again"),
+    ({"name": ["fmnist_label"]}, "key name: Input should be a valid string (got ['fmnist_label'])"),
+    ({"data": "imagenet"}, "key data: Input should be 'fmnist' or 'coco' (got 'imagenet')"),
+    ({"dataset": "fmnist"}, "key dataset: unknown key; train the model again"),
+    ({"image_shape": [1, 28]}, "key image_shape: List should have at least 3 items"),
+    ({"cond_null_p": 1.5}, "key cond_null_p: Input should be less than 1 (got 1.5)"),
+    ({"conditioning": "bert"}, "key conditioning: Input should be 'label', 'clip-vit-b-32', "),
     ({"hidden_dim": 17}, "tensor fc1.weight has shape [16, 794], but config.json builds [17, 794]"),
 ]
 
@@ -83,13 +99,13 @@ def test_a_tampered_config_is_one_line_naming_file_and_key(label_model, changes,
     assert expected in line, line
 
 
-def test_a_text_model_without_its_encoder_is_refused(tmp_path):
-    meta = {"dataset": "fmnist", "encoder": "minilm", "encoder_sha256": "0" * 64}
+@pytest.mark.parametrize("key", ["encoder_weights", "encoder_sha256"])
+def test_a_text_model_without_its_encoder_is_refused(tmp_path, key):
     model = CVAEMLP.of(**{**SIZES, "cond_dim": 384})
-    save_model(tmp_path / "m", model, "fmnist_text", meta)
-    edit_config(tmp_path / "m", encoder=...)
+    save_model(tmp_path / "m", model, text_meta())
+    edit_config(tmp_path / "m", **{key: ...})
     line = one_error_line(generate(tmp_path / "m"))
-    assert f"{tmp_path}/m/config.json: key encoder: missing; a text-conditioned model" in line
+    assert f"{tmp_path}/m/config.json: key {key}: missing; a text-conditioned model" in line
 
 
 @pytest.mark.parametrize("tamper", ["missing", "extra", "shape", "not_safetensors"])
@@ -119,11 +135,11 @@ def test_tampered_tensors_are_one_line_naming_the_tensor(label_model, tamper):
 def test_huge_sizes_in_bounds_allocate_nothing_before_the_shape_check(tmp_path):
     """width 1024 at 2048 px would be ~2.7e11 parameters (a terabyte): built on the meta
     device, the shapes disagree with the small file at once."""
-    meta = {"dataset": "coco", "encoder": "clip-vit-b-32", "encoder_sha256": "0" * 64}
+    meta = {"name": "coco_clip", "class": "cvae_clip", "data": "coco", "image_shape": [3, 32, 32]}
+    meta |= {"conditioning": "clip-vit-b-32", "cond_null_p": 0.0, "encoder_weights": "openai"}
+    meta["encoder_sha256"] = "0" * 64
     small = dict(image_size=32, text_dim=8, latent_dim=4, width=4, fusion="concat")
-    save_model(
-        tmp_path / "m", CVAEClip.of(**small, feature_norm=True, logvar_bound=8.0), "coco_clip", meta
-    )
+    save_model(tmp_path / "m", CVAEClip.of(**small, feature_norm=True, logvar_bound=8.0), meta)
     edit_config(tmp_path / "m", width=1024, image_size=2048)
     start = time.perf_counter()
     line = one_error_line(generate(tmp_path / "m"))
@@ -173,10 +189,10 @@ def test_evaluate_on_a_nan_model_exits_with_one_line(tmp_path, label_model):
 def test_generate_refuses_encoder_weights_other_than_the_models(tmp_path):
     """Trained on other MiniLM weights (another sha256) than params.yaml names: refused,
     saying which weights the model needs."""
-    meta = {**trained_on("minilm", REPO / "params.yaml"), "encoder_sha256": "ab" * 32}
-    meta["encoder_weights"] = "my-finetuned-minilm"
+    meta = text_meta(**trained_on("minilm", REPO / "params.yaml"))
+    meta |= {"encoder_weights": "my-finetuned-minilm", "encoder_sha256": "ab" * 32}
     model = CVAEMLP.of(**{**SIZES, "cond_dim": 384})
-    save_model(tmp_path / "m", model, "fmnist_text", meta)
+    save_model(tmp_path / "m", model, meta)
     args = ["--caption", "a shoe", "--params", str(REPO / "params.yaml")]
     result = CliRunner().invoke(
         app, ["generate", "--model", str(tmp_path / "m"), "-o", str(tmp_path / "x.png"), *args]
@@ -186,7 +202,7 @@ def test_generate_refuses_encoder_weights_other_than_the_models(tmp_path):
     assert "needs the minilm weights 'my-finetuned-minilm' (sha256 " + "ab" * 32 + ")" in line
     assert "but params.yaml's embed.minilm.weights gives 'package'" in line
     assert not (tmp_path / "x.png").exists()
-    save_model(tmp_path / "ok", model, "fmnist_text", trained_on("minilm", REPO / "params.yaml"))
+    save_model(tmp_path / "ok", model, text_meta(**trained_on("minilm", REPO / "params.yaml")))
     result = CliRunner().invoke(
         app, ["generate", "--model", str(tmp_path / "ok"), "-o", str(tmp_path / "x.png"), *args]
     )

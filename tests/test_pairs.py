@@ -17,9 +17,9 @@ from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.data.shards import write_shards
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic
-from pipeline.train import FitSpec, fit, run_fingerprint
+from pipeline.train import FitData, fit, run_fingerprint
 
-from .conftest import run_env
+from .conftest import fit_run, fit_spec, run_env
 
 
 def make_pairs_data(folder):
@@ -84,13 +84,14 @@ def train_streamed(tmp_path, shards, emb, n, epochs, name):
     data = ShardCaptionPairs(shards, emb, pairs=n, batch_size=4, shuffle_buffer=8, workers=1)
     fit(
         model,
-        data,
-        data,
-        FitSpec(epochs=epochs, batch_size=4, lr=1e-3, grad_clip=1.0),
-        generator=generator,
-        state_path=tmp_path / name / "state.safetensors",
-        live_dir=tmp_path / name / "live",
-        fingerprint=run_fingerprint(model, {}),
+        FitData(data, data),
+        fit_spec(epochs=epochs, batch_size=4, lr=1e-3, grad_clip=1.0),
+        fit_run(
+            generator=generator,
+            state_path=tmp_path / name / "state.safetensors",
+            live_dir=tmp_path / name / "live",
+            fingerprint=run_fingerprint(model, {}),
+        ),
     )
     return model.state_dict()
 
@@ -110,7 +111,8 @@ from safetensors.torch import save_file
 from pipeline.data.pairs import ShardCaptionPairs
 from pipeline.models.cvae_gated import CVAEGated
 from pipeline.runtime import make_deterministic
-from pipeline.train import FitSpec, fit, run_fingerprint
+from pipeline.train import FitData, fit, run_fingerprint
+from tests.conftest import fit_run, fit_spec
 
 folder = Path(sys.argv[1])
 dist.init_process_group("gloo")
@@ -120,9 +122,9 @@ model = CVAEGated.of(image_size=32, text_dim=8, latent_dim=4, fusion="gated", be
                      logvar_bound=8.0)
 data = ShardCaptionPairs(sorted((folder / "shards").glob("*.tar")), folder / "emb", pairs=15,
                          batch_size=2, shuffle_buffer=4, workers=0)
-history = fit(model, data, data, FitSpec(epochs=2, batch_size=2, lr=1e-3), generator=generator,
-              state_path=folder / "run" / "state.safetensors", live_dir=folder / "run" / "live",
-              fingerprint=run_fingerprint(model, {}))
+run = fit_run(generator=generator, state_path=folder / "run" / "state.safetensors",
+              live_dir=folder / "run" / "live", fingerprint=run_fingerprint(model, {}))
+history = fit(model, FitData(data, data), fit_spec(epochs=2, batch_size=2, lr=1e-3), run)
 weights = {k: v.contiguous() for k, v in model.state_dict().items()}
 save_file(weights, str(folder / f"rank{rank}.safetensors"))
 print("images", rank, history[-1]["train/loss"])

@@ -95,6 +95,19 @@ def test_a_hostile_class_name_is_escaped_on_the_page(tree: Path):
     assert script(tree, "--check").returncode == 0
 
 
+def test_a_hostile_figure_name_is_escaped_and_its_link_encoded(tree: Path):
+    name = "x](e.vil)<img src=x>|`y` <!-- results:end -->.png"
+    shutil.copy(
+        tree / "reports/fmnist_label/fig5_generated.png", tree / "reports/fmnist_label" / name
+    )
+    done = script(tree, "--write")
+    assert done.returncode == 0, done.stderr
+    page = (tree / "docs" / "results.md").read_text()
+    assert "<img" not in page and END not in page and "`y`" not in page
+    assert r"reports/fmnist\_label/x\](e.vil)&lt;img src=x&gt;\|\`y\` &lt;\!--" in page
+    assert "(../reports/fmnist_label/x%5D%28e.vil%29%3Cimg%20src%3Dx%3E%7C%60y%60%20" in page
+
+
 def test_a_folder_under_metrics_that_is_no_model_is_never_published(tree: Path):
     before = published(tree)
     for root in ("metrics", "reports"):
