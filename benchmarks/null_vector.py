@@ -37,7 +37,7 @@ from pipeline.data.captions import fmnist_caption_set  # noqa: E402
 from pipeline.data.embeddings import caption_lookup  # noqa: E402
 from pipeline.data.fmnist import LABELS, load_tensors  # noqa: E402
 from pipeline.data.phrasings import PhrasingBatches, train_phrasings  # noqa: E402
-from pipeline.evaluate import judge_outputs  # noqa: E402
+from pipeline.evaluate import Judging, judge_outputs  # noqa: E402
 from pipeline.frontier import FrontierScorer  # noqa: E402
 from pipeline.models.judge import JudgeCNN  # noqa: E402
 from pipeline.models.registry import build  # noqa: E402
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         history = fit(model, data, p, FitRun(f"{NAME} ({variant} null)", generator, ""))
         seconds = time.perf_counter() - start
         seeds = [ev.seed + i for i in range(args.seeds)]
-        scorer = FrontierScorer(
-            model, judge, vectors[index], intended, test_features, LABELS, seeds, 500
-        )
+        judging = Judging(judge, test_features, LABELS, 500)
+        scorer = FrontierScorer(model, vectors[index], intended, judging, seeds)
         points = scorer.sweep(ev.guidance_sweep, [1.0])
         results[variant] = {
             "train_seconds": round(seconds, 1),

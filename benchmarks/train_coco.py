@@ -2,7 +2,8 @@
 
 Synthetic shards (random JPEGs at --size, 5 captions each, random 512-d embeddings) feed the
 real ShardCaptionPairs loader and the real training loop (pipeline.train.train_one_epoch),
-so we see which one bounds training. Reports pairs/s and peak RSS; on a GPU also bf16
+so we see which one bounds training. The models are built from the arch of their params.yaml
+entries (coco_clip, coco_t5), at --size. Reports pairs/s and peak RSS; on a GPU also bf16
 autocast against fp32 and peak GPU memory.
 
     python benchmarks/train_coco.py                       # CPU, 64x64 images
@@ -23,12 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.config import load_params
 from pipeline.data.embeddings import write_embedding_shard
 from pipeline.data.pairs import Placement, ShardCaptionPairs
 from pipeline.data.shards import write_shards
-from pipeline.models.cvae_clip import CVAEClip
-from pipeline.models.cvae_gated import CVAEGated
+from pipeline.models.registry import build
 from pipeline.train import EpochOptions, train_one_epoch
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("coco_clip", "coco_t5")  # entries of params.yaml's models:
 
 
 def make_data(folder: Path, images: int, size: int) -> tuple[list[Path], Path, int]:
@@ -78,6 +82,13 @@ def train_rate(model, data: ShardCaptionPairs, amp: bool) -> float:
     return len(data) / (time.perf_counter() - start)
 
 
+def coco_model(name: str, size: int, device: torch.device) -> torch.nn.Module:
+    """Model ``name`` as its params.yaml entry builds it, for ``size`` images, 512-d captions."""
+    entry = load_params(REPO / "params.yaml").model(name)
+    sizes = {"image_size": size, "text_dim": 512}
+    return build(f"models.{name}.arch", entry.class_name, entry.arch, **sizes).to(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
@@ -101,19 +112,14 @@ def main() -> None:
             placement=Placement(device),
         )
         results["loader_alone_pairs_per_s"] = loader_rate(data)
-        clip = dict(width=64, fusion="concat", feature_norm=True, logvar_bound=8.0)
-        gated = dict(fusion="gated", beta=1.0, logvar_bound=8.0)
-        sizes = dict(image_size=args.size, text_dim=512, latent_dim=128)
-        models = {
-            "coco_clip": lambda: CVAEClip.of(**sizes, **clip),
-            "coco_t5": lambda: CVAEGated.of(**sizes, **gated),
-        }
-        for name, build in models.items():
+        for name in MODELS:
             torch.manual_seed(0)
-            row = {"fp32_pairs_per_s": train_rate(build().to(device), data, amp=False)}
+            model = coco_model(name, args.size, device)
+            row = {"fp32_pairs_per_s": train_rate(model, data, amp=False)}
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-                row["bf16_pairs_per_s"] = train_rate(build().to(device), data, amp=True)
+                model = coco_model(name, args.size, device)
+                row["bf16_pairs_per_s"] = train_rate(model, data, amp=True)
                 row["bf16_speedup"] = row["bf16_pairs_per_s"] / row["fp32_pairs_per_s"]
                 row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
             row["loader_over_train"] = results["loader_alone_pairs_per_s"] / row["fp32_pairs_per_s"]

@@ -25,6 +25,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.evaluate import (
+    Judging,
     conditional_accuracy,
     draw_latents,
     frechet_distance,
@@ -59,13 +60,10 @@ class FrontierScorer:
     each (w, T) point is computed once."""
 
     model: torch.nn.Module
-    judge: torch.nn.Module
     conditions: torch.Tensor
     intended: torch.Tensor
-    real_features: np.ndarray
-    names: list[str]
+    judging: Judging  # the judge, the real features and the class names
     seeds: list[int]
-    batch_size: int
     _points: dict = field(default_factory=dict)
 
     def point(self, guidance: float, temperature: float) -> dict:
@@ -106,10 +104,11 @@ class FrontierScorer:
 
     def _score(self, samples: torch.Tensor) -> tuple[dict, float, float]:
         require_finite_tensor(samples, "guided samples")  # never scored
-        predicted, features = judge_outputs(self.judge, samples, self.batch_size)
+        j = self.judging
+        predicted, features = judge_outputs(j.judge, samples, j.batch_size)
         return (
-            conditional_accuracy(predicted, self.intended, self.names),
-            frechet_distance(features, self.real_features),
+            conditional_accuracy(predicted, self.intended, j.names),
+            frechet_distance(features, j.real_features),
             class_spread(features, self.intended),
         )
 

@@ -242,27 +242,11 @@ def generate(
 ):
     """Write a grid of images from a trained model (models/NAME or an exported folder): for a
     label, a caption, or every line of a prompts file."""
-    from pipeline.api import check_sampling
     from stages import generate as stage
 
-    check_sampling(guidance, temperature, seed)
     sampling = {"guidance": guidance, "temperature": temperature, "seed": seed}
     request = stage.Request(label, caption, negative, negative_label, n, columns, sampling)
-    if prompts is not None:
-        if label is not None or caption is not None:
-            raise PipelineError("conflicting options: --prompts, and --caption or --label")
-        if output.suffix.lower() == ".png" or output.is_file():
-            raise PipelineError(f"-o {output}: --prompts writes a folder; give -o FOLDER")
-        failed = stage.from_file(model, request, prompts, output, params)
-        if failed:
-            raise PipelineError(f"{prompts}: {failed} line(s) failed (above); the rest are written")
-        return
-    if output.is_dir() or output.suffix.lower() != ".png":
-        what, example = "not a .png file name", output.with_suffix(".png")
-        if output.is_dir():
-            what, example = "a directory", output / "generated.png"
-        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
-    typer.echo(f"wrote {stage.one(model, request, output, params)}")
+    typer.echo(stage.run(model, request, prompts, output, params))
 
 
 @app.command()
@@ -280,6 +264,7 @@ def demo(
     and n, and look at the grid. Needs the optional extra: pip install -e '.[demo]'."""
     from stages import demo as stage
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     stage.run(models, model, host, port, params)
 
 
@@ -295,6 +280,7 @@ def export(
     model card (huggingface_hub metadata, metrics with spreads) and a sample grid."""
     from stages import export as stage
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     typer.echo(f"wrote {stage.run(model, dest, force, params)}")
 
 

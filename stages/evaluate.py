@@ -11,6 +11,7 @@ from pipeline.checkpoint import load_model
 from pipeline.config import load_params
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import (
+    Judging,
     importance_weighted_nll,
     judge_outputs,
     negative_elbo,
@@ -60,11 +61,10 @@ def _evaluate(name: str, p) -> None:
     )
     intended = torch.arange(10).repeat_interleave(p.samples_per_class).to(device)
     seeds = [p.seed + i for i in range(p.sample_seeds)]
-    common = (model, judge, F.one_hot(intended, 10).float(), intended)
-    val = FrontierScorer(
-        *common, val_features, LABELS, [s + VAL_SEED_OFFSET for s in seeds], p.batch_size
-    )
-    test = FrontierScorer(*common, real_features, LABELS, seeds, p.batch_size)
+    common = (model, F.one_hot(intended, 10).float(), intended)
+    val_judging = Judging(judge, val_features, LABELS, p.batch_size)
+    val = FrontierScorer(*common, val_judging, [s + VAL_SEED_OFFSET for s in seeds])
+    test = FrontierScorer(*common, Judging(judge, real_features, LABELS, p.batch_size), seeds)
     spreads = {
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(real_features, y_test),

@@ -18,7 +18,7 @@ from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
-from pipeline.evaluate import judge_outputs, sample_images
+from pipeline.evaluate import Judging, judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
 from pipeline.finite import require_finite
 from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
@@ -64,9 +64,8 @@ def _evaluate(name: str, p) -> None:
         intended = torch.tensor([r["image_id"] for r in rows])
         index, intended = (t.repeat_interleave(p.samples_per_caption) for t in (index, intended))
         conditions = vectors[index.to(device)]
-        scorers[split] = FrontierScorer(
-            model, judge, conditions, intended, real[split], LABELS, seeds, p.batch_size
-        )
+        judging = Judging(judge, real[split], LABELS, p.batch_size)
+        scorers[split] = FrontierScorer(model, conditions, intended, judging, seeds)
     spreads = {
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(test_features, y_test),
@@ -91,7 +90,7 @@ def _evaluate(name: str, p) -> None:
         "features": "judge penultimate layer (128-d)",
     }
     rows_path, path = METRICS / name / "frontier.json", METRICS / name / "eval.json"
-    rows = validate_metrics(
+    plot = validate_metrics(
         require_finite(frontier, str(rows_path)), str(rows_path), FrontierRows, NOT
     )
     ev = validate_metrics(require_finite(metrics, str(path)), str(path), TextEval, NOT)
@@ -105,5 +104,5 @@ def _evaluate(name: str, p) -> None:
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")
-    write_metrics(rows_path, rows)  # metrics last: a failed stage leaves none
+    write_metrics(rows_path, plot)  # metrics last: a failed stage leaves none
     write_metrics(path, ev)

@@ -10,6 +10,7 @@ number, the others are still written, and the command then fails.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pipeline.api import Condition, Model, grid, load, read_prompts
-from pipeline.errors import PipelineError
+from pipeline.api import Condition, Model, check_sampling, grid, load, read_prompts
+from pipeline.errors import PipelineError, utf8_text
 from pipeline.figures import image_grid, save_png
 
 
@@ -111,5 +112,36 @@ def from_file(
     if rows:  # one row per line (more when n > --columns), labelled with its number
         scale = max(1, 64 // rows[0].shape[1])
         save_png(image_grid(rows, labels, scale=scale), folder / "grid.png")
-    typer.echo(f"wrote {len(lines) - len(failed)} of {len(lines)} prompts to {folder}")
+    typer.echo(f"{len(lines) - len(failed)} of {len(lines)} prompts drawn into {folder}")
     return len(failed)
+
+
+def run(
+    model_dir: Path, request: Request, prompts: Path | None, output: Path, params: Path | None
+) -> str:
+    """The command: options checked before any model is read, then one grid or a folder."""
+    flags = ("--label", "--caption", "--negative", "--negative-label")
+    for flag, text in zip(
+        flags,
+        (request.label, request.caption, request.negative, request.negative_label),
+        strict=True,
+    ):
+        if text is not None:
+            utf8_text(text, flag)
+    check_sampling(**request.sampling)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # an error stays one line
+    if prompts is not None:
+        if request.label is not None or request.caption is not None:
+            raise PipelineError("conflicting options: --prompts, and --caption or --label")
+        if output.suffix.lower() == ".png" or output.is_file():
+            raise PipelineError(f"-o {output}: --prompts writes a folder; give -o FOLDER")
+        failed = from_file(model_dir, request, prompts, output, params)
+        if failed:
+            raise PipelineError(f"{prompts}: {failed} line(s) failed (above); the rest are written")
+        return f"wrote {output}"
+    if output.is_dir() or output.suffix.lower() != ".png":
+        what, example = "not a .png file name", output.with_suffix(".png")
+        if output.is_dir():
+            what, example = "a directory", output / "generated.png"
+        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
+    return f"wrote {one(model_dir, request, output, params)}"

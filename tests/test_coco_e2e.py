@@ -50,21 +50,22 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
         **download,
     )
     params["pack"]["coco"].update(image_size=32, shard_maxcount=3, workers=2)
+    models = params["models"]
     for model in ("coco_clip", "coco_t5"):
-        params["train"][model].update(
+        models[model]["train"].update(
             epochs=2,
             batch_size=4,
             workers=1,
             shuffle_buffer=8,
             device="cpu",
             keep_epochs=[1, 2],
-            latent_dim=8,
             cond_null_p=0.25,  # trained for guidance: the evaluations sample with w = 1
         )
-    params["train"]["coco_clip"]["width"] = 8
+        models[model]["arch"]["latent_dim"] = 8
+    models["coco_clip"]["arch"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
-        params["evaluate"][model] = {  # a copy: params.yaml shares one section (YAML anchor)
-            **params["evaluate"][model],
+        models[model]["evaluate"] = {
+            **models[model]["evaluate"],
             "device": "cpu",
             "samples": 2,
             "figure_images": 3,
@@ -176,7 +177,9 @@ def test_each_model_trains_and_keeps_the_weights_of_its_kept_epochs(coco_run):
     for model, kind in (("coco_clip", "cvae_clip"), ("coco_t5", "cvae_gated")):
         folder = coco_run.repo / "models" / model
         config = json.loads((folder / "config.json").read_text())
-        assert config["model"] == kind and config["image_size"] == 32 and config["text_dim"] == 16
+        assert config["class"] == kind and config["model"] == kind and config["name"] == model
+        assert config["image_size"] == 32 and config["text_dim"] == 16
+        assert config["image_shape"] == [3, 32, 32] and config["cond_null_p"] == 0.25
         assert (folder / "epochs/epoch-0001.safetensors").is_file()  # kept for Figs. 9 and 10
         live = json.loads((coco_run.repo / "metrics" / model / "train/metrics.json").read_text())
         assert live["step"] == 1 and live["train"]["loss"] > 0 and live["test"]["loss"] > 0
@@ -228,12 +231,12 @@ def test_missing_weights_leave_their_metrics_absent_with_the_reason(coco_run):
     for metric in ("fid", "kid"):
         assert absent[metric]["value"] is None
         assert (
-            "evaluate.coco_t5.inception_weights: no Inception weights file"
+            "models.coco_t5.evaluate.inception_weights: no Inception weights file"
             in absent[metric]["absent"]
         )
     for name in ("clip_s", "clipscore_100", "clip_r_precision"):
         assert absent[name]["value"] is None
-        assert "evaluate.coco_t5.clip_score.weights" in absent[name]["absent"]
+        assert "models.coco_t5.evaluate.clip_score.weights" in absent[name]["absent"]
 
 
 @pytest.mark.parametrize("model", ["coco_clip", "coco_t5"])
@@ -274,7 +277,7 @@ def test_guided_caption_only_samples_are_finite_and_move_with_w(coco_run, model)
     live = json.loads((coco_run.repo / "metrics" / model / "train/metrics.json").read_text())
     assert math.isfinite(live["train"]["loss"]) and math.isfinite(live["test"]["loss"])
     params = yaml.safe_load((coco_run.repo / "params.yaml").read_text())
-    assert params["train"][model]["cond_null_p"] == 0.25
+    assert params["models"][model]["train"]["cond_null_p"] == 0.25
     conditions = eval_json(coco_run.repo, model)["conditions"]
     assert conditions["caption_only"] == {"guidance": 1.0, "temperature": 1.0}
     trained, _ = load_model(coco_run.repo / "models" / model)
@@ -387,7 +390,7 @@ def test_evaluation_refuses_a_kept_epoch_changed_since_training(coco_run, tmp_pa
     before = metrics.read_bytes()
     overwrite_one_tensor(repo / "models/coco_t5/epochs/epoch-0001.safetensors")
     assert stage_error_line(repo, "evaluate", "coco_t5") == (
-        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0001.safetensors: "
+        "error: models.coco_t5.train.keep_epochs: models/coco_t5/epochs/epoch-0001.safetensors: "
         "changed since training wrote it (its sha256 differs); train again (dvc repro)"
     )
     (repo / "models/coco_t5/epochs/epoch-0002.safetensors").unlink()
@@ -395,7 +398,7 @@ def test_evaluation_refuses_a_kept_epoch_changed_since_training(coco_run, tmp_pa
         kept(coco_run.repo)["epoch-0001.safetensors"]
     )
     assert stage_error_line(repo, "evaluate", "coco_t5") == (
-        "error: train.coco_t5.keep_epochs: models/coco_t5/epochs/epoch-0002.safetensors: "
+        "error: models.coco_t5.train.keep_epochs: models/coco_t5/epochs/epoch-0002.safetensors: "
         "missing; train again (dvc repro)"
     )
     assert metrics.read_bytes() == before
@@ -406,7 +409,7 @@ def test_changing_keep_epochs_after_a_run_draws_exactly_the_epochs_it_names(coco
     good = kept(repo)
     figure = repo / "reports/coco_t5/fig9_10_epochs.png"
     height = Image.open(figure).height  # final + epochs 1 and 2
-    set_param(repo, "train.coco_t5", "keep_epochs", [2])  # dropped: resumed, nothing trained
+    set_param(repo, "models.coco_t5.train", "keep_epochs", [2])  # dropped: resumed, nothing trained
     assert stages_run(dvc(repo, "repro", "coco/dvc.yaml")) == {
         "coco/dvc.yaml:train@coco_t5",
         "coco/dvc.yaml:evaluate@coco_t5",
@@ -415,10 +418,10 @@ def test_changing_keep_epochs_after_a_run_draws_exactly_the_epochs_it_names(coco
     assert kept(repo)["epoch-0002.safetensors"] == good["epoch-0002.safetensors"]
     row = (height - PAD) // 12  # a row per epoch caption (4) of final, epoch 1, epoch 2
     assert Image.open(figure).height == 8 * row + PAD  # final and epoch 2 only
-    set_param(repo, "train.coco_t5", "keep_epochs", [1, 2])  # epoch 1 was not kept: afresh
+    set_param(repo, "models.coco_t5.train", "keep_epochs", [1, 2])  # epoch 1 was not kept: afresh
     dvc(repo, "repro", "coco/dvc.yaml")
     assert kept(repo) == good and Image.open(figure).height == height
-    set_param(repo, "train.coco_t5", "keep_epochs", [3])  # beyond the run: one line
+    set_param(repo, "models.coco_t5.train", "keep_epochs", [3])  # beyond the run: one line
     result = subprocess.run(
         ["dvc", "repro", "coco/dvc.yaml"],
         cwd=repo,
@@ -436,7 +439,7 @@ def test_coco_evaluate_writes_its_metrics_after_every_figure(coco_run, tmp_path)
     repo = copy_repo(coco_run.repo, tmp_path)
     metrics = repo / "metrics/coco_clip/eval.json"
     before = metrics.read_bytes()
-    set_param(repo, "evaluate.coco_clip", "seed", 1)
+    set_param(repo, "models.coco_clip.evaluate", "seed", 1)
     figure = repo / "reports/coco_clip/fig9_10_epochs.png"
     figure.unlink()
     (figure / "blocker").mkdir(parents=True)

@@ -61,13 +61,15 @@ def demo(trained, tmp_path_factory):
         server = subprocess.Popen(command, cwd=trained.repo, env=run_env(), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180  # importing gradio and torch on a busy CI machine
-    while not answers(url):
-        assert server.poll() is None, logs.read_text()
-        assert time.monotonic() < deadline, logs.read_text()
-        time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        while not answers(url):
+            assert server.poll() is None, logs.read_text()
+            assert time.monotonic() < deadline, logs.read_text()
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture

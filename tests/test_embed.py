@@ -14,7 +14,7 @@ from pipeline.data.embeddings import read_embeddings, read_metadata, write_embed
 from pipeline.encoders import load_encoder
 from pipeline.errors import PipelineError
 
-from .conftest import REPO, copy_repo, dvc, run_env, stages_run
+from .conftest import REPO, copy_repo, dvc, params_with, repo_params, run_env, stages_run
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5
 
 EDGE_CAPTIONS = [
@@ -34,7 +34,9 @@ def tiny_encoders(tmp_path_factory):
         "clip-vit-b-32": make_tiny_clip(folder / "clip"),
         "t5-small": make_tiny_t5(folder / "t5"),
     }
-    return specs, parse_params({"embed": specs}).embed
+    raw = repo_params()
+    raw["embed"] |= specs
+    return specs, parse_params(raw).embed
 
 
 @pytest.mark.parametrize("name", ["clip-vit-b-32", "t5-small"])
@@ -79,7 +81,9 @@ def test_weights_identity_is_recorded(tiny_encoders):
     ],
 )
 def test_missing_local_weights_stop_with_the_key(name, section, match):
-    embed = parse_params({"embed": {name: section}}).embed
+    raw = repo_params()
+    raw["embed"][name] |= section
+    embed = parse_params(raw).embed
     with pytest.raises(PipelineError, match=rf"embed\.{name}\.weights: .*{match}"):
         load_encoder(name, embed.encoder(name), torch.device("cpu"))
 
@@ -91,7 +95,8 @@ def test_missing_local_weights_stop_with_the_key(name, section, match):
 def test_offline_hub_weights_give_one_clear_error_and_no_output(tmp_path, name, weights, match):
     (tmp_path / "captions").mkdir()
     (tmp_path / "captions/fmnist.json").write_text((REPO / "captions/fmnist.json").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"embed": {name: {"weights": weights}}}))
+    params = yaml.safe_dump(params_with(f"embed.{name}.weights", weights), sort_keys=False)
+    (tmp_path / "params.yaml").write_text(params)
     env = {**run_env(), "HF_HUB_OFFLINE": "1"}  # as on a machine without network
     result = subprocess.run(
         ["t2i", "embed", name, "fmnist"], cwd=tmp_path, env=env, capture_output=True, text=True

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 from pipeline.api import load
 from stages.cli import app
 
-from .conftest import one_error_line, run_env
+from .conftest import one_error_line
 from .test_api import GUIDED_TEXT, LABEL, TEXT, small_run, tiles
 
 
@@ -71,7 +70,7 @@ def test_the_card_parses_with_its_metadata_and_results(exported, trained):
     assert sample.width > 8 * 56 and np.asarray(sample).std() > 0
 
 
-def test_an_exported_folder_loads_and_generates_anywhere(exported, trained, tmp_path):
+def test_an_exported_folder_loads_and_generates_anywhere(exported, trained, tmp_path, monkeypatch):
     """The API and `t2i generate` in a folder with no params.yaml and no models/, from the
     exported files alone; the pixels are the original's."""
     m = load(exported)  # the encoder from the folder (encoder.json), not params.yaml
@@ -80,12 +79,12 @@ def test_an_exported_folder_loads_and_generates_anywhere(exported, trained, tmp_
     got = m.generate(["white running shoes"], n=2, guidance=1.0, seed=9)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = tmp_path / "elsewhere"  # no params.yaml, no models/: the folder alone
     shutil.copytree(exported, elsewhere / "model")
-    command = ["t2i", "generate", "--model", "model", "--caption", "white running shoes"]
-    command += ["-n", "2", "--guidance", "1", "--seed", "9", "-o", "out.png"]
-    result = subprocess.run(command, cwd=elsewhere, env=run_env(), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(elsewhere)
+    args = ["generate", "--model", "model", "--caption", "white running shoes", "-n", "2"]
+    result = CliRunner().invoke(app, [*args, "--guidance", "1", "--seed", "9", "-o", "out.png"])
+    assert result.exit_code == 0, result.output
     for a, b in zip(tiles(elsewhere / "out.png", 2, 28), want, strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
 

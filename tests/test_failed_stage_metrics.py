@@ -1,12 +1,21 @@
 """No metric from a failed stage (issue 21, cases 3 and 6), through the real stage commands and
-`dvc repro` on a copy of the finished tiny root run: a refused judge, CAS and evaluation of a
-model whose weights hold NaN, and evaluate stages whose figures fail after their numbers."""
+`dvc repro` on a copy of the finished tiny root run: a refused judge, a training run that
+fails, CAS and evaluation of a model whose weights hold NaN, and evaluate stages whose
+figures fail after their numbers.
+
+The rule of the training stages (pipeline/train.py): a stage clears the dvclive summary it
+replaces when it starts, its curves grow in a partial folder, and it publishes them
+(publish_live) only after the model is saved. So a failed run leaves no
+metrics/<name>/train/metrics.json, not even the previous run's: the stage commands are run
+directly too, where DVC removes no output before them."""
 
 import subprocess
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
+
+from pipeline.train import partial_live_dir
 
 from .conftest import copy_repo, run_env, set_param
 
@@ -31,14 +40,45 @@ def repo(finished_root_run, tmp_path) -> Path:
     return copy_repo(finished_root_run.repo, tmp_path)
 
 
-def test_a_judge_refused_by_min_accuracy_leaves_no_metric(repo):
-    metrics = repo / "metrics/judge/train/metrics.json"
-    assert metrics.is_file()  # the finished run's
+def assert_no_summary(live: Path) -> None:
+    """No dvclive summary in ``live`` and no partial curves beside it."""
+    assert not (live / "metrics.json").exists(), live
+    assert not partial_live_dir(live).exists(), partial_live_dir(live)
+
+
+@pytest.mark.parametrize("command", [("dvc", "repro", "-s", "judge"), ("t2i", "judge")])
+def test_a_judge_refused_by_min_accuracy_leaves_no_metric(repo, command):
+    live = repo / "metrics/judge/train"
+    assert (live / "metrics.json").is_file()  # the finished run's
+    weights = repo / "models/judge/model.safetensors"
+    before = weights.read_bytes()
     set_param(repo, "judge", "min_accuracy", 0.999)
-    line = one_error_line(run(repo, "dvc", "repro", "-s", "judge"))
+    line = one_error_line(run(repo, *command))
     assert line.startswith("error: judge: test accuracy ") and "below judge.min_accuracy" in line
-    assert not metrics.exists()  # `dvc metrics diff` shows no judge that does not exist
-    assert not (repo / "models/judge/model.safetensors").exists()
+    assert_no_summary(live)  # `dvc metrics diff` shows no judge that does not exist
+    if command[0] == "dvc":  # DVC removed the outputs before the stage ran
+        assert not weights.exists()
+    else:  # the stage itself wrote no model, and cleared the summary it was to replace
+        assert weights.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [("dvc", "repro", "-s"), ("t2i", "train")])
+def test_a_failed_training_run_leaves_no_metric(repo, command):
+    """lr 1.0 makes every step non-finite: the stage stops after epoch 1 with one line, saves
+    no model and publishes no summary (the finished run's is cleared at the start)."""
+    live = repo / "metrics/fmnist_label/train"
+    assert (live / "metrics.json").is_file()  # the finished run's
+    weights = repo / "models/fmnist_label/model.safetensors"
+    before = weights.read_bytes()
+    set_param(repo, "models.fmnist_label.train", "lr", 1.0)
+    stage = "train@fmnist_label" if command[0] == "dvc" else "fmnist_label"
+    line = one_error_line(run(repo, *command, stage))
+    assert line.startswith("error: train fmnist_label: stopped after epoch 1: "), line
+    assert_no_summary(live)
+    if command[0] == "dvc":
+        assert not weights.exists()
+    else:
+        assert weights.read_bytes() == before  # no model written
 
 
 def poison(weights: Path) -> None:
@@ -51,8 +91,10 @@ def poison(weights: Path) -> None:
 
 
 def test_cas_and_evaluate_of_a_nan_model_fail_with_one_line_and_record_no_metric(repo):
-    live = repo / "metrics/cas/fmnist_label/train/metrics.json"  # the last good run's
-    before = live.read_bytes()
+    live = repo / "metrics/cas/fmnist_label/train"
+    assert (live / "metrics.json").is_file()  # the last good run's
+    state = repo / "models/cas_fmnist_label/state/train_state.safetensors"
+    before = state.read_bytes()  # the classifier's resume state of the last good run
     poison(repo / "models/fmnist_label/model.safetensors")
     for stage, metrics in (
         ("cas@fmnist_label", ["metrics/cas/fmnist_label.json"]),
@@ -63,14 +105,17 @@ def test_cas_and_evaluate_of_a_nan_model_fail_with_one_line_and_record_no_metric
         assert "models/fmnist_label" in line or "samples of seed" in line, line
         for path in metrics:
             assert not (repo / path).exists(), path
-    assert live.read_bytes() == before  # no classifier trained on them
+    # no classifier trained on them (its state holds no new epoch), and the cleared
+    # summary was not published again
+    assert state.read_bytes() == before
+    assert_no_summary(live)
 
 
 @pytest.mark.parametrize(
     ("model", "figure", "section", "key", "value"),
     [
-        ("fmnist_label", "fig5_all_classes.png", "evaluate.fmnist_label", "test_limit", 400),
-        ("fmnist_text", "heldout_phrasings.png", "evaluate.fmnist_text", "test_limit", 400),
+        ("fmnist_label", "fig5_all_classes.png", "models.fmnist_label.evaluate", "test_limit", 400),
+        ("fmnist_text", "heldout_phrasings.png", "models.fmnist_text.evaluate", "test_limit", 400),
     ],
 )
 def test_an_evaluate_stage_whose_figure_fails_leaves_its_metrics_unchanged(

@@ -36,7 +36,7 @@ def _read(repo, path):
 def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, name):
     repo = finished_root_run.repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    p = params["evaluate"][name]
+    p = params["models"][name]["evaluate"]
     rows = _read(repo, f"metrics/{name}/frontier.json")
     expected = [(t, w) for t in p["temperature_sweep"] for w in p["guidance_sweep"]]
     assert [(r["temperature"], r["guidance"]) for r in rows] == expected
@@ -54,7 +54,7 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     val = metrics["guidance_validation"]
     assert set(val) == {f"w={v:g}" for v in p["guidance_sweep"]}
     assert metrics["guidance_validation_real_spread"] > 0
-    if params["train"][name]["cond_null_p"] == 0:
+    if params["models"][name]["train"]["cond_null_p"] == 0:
         assert (w, metrics["guidance_rule"]) == (0.0, NO_DROPOUT)
     else:  # the rule, replayed on the validation points it wrote
         assert metrics["guidance_rule"] == RULE
@@ -98,21 +98,36 @@ def test_dvc_plots_show_draws_the_frontier_of_every_model(finished_root_run):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_generate_samples_every_fmnist_model_with_guidance(finished_root_run, tmp_path, name):
+    """Every Fashion-MNIST model draws a grid at w 1.5 when its config.json says it was
+    trained with the null condition; one trained without (cond_null_p 0, the paper's) has no
+    null term to guide with: w 1.5 is refused in one line, and w 0 draws its grid."""
     from PIL import Image
 
     from .conftest import run_env
 
+    repo = finished_root_run.repo
+    config = _read(repo, f"models/{name}/config.json")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert config["cond_null_p"] == params["models"][name]["train"]["cond_null_p"]
     out = tmp_path / "guided.png"
     text = name.startswith("fmnist_text")
     command = ["t2i", "generate", "--model", f"models/{name}", "-n", "4", "-o", str(out)]
     command += ["--caption", "a strappy summer sandal"] if text else ["--label", "sandal"]
-    command += ["--guidance", "1.5", "--temperature", "0.8"]
-    run = subprocess.run(
-        command,
-        cwd=finished_root_run.repo,
-        env=run_env(finished_root_run.repo),
-        capture_output=True,
-        text=True,
-    )
+    command += ["--temperature", "0.8"]
+
+    def generate(w: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, "--guidance", w], cwd=repo, env=run_env(repo), capture_output=True, text=True
+        )
+
+    run = generate("1.5")
+    if config["cond_null_p"] == 0:
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert [line for line in run.stderr.splitlines() if line.startswith("error: ")] == [
+            f"error: models/{name}: trained without a null condition (cond_null_p 0): it "
+            "cannot be guided; use guidance 0"
+        ], run.stderr
+        assert not out.exists()
+        run = generate("0")
     assert run.returncode == 0, run.stderr
     assert Image.open(out).size[0] > 4 * 28

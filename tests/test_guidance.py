@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.data.batches import InMemoryBatches
 from pipeline.data.fmnist import LABELS, parse_idx
-from pipeline.evaluate import sample_images
+from pipeline.evaluate import Judging, sample_images
 from pipeline.frontier import (
     NO_DROPOUT,
     RULE,
@@ -212,9 +212,8 @@ def test_the_frontier_scores_every_point_finite_with_its_keys():
     )
     intended = torch.arange(10).repeat_interleave(6)
     real = np.random.default_rng(0).normal(size=(200, 128))
-    scorer = FrontierScorer(
-        model, judge, F.one_hot(intended, 10).float(), intended, real, LABELS, [0, 1], 30
-    )
+    judging = Judging(judge, real, LABELS, 30)
+    scorer = FrontierScorer(model, F.one_hot(intended, 10).float(), intended, judging, [0, 1])
     points = scorer.sweep([0.0, 1.0], [1.0, 0.8])
     assert [(p["guidance"], p["temperature"]) for p in points] == [
         (0.0, 1.0),
@@ -268,7 +267,7 @@ def test_the_sweep_scores_exactly_what_sample_images_draws_and_w0_is_the_old_sco
     intended = torch.arange(10).repeat_interleave(5)
     conditions = F.one_hot(intended, 10).float()
     real = np.random.default_rng(1).normal(size=(100, 128))
-    scorer = FrontierScorer(model, judge, conditions, intended, real, LABELS, [3, 4], 50)
+    scorer = FrontierScorer(model, conditions, intended, Judging(judge, real, LABELS, 50), [3, 4])
     points = scorer.sweep([0.0, 2.0], [0.8])
     judging = Judging(judge, real, LABELS, 50)
     accuracy, frechet = seeded_sample_scores(model, conditions, intended, judging, [3, 4], 0.8)

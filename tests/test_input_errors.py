@@ -14,9 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
+from pipeline.data.fmnist import LABELS
 from pipeline.evaluate import sample_images
 from pipeline.figures import image_grid
-from pipeline.data.fmnist import LABELS
 from pipeline.models.cvae_mlp import CVAEMLP
 from pipeline.models.registry import FMNIST_SHAPE
 from stages.cli import app
@@ -90,8 +90,8 @@ def test_batched_sampling_draws_the_images_one_batch_of_n_draws(tmp_path, kind):
         model = CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat")
     else:
         model = tiny_prior(latent_dim=4, arch="conv")
-    name, class_key = ("fmnist_label", "cvae_mlp") if kind == "mlp" else ("fmnist_conv", "cvae_prior")
-    save_model(tmp_path / "m", model, meta(name, class_key))
+    entry = ("fmnist_label", "cvae_mlp") if kind == "mlp" else ("fmnist_conv", "cvae_prior")
+    save_model(tmp_path / "m", model, meta(*entry))
     grids = {}
     for batch in (8, 256):
         out = tmp_path / f"b{batch}.png"

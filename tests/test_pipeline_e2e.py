@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from pipeline.train import partial_live_dir
+
 from .conftest import copy_repo, dvc, root_stages, run_env, set_param, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +91,7 @@ def test_a_param_change_reruns_only_the_stages_it_touches(finished_root_run, tmp
     repo = copy_repo(finished_root_run.repo, tmp_path)
     assert stages_run(dvc(repo, "repro")) == set()  # the copy is as finished as the original
 
-    set_param(repo, "train.fmnist_label", "epochs", 3)
+    set_param(repo, "models.fmnist_label.train", "epochs", 3)
     assert stages_run(dvc(repo, "repro")) == {  # the model, and all that reads it
         "train@fmnist_label",
         "evaluate@fmnist_label",
@@ -104,8 +106,8 @@ def test_a_param_change_reruns_only_the_stages_it_touches(finished_root_run, tmp
 def test_killed_training_rerun_ends_with_the_same_weights(finished_root_run, tmp_path):
     repo_copy = copy_repo(finished_root_run.repo, tmp_path)  # the data downloaded
     shutil.rmtree(repo_copy / "models/fmnist_label/state")  # the kill waits for a new state
-    set_param(repo_copy, "train.fmnist_label", "epochs", 3)
-    set_param(repo_copy, "train.fmnist_label", "train_limit", 12000)
+    set_param(repo_copy, "models.fmnist_label.train", "epochs", 3)
+    set_param(repo_copy, "models.fmnist_label.train", "train_limit", 12000)
     cmd = ["t2i", "train", "fmnist_label"]
     state = repo_copy / "models/fmnist_label/state/train_state.safetensors"
 
@@ -115,8 +117,15 @@ def test_killed_training_rerun_ends_with_the_same_weights(finished_root_run, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    # the finished run's summary was cleared at the start and the killed run published none:
+    # its curves stay in the partial folder, which the rerun replaces
+    live = repo_copy / "metrics/fmnist_label/train"
+    assert not (live / "metrics.json").exists()
+    assert (partial_live_dir(live) / "metrics.json").is_file()
     subprocess.run(cmd, cwd=repo_copy, env=run_env(repo_copy), check=True, capture_output=True)
     resumed = load_file(repo_copy / "models/fmnist_label/model.safetensors")
+    summary = json.loads((live / "metrics.json").read_text())  # published with the model
+    assert summary["step"] == 2 and not partial_live_dir(live).exists()  # epochs 1-3
 
     state.unlink()
     subprocess.run(cmd, cwd=repo_copy, env=run_env(repo_copy), check=True, capture_output=True)
@@ -125,11 +134,11 @@ def test_killed_training_rerun_ends_with_the_same_weights(finished_root_run, tmp
 
 
 def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_copy):
-    """train.fmnist_label.lr: 1.0 (the most the params allow) used to save NaN weights as a
+    """models.fmnist_label.train.lr: 1.0 (the most the params allow) used to save NaN weights as a
     success; the guard skips the non-finite steps, then stops the stage at the end of the
     epoch, whose share of skipped steps is above max_nonfinite_share, with one line, and DVC
     records nothing."""
-    set_param(repo_copy, "train.fmnist_label", "lr", 1.0)
+    set_param(repo_copy, "models.fmnist_label.train", "lr", 1.0)
     run = subprocess.run(
         ["dvc", "repro", "train@fmnist_label"],
         cwd=repo_copy,
@@ -152,6 +161,8 @@ def test_the_largest_learning_rate_stops_with_one_line_and_saves_nothing(repo_co
     assert "step skipped" in output and "Traceback" not in output
     assert not (repo_copy / "models/fmnist_label/model.safetensors").exists()
     assert not (repo_copy / "models/fmnist_label/state/train_state.safetensors").exists()
+    live = repo_copy / "metrics/fmnist_label/train"  # no curves of a model that does not exist
+    assert not (live / "metrics.json").exists() and not partial_live_dir(live).exists()
     assert "train@fmnist_label" not in (repo_copy / "dvc.lock").read_text()
 
 
