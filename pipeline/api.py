@@ -24,9 +24,11 @@ prompts share its call, and through ``t2i generate`` too. Bad input is one Pipel
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ from pipeline.evaluate import decode_noise, hwc, prior
 from pipeline.figures import image_grid, to_pixels
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; a signed int64 everywhere
-MAX_GUIDANCE = 20.0  # w past this saturates every pixel to 0 or 1
+MAX_GUIDANCE = 20.0  # the ranges of w and T that the metrics files hold (pipeline/metrics.py)
 TEMPERATURE_RANGE = (0.01, 10.0)
 MAX_CAPTION_CHARS = 2000  # refused before tokenising; the encoder's token limit comes next
 MAX_PROMPTS_BYTES = 1_000_000  # a prompts file: 1 MB ...
@@ -89,7 +91,7 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """ "text": prompts are captions; "label": prompts are class names."""
+        """Prompts are captions ("text") or class names ("label"), as config.json says."""
         return "text" if self.meta.is_text else "label"
 
     @property
@@ -111,6 +113,12 @@ class Model:
     def image_size(self) -> tuple[int, int]:
         """(width, height) of each generated image, as PIL's ``Image.size``."""
         return self.image_shape[2], self.image_shape[1]
+
+    def describe(self) -> str:
+        """One line: what the model takes and whether it can be guided."""
+        what = "a caption" if self.kind == "text" else "a label: " + ", ".join(self.labels or [])
+        guided = "w > 0 applies" if self.can_guide else "cannot be guided (cond_null_p 0): w 0"
+        return f"{self.name}: type {what}; {guided}"
 
     def __repr__(self) -> str:
         guided = "guidable" if self.can_guide else "not guidable"
@@ -168,23 +176,19 @@ class Model:
         gives the same pixels. ``negative``: a caption (text model) or label (label model)
         whose condition replaces the null one in the guidance formula, steering away from it;
         at w = 0 it changes nothing."""
-        conditions = self._conditions(prompts, "prompt")
         check_sampling(guidance, temperature, seed)
         if guidance > 0 and not self.can_guide:
             raise PipelineError(
                 f"{self.path}: trained without a null condition (cond_null_p 0): it cannot be "
                 "guided; use guidance 0"
             )
+        conditions = self._conditions(prompts, "prompt")
         self.check_count(n, len(conditions))
-        away = None
-        if negative is not None:
-            away = (
-                negative
-                if isinstance(negative, Condition)
-                else self.condition(negative, "negative")
-            )
+        away = negative
+        if negative is not None and not isinstance(negative, Condition):
+            away = self.condition(negative, "negative")
         latent = self.module.config.latent_dim
-        eps = torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
+        eps = torch.randn(int(n), latent, generator=torch.Generator().manual_seed(int(seed)))
         out = []
         for condition in conditions:
             for start in range(0, n, self.bounds.batch_size):
@@ -196,7 +200,7 @@ class Model:
     def check_count(self, n: int, prompts: int = 1) -> None:
         """Refuse ``n`` images per prompt over ``prompts`` prompts beyond generate.max_samples."""
         most = self.bounds.max_samples
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
             raise PipelineError(f"-n {n!r}: expected a whole number of images, at least 1")
         if n > most:
             raise PipelineError(
@@ -235,17 +239,22 @@ class Model:
 
 
 def check_sampling(guidance: float, temperature: float, seed: int) -> None:
-    """Refuse a guidance, temperature or seed outside its range, in one line."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    """Refuse a guidance, temperature or seed outside its range, in one line (numpy numbers
+    are numbers; a bool is none)."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= MAX_SEED:
         raise PipelineError(f"seed {seed}: expected a whole number from 0 to 2**63 - 1")
-    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise PipelineError(f"guidance {guidance}: expected w from 0 to {MAX_GUIDANCE:g}")
-    if not 0 <= guidance <= MAX_GUIDANCE:
-        raise PipelineError(f"guidance {guidance:g}: expected w from 0 to {MAX_GUIDANCE:g}")
+    if not _real(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+        shown = (
+            f"{guidance:g}" if _real(guidance) or isinstance(guidance, float) else repr(guidance)
+        )
+        raise PipelineError(f"guidance {shown}: expected w from 0 to {MAX_GUIDANCE:g}")
     low, high = TEMPERATURE_RANGE
-    finite = isinstance(temperature, (int, float)) and math.isfinite(temperature)
-    if not finite or not low <= temperature <= high:
-        raise PipelineError(f"temperature {temperature}: expected T from {low:g} to {high:g}")
+    if not _real(temperature) or not low <= temperature <= high:
+        raise PipelineError(f"temperature {temperature!r}: expected T from {low:g} to {high:g}")
+
+
+def _real(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _visible_caption(text: str, where: str) -> str:
@@ -382,4 +391,26 @@ def read_prompts(path: str | Path) -> list[tuple[int, str]]:
         text = text.removeprefix("\ufeff") if number == 1 else text  # a byte-order mark
         if text.strip() and not text.strip().startswith("#"):
             prompts.append((number, text))
+    if not prompts:
+        raise PipelineError(f"{path}: no prompts (only blank lines and # comments)")
     return prompts
+
+
+def prompt_file_name(number: int, text: str) -> str:
+    """NNNN-<slug>.png: a prompts file line's number, and its text as lowercase a-z, 0-9
+    and '-' (at most 40 characters; the number alone when nothing is left)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    return "-".join(filter(None, [f"{number:04d}", slug])) + ".png"
+
+
+def find_models(folder: str | Path = "models") -> list[Path]:
+    """The generative model folders under ``folder`` whose config.json loads, by name (the
+    judge and anything unreadable left out); their weights are checked by :func:`load`."""
+    found = []
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        try:
+            if read_config(path / "config.json").meta.conditioning is not None:
+                found.append(path)
+        except PipelineError:
+            continue
+    return found

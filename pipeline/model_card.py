@@ -1,8 +1,9 @@
-"""The README.md model card of an exported model folder (``t2i export``), as huggingface_hub
-writes one: YAML metadata (``ModelCardData``: library_name, pipeline_tag text-to-image, tags,
-license, datasets, and model-index results) above a Markdown body: what the model is, how it
-was trained, its metrics with their spreads over sample seeds, its limitations, and how to
-push the folder to a hub (the user's own command; nothing here touches the network).
+"""An exported model folder (``t2i export``): its files (:func:`write_folder`) and its
+README.md model card as huggingface_hub writes one: YAML metadata (``ModelCardData``:
+library_name, pipeline_tag text-to-image, tags, license, datasets, and model-index results)
+above a Markdown body: what the model is, how it was trained, its metrics with their spreads
+over sample seeds, its limitations, and how to push the folder to a hub (the user's own
+command; nothing here touches the network).
 
 Every number comes from validated metrics (pipeline/metrics.py schemas); every string from
 params or metrics is escaped for Markdown before it enters the body, so no caption, model
@@ -14,11 +15,28 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from pipeline.metrics import CocoEval, LabelEval, MeanStd, ModelCas, TextEval, w_text
+from pipeline.api import ENCODER_FILE, encoder_params, grid
+from pipeline.atomic import write_bytes, write_json
+from pipeline.checkpoint import load_model
+from pipeline.errors import PipelineError
+from pipeline.figures import save_png
+from pipeline.metrics import (
+    CocoEval,
+    LabelEval,
+    MeanStd,
+    ModelCas,
+    TextEval,
+    eval_schema,
+    read_metrics,
+    w_text,
+)
 
 LIBRARY = "t2i-cvae"
 DATASETS = {"fmnist": ("fashion_mnist", "Fashion-MNIST"), "coco": ("coco", "MS-COCO 2014")}
@@ -297,3 +315,48 @@ def limitations(meta) -> list[str]:
 def model_card(facts: CardFacts) -> ModelCard:
     """The whole card, parsed back by huggingface_hub (its metadata is validated there)."""
     return ModelCard(f"---\n{card_data(facts).to_yaml()}\n---\n\n{body(facts)}")
+
+
+# ---------------------------------------------------------------------------- the folder
+
+FILES = ("config.json", "model.safetensors", ENCODER_FILE, "README.md", "sample.png")
+
+
+def card_facts(meta, entry, metrics_dir: Path, folder: str) -> CardFacts:
+    """What the card says of the model ``meta`` describes: its params ``entry`` and its
+    metrics under ``metrics_dir`` (metrics/<name>/eval.json, metrics/cas/<name>.json), each
+    read through its schema; absent files are no metrics."""
+    schema, ev_path = eval_schema(meta), metrics_dir / meta.name / "eval.json"
+    evaluation = read_metrics(ev_path, schema) if schema and ev_path.is_file() else None
+    cas_path = metrics_dir / "cas" / f"{meta.name}.json"
+    cas = read_metrics(cas_path, ModelCas) if cas_path.is_file() else None
+    return CardFacts(meta, entry, evaluation, cas, folder)
+
+
+def _sampling(model, facts: CardFacts) -> dict:
+    """The evaluation's chosen (w, T), else the plain decoder."""
+    chosen = getattr(facts.evaluation, "guidance", None)
+    if chosen is None or not model.can_guide:
+        return {"guidance": 0.0, "temperature": 1.0}
+    return {"guidance": chosen.w, "temperature": chosen.temperature}
+
+
+def write_folder(folder: Path, model_dir: Path, model, facts: CardFacts, embed) -> None:
+    """Fill ``folder`` with the export of ``model`` (pipeline.api.Model, loaded from
+    ``model_dir``): its two files copied and loaded back (the same tensors as the checked
+    original), a text model's encoder params (from ``embed``, params.yaml's section, or the
+    folder's own encoder.json), sample.png and README.md."""
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(model_dir / name, folder / name)
+    copied, _ = load_model(folder)  # shapes and finite weights again
+    original = model.module.state_dict()
+    for key, value in copied.state_dict().items():
+        if not torch.equal(value, original[key].cpu()):
+            raise PipelineError(f"{model_dir}: changed while exporting ({key}); retry")
+    if model.meta.is_text:
+        spec = encoder_params(model_dir, model.meta.conditioning, embed)
+        write_json(folder / ENCODER_FILE, spec.model_dump(mode="json"))
+    prompts = sample_prompts(model.meta)
+    images = model.generate(prompts, n=8, seed=0, **_sampling(model, facts))
+    save_png(grid(images, 8, labels=prompts), folder / "sample.png")
+    write_bytes(folder / "README.md", str(model_card(facts)).encode())

@@ -35,8 +35,8 @@ HELP = """Text-to-image CVAEs (Campbell et al.) as a cached DVC pipeline.
   evaluate MODEL          -> metrics/MODEL, reports/MODEL\n
   cas MODEL | real        -> metrics/cas/MODEL.json (classifier trained on samples only)\n
   report MODEL | --all    -> reports/MODEL/report.html, reports/index.html (not stages)\n
-  generate                -> a PNG grid for a label or a caption (or a prompts file)\n
-  demo                    -> a browser demo on localhost (pip install -e '.[demo]')\n
+  generate                -> PNG grids: a label, a caption, a prompts file\n
+  demo                    -> a browser page on 127.0.0.1 (extra 'demo')\n
   export MODEL DIR        -> a shareable model folder with a model card\n
   weights inception       -> weights/ (the FID/KID network, once)\n
   models                  -> the named models of params.yaml (`models:`)
@@ -242,8 +242,23 @@ def generate(
 ):
     """Write a grid of images from a trained model (models/NAME or an exported folder): for a
     label, a caption, or every line of a prompts file."""
+    from pipeline.errors import utf8_text
     from stages import generate as stage
 
+    texts = {"--caption": caption, "--label": label, "--negative": negative}
+    for flag, text in {**texts, "--negative-label": negative_label}.items():
+        if text is not None:  # before any model or encoder is read
+            utf8_text(text, flag)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # an error stays one line
+    if prompts is not None and (label is not None or caption is not None):
+        raise PipelineError("conflicting options: --prompts, and --caption or --label")
+    if prompts is not None and (output.suffix.lower() == ".png" or output.is_file()):
+        raise PipelineError(f"-o {output}: --prompts writes a folder; give -o FOLDER")
+    if prompts is None and (output.is_dir() or output.suffix.lower() != ".png"):
+        what, example = "not a .png file name", output.with_suffix(".png")
+        if output.is_dir():
+            what, example = "a directory", output / "generated.png"
+        raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
     sampling = {"guidance": guidance, "temperature": temperature, "seed": seed}
     request = stage.Request(label, caption, negative, negative_label, n, columns, sampling)
     typer.echo(stage.run(model, request, prompts, output, params))
@@ -261,7 +276,7 @@ def demo(
     ),
 ):
     """A browser demo (Gradio) on localhost: type a caption or pick a label, set w, T, seed
-    and n, and look at the grid. Needs the optional extra: pip install -e '.[demo]'."""
+    and n, and look at the grid. Needs Gradio: the optional extra 'demo' (docs/usage.md)."""
     from stages import demo as stage
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,39 +1,18 @@
-"""`t2i demo`: a Gradio page on localhost to type a caption (or pick a label) and look at the
-images, through the Python API (pipeline/api.py).
-
-Controls: the model (every trained model under models/ whose config.json loads, and --model),
-the caption or label, a negative caption, w and T, the seed and n. Bad input (an empty or
-overlong caption, w = 1e9, guidance on a model that cannot be guided) is shown as one line in
-the page's status box, and the server keeps serving. Gradio is an optional extra
-(pip install -e '.[demo]'); it runs with analytics off, no share link, local fonts only.
-"""
+"""`t2i demo`: a Gradio page on 127.0.0.1 to type a caption or a label and look at the images,
+through the Python API (pipeline/api.py). Bad input (an empty or overlong caption, w = 1e9,
+guidance on a model that cannot be guided) is one line in the page's status box, and the
+server keeps serving. Gradio is optional (pip install -e '.[demo]'); no analytics, no share
+link, no web fonts."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from pipeline.api import MAX_GUIDANCE, TEMPERATURE_RANGE, Model, grid, load
-from pipeline.checkpoint import read_config
+from pipeline.api import MAX_GUIDANCE, TEMPERATURE_RANGE, Model, find_models, grid, load
 from pipeline.errors import PipelineError
 
 INSTALL = "t2i demo needs gradio: pip install -e '.[demo]'"
-MAX_N = 64  # images per click; generate.max_samples bounds it too
-
-
-def trained_models(models_dir: Path, first: Path | None) -> list[tuple[str, str]]:
-    """(name shown, folder) of each generative model whose config.json loads: ``first``
-    (when given), then the folders under ``models_dir`` in name order."""
-    found = [(str(first), str(first))] if first is not None else []
-    seen = {Path(first).resolve()} if first is not None else set()
-    for folder in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
-        try:
-            meta = read_config(folder / "config.json").meta
-        except PipelineError:
-            continue
-        if meta.conditioning is not None and folder.resolve() not in seen:
-            found.append((folder.name, str(folder)))
-    return found
 
 
 class Session:
@@ -49,12 +28,9 @@ class Session:
 
     def describe(self, folder: str) -> str:
         try:
-            m = self.model(folder)
+            return self.model(folder).describe()
         except PipelineError as exc:
             return f"error: {exc}"
-        what = "a caption" if m.kind == "text" else "a label: " + ", ".join(m.labels or [])
-        guided = "w > 0 applies" if m.can_guide else "cannot be guided (cond_null_p 0): w 0"
-        return f"{m.name}: type {what}; {guided}"
 
     def draw(self, folder, prompt, negative, guidance, temperature, seed, n):
         """(grid image, status line); a bad input gives (None, 'error: ...')."""
@@ -71,16 +47,13 @@ class Session:
 
 
 def _number(value, name: str, whole: bool = False) -> float:
-    """A number field's value; empty, NaN or a fraction where a whole number belongs is an
-    error (the API checks the ranges)."""
+    """A number field's value (the API checks its range); empty, NaN or inf is an error."""
     try:
-        number = float(value)
-        if not whole or number == int(number):
-            return number
-    except (TypeError, ValueError, OverflowError):  # empty, NaN, inf
+        if not whole or float(value) == int(value):
+            return float(value)
+    except (TypeError, ValueError, OverflowError):
         pass
-    kind = "a whole number" if whole else "a number"
-    raise PipelineError(f"{name} {value}: expected {kind}")
+    raise PipelineError(f"{name} {value}: expected {'a whole number' if whole else 'a number'}")
 
 
 def build(session: Session, choices: list[tuple[str, str]]):
@@ -89,9 +62,8 @@ def build(session: Session, choices: list[tuple[str, str]]):
 
     with gr.Blocks(title="t2i-cvae", analytics_enabled=False) as app:
         gr.Markdown("# t2i-cvae\nText-to-image with conditional VAEs: pick a model, type.")
-        first = choices[0][1]
-        model = gr.Dropdown(choices, value=first, label="model")
-        about = gr.Textbox(session.describe(first), label="about", interactive=False)
+        model = gr.Dropdown(choices, value=choices[0][1], label="model")
+        about = gr.Textbox(session.describe(choices[0][1]), label="about", interactive=False)
         prompt = gr.Textbox(label="caption or label", placeholder="white running shoes")
         negative = gr.Textbox(label="negative caption (or label); needs w > 0")
         with gr.Row():  # number fields, not sliders: a slider clamps 1e9 to its end silently
@@ -100,7 +72,7 @@ def build(session: Session, choices: list[tuple[str, str]]):
             temperature = gr.Number(1, step=0.05, label="temperature T", info=f"{low} to {high:g}")
         with gr.Row():
             seed = gr.Number(0, precision=0, label="seed")
-            n = gr.Slider(1, MAX_N, 8, step=1, label="n")
+            n = gr.Slider(1, 64, 8, step=1, label="n")  # generate.max_samples bounds it too
         button = gr.Button("Generate", variant="primary")
         status = gr.Textbox(label="status", interactive=False, elem_id="status")
         image = gr.Image(label="images", type="pil", format="png", elem_id="output")
@@ -114,24 +86,15 @@ def build(session: Session, choices: list[tuple[str, str]]):
 def run(models_dir: Path, first: Path | None, host: str, port: int, params: Path | None):
     """Serve the demo until interrupted."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # no hub requests, telemetry included
     try:
         import gradio as gr
     except ImportError:
         raise PipelineError(INSTALL) from None
-    choices = trained_models(models_dir, first)
+    folders = ([first] if first is not None else []) + find_models(models_dir)
+    choices = [(str(f) if f == first else f.name, str(f)) for f in dict.fromkeys(folders)]
     if not choices:
         raise PipelineError(f"{models_dir}: no trained model; dvc repro, or give --model DIR")
-    local = ["ui-sans-serif", "system-ui", "sans-serif"]  # no font fetched from the web
-    theme = gr.themes.Default(font=local, font_mono=["ui-monospace", "monospace"])
-    build(Session(params), choices).launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        theme=theme,
-        show_error=True,
-        footer_links=[],
-    )
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # local
+    app = build(Session(params), choices)
+    app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, theme=theme)

@@ -1,14 +1,8 @@
-"""`t2i export MODEL DIR [--force]`: a self-contained, shareable model folder.
-
-DIR gets config.json and model.safetensors (copied, then loaded back and compared with the
-checked original), encoder.json for a text model (the caption encoder's params, so that the
-folder loads without this repository's params.yaml), sample.png (a grid drawn through the
-API) and README.md, a model card huggingface_hub parses (pipeline/model_card.py). The folder
-is built beside DIR and renamed into place. Refused in one line: DIR inside a DVC output
-folder (models/, metrics/, ...), DIR holding the model, the working directory or files that
-no export wrote, an existing DIR without --force, a symlinked file in MODEL. Nothing here
-touches the network; pushing the folder is the user's own `huggingface-cli upload`.
-"""
+"""`t2i export MODEL DIR [--force]`: a self-contained, shareable model folder (its files and
+model card: pipeline/model_card.py), built beside DIR and renamed into place. Refused in one
+line: DIR inside a DVC output folder (models/, metrics/, ...), DIR holding the model, the
+working directory or files no export wrote, an existing DIR without --force, a symlinked file
+in MODEL. No network: pushing the folder is the user's own `huggingface-cli upload`."""
 
 from __future__ import annotations
 
@@ -17,19 +11,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 import yaml
 
-from pipeline.api import ENCODER_FILE, encoder_params, grid, load
-from pipeline.atomic import write_bytes, write_json
-from pipeline.checkpoint import load_model
+from pipeline.api import load
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.figures import save_png
-from pipeline.metrics import ModelCas, eval_schema, read_metrics
-from pipeline.model_card import CardFacts, model_card, sample_prompts
-
-FILES = ("config.json", "model.safetensors", ENCODER_FILE, "README.md", "sample.png")
+from pipeline.model_card import FILES, card_facts, write_folder
 
 
 def output_roots(root: Path) -> set[Path]:
@@ -77,49 +64,12 @@ def check_target(model_dir: Path, dest: Path, root: Path, force: bool) -> None:
             raise PipelineError(f"{dest}: exists; give --force to replace it")
         foreign = sorted(p.name for p in dest.iterdir() if p.name not in FILES)
         if foreign:
-            raise PipelineError(
-                f"{dest}: holds {foreign[0]!r}, which no export wrote; --force replaces only "
-                "an exported folder: remove it, or choose another DIR"
-            )
+            raise PipelineError(f"{dest}: holds {foreign[0]!r}, which no export wrote; kept")
     for name in ("config.json", "model.safetensors"):
         if (model_dir / name).is_symlink():
             raise PipelineError(
                 f"{model_dir / name}: is a symlink; export copies a model folder's own files"
             )
-
-
-def _facts(model, params, root: Path, folder: str) -> CardFacts:
-    meta, schema = model.meta, eval_schema(model.meta)
-    ev_path, cas_path = root / "metrics" / meta.name / "eval.json", root / "metrics" / "cas"
-    evaluation = read_metrics(ev_path, schema) if schema and ev_path.is_file() else None
-    cas_path = cas_path / f"{meta.name}.json"
-    cas = read_metrics(cas_path, ModelCas) if cas_path.is_file() else None
-    return CardFacts(meta, params.models.get(meta.name), evaluation, cas, folder)
-
-
-def _sampling(model, facts: CardFacts) -> dict:
-    """The evaluation's chosen (w, T), else the plain decoder."""
-    chosen = getattr(facts.evaluation, "guidance", None)
-    if chosen is None or not model.can_guide:
-        return {"guidance": 0.0, "temperature": 1.0}
-    return {"guidance": chosen.w, "temperature": chosen.temperature}
-
-
-def _fill(folder: Path, model_dir: Path, model, facts: CardFacts, params) -> None:
-    for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(model_dir / name, folder / name)
-    copied, _ = load_model(folder)  # shapes and finite weights again, and the same tensors
-    original = model.module.state_dict()
-    for key, value in copied.state_dict().items():
-        if not torch.equal(value, original[key].cpu()):
-            raise PipelineError(f"{model_dir}: changed while exporting ({key}); retry")
-    if model.meta.is_text:
-        spec = encoder_params(model_dir, model.meta.conditioning, params.embed)
-        write_json(folder / ENCODER_FILE, spec.model_dump(mode="json"))
-    prompts = sample_prompts(model.meta)
-    images = model.generate(prompts, n=8, seed=0, **_sampling(model, facts))
-    save_png(grid(images, 8, labels=prompts), folder / "sample.png")
-    write_bytes(folder / "README.md", str(model_card(facts)).encode())
 
 
 def run(model_dir: Path, dest: Path, force: bool, params_path: Path) -> Path:
@@ -128,13 +78,16 @@ def run(model_dir: Path, dest: Path, force: bool, params_path: Path) -> Path:
     check_target(model_dir, dest, root, force)
     params = load_params(params_path)
     model = load(model_dir, params_path)
-    facts = _facts(model, params, root, dest.name)
+    entry = params.models.get(model.name)
+    facts = card_facts(model.meta, entry, root / "metrics", dest.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     old = None
     try:
-        _fill(build, model_dir, model, facts, params)
-        os.chmod(build, 0o777 & ~_umask())
+        write_folder(build, model_dir, model, facts, params.embed)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(build, 0o777 & ~mask)  # mkdtemp's 0700, as a plain mkdir would make it
         if dest.exists():  # --force, checked above: an exported folder
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
             os.replace(dest, old / "previous")
@@ -144,9 +97,3 @@ def run(model_dir: Path, dest: Path, force: bool, params_path: Path) -> Path:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -76,21 +76,23 @@ def test_the_repository_phrasings_pass_unchanged():
 def test_a_folded_params_caption_is_one_line_and_a_surrogate_is_one_error(tmp_path):
     text = (REPO / "params.yaml").read_text()
     folded = text.replace(
-        "      - an orange\n", "      - >\n        an orange\n        on a table\n"
+        "        - an orange\n", "        - >\n          an orange\n          on a table\n"
     )
-    assert folded != text
+    assert folded.count("- >\n") == 2  # in both COCO entries
     (tmp_path / "params.yaml").write_text(folded)
-    captions = load_params(tmp_path / "params.yaml").evaluate.coco_clip.unseen_captions
-    assert captions[0] == "an orange on a table"  # YAML gave "an orange on a table\n"
+    params = load_params(tmp_path / "params.yaml")
+    for model in ("coco_clip", "coco_t5"):
+        captions = params.model(model).evaluate.unseen_captions
+        assert captions[0] == "an orange on a table"  # YAML gave "an orange on a table\n"
     (tmp_path / "params.yaml").write_text(text.replace("- an orange\n", '- "an \\ud800"\n'))
     with pytest.raises(PipelineError) as info:
         load_params(tmp_path / "params.yaml")
-    first, *more = str(info.value).splitlines()  # one line per key: coco_t5 is a YAML alias
+    first, *more = str(info.value).splitlines()  # one line per key: each entry has its own
     assert first == f"{tmp_path / 'params.yaml'}: invalid params: "
     for model, line in zip(["coco_clip", "coco_t5"], more, strict=True):
         assert line.startswith(
-            f"  evaluate.{model}.unseen_captions: Value error, item 0: caption 'an \\ud800' "
-            "holds a lone surrogate (U+D800), not valid Unicode text"
+            f"  models.{model}.evaluate.unseen_captions: Value error, item 0: caption "
+            "'an \\ud800' holds a lone surrogate (U+D800), not valid Unicode text"
         )
 
 
@@ -210,5 +212,9 @@ def test_an_embedding_lookup_refuses_a_caption_id_on_two_rows(tmp_path):
 
 def test_params_yaml_is_loaded_from_the_repository_unchanged():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    loaded = load_params(REPO / "params.yaml").evaluate.coco_clip
-    assert loaded.captions == raw["evaluate"]["coco_clip"]["captions"]
+    params = load_params(REPO / "params.yaml")
+    for model in ("coco_clip", "coco_t5"):
+        loaded = params.model(model).evaluate
+        assert loaded.captions == raw["models"][model]["evaluate"]["captions"]
+        assert loaded.unseen_captions == raw["models"][model]["evaluate"]["unseen_captions"]
+        assert loaded.epoch_captions == raw["models"][model]["evaluate"]["epoch_captions"]

@@ -121,7 +121,7 @@ def test_an_existing_folder_is_replaced_only_with_force_and_only_an_exported_one
     assert json.loads((dest / "config.json").read_text())["name"] == TEXT
     (dest / "notes.txt").write_text("mine")
     line = one_error_line(export(trained, LABEL, dest, "--force"))
-    assert line.startswith(f"error: {dest}: holds 'notes.txt', which no export wrote")
+    assert line == f"error: {dest}: holds 'notes.txt', which no export wrote; kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left
 
 

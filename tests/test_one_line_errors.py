@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from pipeline.checkpoint import save_model
 from pipeline.config import ClipEncoderParams, T5Params
+from pipeline.data.fmnist import LABELS
 from pipeline.encoders import load_encoder
 from pipeline.encoders.hf import minilm_package_dir
 from pipeline.errors import PipelineError
@@ -19,6 +20,7 @@ from .conftest import REPO, one_error_line
 from .encoder_fixtures import make_tiny_clip, make_tiny_t5, trained_on
 
 CPU = torch.device("cpu")
+FMNIST = {"class": "cvae_mlp", "data": "fmnist", "image_shape": [1, 28, 28], "cond_null_p": 0.0}
 
 
 def truncate(path):
@@ -32,8 +34,7 @@ def label_model(tmp_path):
     save_model(
         tmp_path / "m",
         CVAEMLP.of(input_dim=784, cond_dim=10, hidden_dim=16, latent_dim=4, fusion="concat"),
-        "fmnist_label",
-        {"dataset": "fmnist"},
+        {"name": "fmnist_label", **FMNIST, "conditioning": "label", "labels": list(LABELS)},
     )
     return tmp_path / "m"
 
@@ -68,8 +69,7 @@ def test_generate_with_a_truncated_text_encoder_file(tmp_path):
     save_model(
         tmp_path / "m",
         CVAEMLP.of(input_dim=784, cond_dim=384, hidden_dim=16, latent_dim=4, fusion="concat"),
-        "fmnist_text",
-        trained_on("minilm", REPO / "params.yaml"),
+        {"name": "fmnist_text", **FMNIST, **trained_on("minilm", REPO / "params.yaml")},
     )
     args = [
         "generate",

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.api import load, read_prompts
+from pipeline.api import load, prompt_file_name, read_prompts
+from pipeline.errors import PipelineError
 from stages.cli import app
-from stages.generate import slug
 
 from .conftest import one_error_line
 from .test_api import TEXT, small_run, tiles
@@ -128,7 +128,7 @@ def test_the_size_is_checked_before_reading(tmp_path):
     """A 1 TB sparse file is refused from its size alone (reading it would take hours)."""
     prompts = tmp_path / "huge.txt"
     sparse(prompts, 2**40)
-    with pytest.raises(Exception, match="1,099,511,627,776 bytes, more than"):
+    with pytest.raises(PipelineError, match="1,099,511,627,776 bytes, more than"):
         read_prompts(prompts)
     assert os.stat(prompts).st_blocks == 0  # still sparse: nothing was written into it
 
@@ -143,8 +143,16 @@ def test_prompts_need_a_folder_and_exclude_caption(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
 
 
-def test_slugs_are_lowercase_ascii_words_of_at_most_40_characters():
-    assert slug("White Running-Shoes!") == "white-running-shoes"
-    assert slug("  café <script> ") == "caf-script"
-    assert slug("日本") == ""
-    assert len(slug("a" * 100)) == 40
+def test_file_names_are_the_line_number_and_a_lowercase_ascii_slug_of_40_characters():
+    assert prompt_file_name(3, "White Running-Shoes!") == "0003-white-running-shoes.png"
+    assert prompt_file_name(12, "  café <script> ") == "0012-caf-script.png"
+    assert prompt_file_name(7, "日本") == "0007.png"
+    assert prompt_file_name(1, "a" * 100) == "0001-" + "a" * 40 + ".png"
+    assert prompt_file_name(1, "../../etc/passwd") == "0001-etc-passwd.png"  # no path
+
+
+def test_a_file_of_comments_only_is_one_line(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("# nothing\n\n   \n")
+    with pytest.raises(PipelineError, match="no prompts \\(only blank lines and # comments\\)"):
+        read_prompts(prompts)
