@@ -6,6 +6,8 @@ the COCO annotations.
   (``- >``) or ``"a black tee\\n"`` is ``"a black tee"``.
 - Any other control character (U+0000-U+001F, U+007F-U+009F) is removed.
 - A lone surrogate (``"\\ud800"`` in JSON or YAML) is not text: it is refused, naming where.
+- A caption with no visible character (only spaces, zero-width spaces, joiners or other format
+  characters) is refused as an empty one is: wherever it enters, the CLI and the API too.
 
 A caption that passed here draws in a figure (Pillow's raqm layout fails on a line break).
 """
@@ -13,6 +15,7 @@ A caption that passed here draws in a figure (Pillow's raqm layout fails on a li
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from pipeline.errors import PipelineError
 
@@ -42,6 +45,8 @@ def clean_caption(text: str, where: str, allow_empty: bool = False) -> str:
     cleaned = one_line(text)
     if not cleaned and not allow_empty:
         raise PipelineError(f"{where}: caption {_shown(text)} is empty")
+    if cleaned and not any(unicodedata.category(ch)[0] in "LNPS" for ch in cleaned):
+        raise PipelineError(f"{where}: caption {_shown(text)} has no visible character")
     return cleaned
 
 

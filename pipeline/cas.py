@@ -73,6 +73,15 @@ class FreshSamples:
         yield from InMemoryBatches(x, y, batch_size=self.batch_size).batches(generator)
 
 
+def cas_training_data(source: SampleSource, p, guidance: float, generator):
+    """The classifier's training data by the cas params ``p``: one fixed sample set (x, y)
+    drawn now, or (``p.fresh_each_epoch``, GaFi's dataset recycle) a new one every epoch."""
+    at = (p.temperature, guidance)
+    if p.fresh_each_epoch:
+        return FreshSamples(source, p.samples_per_class, at, p.batch_size)
+    return source.training_set(p.samples_per_class, *at, generator)
+
+
 def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
     """Train ``model`` by ``p`` (a FitSpec: the cas recipe) on ``train`` (x, y), or on a
     Batches such as :class:`FreshSamples`, testing on ``test`` (x, y) after each epoch: its
@@ -80,6 +89,15 @@ def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
     if isinstance(train, tuple):
         train = InMemoryBatches(*train, batch_size=p.batch_size)
     return fit(model, FitData(train, InMemoryBatches(*test, batch_size=1000)), p, run)
+
+
+def training_conditions(p, train, trained_on: str, guidance: float | None) -> dict:
+    """What a CAS classifier was trained on and how: the ``conditions`` of its metrics."""
+    images = len(train[0]) if isinstance(train, tuple) else len(train)
+    conditions = dict(trained_on=trained_on, training_images=images, epochs=p.epochs)
+    conditions |= {"temperature": None if guidance is None else p.temperature}
+    conditions |= {"guidance": guidance, "lr": p.lr, "lr_schedule": p.lr_schedule}
+    return conditions | {"fresh_each_epoch": isinstance(train, FreshSamples)}
 
 
 def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:

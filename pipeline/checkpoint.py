@@ -286,10 +286,10 @@ def require_encoder_weights(config: dict, model_dir: Path, source) -> None:
     embed stage made with it (pipeline/data/embeddings.py's ``encoder_identity``)."""
     weights, sha256 = source.weights_id, source.weights_sha256
     if config.get("encoder_sha256") != sha256:
-        key = f"embed.{config['encoder']}.weights"
+        key = f"embed.{config['conditioning']}.weights"
         raise PipelineError(
             f"{model_dir / 'config.json'}: key encoder_sha256: the model needs the "
-            f"{config['encoder']} weights {config.get('encoder_weights')!r} (sha256 "
+            f"{config['conditioning']} weights {config.get('encoder_weights')!r} (sha256 "
             f"{config.get('encoder_sha256')}), but params.yaml's {key} gives {weights!r} "
             f"(sha256 {sha256}); set {key} to the weights the model needs, or train it again"
         )

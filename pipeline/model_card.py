@@ -85,92 +85,73 @@ def _at(w: float, t: float) -> str:
 
 
 def results(facts: CardFacts) -> list[Result]:
-    """The headline numbers: accuracy and FD at the chosen (w, T), the frontier's best points,
-    and CAS; COCO models: FID and CLIP score of caption-only samples."""
-    ev, found = facts.evaluation, []
+    """The headline numbers: accuracy and FD at the chosen (w, T), the frontier's best points
+    (with their CAS when the CAS file scores them), and CAS at w = 0 and at the chosen w;
+    COCO models: FID and CLIP score of caption-only samples."""
+    ev, cas, found = facts.evaluation, facts.cas, []
     if isinstance(ev, LabelEval | TextEval):
         chosen = _at(ev.guidance.w, ev.guidance.temperature)
+        what = ""
         if isinstance(ev, LabelEval):
-            accuracy, fd, what = ev.judge_accuracy_on_samples, ev.frechet_judge_features, ""
+            accuracy, fd = ev.judge_accuracy_on_samples, ev.frechet_judge_features
         else:
-            accuracy = ev.judge_accuracy_heldout_phrasings
-            fd, what = ev.frechet_judge_features_heldout_phrasings, " (held-out phrasings)"
+            accuracy, what = ev.judge_accuracy_heldout_phrasings, " (held-out phrasings)"
+            fd = ev.frechet_judge_features_heldout_phrasings
         found += [
             _spread(f"judge accuracy on samples{what}", "accuracy", accuracy.overall, chosen),
             _spread(f"judge-feature Fréchet distance{what}", "frechet_distance", fd, chosen),
+            *_frontier(ev, cas),
         ]
-        found += _frontier(ev)
     elif isinstance(ev, CocoEval):
+        point = _at(ev.conditions.caption_only.guidance, ev.conditions.caption_only.temperature)
         for name, metric in (("FID", ev.caption_only.fid), ("CLIP-S", ev.caption_only.clip_s)):
             if getattr(metric, "value", None) is not None:
-                sampling = ev.conditions.caption_only
-                point = _at(sampling.guidance, sampling.temperature)
                 found.append(
                     Result(
                         f"{name} of caption-only samples", name.lower(), metric.value, None, point
                     )
                 )
-    if facts.cas is not None:
-        c = facts.cas
+    if cas is not None:
+        plain, chosen = cas.conditions, cas.at_chosen_guidance.conditions
         found.append(
             Result(
-                "CAS (classifier trained on samples only)",
+                "CAS",
                 "cas",
-                c.accuracy_on_real_test,
+                cas.accuracy_on_real_test,
                 None,
-                _at(c.conditions.guidance, c.conditions.temperature),
+                _at(plain.guidance, plain.temperature),
             )
         )
-        chosen = c.at_chosen_guidance.conditions
-        if (chosen.guidance, chosen.temperature) != (
-            c.conditions.guidance,
-            c.conditions.temperature,
-        ):
-            found.append(
-                Result(
-                    "CAS at the chosen guidance",
-                    "cas",
-                    c.at_chosen_guidance.accuracy_on_real_test,
-                    None,
-                    _at(chosen.guidance, chosen.temperature),
-                )
+        if (chosen.guidance, chosen.temperature) != (plain.guidance, plain.temperature):
+            value, where = (
+                cas.at_chosen_guidance.accuracy_on_real_test,
+                _at(chosen.guidance, chosen.temperature),
             )
+            found.append(Result("CAS at the chosen w", "cas", value, None, where))
     return found
 
 
-def _frontier(ev: LabelEval | TextEval) -> list[Result]:
+def _frontier(ev: LabelEval | TextEval, cas: ModelCas | None) -> list[Result]:
     """The most faithful frontier point whose FD is below the unguided one's, and the point of
-    lowest FD (docs/guidance.md)."""
-    points = list(ev.frontier)
+    lowest FD (docs/guidance.md), each with its CAS when scored."""
+    points, out = list(ev.frontier), []
     plain = next((q for q in points if q.guidance == 0 and q.temperature == 1), points[0])
     faithful = [q for q in points if q.frechet.mean < plain.frechet.mean]
-    out = []
-    if faithful:
-        best = max(faithful, key=lambda q: q.accuracy.mean)
-        where = _at(best.guidance, best.temperature)
-        out += [
-            _spread(
-                "frontier: most faithful point with FD below w 0 (accuracy)",
-                "accuracy",
-                best.accuracy,
-                where,
-            ),
-            _spread(
-                "frontier: most faithful point with FD below w 0 (FD)",
-                "frechet_distance",
-                best.frechet,
-                where,
-            ),
-        ]
+    scored = {(p.guidance, p.temperature): p.cas for p in (cas.frontier or [])} if cas else {}
+    best = max(faithful, key=lambda q: q.accuracy.mean) if faithful else None
     low = min(points, key=lambda q: q.frechet.mean)
-    out.append(
-        _spread(
-            "frontier: lowest Fréchet distance",
-            "frechet_distance",
-            low.frechet,
-            _at(low.guidance, low.temperature),
-        )
-    )
+    for what, q in (("most faithful point with FD below w 0", best), ("lowest FD", low)):
+        if q is None or (what == "lowest FD" and q is best):
+            continue
+        where = _at(q.guidance, q.temperature)
+        out += [
+            _spread(f"frontier, {what}: judge accuracy", "accuracy", q.accuracy, where),
+            _spread(f"frontier, {what}: Fréchet distance", "frechet_distance", q.frechet, where),
+        ]
+        if (q.guidance, q.temperature) in scored:
+            value = scored[(q.guidance, q.temperature)]
+            n = cas.frontier_conditions.training_images
+            out.append(Result(f"frontier, {what}: CAS ({n:,} samples)", "cas", value, None, where))
     return out
 
 

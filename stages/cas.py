@@ -1,18 +1,13 @@
 """Stages cas@<model>, cas_text@<model> and cas_real: Classification Accuracy Score.
 
-CAS (Ravuri & Vinyals 2019; for VAEs, Lesort et al. 2019): the judge's architecture
-(pipeline/models/judge.py) is trained on generated images only, ``cas.samples_per_class`` per
-class labelled by the condition they were drawn under (for a text model, the class of the
-training phrasing), then tested on the real test set. ``cas_real`` trains the same classifier
-with the same recipe on the real training images: the score a perfect generator would reach.
-A model that draws only its class means scores high sample accuracy but a low CAS.
+CAS (Ravuri & Vinyals 2019): the judge's architecture trained on generated images only,
+``cas.samples_per_class`` per class labelled by the condition they were drawn under, tested on
+the real test set. ``cas_real`` trains it the same way on the real training images.
 
-A model's CAS is measured at w = 0, at the w its evaluation chose (metrics/<model>/eval.json,
-read through its schema) and, by the cheaper recipe of ``cas.frontier``, at every (w, T) of its
-frontier (pipeline/cas.py:frontier_cas). The headline recipe (the FitSpec keys of ``cas``) is
-shared by cas_real and every model; ``cas.fresh_each_epoch`` draws a new sample set each
-epoch. The run holds the model's lock, clears
-the curves it replaces, and publishes them with the CAS file, never before.
+A model's CAS: at w = 0 and at the w its evaluation chose (by the headline recipe, the FitSpec
+keys of ``cas``; ``fresh_each_epoch``: a new sample set each epoch), and at every (w, T) of its
+frontier by the cheaper recipe of ``cas.frontier``. The run holds the model's lock, clears the
+curves it replaces, and publishes them with the CAS file, never before.
 """
 
 from pathlib import Path
@@ -49,19 +44,13 @@ def _live(name: str, guidance: float | None) -> Path:
 
 
 def score(name: str, p, judge, test, guidance: float | None, generator) -> dict:
-    """Train the classifier on real images (guidance None) or on samples drawn with w; one
-    ``generator`` serves every score of a run, in order."""
+    """The classifier trained on real images (guidance None) or on samples drawn with w."""
     device = test[0].device
     if guidance is None:
         train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on, tag = "the real training images", name
     else:
-        source = _source(name, device)
-        at = (p.temperature, guidance)
-        if p.fresh_each_epoch:  # GaFi's dataset recycle
-            train = cas.FreshSamples(source, p.samples_per_class, at, p.batch_size)
-        else:
-            train = source.training_set(p.samples_per_class, *at, generator)
+        train = cas.cas_training_data(_source(name, device), p, guidance, generator)
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
     net = cas.classifier(judge.feature_dim, device)
     extra = None if tag == name else {"guidance": guidance}
@@ -70,14 +59,7 @@ def score(name: str, p, judge, test, guidance: float | None, generator) -> dict:
         f"cas {tag}", generator, fingerprint, state_file(f"cas_{tag}"), _live(name, guidance)
     )
     history = cas.train_classifier(net, p, train, test, run)
-    temperature = None if guidance is None else p.temperature
-    images = len(train[0]) if isinstance(train, tuple) else len(train)
-    conditions = dict(trained_on=trained_on, training_images=images, epochs=p.epochs)
-    conditions |= {"temperature": temperature, "guidance": guidance, "lr": p.lr}
-    conditions |= {
-        "lr_schedule": p.lr_schedule,
-        "fresh_each_epoch": isinstance(train, cas.FreshSamples),
-    }
+    conditions = cas.training_conditions(p, train, trained_on, guidance)
     return cas.cas_metrics(history, net, test, conditions)
 
 
@@ -94,8 +76,8 @@ def _run(name: str, params) -> None:
     p, judge = params.cas, params.judge
     path = METRICS / "cas" / f"{name}.json"
     path.unlink(missing_ok=True)  # a failed run leaves no CAS beside curves it did not draw
-    live = [_live(name, None)] if name == REAL else [_live(name, 0.0)]
-    for folder in (METRICS / "cas" / name).glob("train*") if name != REAL else live:
+    live = [_live(name, None)]
+    for folder in (METRICS / "cas" / name).glob("train*"):
         clear_live(folder)
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
@@ -106,17 +88,13 @@ def _run(name: str, params) -> None:
         w = read_chosen_guidance(METRICS / name / "eval.json", params.model(name))
         metrics = score(name, p, judge, test, 0.0, generator)
         guided = metrics if w == 0 else score(name, p, judge, test, w, generator)
-        metrics["at_chosen_guidance"] = {
-            k: v for k, v in guided.items() if k != "at_chosen_guidance"
-        }
+        metrics["at_chosen_guidance"] = {k: v for k, v in guided.items() if k in metrics}
         live.append(_live(name, w))
         if p.frontier.samples_per_class:
             ev = params.model(name).evaluate
             sweeps = (ev.guidance_sweep, ev.temperature_sweep)
             metrics |= cas.frontier_cas(_source(name, device), p, sweeps, judge.feature_dim, test)
-    checked = validate_metrics(
-        require_finite(metrics, str(path)), str(path), cas_schema(name), "nothing written"
-    )
-    write_metrics(path, checked)
+    require_finite(metrics, str(path))
+    write_metrics(path, validate_metrics(metrics, str(path), cas_schema(name), "nothing written"))
     for folder in dict.fromkeys(live):
         publish_live(folder)

@@ -18,7 +18,6 @@ from pipeline.evaluate import (
     per_class_accuracy,
     real_vs_real_frechet,
 )
-from pipeline.finite import require_finite
 from pipeline.fmnist_figures import Sampling, label_figures
 from pipeline.frontier import (
     VAL_SEED_OFFSET,
@@ -27,20 +26,16 @@ from pipeline.frontier import (
     guided_frontier,
     validation_reference,
 )
-from pipeline.lock import model_lock
-from pipeline.metrics import FrontierRows, LabelEval, validate_metrics, write_metrics
+from pipeline.metrics import LabelEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
-from stages.layout import METRICS, RAW_FMNIST, REPORTS, model_dir
-
-NOT = "nothing written"  # the hint of a refused metrics file
+from stages import publish
+from stages.layout import RAW_FMNIST, REPORTS, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
     p = load_params(params_path).model(name).evaluate
-    with model_lock(model_dir(name), f"t2i evaluate {name}"):
-        for stale in ("eval.json", "frontier.json"):  # a failed run leaves none, never the
-            (METRICS / name / stale).unlink(missing_ok=True)  # last run's beside new figures
+    with publish.evaluating(name):
         _evaluate(name, p)
 
 
@@ -96,14 +91,8 @@ def _evaluate(name: str, p) -> None:
             "features": "judge penultimate layer (128-d)",
         },
     }
-    path = METRICS / name / "eval.json"
-    rows_path = METRICS / name / "frontier.json"
-    rows = validate_metrics(
-        require_finite(frontier, str(rows_path)), str(rows_path), FrontierRows, NOT
-    )
-    ev = validate_metrics(require_finite(metrics, str(path)), str(path), LabelEval, NOT)
+    files = publish.checked(name, metrics, frontier, LabelEval)
     label_figures(
         model, x_test, c_test, p.grid_columns, generator, Sampling(p.temperature, w), REPORTS / name
     )
-    write_metrics(rows_path, rows)  # metrics last: a failed stage leaves none
-    write_metrics(path, ev)
+    publish.write(name, files)  # metrics last: a failed stage leaves none

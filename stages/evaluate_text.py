@@ -20,22 +20,17 @@ from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import Judging, judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
-from pipeline.finite import require_finite
 from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
-from pipeline.lock import model_lock
-from pipeline.metrics import FrontierRows, TextEval, validate_metrics, write_metrics
+from pipeline.metrics import TextEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
-from stages.layout import METRICS, RAW_FMNIST, REPORTS, embeddings_dir, model_dir
-
-NOT = "nothing written"  # the hint of a refused metrics file
+from stages import publish
+from stages.layout import RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
     p = load_params(params_path).model(name).evaluate
-    with model_lock(model_dir(name), f"t2i evaluate {name}"):
-        for stale in ("eval.json", "frontier.json"):  # a failed run leaves none, never the
-            (METRICS / name / stale).unlink(missing_ok=True)  # last run's beside new figures
+    with publish.evaluating(name):
         _evaluate(name, p)
 
 
@@ -89,11 +84,7 @@ def _evaluate(name: str, p) -> None:
         "val_phrasings_compared_with": f"the last {p.val_images} training images",
         "features": "judge penultimate layer (128-d)",
     }
-    rows_path, path = METRICS / name / "frontier.json", METRICS / name / "eval.json"
-    plot = validate_metrics(
-        require_finite(frontier, str(rows_path)), str(rows_path), FrontierRows, NOT
-    )
-    ev = validate_metrics(require_finite(metrics, str(path)), str(path), TextEval, NOT)
+    files = publish.checked(name, metrics, frontier, TextEval)
     first = {}  # one row per class: its first held-out phrasing, labelled with the text
     for r in caption_set["heldout"]:
         first.setdefault(r["image_id"], r)
@@ -104,5 +95,4 @@ def _evaluate(name: str, p) -> None:
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")
-    write_metrics(rows_path, plot)  # metrics last: a failed stage leaves none
-    write_metrics(path, ev)
+    publish.write(name, files)  # metrics last: a failed stage leaves none

@@ -102,8 +102,11 @@ def test_overfits_a_few_images(cls):
     ],
 )
 def test_coco_models_save_and_load(tmp_path, model):
-    name = "coco_clip" if isinstance(model, CVAEClip) else "coco_t5"
-    meta = {"dataset": "coco", "encoder": "t5-small", "encoder_sha256": "ab" * 32}
-    save_model(tmp_path, model, name, meta)
+    key = "cvae_clip" if isinstance(model, CVAEClip) else "cvae_gated"
+    meta = {"name": f"coco_{key}", "class": key, "data": "coco", "image_shape": [3, 32, 32]}
+    meta |= {"conditioning": "t5-small", "cond_null_p": 0.0, "encoder_weights": "t5"}
+    meta["encoder_sha256"] = "ab" * 32
+    save_model(tmp_path, model, meta)
     loaded, config = load_model(tmp_path)
     assert type(loaded) is type(model) and loaded.config == model.config
+    assert config == {**meta, "model": key, **model.config.model_dump()}

@@ -61,7 +61,7 @@ def test_a_section_without_defaults_is_named_when_missing(section):
 
 
 def test_a_missing_key_of_a_model_entry_is_named():
-    train = {k: v for k, v in repo_params()["models"]["fmnist_label"]["train"].items()}
+    train = repo_params()["models"]["fmnist_label"]["train"]
     del train["lr"]
     with pytest.raises(
         PipelineError, match=rf"^params.yaml: invalid params: {FMNIST}\.lr: Field required$"
@@ -80,7 +80,7 @@ def test_stage_stops_on_bad_params_before_any_work(tmp_path, monkeypatch, fmnist
     fetch_fmnist(tmp_path / "data/raw/fmnist", source="local", local_dir=str(fmnist_gz_dir))
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    bad = params_with(FMNIST, repo_params()["models"]["fmnist_label"]["train"])
+    bad = repo_params()
     bad["models"]["fmnist_label"]["train"] |= {"epochs": -3, "train_limit": 64, "device": "cpu"}
     Path("params.yaml").write_text(yaml.safe_dump(bad))
     result = CliRunner().invoke(app, ["train", "fmnist_label"])

@@ -61,7 +61,7 @@ def test_the_card_parses_with_its_metadata_and_results(exported, trained):
     assert accuracy["value"] == pytest.approx(heldout["mean"])
     assert accuracy["args"] == {"std": pytest.approx(heldout["std"])}
     assert any(m["type"] == "cas" for m in metrics)
-    assert any(m["name"].startswith("frontier: lowest") for m in metrics)
+    assert any(m["name"].startswith("frontier, ") for m in metrics)
     assert "## Limitations" in card.text and "huggingface-cli upload" in card.text
     assert "± " in card.text  # the spreads over sample seeds
     config = json.loads((exported / "config.json").read_text())
@@ -146,3 +146,14 @@ def test_an_export_over_the_model_or_the_working_directory_is_refused(
         line == f"error: {tmp_path}: holds the working directory; export into a folder of its own"
     )
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_strings_enter_the_card_escaped():
+    """A summary, model name or label from a file cannot add a link, an image, HTML, a table
+    cell or a line to the published card."""
+    from pipeline.model_card import md
+
+    text = md("[click](http://x) ![i](y) <img src=x onerror=alert(1)> a|b\n# title `c` *d*")
+    assert "\n" not in text and "](" not in text.replace("\\]", "")
+    for special in "[]<>|`*#!":
+        assert text.count(special) == text.count("\\" + special), special

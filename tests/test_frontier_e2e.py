@@ -73,7 +73,8 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     assert [(q["temperature"], q["guidance"]) for q in cas["frontier"]] == expected
     assert all(0 <= q["cas"] <= 1 and math.isfinite(q["cas"]) for q in cas["frontier"])
     cas_p = params["cas"]
-    assert cas["frontier_conditions"]["training_images"] == 10 * cas_p["frontier_samples_per_class"]
+    frontier_p = cas_p["frontier"]
+    assert cas["frontier_conditions"]["training_images"] == 10 * frontier_p["samples_per_class"]
     assert cas["frontier_conditions"]["training_images"] < cas["conditions"]["training_images"]
 
 

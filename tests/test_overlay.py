@@ -129,8 +129,13 @@ def test_applying_sets_the_named_keys_and_keeps_the_rest(tmp_path, params):
     parse_params(loaded(params))
     run = run_script(overlay, "--params", params, "--set-param")
     assert run.stdout.split() == [
-        "-S", "judge.epochs=2", "-S", "judge.device=cpu", "-S", "embed.batch_size=7"
-    ]  # fmt: skip
+        "-S",
+        "judge.epochs=2",
+        "-S",
+        "judge.device=cpu",
+        "-S",
+        "embed.batch_size=7",
+    ]
 
 
 def test_an_empty_mapping_keeps_the_section(tmp_path, params):

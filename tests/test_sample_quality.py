@@ -23,10 +23,22 @@ from pipeline.sample_quality import (
     weights_hash_prefix,
 )
 
-from .conftest import run_env
+from .conftest import repo_params, run_env
 from .encoder_fixtures import make_random_inception, make_tiny_clip
 
 CPU = torch.device("cpu")
+
+
+def coco_evaluate(**fields):
+    """The coco_clip entry's evaluate section of params.yaml, with ``fields`` changed."""
+    from pipeline.config import EvaluateCoco
+
+    return EvaluateCoco(**{**repo_params()["models"]["coco_clip"]["evaluate"], **fields})
+
+
+def clip_score(**fields) -> dict:
+    """params.yaml's clip_score section of coco_clip, with ``fields`` changed."""
+    return {**repo_params()["models"]["coco_clip"]["evaluate"]["clip_score"], **fields}
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +48,7 @@ def inception_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def inception(inception_file):
-    return load_inception(str(inception_file), "evaluate.coco_clip.inception_weights", CPU)
+    return load_inception(str(inception_file), "models.coco_clip.evaluate.inception_weights", CPU)
 
 
 def photos(seed: int, n: int = 8, size: int = 32, high: int = 256) -> torch.Tensor:
@@ -87,7 +99,7 @@ def test_fid_needs_two_images_a_side(inception):
 
 
 def test_missing_or_wrong_inception_weights_name_the_key(tmp_path):
-    key = "evaluate.coco_t5.inception_weights"
+    key = "models.coco_t5.evaluate.inception_weights"
     with pytest.raises(PipelineError, match=rf"{key}: no Inception weights file at .*nope.pth"):
         load_inception(str(tmp_path / "nope.pth"), key, CPU)
     with pytest.raises(PipelineError, match=rf"{key} is null"):
@@ -105,8 +117,8 @@ def test_to_uint8_round_trips_decoded_pixels():
 
 @pytest.fixture(scope="module")
 def clip_scorer(tmp_path_factory):
-    spec = ClipScoreParams(**make_tiny_clip(tmp_path_factory.mktemp("clip")))
-    return ClipScorer(spec, "evaluate.coco_clip.clip_score.weights", CPU), spec
+    spec = ClipScoreParams(**clip_score(**make_tiny_clip(tmp_path_factory.mktemp("clip"))))
+    return ClipScorer(spec, "models.coco_clip.evaluate.clip_score.weights", CPU), spec
 
 
 def test_clip_score_matches_open_clip_one_pair_at_a_time(clip_scorer):
@@ -249,7 +261,7 @@ def test_a_pickle_payload_at_the_weights_path_is_refused_without_running(tmp_pat
     planted = tmp_path / "weights" / "planted.pth"
     planted.parent.mkdir()
     torch.save({"fc.weight": torch.zeros(2), "x": _Payload(marker)}, planted)
-    key = "evaluate.coco_clip.inception_weights"
+    key = "models.coco_clip.evaluate.inception_weights"
     with pytest.raises(
         PipelineError,
         match=rf"{key}: .*planted.pth holds more than plain "
@@ -259,11 +271,9 @@ def test_a_pickle_payload_at_the_weights_path_is_refused_without_running(tmp_pat
     assert not marker.exists()
 
     # The stage leaves FID and KID absent with that reason, and still runs nothing.
-    from pipeline.config import EvaluateCoco
-
-    p = EvaluateCoco(inception_weights=str(planted), clip_score={"weights": None})
+    p = coco_evaluate(inception_weights=str(planted), clip_score=clip_score(weights=None))
     images = photos(0, n=4).float() / 255
-    out = score_caption_only(p, "evaluate.coco_clip", images, images, ["a"] * 4, CPU, 32)
+    out = score_caption_only(p, "models.coco_clip.evaluate", images, images, ["a"] * 4, CPU, 32)
     assert out["fid"]["value"] is None and "refused unread" in out["fid"]["absent"]
     assert not marker.exists()
 
@@ -287,8 +297,8 @@ def test_a_file_named_as_the_official_weights_must_have_their_sha256(tmp_path, i
         match=rf"has sha256 [0-9a-f]{{64}}, not that of "
         rf"torch-fidelity's file \({INCEPTION_SHA256}\)",
     ):
-        load_inception(str(impostor), "evaluate.coco_t5.inception_weights", CPU)
-    net = load_inception(str(inception_file), "evaluate.coco_t5.inception_weights", CPU)
+        load_inception(str(impostor), "models.coco_t5.evaluate.inception_weights", CPU)
+    net = load_inception(str(inception_file), "models.coco_t5.evaluate.inception_weights", CPU)
     assert sum(p.numel() for p in net.parameters()) > 20_000_000  # any other name: loaded
 
 
@@ -296,24 +306,22 @@ def test_truncated_inception_weights_are_one_line(tmp_path, inception_file):
     cut = tmp_path / "cut.pth"
     cut.write_bytes(inception_file.read_bytes()[:100_000])
     with pytest.raises(PipelineError, match=r"cut.pth is not a readable weights file") as info:
-        load_inception(str(cut), "evaluate.coco_clip.inception_weights", CPU)
+        load_inception(str(cut), "models.coco_clip.evaluate.inception_weights", CPU)
     assert "\n" not in str(info.value)
 
 
 def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file, clip_scorer):
-    from pipeline.config import EvaluateCoco
-
     _, clip = clip_scorer
     real, fake = photos(9, n=6).float() / 255, photos(10, n=6, high=120).float() / 255
     captions = [f"photo number {i}" for i in range(6)]
-    p = EvaluateCoco(inception_weights=str(inception_file), clip_score=clip, kid_subsets=4)
-    out = score_caption_only(p, "evaluate.coco_clip", real, fake, captions, CPU, 32)
+    p = coco_evaluate(inception_weights=str(inception_file), clip_score=clip, kid_subsets=4)
+    out = score_caption_only(p, "models.coco_clip.evaluate", real, fake, captions, CPU, 32)
     assert out["fid"]["value"] > out["fid"]["real_half_vs_half"] > 0  # 3 real against 3 real
     assert out["kid"]["conditions"]["kid_subset_size"] == 6
     assert out["fid"]["conditions"]["samples"] == 6 and out["fid"]["conditions"]["image_size"] == 32
     # The scores of the samples' own CLIP embeddings against their captions' (cosines here):
     # CLIPScore = mean of 100 * max(cos, 0), CLIP-S = 2.5 / 100 of it.
-    scorer = ClipScorer(clip, "evaluate.coco_clip.clip_score.weights", CPU)
+    scorer = ClipScorer(clip, "models.coco_clip.evaluate.clip_score.weights", CPU)
     e_image, e_text = scorer.image_embeddings(fake, 32), scorer.text_embeddings(captions, 32)
     cos = torch.nn.functional.cosine_similarity(e_image, e_text)
     expected = float((100 * cos.clamp(min=0)).mean())
@@ -325,13 +333,13 @@ def test_the_stage_scores_samples_and_leaves_null_weights_absent(inception_file,
     assert (r["value"], r["std"]) == pytest.approx((again["value"], again["std"]))
     assert out["clip_s"]["conditions"]["model"] == "tiny-clip"
 
-    p = EvaluateCoco(inception_weights=None, clip_score={**clip.model_dump(), "weights": None})
-    out = score_caption_only(p, "evaluate.coco_t5", real, fake, captions, CPU, 32)
+    p = coco_evaluate(inception_weights=None, clip_score={**clip.model_dump(), "weights": None})
+    out = score_caption_only(p, "models.coco_t5.evaluate", real, fake, captions, CPU, 32)
     assert out["fid"] == {**out["fid"], "value": None}
     assert (
         out["fid"]["absent"]
-        == "evaluate.coco_t5.inception_weights is null: no Inception weights were given"
+        == "models.coco_t5.evaluate.inception_weights is null: no Inception weights were given"
     )
     assert out["kid"]["value"] is None and "null" in out["kid"]["absent"]
     for name in ("clip_s", "clipscore_100", "clip_r_precision"):
-        assert out[name]["absent"].startswith("evaluate.coco_t5.clip_score.weights is null")
+        assert out[name]["absent"].startswith("models.coco_t5.evaluate.clip_score.weights is null")

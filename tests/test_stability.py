@@ -45,16 +45,11 @@ def _params(repo, root, encoders):
     params["pack"]["coco"].update(image_size=SIZE, workers=2)
     params["embed"].update(device="cpu", **encoders)
     for model in ("coco_clip", "coco_t5"):
-        params["train"][model].update(
-            epochs=EPOCHS,
-            batch_size=BATCH,
-            latent_dim=LATENT,
-            workers=0,
-            device="cpu",
-            shuffle_buffer=60,
-            keep_epochs=[],
-        )
-    params["train"]["coco_clip"]["width"] = WIDTH
+        entry = params["models"][model]
+        entry["train"].update(epochs=EPOCHS, batch_size=BATCH, workers=0, device="cpu")
+        entry["train"].update(shuffle_buffer=60, keep_epochs=[])
+        entry["arch"]["latent_dim"] = LATENT
+    params["models"]["coco_clip"]["arch"]["width"] = WIDTH
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -108,9 +103,9 @@ def test_the_paper_model_diverges_and_the_guard_stops_it(photo_repo):
     with one line naming the model, epoch, step and term, and writes no model."""
     saved = (photo_repo / "params.yaml").read_text()
     params = yaml.safe_load(saved)
-    params["train"]["coco_clip"].update(
-        feature_norm=False, logvar_bound=None, warmup_steps=0, max_nonfinite_steps=3
-    )
+    entry = params["models"]["coco_clip"]
+    entry["arch"].update(feature_norm=False, logvar_bound=None)
+    entry["train"].update(warmup_steps=0, max_nonfinite_steps=3)
     (photo_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         run = subprocess.run(

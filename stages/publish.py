@@ -1,0 +1,42 @@
+"""An evaluate stage's metrics: the stage holds the model's lock and clears the files it
+replaces before it starts; its metrics are checked by their schemas before the figures are
+drawn, and written last, after them: a failed or killed run leaves none."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from pipeline.finite import require_finite
+from pipeline.lock import model_lock
+from pipeline.metrics import FrontierRows, validate_metrics, write_metrics
+from stages.layout import METRICS, model_dir
+
+EVAL_FILES = ("eval.json", "frontier.json")
+
+
+@contextlib.contextmanager
+def evaluating(name: str) -> Iterator[None]:
+    """Hold ``models/<name>``'s lock; the last run's eval.json and frontier.json go first."""
+    with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        for stale in EVAL_FILES:
+            (METRICS / name / stale).unlink(missing_ok=True)
+        yield
+
+
+def checked(name: str, metrics: dict, frontier: list[dict], schema) -> tuple:
+    """(eval.json, frontier.json) of ``name`` validated by their schemas, nothing written."""
+    paths = [METRICS / name / file for file in EVAL_FILES]
+    values = [require_finite(v, str(p)) for v, p in zip((metrics, frontier), paths, strict=True)]
+    schemas = (schema, FrontierRows)
+    return tuple(
+        validate_metrics(v, str(p), s, "nothing written")
+        for v, p, s in zip(values, paths, schemas, strict=True)
+    )
+
+
+def write(name: str, files: tuple) -> None:
+    """Write what :func:`checked` returned: the frontier, then eval.json, last of all."""
+    ev, rows = files
+    write_metrics(METRICS / name / "frontier.json", rows)
+    write_metrics(METRICS / name / "eval.json", ev)
