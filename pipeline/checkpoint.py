@@ -32,7 +32,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,7 +65,7 @@ class SavedMeta(BaseModel):
     image_shape: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
         min_length=3, max_length=3, description="[C, H, W] of the images it draws"
     )
-    conditioning: Literal["label"] | EncoderName | None = Field(
+    conditioning: Literal[("label", *get_args(EncoderName))] | None = Field(
         description="label: one-hot classes; an encoder: its caption embeddings; null: the judge"
     )
     labels: list[str] | None = Field(None, max_length=10_000, description="class names")

@@ -457,8 +457,8 @@ class _Entry(Section):
 class FmnistLabelEntry(_Entry):
     data: Literal["fmnist"] = Field(description="fmnist: Fashion-MNIST IDX files")
     conditioning: Literal["label"] = Field(description="label: the one-hot class")
-    train: FmnistTrain
-    evaluate: EvaluateFmnistLabel
+    train: FmnistTrain = Field(description="the schedule of fit (pipeline/train.py)")
+    evaluate: EvaluateFmnistLabel = Field(description="how evaluation samples and scores it")
     evaluation: ClassVar[str] = "fmnist_label"
 
 
@@ -467,16 +467,16 @@ class FmnistTextEntry(_Entry):
     conditioning: EncoderName = Field(
         description="the encoder whose embeddings of captions/fmnist.json condition it"
     )
-    train: FmnistTrain
-    evaluate: EvaluateFmnistText
+    train: FmnistTrain = Field(description="the schedule of fit (pipeline/train.py)")
+    evaluate: EvaluateFmnistText = Field(description="how evaluation samples and scores it")
     evaluation: ClassVar[str] = "fmnist_text"
 
 
 class CocoEntry(_Entry):
     data: Literal["coco"] = Field(description="coco: MS-COCO shards and caption embeddings")
     conditioning: EncoderName = Field(description="the encoder of its caption embeddings")
-    train: CocoTrain
-    evaluate: EvaluateCoco
+    train: CocoTrain = Field(description="the schedule of fit (pipeline/train.py)")
+    evaluate: EvaluateCoco = Field(description="how evaluation samples and scores it")
     evaluation: ClassVar[str] = "coco"
 
 

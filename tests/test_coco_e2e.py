@@ -64,15 +64,19 @@ def coco_params(repo, encoders=None, evaluate=None, **download):
         models[model]["arch"]["latent_dim"] = 8
     models["coco_clip"]["arch"]["width"] = 8
     for model in ("coco_clip", "coco_t5"):
+        section, changes = models[model]["evaluate"], (evaluate or {}).get(model, {})
         models[model]["evaluate"] = {
-            **models[model]["evaluate"],
+            **section,
             "device": "cpu",
             "samples": 2,
             "figure_images": 3,
             "metric_images": 6,
             "kid_subsets": 5,
             "guidance": 1.0,
-            **(evaluate or {}).get(model, {}),
+            **changes,
+            # the keys it names, the rest as params.yaml has them; a new mapping, so the
+            # file has no YAML alias (the strict reader refuses them)
+            "clip_score": {**section["clip_score"], **changes.get("clip_score", {})},
         }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
