@@ -16,11 +16,15 @@ from pipeline.lock import lock_holder
 from .conftest import copy_repo, run_env
 
 
-def _long_training(repo):
-    """fmnist_label set to train for a long time (each epoch is a second or two)."""
+def _start_long_training(finished_root_run, tmp_path, *command, **popen):
+    """A copy of the small run with fmnist_label set to train for a long time (each epoch is a
+    second or two), and ``command`` started in it: (the repo, the process)."""
+    repo = copy_repo(finished_root_run.repo, tmp_path)
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["models"]["fmnist_label"]["train"]["epochs"] = 500
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return repo, subprocess.Popen(command, cwd=repo, env=run_env(repo), **quiet, **popen)
 
 
 def _wait_for_holder(folder, process, timeout=120.0) -> str:
@@ -44,15 +48,7 @@ def _t2i(repo, *args) -> subprocess.CompletedProcess:
 def test_a_second_writer_is_refused_naming_the_first_and_the_lock_dies_with_it(
     finished_root_run, tmp_path
 ):
-    repo = copy_repo(finished_root_run.repo, tmp_path)
-    _long_training(repo)
-    first = subprocess.Popen(
-        ["t2i", "train", "fmnist_label"],
-        cwd=repo,
-        env=run_env(repo),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    repo, first = _start_long_training(finished_root_run, tmp_path, "t2i", "train", "fmnist_label")
     try:
         holder = _wait_for_holder(repo / "models/fmnist_label", first)
         assert f"(pid {first.pid})" in holder and "t2i train fmnist_label" in holder
@@ -73,15 +69,8 @@ def test_a_second_writer_is_refused_naming_the_first_and_the_lock_dies_with_it(
 
 @pytest.mark.e2e
 def test_an_orphan_of_a_killed_dvc_repro_keeps_the_next_run_out(finished_root_run, tmp_path):
-    repo = copy_repo(finished_root_run.repo, tmp_path)
-    _long_training(repo)
-    dvc = subprocess.Popen(
-        ["dvc", "repro", "train@fmnist_label"],
-        cwd=repo,
-        env=run_env(repo),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its t2i child is not killed with it: an orphan
+    repo, dvc = _start_long_training(  # a session of its own: its t2i child outlives it
+        finished_root_run, tmp_path, "dvc", "repro", "train@fmnist_label", start_new_session=True
     )
     try:
         holder = _wait_for_holder(repo / "models/fmnist_label", dvc)
