@@ -36,6 +36,7 @@ def run(name: str, params_path: Path) -> None:
     params = load_params(params_path)
     entry = params.model(name)
     with model_lock(model_dir(name), f"t2i evaluate {name}"):
+        (METRICS / name / "eval.json").unlink(missing_ok=True)  # a failed run leaves none
         _evaluate(name, entry, params.embed)
 
 

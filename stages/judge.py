@@ -1,5 +1,6 @@
 """Stage judge: the Fashion-MNIST classifier that scores generated images."""
 
+import shutil
 from pathlib import Path
 
 from pipeline.checkpoint import save_model
@@ -10,7 +11,7 @@ from pipeline.errors import PipelineError
 from pipeline.lock import model_lock
 from pipeline.models.registry import FMNIST_SHAPE, build
 from pipeline.runtime import make_deterministic, resolve_device
-from pipeline.train import FitData, FitRun, clear_live, fit, publish_live
+from pipeline.train import FitData, FitRun, clear_live, fit, partial_live_dir, publish_live
 from stages.fingerprint import training_fingerprint
 from stages.layout import RAW_FMNIST, live_dir, model_dir, state_file
 
@@ -33,6 +34,7 @@ def run(params_path: Path) -> None:
         run = FitRun("judge", generator, fingerprint, state_file("judge"), live_dir("judge"))
         accuracy = fit(model, data, p, run)[-1]["test/accuracy"]
         if accuracy < p.min_accuracy:  # no metric of a judge that does not exist
+            shutil.rmtree(partial_live_dir(live_dir("judge")), ignore_errors=True)
             raise PipelineError(
                 f"judge: test accuracy {accuracy:.4f} is below judge.min_accuracy "
                 f"{p.min_accuracy}; raise judge.epochs (training resumes where it stopped)"

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
+from transformers.utils import logging as hf_logging
 
 from pipeline.encoders.base import EncoderInfo, TextEncoder, library_versions
 from pipeline.encoders.weights import hf_weight_file, resolve_hf_dir, weights_error
@@ -43,6 +44,7 @@ class MeanPoolEncoder(TextEncoder):
         weights, max_tokens = spec.weights, spec.max_tokens
         folder = minilm_package_dir() if weights == "package" else resolve_hf_dir(weights, key)
         weight_file = hf_weight_file(folder, key)
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar: no line beside an error
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.model = self.model_class.from_pretrained(folder).to(device).eval()
