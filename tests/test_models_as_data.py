@@ -185,7 +185,7 @@ def test_a_new_entry_is_picked_up_as_a_new_user_adds_it(finished_root_run, tmp_p
     script("scripts/stage_deps.py")
     script("scripts/stage_deps.py", "--check")
     new = {"train@fmnist_seed1", "evaluate@fmnist_seed1", "cas@fmnist_seed1"}
-    assert set(json.loads(dvc(repo, "status", "--json"))) == new
+    assert set(json.loads(dvc(repo, "status", "dvc.yaml", "--json"))) == new  # the root pipeline
     dvc(repo, "repro", "evaluate@fmnist_seed1")
     metrics = json.loads((repo / "metrics/fmnist_seed1/eval.json").read_text())
     assert 0.0 <= metrics["judge_accuracy_on_samples"]["overall"]["mean"] <= 1.0
