@@ -43,18 +43,17 @@ def _live(name: str, guidance: float | None) -> Path:
     return METRICS / "cas" / name / ("train" if not guidance else f"train_w{guidance:g}")
 
 
-def score(name: str, p, judge, test, guidance: float | None, generator) -> dict:
+def score(name: str, p, judge, test, guidance: float | None, generator, source=None) -> dict:
     """The classifier trained on real images (guidance None) or on samples drawn with w."""
     device = test[0].device
     if guidance is None:
         train = load_tensors(RAW_FMNIST, "train", p.real_limit, device)
         trained_on, tag = "the real training images", name
     else:
-        train = cas.cas_training_data(_source(name, device), p, guidance, generator)
+        train = cas.cas_training_data(source, p, guidance, generator)
         trained_on, tag = f"samples of {name} only", name + (f"_w{guidance:g}" if guidance else "")
-    net = cas.classifier(judge.feature_dim, device)
-    extra = None if tag == name else {"guidance": guidance}
-    fingerprint = training_fingerprint(f"t2i cas {name}", net, p, extra)
+    net, extra = cas.classifier(judge.feature_dim, device), {"guidance": guidance}
+    fingerprint = training_fingerprint(f"t2i cas {name}", net, p, None if tag == name else extra)
     run = FitRun(
         f"cas {tag}", generator, fingerprint, state_file(f"cas_{tag}"), _live(name, guidance)
     )
@@ -86,14 +85,15 @@ def _run(name: str, params) -> None:
         metrics = score(name, p, judge, test, None, generator)
     else:
         w = read_chosen_guidance(METRICS / name / "eval.json", params.model(name))
-        metrics = score(name, p, judge, test, 0.0, generator)
-        guided = metrics if w == 0 else score(name, p, judge, test, w, generator)
+        source = _source(name, device)  # loaded once, for every classifier of the run
+        metrics = score(name, p, judge, test, 0.0, generator, source)
+        guided = metrics if w == 0 else score(name, p, judge, test, w, generator, source)
         metrics["at_chosen_guidance"] = {k: v for k, v in guided.items() if k in metrics}
         live.append(_live(name, w))
         if p.frontier.samples_per_class:
             ev = params.model(name).evaluate
             sweeps = (ev.guidance_sweep, ev.temperature_sweep)
-            metrics |= cas.frontier_cas(_source(name, device), p, sweeps, judge.feature_dim, test)
+            metrics |= cas.frontier_cas(source, p, sweeps, judge.feature_dim, test)
     require_finite(metrics, str(path))
     write_metrics(path, validate_metrics(metrics, str(path), cas_schema(name), "nothing written"))
     for folder in dict.fromkeys(live):

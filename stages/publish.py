@@ -26,13 +26,10 @@ def evaluating(name: str) -> Iterator[None]:
 
 def checked(name: str, metrics: dict, frontier: list[dict], schema) -> tuple:
     """(eval.json, frontier.json) of ``name`` validated by their schemas, nothing written."""
-    paths = [METRICS / name / file for file in EVAL_FILES]
-    values = [require_finite(v, str(p)) for v, p in zip((metrics, frontier), paths, strict=True)]
-    schemas = (schema, FrontierRows)
-    return tuple(
-        validate_metrics(v, str(p), s, "nothing written")
-        for v, p, s in zip(values, paths, schemas, strict=True)
-    )
+    ev_path, rows_path = (str(METRICS / name / file) for file in EVAL_FILES)
+    ev = validate_metrics(require_finite(metrics, ev_path), ev_path, schema, "nothing written")
+    rows = require_finite(frontier, rows_path)
+    return ev, validate_metrics(rows, rows_path, FrontierRows, "nothing written")
 
 
 def write(name: str, files: tuple) -> None:
