@@ -82,6 +82,7 @@ BASELINE = dict(
     cond_dropout=0.0,
     arch="conv",
     likelihood="bernoulli",
+    beta=1.0,
 )
 LADDER = dict(cond_dim=10, latent_dim=16, local_channels=4, width=32, cond_hidden=128)
 PIXELROWS = dict(

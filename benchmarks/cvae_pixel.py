@@ -89,6 +89,7 @@ class CVAEPixel(CVAEPrior):
                 cond_dropout=0.0,
                 arch="conv",
                 likelihood="bernoulli",
+                beta=1.0,
             )
         )
         self.config = config

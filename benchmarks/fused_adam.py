@@ -60,6 +60,7 @@ def _learned_prior(width: int, arch: str) -> CVAEPrior:
         cond_dropout=0.0,
         arch=arch,
         likelihood="bernoulli",
+        beta=1.0,
     )
 
 

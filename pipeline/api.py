@@ -14,11 +14,16 @@ config.json says which (``m.kind``). The model loads through the same checked pa
 stage (pipeline/checkpoint.py: types, shapes, finite weights, and for a text model the sha256
 of the caption encoder's weights).
 
-Sampling is the evaluations' (docs/guidance.md): z = mu_p + T sigma_p eps with eps drawn from
-``seed``, decoded with guidance w: l(z, c) + w (l(z, c) - l(z, c')), where c' is the null
-condition, or the ``negative`` prompt's condition when one is given. Every prompt of a call
-gets the same n draws of eps, so one seed gives the same pixels for a caption whichever
-prompts share its call, and through ``t2i generate`` too. Bad input is one PipelineError line.
+Sampling is the evaluations' (docs/guidance.md), with either sampler of ``m.samplers``:
+``"prior"``: z = mu_p + T sigma_p eps with eps drawn from ``seed``; ``"expost"`` (a label
+model trained with an ``expost`` section: its density.safetensors, pipeline/latent_density.py):
+z from the ex-post Gaussian mixture of the prompt's class, a component and then a draw from
+it with its spread scaled by T. Either z is decoded with guidance w:
+l(z, c) + w (l(z, c) - l(z, c')), where c' is the null condition, or the ``negative``
+prompt's condition when one is given. Prior: every prompt of a call gets the same n draws of
+eps; expost: each prompt's n draws come from its own ``torch.Generator().manual_seed(seed)``.
+Either way one seed gives the same pixels for a prompt whichever prompts share its call, and
+through ``t2i generate`` too. Bad input is one PipelineError line.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -40,8 +45,10 @@ from pipeline.checkpoint import load_model, read_config, require_encoder_weights
 from pipeline.config import Embed, Generate, load_params
 from pipeline.data.fmnist import label_index
 from pipeline.errors import PipelineError, utf8_text
-from pipeline.evaluate import decode_noise, hwc, prior
+from pipeline.evaluate import hwc, prior
 from pipeline.figures import image_grid, to_pixels
+from pipeline.latent_density import ExPostDensity, one_hot_labels, saved_density
+from pipeline.models.guidance import guided_decode
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; a signed int64 everywhere
 MAX_GUIDANCE = 20.0  # the ranges of w and T that the metrics files hold (pipeline/metrics.py)
@@ -50,6 +57,7 @@ MAX_CAPTION_CHARS = 2000  # refused before tokenising; the encoder's token limit
 MAX_PROMPTS_BYTES = 1_000_000  # a prompts file: 1 MB ...
 MAX_PROMPTS_LINES = 10_000  # ... and 10,000 lines at most
 ENCODER_FILE = "encoder.json"  # an exported text model's caption-encoder params (t2i export)
+SAMPLERS = ("prior", "expost")  # z ~ p(z|c), or the ex-post latent density (label models)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class Model:
     meta: object
     encoder: object | None
     bounds: Bounds
+    _density: ExPostDensity | None = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -113,11 +122,35 @@ class Model:
         """(width, height) of each generated image, as PIL's ``Image.size``."""
         return self.image_shape[2], self.image_shape[1]
 
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """Where ``generate`` can draw z: ("prior",), and "expost" too for a label model whose
+        config.json records an ex-post density (density.safetensors beside its weights)."""
+        return samplers_of(self.meta)
+
     def describe(self) -> str:
-        """One line: what the model takes and whether it can be guided."""
+        """One line: what the model takes, whether it can be guided, and its samplers."""
         what = "a caption" if self.kind == "text" else "a label: " + ", ".join(self.labels or [])
         guided = "w > 0 applies" if self.can_guide else "cannot be guided (cond_null_p 0): w 0"
-        return f"{self.name}: type {what}; {guided}"
+        if len(self.samplers) > 1:
+            samplers = "sampler prior or expost (its ex-post latent density)"
+        else:
+            samplers = "sampler prior only (no ex-post density)"
+        return f"{self.name}: type {what}; {guided}; {samplers}"
+
+    def density(self) -> ExPostDensity:
+        """The model's ex-post latent density (sampler expost), read and checked once: its
+        sha256 against config.json's, its shapes against the model's. A text model, or a
+        label model trained without an ``expost`` section, is one line saying what to do."""
+        if self.meta.is_text:
+            raise PipelineError(
+                f"{self.path}: a text model; sampler expost draws z from a per-class ex-post "
+                "density, which only a label model can have; use sampler prior"
+            )
+        if self._density is None:
+            latent, classes = self.module.config.latent_dim, len(self.labels)
+            self._density = saved_density(self.path, self.meta, latent, classes)
+        return self._density
 
     def __repr__(self) -> str:
         guided = "guidable" if self.can_guide else "not guidable"
@@ -167,32 +200,37 @@ class Model:
         temperature: float = 1.0,
         seed: int = 0,
         negative: str | Condition | None = None,
+        sampler: str = "prior",
     ) -> list[Image.Image]:
         """``n`` images per prompt, in prompt order, as PIL images (mode "L" or "RGB").
 
         ``guidance`` w >= 0 (0: the plain decoder; > 0 needs ``can_guide``), ``temperature``
-        T scales the prior's spread, ``seed`` (0 .. 2**63 - 1) fixes the draws: the same seed
-        gives the same pixels. ``negative``: a caption (text model) or label (label model)
-        whose condition replaces the null one in the guidance formula, steering away from it;
-        at w = 0 it changes nothing."""
-        check_sampling(guidance, temperature, seed)
+        T scales the spread z is drawn with, ``seed`` (0 .. 2**63 - 1) fixes the draws: the
+        same seed gives the same pixels. ``negative``: a caption (text model) or label (label
+        model) whose condition replaces the null one in the guidance formula, steering away
+        from it; at w = 0 it changes nothing. ``sampler``: "prior" (z ~ p(z|c)) or "expost"
+        (z from the ex-post density of the prompt's class; a label model with one, see
+        ``samplers``); each prompt's expost draws come from
+        ``torch.Generator().manual_seed(seed)``, as ``pipeline.evaluate.sample_images`` draws
+        them for n rows of that prompt's condition."""
+        check_sampling(guidance, temperature, seed, sampler)
         if guidance > 0 and not self.can_guide:
             raise PipelineError(
                 f"{self.path}: trained without a null condition (cond_null_p 0): it cannot be "
                 "guided; use guidance 0"
             )
+        density = self.density() if sampler == "expost" else None
         conditions = self._conditions(prompts, "prompt")
         self.check_count(n, len(conditions))
         away = negative
         if negative is not None and not isinstance(negative, Condition):
             away = self.condition(negative, "negative")
-        latent = self.module.config.latent_dim
-        eps = torch.randn(int(n), latent, generator=torch.Generator().manual_seed(int(seed)))
         out = []
         for condition in conditions:
+            z = self._latents(condition, int(n), (temperature, int(seed)), density)
             for start in range(0, n, self.bounds.batch_size):
-                part = eps[start : start + self.bounds.batch_size]
-                images = self._decode(condition, part, temperature, guidance, away)
+                part = z[start : start + self.bounds.batch_size]
+                images = self._decode(condition, part, guidance, away)
                 out += [Image.fromarray(tile) for tile in to_pixels(self._tiles(images))]
         return out
 
@@ -212,17 +250,28 @@ class Model:
                 f"generate.max_samples = {most} ({self.bounds.source}); ask for fewer"
             )
 
-    def _decode(self, condition, eps, temperature, guidance, negative) -> torch.Tensor:
+    def _latents(self, condition, n: int, at: tuple[float, int], density) -> torch.Tensor:
+        """n latents for ``condition`` at ``at`` = (temperature, seed): mu_p + T sigma_p eps
+        (eps: the seed's n standard-normal rows, the same for every prompt), or ``density``'s
+        draws for the condition's class from a generator seeded with the seed."""
+        temperature, seed = at
         device = next(self.module.parameters()).device
-        c = condition.vector.to(device).expand(len(eps), -1)
+        generator = torch.Generator().manual_seed(seed)
+        if density is not None:
+            labels = one_hot_labels(condition.vector).expand(n)
+            return density.sample(labels, generator, temperature).to(device)
+        eps = torch.randn(n, self.module.config.latent_dim, generator=generator)
+        mu, logvar = prior(self.module, condition.vector.to(device))  # one row, broadcast
+        return mu + temperature * torch.exp(0.5 * logvar) * eps.to(device)
+
+    def _decode(self, condition, z, guidance, negative) -> torch.Tensor:
+        c = condition.vector.to(z.device).expand(len(z), -1)
         if negative is None or guidance == 0:
-            return decode_noise(self.module, c, eps, temperature, guidance)
+            return guided_decode(self.module, z, c, guidance)
         # l(z, c) + w (l(z, c) - l(z, c_neg)): pipeline/models/guidance.py with c_neg in
         # place of the null condition (the negative prompt of diffusers #699).
-        mu, logvar = prior(self.module, c)
-        z = mu + temperature * torch.exp(0.5 * logvar) * eps.to(device)
         logits = self.module.decode_logits(z, c)
-        away = self.module.decode_logits(z, negative.vector.to(device).expand(len(eps), -1))
+        away = self.module.decode_logits(z, negative.vector.to(z.device).expand(len(z), -1))
         return self.module.images_from_logits(logits + guidance * (logits - away))
 
     def _tiles(self, images: torch.Tensor) -> np.ndarray:
@@ -237,9 +286,17 @@ class Model:
         return images[:, 0].numpy() if channels == 1 else hwc(images)
 
 
-def check_sampling(guidance: float, temperature: float, seed: int) -> None:
-    """Refuse a guidance, temperature or seed outside its range, in one line (numpy numbers
-    are numbers; a bool is none)."""
+def samplers_of(meta) -> tuple[str, ...]:
+    """The samplers a model whose config.json says ``meta`` (checkpoint.SavedMeta) offers:
+    prior always, expost for a label model with a saved ex-post density."""
+    return SAMPLERS if not meta.is_text and meta.has_density else SAMPLERS[:1]
+
+
+def check_sampling(guidance: float, temperature: float, seed: int, sampler: str = "prior") -> None:
+    """Refuse a guidance, temperature, seed or sampler outside its range, in one line (numpy
+    numbers are numbers; a bool is none)."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise PipelineError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= MAX_SEED:
         raise PipelineError(f"seed {seed}: expected a whole number from 0 to 2**63 - 1")
     if not _real(guidance) or not 0 <= guidance <= MAX_GUIDANCE:

@@ -13,6 +13,7 @@ from pipeline.data.batches import InMemoryBatches
 from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.fmnist import LABELS
 from pipeline.data.phrasings import train_phrasings
+from pipeline.errors import PipelineError
 from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batches
 from pipeline.finite import require_finite_tensor
 from pipeline.models.judge import JudgeCNN
@@ -31,12 +32,18 @@ class SampleSource:
     embeddings: Path | None
     device: torch.device
     name: str
+    density: object = None  # its ex-post latent density (sampler expost), if it has one
 
     def training_set(
-        self, per_class: int, temperature: float, guidance: float, generator: torch.Generator
+        self, per_class: int, at: tuple[str, float, float], generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``per_class`` samples of every class at (guidance w, temperature), and their labels:
-        under one-hot labels, or (a text model) each class's training phrasings in turn."""
+        """``per_class`` samples of every class at ``at`` = (sampler, guidance w, temperature),
+        and their labels: under one-hot labels, or (a text model) each class's training
+        phrasings in turn."""
+        sampler, guidance, temperature = at
+        if sampler == "expost" and self.density is None:
+            raise PipelineError(f"cas {self.name}: sampler expost, but it has no ex-post density")
+        density = self.density if sampler == "expost" else None
         labels = torch.arange(len(LABELS), device=self.device).repeat_interleave(per_class)
         if self.conditioning == "label":
             conditions = F.one_hot(labels, len(LABELS)).float()
@@ -46,8 +53,9 @@ class SampleSource:
             offset = torch.arange(len(labels), device=self.device)
             conditions = phrasings.pick(labels, offset=offset)
         model = self.model
-        images = sample_in_batches(model, conditions, generator, 1000, temperature, guidance)
-        where = f"cas {self.name}: samples at w={guidance:g}, T={temperature:g}"
+        at = (temperature, guidance, density)
+        images = sample_in_batches(model, conditions, generator, 1000, *at)
+        where = f"cas {self.name}: samples at {sampler}, w={guidance:g}, T={temperature:g}"
         require_finite_tensor(images, where)
         return images, labels
 
@@ -61,25 +69,24 @@ class FreshSamples:
     """GaFi's dataset recycle (``cas.fresh_each_epoch``): each epoch trains on a new sample set
     of ``per_class`` images per class from the same model, drawn with the loop's generator."""
 
-    def __init__(self, source: SampleSource, per_class: int, at: tuple[float, float], batch_size):
+    def __init__(self, source: SampleSource, per_class: int, at: tuple, batch_size):
         self.source, self.per_class, self.at, self.batch_size = source, per_class, at, batch_size
 
     def __len__(self) -> int:
         return self.per_class * len(LABELS)
 
     def batches(self, generator: torch.Generator | None = None):
-        temperature, guidance = self.at
-        x, y = self.source.training_set(self.per_class, temperature, guidance, generator)
+        x, y = self.source.training_set(self.per_class, self.at, generator)
         yield from InMemoryBatches(x, y, batch_size=self.batch_size).batches(generator)
 
 
-def cas_training_data(source: SampleSource, p, guidance: float, generator):
-    """The classifier's training data by the cas params ``p``: one fixed sample set (x, y)
-    drawn now, or (``p.fresh_each_epoch``, GaFi's dataset recycle) a new one every epoch."""
-    at = (p.temperature, guidance)
+def cas_training_data(source: SampleSource, p, at: tuple[str, float, float], generator):
+    """The classifier's training data by the cas params ``p`` at ``at`` (sampler, w, T): one
+    fixed sample set (x, y) drawn now, or (``p.fresh_each_epoch``, GaFi's dataset recycle) a
+    new one every epoch."""
     if p.fresh_each_epoch:
         return FreshSamples(source, p.samples_per_class, at, p.batch_size)
-    return source.training_set(p.samples_per_class, *at, generator)
+    return source.training_set(p.samples_per_class, at, generator)
 
 
 def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
@@ -91,12 +98,14 @@ def train_classifier(model, p, train, test, run: FitRun) -> list[dict]:
     return fit(model, FitData(train, InMemoryBatches(*test, batch_size=1000)), p, run)
 
 
-def training_conditions(p, train, trained_on: str, guidance: float | None) -> dict:
-    """What a CAS classifier was trained on and how: the ``conditions`` of its metrics."""
+def training_conditions(p, train, trained_on: str, at: tuple | None) -> dict:
+    """What a CAS classifier was trained on and how: the ``conditions`` of its metrics;
+    ``at``: the (sampler, w, T) of its samples, None for real images."""
     images = len(train[0]) if isinstance(train, tuple) else len(train)
     conditions = dict(trained_on=trained_on, training_images=images, epochs=p.epochs)
-    conditions |= {"temperature": None if guidance is None else p.temperature}
-    conditions |= {"guidance": guidance, "lr": p.lr, "lr_schedule": p.lr_schedule}
+    sampler, guidance, temperature = at or (None, None, None)
+    conditions |= {"sampler": sampler, "guidance": guidance, "temperature": temperature}
+    conditions |= {"lr": p.lr, "lr_schedule": p.lr_schedule}
     return conditions | {"fresh_each_epoch": isinstance(train, FreshSamples)}
 
 
@@ -115,24 +124,35 @@ def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
     }
 
 
-def frontier_cas(source: SampleSource, p, sweeps, feature_dim: int, test) -> dict:
-    """CAS at every (w, T) of ``sweeps`` ((guidance_sweep, temperature_sweep)): for each a
-    fresh classifier trained by the cheaper recipe of ``p.frontier`` on its samples per class,
-    drawn with seed ``p.seed`` (the same noise at every point), tested on ``test``. Fewer
-    samples and epochs than the headline CAS, so these read lower; the same at every point, so
-    the points compare. The eval keys ``frontier`` and ``frontier_conditions``."""
+def frontier_spec(p):
+    """The cheaper recipe of ``p.frontier`` as a FitSpec: the headline recipe ``p`` with the
+    frontier's epochs and learning rate (so an evaluation's DVC params name ``cas.frontier``
+    and the FitSpec keys of ``cas`` other than epochs, lr and lr_schedule)."""
     recipe = p.frontier
-    spec = p.model_copy(update={k: getattr(recipe, k) for k in ("epochs", "lr", "lr_schedule")})
-    guidances, temperatures = sweeps
+    return p.model_copy(update={k: getattr(recipe, k) for k in ("epochs", "lr", "lr_schedule")})
+
+
+def frontier_cas(source: SampleSource, p, sweeps, feature_dim: int, test) -> dict:
+    """CAS at every (sampler, w, T) of ``sweeps`` ((sampler_sweep, guidance_sweep,
+    temperature_sweep)): for each a fresh classifier trained by the cheaper recipe of
+    ``p.frontier`` on its samples per class, drawn with seed ``p.seed`` (the same noise at
+    every point), tested on ``test``. Fewer samples and epochs than the headline CAS, so these
+    read lower; the same at every point, so the points compare. The eval keys ``frontier``
+    and ``frontier_conditions``."""
+    recipe, spec = p.frontier, frontier_spec(p)
+    samplers, guidances, temperatures = sweeps
     points = []
-    for t in temperatures:
-        for w in guidances:
-            generator = make_deterministic(p.seed, source.device)
-            x, y = source.training_set(recipe.samples_per_class, t, w, generator)
-            run = FitRun(f"cas {source.name} w={w:g} T={t:g}", generator, fingerprint="")
-            net = classifier(feature_dim, source.device)
-            history = train_classifier(net, spec, (x, y), test, run)  # seconds: no state
-            points.append({"guidance": w, "temperature": t, "cas": history[-1]["test/accuracy"]})
+    for sampler in samplers:
+        for t in temperatures:
+            for w in guidances:
+                generator = make_deterministic(p.seed, source.device)
+                x, y = source.training_set(recipe.samples_per_class, (sampler, w, t), generator)
+                label = f"cas {source.name} {sampler} w={w:g} T={t:g}"
+                net = classifier(feature_dim, source.device)
+                run = FitRun(label, generator, fingerprint="")  # seconds: no resume state
+                history = train_classifier(net, spec, (x, y), test, run)
+                cas = history[-1]["test/accuracy"]
+                points.append({"sampler": sampler, "guidance": w, "temperature": t, "cas": cas})
     n = recipe.samples_per_class * len(LABELS)
     conditions = {"training_images": n, "epochs": recipe.epochs, "sample_seed": p.seed}
     conditions |= {"lr": recipe.lr, "lr_schedule": recipe.lr_schedule}

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Literal, NamedTuple, get_args
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save_file
 from torch import nn
@@ -77,6 +77,18 @@ class SavedMeta(BaseModel):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the encoder's weights file"
     )
     test_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="the judge's")
+    density_components: int | None = Field(
+        None, ge=1, le=256, description="components per class of its ex-post latent density"
+    )
+    density_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of density.safetensors beside it"
+    )
+
+    @model_validator(mode="after")
+    def _density_with_its_hash(self):
+        if (self.density_components is None) != (self.density_sha256 is None):
+            raise ValueError("density_components and density_sha256 come together, or neither")
+        return self
 
     @field_validator("image_shape", mode="before")
     @classmethod
@@ -87,6 +99,11 @@ class SavedMeta(BaseModel):
     def is_text(self) -> bool:
         """Conditioned on caption embeddings (``conditioning`` names the encoder)."""
         return self.conditioning not in ("label", None)
+
+    @property
+    def has_density(self) -> bool:
+        """An ex-post latent density was fitted and saved beside the weights."""
+        return self.density_sha256 is not None
 
     @property
     def can_guide(self) -> bool:

@@ -16,7 +16,7 @@ checks it). The sections of the data stages and of the CLI keep defaults for now
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -306,6 +306,12 @@ class Sampling(Runtime):
         description="the last N training images: the validation reference that w is chosen "
         "against (never the test set)",
     )
+    cas_tolerance: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the rule keeps points whose validation CAS is within this of the best "
+        "point's (about the seed spread of the cheap recipe, docs/guidance.md)",
+    )
 
     @field_validator("guidance_sweep")
     @classmethod
@@ -322,9 +328,46 @@ class Sampling(Runtime):
         return _distinct(value, 1e-6, 10.0, "temperatures")
 
 
+SamplerName = Literal["prior", "expost"]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+
+
 class EvaluateFmnistLabel(Sampling):
     iw_k: int = Field(ge=1, le=10_000, description="samples in the importance-weighted bound")
     samples_per_class: int = Field(ge=2, le=100_000, description="samples scored per class")
+    sampler: SamplerName | None = Field(
+        description="where z is drawn for the headline metrics, figures and CAS: prior "
+        "(p(z|c)) or expost (the ex-post latent density, models.<name>.expost); null: chosen "
+        "with w on validation data (docs/guidance.md)"
+    )
+    sampler_sweep: list[SamplerName] = Field(
+        min_length=1,
+        max_length=len(SAMPLERS),
+        description="the frontier's samplers: distinct, prior among them",
+    )
+
+    @field_validator("sampler_sweep")
+    @classmethod
+    def _sweep_holds_prior(cls, value: list[str]) -> list[str]:
+        if "prior" not in value:
+            raise ValueError("expected prior among the samplers (the model's own p(z|c))")
+        if len(set(value)) != len(value):
+            raise ValueError(f"expected distinct samplers; {value} repeats one")
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_sampler_swept(self):
+        if self.sampler is not None and self.sampler not in self.sampler_sweep:
+            raise ValueError(f"sampler {self.sampler}: expected one of sampler_sweep")
+        return self
+
+
+class ExPost(Section):
+    """The ex-post latent density of a label model (pipeline/latent_density.py): per class a
+    Gaussian mixture over the posterior means of the training images, fitted once at the end
+    of training and saved beside the weights (models/<name>/density.safetensors)."""
+
+    components: int = Field(ge=1, le=256, description="mixture components per class")
 
 
 class EvaluateFmnistText(Sampling):
@@ -340,9 +383,11 @@ class Judge(FitSpec):
 
 
 class CasFrontier(Section):
-    """The cheaper recipe of the frontier's CAS (one classifier per (w, T) point): fewer
-    samples and epochs than the headline recipe, the same at every point, so the points compare
-    with one another but read lower than the headline CAS (results.md labels them so)."""
+    """The cheaper recipe of the frontier's CAS (one classifier per (sampler, w, T) point) and
+    of the validation CAS the operating point is chosen by: fewer samples and epochs than the
+    headline recipe, the same at every point, so the points compare with one another but read
+    lower than the headline CAS (results.md labels them so). The rest of the recipe is the
+    headline's (batch size, seed, no weight decay)."""
 
     samples_per_class: int = Field(
         ge=0, le=100_000, description="per class, the samples of each point's classifier; 0: none"
@@ -364,7 +409,6 @@ class Cas(FitSpec):
         "model; false: one fixed set"
     )
     real_limit: int | None = Field(ge=1, description="cas_real: the first N real images")
-    temperature: float = Field(gt=0.0, le=10.0, description="sampling temperature")
     frontier: CasFrontier = Field(description="the frontier points' cheaper recipe")
 
 
@@ -458,6 +502,7 @@ class FmnistLabelEntry(_Entry):
     data: Literal["fmnist"] = Field(description="fmnist: Fashion-MNIST IDX files")
     conditioning: Literal["label"] = Field(description="label: the one-hot class")
     train: FmnistTrain = Field(description="the schedule of fit (pipeline/train.py)")
+    expost: ExPost = Field(description="its ex-post latent density, fitted after training")
     evaluate: EvaluateFmnistLabel = Field(description="how evaluation samples and scores it")
     evaluation: ClassVar[str] = "fmnist_label"
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.finite import require_finite_tensor
+from pipeline.latent_density import one_hot_labels
 from pipeline.models.bernoulli import log_normal
 from pipeline.models.guidance import guided_decode
 
@@ -96,10 +97,17 @@ def sample_images(
     generator: torch.Generator,
     temperature: float = 1.0,
     guidance: float = 0.0,
+    density=None,
 ) -> torch.Tensor:
     """Decode z ~ p(z|c) under each condition row, its spread scaled by ``temperature``
     (z = mu_p + T sigma_p eps; T = 1: the prior itself), with guidance ``w``
-    (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1]."""
+    (pipeline/models/guidance.py; 0: the plain decoder); returns (N, 784) in [0, 1].
+    ``density``: an ExPostDensity (pipeline/latent_density.py) to draw z from instead of
+    the prior (sampler expost; one-hot conditions)."""
+    if density is not None:
+        z = draw_latents(model, conditions, generator, temperature, density)
+        model.eval()
+        return guided_decode(model, z, conditions, guidance)
     eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
     return decode_noise(model, conditions, eps, temperature, guidance)
 
@@ -119,9 +127,17 @@ def decode_noise(
 
 @torch.no_grad()
 def draw_latents(
-    model: torch.nn.Module, conditions: torch.Tensor, generator: torch.Generator, temperature: float
+    model: torch.nn.Module,
+    conditions: torch.Tensor,
+    generator: torch.Generator,
+    temperature: float,
+    density=None,
 ) -> torch.Tensor:
-    """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``."""
+    """z = mu_p + T sigma_p eps under each condition row, eps from ``generator``; with an
+    ex-post ``density``, z from its mixture of each row's class, its spread scaled by T."""
+    if density is not None:
+        labels = one_hot_labels(conditions)
+        return density.sample(labels, generator, temperature).to(conditions.device)
     eps = torch.randn(len(conditions), model.config.latent_dim, generator=generator)
     return _latents(model, conditions, eps, temperature)
 
@@ -176,12 +192,12 @@ def sample_in_batches(
     batch_size: int,
     temperature: float = 1.0,
     guidance: float = 0.0,
+    density=None,
 ) -> torch.Tensor:
-    """``sample_images`` over ``conditions`` in batches: the same draws as one call."""
+    """``sample_images`` over ``conditions`` in batches (``density``: sampler expost)."""
     parts = _chunks(len(conditions), batch_size)
-    return torch.cat(
-        [sample_images(model, conditions[part], generator, temperature, guidance) for part in parts]
-    )
+    at = (temperature, guidance, density)
+    return torch.cat([sample_images(model, conditions[part], generator, *at) for part in parts])
 
 
 def hwc(images: torch.Tensor) -> np.ndarray:

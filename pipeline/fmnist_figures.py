@@ -18,10 +18,12 @@ FIG5_LABELS = ["sneaker", "boot", "top", "handbag"]  # the paper's §3.1.2 rows
 @dataclass(frozen=True)
 class Sampling:
     """How the figures' samples are decoded: z's spread scaled by ``temperature``, guidance
-    ``guidance`` (w; 0: the plain decoder), as :func:`pipeline.evaluate.sample_images`."""
+    ``guidance`` (w; 0: the plain decoder), z from ``density`` (sampler expost; None: the
+    prior), as :func:`pipeline.evaluate.sample_images`."""
 
     temperature: float = 1.0
     guidance: float = 0.0
+    density: object = None
 
 
 def tiles(x: torch.Tensor):
@@ -34,7 +36,7 @@ def class_rows(model, classes: list[int], n: int, generator, sampling: Sampling)
     t, w = sampling.temperature, sampling.guidance
     for c in classes:
         condition = F.one_hot(torch.full((n,), c), 10).float().to(device)
-        rows.append(tiles(sample_images(model, condition, generator, t, w)))
+        rows.append(tiles(sample_images(model, condition, generator, t, w, sampling.density)))
     return image_grid(rows, [LABELS[c] for c in classes])
 
 

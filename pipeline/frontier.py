@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.cas import classifier, train_classifier
 from pipeline.errors import PipelineError
 from pipeline.evaluate import (
     Judging,
@@ -36,10 +37,12 @@ from pipeline.evaluate import (
 from pipeline.finite import require_finite_tensor
 from pipeline.metrics import FrontierRows, GuidedEval, eval_schema, read_metrics, validate_metrics
 from pipeline.models.guidance import null_condition
+from pipeline.train import FitRun
 
 RULE = (
-    "the w of the sweep (at evaluate.<model>.temperature) with the highest validation judge "
-    "accuracy whose validation FD is not above that of w = 0"
+    "the (sampler, w) of the sweep (at evaluate.<model>.temperature) with the highest "
+    "validation judge accuracy among the points good on both axes: validation FD not above "
+    "that of the prior at w = 0, and validation CAS within {tolerance} of the best point's"
 )
 NO_DROPOUT = "trained without condition dropout (cond_null_p 0): no null condition learned, w = 0"
 
@@ -54,53 +57,105 @@ def class_spread(features: np.ndarray, labels: torch.Tensor | np.ndarray) -> flo
     return total / len(features)
 
 
+@dataclass(frozen=True)
+class ValidationCas:
+    """The cheap CAS of a validation point: a fresh classifier of the judge's architecture
+    trained by ``spec`` (the cas.frontier recipe) on the point's first sample set, tested on
+    the real validation images ``real`` (x, y). The rule's coverage axis (``choose_point``)."""
+
+    real: tuple[torch.Tensor, torch.Tensor]
+    spec: object  # a FitSpec
+    feature_dim: int
+
+    def score(self, samples: torch.Tensor, intended: torch.Tensor, name: str) -> float:
+        generator = torch.Generator().manual_seed(self.spec.seed)
+        torch.manual_seed(self.spec.seed)  # the classifier's initial weights
+        net = classifier(self.feature_dim, samples.device)
+        run = FitRun(f"validation cas {name}", generator, fingerprint="")
+        history = train_classifier(net, self.spec, (samples, intended), self.real, run)
+        return float(history[-1]["test/accuracy"])
+
+
 @dataclass
 class FrontierScorer:
     """Scores sample sets drawn under ``conditions`` (one per seed) against real features;
-    each (w, T) point is computed once."""
+    each (sampler, w, T) point is computed once. ``density``: the ex-post latent density of
+    sampler expost (None: prior only); ``cas``: also the validation CAS of each point."""
 
     model: torch.nn.Module
     conditions: torch.Tensor
     intended: torch.Tensor
     judging: Judging  # the judge, the real features and the class names
     seeds: list[int]
+    density: object = None  # pipeline.latent_density.ExPostDensity
+    cas: ValidationCas | None = None
     _points: dict = field(default_factory=dict)
 
-    def point(self, guidance: float, temperature: float) -> dict:
-        key = (float(guidance), float(temperature))
+    def point(self, guidance: float, temperature: float, sampler: str = "prior") -> dict:
+        key = (sampler, float(guidance), float(temperature))
         if key not in self._points:
-            self.sweep([guidance], [temperature])
+            self.sweep([guidance], [temperature], [sampler])
         return self._points[key]
 
     @torch.no_grad()
-    def sweep(self, guidances: list[float], temperatures: list[float]) -> list[dict]:
-        """The points of every (w, T), T outermost. Under one seed and T every w decodes the
-        same z, so the decoder runs twice per seed and T (with c and with the null) and each
-        w only mixes the two logits; w = 0 is ``model.decode`` itself, bit for bit."""
-        for t in temperatures:
-            todo = [float(w) for w in guidances if (float(w), float(t)) not in self._points]
-            scores: dict[float, list] = {w: [] for w in todo}
-            for seed in self.seeds if todo else []:
-                self.model.eval()
-                generator = torch.Generator().manual_seed(seed)
-                z = draw_latents(self.model, self.conditions, generator, t)
-                logits = self.model.decode_logits(z, self.conditions)
-                null = None
-                if any(todo):
-                    null = self.model.decode_logits(z, null_condition(self.conditions))
-                for w in todo:
-                    mixed = logits if w == 0 else logits + w * (logits - null)
-                    scores[w].append(self._score(self.model.images_from_logits(mixed)))
+    def sweep(
+        self, guidances: list[float], temperatures: list[float], samplers=("prior",)
+    ) -> list[dict]:
+        """The points of every (sampler, T, w), in that order. Under one sampler, seed and T
+        every w decodes the same z, so the decoder runs twice per seed and T (with c and with
+        the null) and each w only mixes the two logits; w = 0 is ``model.decode`` itself, bit
+        for bit."""
+        for sampler in samplers:
+            density = self._density(sampler)
+            for t in temperatures:
+                self._sweep_one(sampler, density, guidances, float(t))
+        return [
+            self._points[(s, float(w), float(t))]
+            for s in samplers
+            for t in temperatures
+            for w in guidances
+        ]
+
+    def _density(self, sampler: str):
+        if sampler == "prior":
+            return None
+        if sampler != "expost" or self.density is None:
+            raise PipelineError(f"sampler {sampler}: this model has no ex-post density")
+        return self.density
+
+    def _sweep_one(self, sampler: str, density, guidances: list[float], t: float) -> None:
+        todo = [float(w) for w in guidances if (sampler, float(w), t) not in self._points]
+        scores: dict[float, list] = {w: [] for w in todo}
+        first: dict[float, torch.Tensor] = {}
+        for seed in self.seeds if todo else []:
+            self.model.eval()
+            generator = torch.Generator().manual_seed(seed)
+            z = draw_latents(self.model, self.conditions, generator, t, density)
+            logits = self.model.decode_logits(z, self.conditions)
+            null = None
+            if any(todo):
+                null = self.model.decode_logits(z, null_condition(self.conditions))
             for w in todo:
-                accuracy, frechet, spread = zip(*scores[w], strict=True)
-                self._points[(w, float(t))] = {
-                    "guidance": w,
-                    "temperature": float(t),
-                    "accuracy": summarise(list(accuracy)),
-                    "frechet": mean_std(list(frechet)),
-                    "spread": mean_std(list(spread)),
-                }
-        return [self._points[(float(w), float(t))] for t in temperatures for w in guidances]
+                mixed = logits if w == 0 else logits + w * (logits - null)
+                images = self.model.images_from_logits(mixed)
+                scores[w].append(self._score(images))
+                if self.cas is not None and w not in first:
+                    first[w] = images
+        for w in todo:
+            accuracy, frechet, spread = zip(*scores[w], strict=True)
+            point = {
+                "sampler": sampler,
+                "guidance": w,
+                "temperature": t,
+                "accuracy": summarise(list(accuracy)),
+                "frechet": mean_std(list(frechet)),
+                "spread": mean_std(list(spread)),
+            }
+            if self.cas is not None:
+                label = f"{sampler} w={w:g} T={t:g}"
+                with torch.enable_grad():
+                    point["cas"] = self.cas.score(first[w], self.intended, label)
+            self._points[(sampler, w, t)] = point
 
     def _score(self, samples: torch.Tensor) -> tuple[dict, float, float]:
         require_finite_tensor(samples, "guided samples")  # never scored
@@ -113,24 +168,44 @@ class FrontierScorer:
         )
 
 
-def choose_guidance(val_points: list[dict], trained_with_dropout: bool, fixed: float | None):
-    """(w, the rule that chose it) from the validation points of one temperature. A fixed
-    w > 0 for a model trained without the null condition is refused: it has nothing to guide
-    away from (its frontier still sweeps w, against the zero vector it never saw:
-    docs/guidance.md)."""
-    if fixed is not None:
-        if fixed > 0 and not trained_with_dropout:
-            raise PipelineError(
-                f"evaluate.guidance {fixed:g}: the model was trained without the null condition "
-                "(its config.json: cond_null_p 0), so it cannot be guided; set guidance: null or 0"
-            )
-        return fixed, "fixed by evaluate.<model>.guidance"
+def choose_point(val_points: list[dict], trained_with_dropout: bool, fixed, tolerance: float):
+    """(sampler, w, the rule that chose them) from the validation points of one temperature.
+    ``fixed``: (sampler or None, w or None) set in params. A fixed w > 0 for a model trained
+    without the null condition is refused: it has nothing to guide away from (its frontier
+    still sweeps w, against the zero vector it never saw: docs/guidance.md)."""
+    sampler, w = fixed
+    if w is not None and w > 0 and not trained_with_dropout:
+        raise PipelineError(
+            f"evaluate.guidance {w:g}: the model was trained without the null condition "
+            "(its config.json: cond_null_p 0), so it cannot be guided; set guidance: null or 0"
+        )
     if not trained_with_dropout:
-        return 0.0, NO_DROPOUT
-    base = next(p for p in val_points if p["guidance"] == 0.0)["frechet"]["mean"]
-    allowed = [p for p in val_points if p["frechet"]["mean"] <= base]
-    best = max(allowed, key=lambda p: (p["accuracy"]["overall"]["mean"], -p["guidance"]))
-    return best["guidance"], RULE
+        w = 0.0
+    points = [
+        q
+        for q in val_points
+        if (sampler is None or q["sampler"] == sampler) and (w is None or q["guidance"] == w)
+    ]
+    if sampler is not None and w is not None:
+        rule = "fixed by evaluate.<model>.sampler and guidance"
+        if not trained_with_dropout and fixed[1] is None:
+            rule = f"sampler fixed by evaluate.<model>.sampler; {NO_DROPOUT}"
+        return sampler, w, rule
+    base = next(q for q in val_points if q["sampler"] == "prior" and q["guidance"] == 0.0)
+    best_cas = max(q["cas"] for q in points)
+    allowed = [
+        q
+        for q in points
+        if q["frechet"]["mean"] <= base["frechet"]["mean"] and q["cas"] >= best_cas - tolerance
+    ] or [max(points, key=lambda q: q["cas"])]
+    best = max(
+        allowed,
+        key=lambda q: (q["accuracy"]["overall"]["mean"], -q["guidance"], q["sampler"] == "prior"),
+    )
+    rule = RULE.format(tolerance=f"{tolerance:g}")
+    if not trained_with_dropout:
+        rule += f"; {NO_DROPOUT}"
+    return best["sampler"], best["guidance"], rule
 
 
 def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
@@ -139,6 +214,7 @@ def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
     (w, T) once, at most 64 points) before anything is written."""
     rows = [
         {
+            "sampler": p["sampler"],
             "guidance": p["guidance"],
             "temperature": p["temperature"],
             "accuracy": p["accuracy"]["overall"]["mean"],
@@ -159,57 +235,72 @@ VAL_SEED_OFFSET = 1000  # validation sample sets use seeds seed + 1000, ...: not
 
 
 def validation_reference(raw_dir, n: int, judge, batch_size: int, device) -> tuple:
-    """(judge features, labels) of the last ``n`` training images: the real images that
-    validation FD and spread compare with (never the test set)."""
+    """(judge features, labels, images) of the last ``n`` training images: the real images
+    that validation FD, spread and CAS compare with (never the test set)."""
     from pipeline.data.fmnist import load_tensors
 
     x, y = load_tensors(raw_dir, "train", None, device)
     if n >= len(x):
         raise ValueError(f"val_images {n} must be below the {len(x)} training images")
     _, features = judge_outputs(judge, x[-n:], batch_size)
-    return features, y[-n:].cpu()
+    return features, y[-n:].cpu(), x[-n:]
 
 
 def guided_frontier(
     p, val: FrontierScorer, test: FrontierScorer, trained_with_dropout: bool, spreads: dict
-) -> tuple[float, dict, dict, list[dict]]:
-    """Sweep w on ``val`` (at p.temperature), choose it, sweep (w, T) on ``test``.
+) -> tuple[tuple[str, float], dict, dict, list[dict]]:
+    """Sweep (sampler, w) on ``val`` (at p.temperature), choose them, sweep (sampler, w, T)
+    on ``test``. A text model's evaluation has no sampler keys: it samples its prior.
 
-    Returns (w, the test point at (w, p.temperature), the guidance keys of eval.json, the
-    frontier's plot rows). ``spreads``: the real images' spread, {"validation", "test"}.
-    eval.json gets ``frontier`` (the test points, mean ± std), ``guidance`` (the chosen w and
-    T), ``guidance_rule`` and ``guidance_validation`` (the points the rule saw).
+    Returns ((sampler, w), the test point there at p.temperature, the guidance keys of
+    eval.json, the frontier's plot rows). ``spreads``: the real images' spread,
+    {"validation", "test"}. eval.json gets ``frontier`` (the test points, mean ± std),
+    ``guidance`` (the chosen sampler, w and T), ``guidance_rule`` and ``guidance_validation``
+    (the points the rule saw, with their validation CAS).
     """
-    val_points = val.sweep(p.guidance_sweep, [p.temperature])
-    w, rule = choose_guidance(val_points, trained_with_dropout, p.guidance)
-    points = test.sweep(p.guidance_sweep, p.temperature_sweep)
+    samplers = getattr(p, "sampler_sweep", ["prior"])
+    fixed = (getattr(p, "sampler", "prior"), p.guidance)
+    val_points = val.sweep(p.guidance_sweep, [p.temperature], samplers)
+    sampler, w, rule = choose_point(val_points, trained_with_dropout, fixed, p.cas_tolerance)
+    points = test.sweep(p.guidance_sweep, p.temperature_sweep, samplers)
     keys = {
         "frontier": [
             {
-                **{k: q[k] for k in ("guidance", "temperature", "frechet", "spread")},
+                **{k: q[k] for k in ("sampler", "guidance", "temperature", "frechet", "spread")},
                 "accuracy": q["accuracy"]["overall"],
             }
             for q in points
         ],
-        "guidance": {"w": w, "temperature": p.temperature},
+        "guidance": {"w": w, "temperature": p.temperature, "sampler": sampler},
         "guidance_rule": rule,
         "guidance_validation": {
-            f"w={row['guidance']:g}": {k: row[k] for k in ("accuracy", "frechet", "spread")}
-            for row in plot_rows(val_points, spreads["validation"])
+            f"{row['sampler']} w={row['guidance']:g}": {
+                **{k: row[k] for k in ("accuracy", "frechet", "spread")},
+                "cas": q["cas"],
+            }
+            for row, q in zip(plot_rows(val_points, spreads["validation"]), val_points, strict=True)
         },
         "guidance_validation_real_spread": spreads["validation"],
     }
-    return w, test.point(w, p.temperature), keys, plot_rows(points, spreads["test"])
+    chosen = test.point(w, p.temperature, sampler)
+    return (sampler, w), chosen, keys, plot_rows(points, spreads["test"])
 
 
-def read_chosen_guidance(path, kind) -> float:
-    """The w an evaluation chose: ``conditions.guidance`` of the eval.json at ``path``, read
-    through its schema (pipeline/metrics.py): a number in [0, 20], never true, "1e3" or NaN.
-    ``kind``: what the model is (its params entry, or its saved config's meta), which picks the
-    schema. A bad or missing file is one PipelineError naming it and the key."""
+def read_chosen_point(path, kind) -> tuple[str, float, float]:
+    """The (sampler, w, T) an evaluation chose: ``conditions.sampler``, ``guidance`` and
+    ``temperature`` of the eval.json at ``path``, read through its schema (pipeline/metrics.py):
+    w a number in [0, 20], never true, "1e3" or NaN; the sampler prior or expost. ``kind``: what
+    the model is (its params entry, or its saved config's meta), which picks the schema. A bad
+    or missing file is one PipelineError naming it and the key."""
     schema = eval_schema(kind)
     if schema is None or not issubclass(schema, GuidedEval):
         raise PipelineError(f"{path}: this model's evaluation chooses no guidance w")
     if not Path(path).is_file():
         raise PipelineError(f"{path}: no conditions.guidance (no such file); run evaluate first")
-    return read_metrics(path, schema).conditions.guidance
+    conditions = read_metrics(path, schema).conditions
+    return conditions.sampler, conditions.guidance, conditions.temperature
+
+
+def read_chosen_guidance(path, kind) -> float:
+    """The w of :func:`read_chosen_point`."""
+    return read_chosen_point(path, kind)[1]

@@ -437,3 +437,39 @@ def _read(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], DensityMeta
             f"of an ex-post density file ({', '.join(DensityMeta.model_fields)})"
         ) from None
     return tensors, meta
+
+
+DENSITY_FILE = "density.safetensors"  # beside model.safetensors (stages/train.py writes it)
+
+
+def saved_density(model_dir: str | Path, meta, latent_dim: int, classes: int) -> ExPostDensity:
+    """The ex-post density saved beside the model in ``model_dir``, checked against what its
+    config.json (``meta``, a checkpoint.SavedMeta) records: the sha256, the components, and the
+    model's ``latent_dim`` and ``classes``. A model without one is one line saying so."""
+    config = Path(model_dir) / "config.json"
+    if not meta.has_density:
+        raise PipelineError(
+            f"{config}: no ex-post density (no density_sha256); sampler expost needs one: give "
+            "the model's entry an expost section and train it again, or use sampler prior"
+        )
+    path = Path(model_dir) / DENSITY_FILE
+    density = ExPostDensity.load(path, sha256=meta.density_sha256)
+    classes_, components, latent = density.means.shape
+    if (classes_, components, latent) != (classes, meta.density_components, latent_dim):
+        raise PipelineError(
+            f"{path}: holds {classes_} classes x {components} components over {latent}-d codes; "
+            f"{config} gives {classes} x {meta.density_components} over {latent_dim}-d"
+        )
+    return density
+
+
+def one_hot_labels(conditions: torch.Tensor) -> torch.Tensor:
+    """The class of each one-hot row of ``conditions``: what the ex-post density samples for.
+    A row that is not one-hot (a caption embedding, the null condition) is one line."""
+    ones = (conditions == 1).sum(1)
+    if not bool(((ones == 1) & (conditions.abs().sum(1) == 1)).all()):
+        raise PipelineError(
+            "sampler expost: expected one-hot class conditions (a label model); the ex-post "
+            "density draws z per class"
+        )
+    return conditions.argmax(1)

@@ -81,16 +81,20 @@ T = TypeVar("T")
 Sweep = Annotated[list[T], Field(min_length=1, max_length=MAX_SWEEP), AfterValidator(_distinct)]
 
 
+Sampler = Literal["prior", "expost"]  # where z is drawn: p(z|c), or the ex-post density
+
+
 class SweepPoint(Metrics):
+    sampler: Sampler
     guidance: Guidance
     temperature: Temperature
 
     def point_key(self) -> tuple[str, ...]:
         """The point as printed: two points that print the same are the same point."""
-        return w_text(self.guidance), w_text(self.temperature)
+        return self.sampler, w_text(self.guidance), w_text(self.temperature)
 
     def point_label(self) -> str:
-        return f"w {w_text(self.guidance)}, T {w_text(self.temperature)}"
+        return f"{self.sampler}, w {w_text(self.guidance)}, T {w_text(self.temperature)}"
 
 
 class MeanStd(Metrics):
@@ -113,7 +117,7 @@ class SampleAccuracy(Metrics):
 
 
 class FrontierPoint(SweepPoint):
-    """One (w, T) point of eval.json's ``frontier``, scored on the test set."""
+    """One (sampler, w, T) point of eval.json's ``frontier``, scored on the test set."""
 
     accuracy: AccuracyMeanStd
     frechet: MeanStd
@@ -123,15 +127,17 @@ class FrontierPoint(SweepPoint):
 class ChosenGuidance(Metrics):
     w: Guidance
     temperature: Temperature
+    sampler: Sampler
 
 
 class ValidationPoint(Metrics):
     accuracy: Accuracy
     frechet: NonNegative
     spread: NonNegative
+    cas: Accuracy  # the cheap recipe's, tested on the validation images
 
 
-WKey = Annotated[str, StringConstraints(pattern=r"^w=[0-9][0-9.e+-]{0,15}$")]
+WKey = Annotated[str, StringConstraints(pattern=r"^(prior|expost) w=[0-9][0-9.e+-]{0,15}$")]
 
 
 class GuidedEval(Metrics):
@@ -146,17 +152,18 @@ class GuidedEval(Metrics):
 
     @model_validator(mode="after")
     def _one_chosen_w(self):
-        c = self.conditions
-        if (c.guidance, c.temperature) != (self.guidance.w, self.guidance.temperature):
+        c, g = self.conditions, self.guidance
+        if (c.sampler, c.guidance, c.temperature) != (g.sampler, g.w, g.temperature):
             raise ValueError(
-                f"conditions (w {w_text(c.guidance)}, T {w_text(c.temperature)}) differ from "
-                f"guidance (w {w_text(self.guidance.w)}, T {w_text(self.guidance.temperature)})"
+                f"conditions ({c.sampler}, w {w_text(c.guidance)}, T {w_text(c.temperature)}) "
+                f"differ from guidance ({g.sampler}, w {w_text(g.w)}, T {w_text(g.temperature)})"
             )
         return self
 
 
 class SampleConditions(Metrics):
     features: Text
+    sampler: Sampler
     guidance: Guidance
     sample_seeds: Count
     temperature: Temperature
@@ -388,6 +395,7 @@ class CocoEval(Metrics):
 class CasConditions(Metrics):
     classifier: Text
     epochs: Count
+    sampler: Sampler
     guidance: Guidance
     temperature: Temperature
     tested_on: Text
@@ -400,6 +408,7 @@ class CasConditions(Metrics):
 
 
 class RealCasConditions(CasConditions):
+    sampler: None
     guidance: None
     temperature: None
 
@@ -425,10 +434,10 @@ class CasFrontierConditions(Metrics):
 
 
 class ModelCas(CasScore):
-    """metrics/cas/<model>.json: CAS at w = 0, at the chosen w, and at every frontier point
-    (both keys present, or neither: cas.frontier_samples_per_class 0)."""
+    """metrics/cas/<model>.json: CAS at the (sampler, w, T) its evaluation chose, by the
+    headline recipe, and at every frontier point by the cheaper one (both keys present, or
+    neither: cas.frontier.samples_per_class 0)."""
 
-    at_chosen_guidance: CasScore
     frontier: Sweep[CasPoint] | None = None
     frontier_conditions: CasFrontierConditions | None = None
 

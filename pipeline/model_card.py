@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from pipeline.api import ENCODER_FILE, encoder_params, grid
+from pipeline.api import ENCODER_FILE, encoder_params, grid, samplers_of
 from pipeline.atomic import write_bytes, write_json
 from pipeline.checkpoint import load_model
 from pipeline.errors import PipelineError
 from pipeline.figures import save_png
+from pipeline.hashing import sha256_file
+from pipeline.latent_density import DENSITY_FILE, ExPostDensity
 from pipeline.metrics import (
     CocoEval,
     LabelEval,
@@ -69,7 +71,7 @@ class Result:
     kind: str  # the metric type: accuracy, frechet_distance, cas, fid, ...
     value: float
     std: float | None = None
-    point: str = ""  # "w 1, T 0.5": the sampling it was measured at
+    point: str = ""  # "prior, w 1, T 0.5": the sampling it was measured at
 
     def cell(self) -> str:
         spread = "" if self.std is None else f" ± {self.std:.3g}"
@@ -80,17 +82,20 @@ def _spread(name: str, kind: str, value: MeanStd, point: str) -> Result:
     return Result(name, kind, value.mean, value.std, point)
 
 
-def _at(w: float, t: float) -> str:
-    return f"w {w_text(w)}, T {w_text(t)}"
+def _at(w: float, t: float, sampler: str | None = None) -> str:
+    """A sampling point as the card prints it: "prior, w 1, T 0.5" ("w 1, T 0.5" for COCO,
+    which has one sampler)."""
+    point = f"w {w_text(w)}, T {w_text(t)}"
+    return point if sampler is None else f"{sampler}, {point}"
 
 
 def results(facts: CardFacts) -> list[Result]:
-    """The headline numbers: accuracy and FD at the chosen (w, T), the frontier's best points
-    (with their CAS when the CAS file scores them), and CAS at w = 0 and at the chosen w;
+    """The headline numbers: accuracy and FD at the chosen (sampler, w, T), the frontier's
+    best points (with their CAS when the CAS file scores them), and CAS at the chosen point;
     COCO models: FID and CLIP score of caption-only samples."""
     ev, cas, found = facts.evaluation, facts.cas, []
     if isinstance(ev, LabelEval | TextEval):
-        chosen = _at(ev.guidance.w, ev.guidance.temperature)
+        chosen = _at(ev.guidance.w, ev.guidance.temperature, ev.guidance.sampler)
         what = ""
         if isinstance(ev, LabelEval):
             accuracy, fd = ev.judge_accuracy_on_samples, ev.frechet_judge_features
@@ -111,45 +116,38 @@ def results(facts: CardFacts) -> list[Result]:
                         f"{name} of caption-only samples", name.lower(), metric.value, None, point
                     )
                 )
-    if cas is not None:
-        plain, chosen = cas.conditions, cas.at_chosen_guidance.conditions
+    if cas is not None:  # at the (sampler, w, T) the evaluation chose
+        at = cas.conditions
+        where = _at(at.guidance, at.temperature, at.sampler)
         found.append(
-            Result(
-                "CAS",
-                "cas",
-                cas.accuracy_on_real_test,
-                None,
-                _at(plain.guidance, plain.temperature),
-            )
+            Result("CAS at the chosen point", "cas", cas.accuracy_on_real_test, None, where)
         )
-        if (chosen.guidance, chosen.temperature) != (plain.guidance, plain.temperature):
-            value, where = (
-                cas.at_chosen_guidance.accuracy_on_real_test,
-                _at(chosen.guidance, chosen.temperature),
-            )
-            found.append(Result("CAS at the chosen w", "cas", value, None, where))
     return found
 
 
 def _frontier(ev: LabelEval | TextEval, cas: ModelCas | None) -> list[Result]:
-    """The most faithful frontier point whose FD is below the unguided one's, and the point of
-    lowest FD (docs/guidance.md), each with its CAS when scored."""
+    """The most faithful frontier point whose FD is below the plain decoder's (sampler prior,
+    w 0, T 1), and the point of lowest FD (docs/guidance.md), each with its CAS when scored
+    (the CAS frontier's point of the same sampler, w and T)."""
     points, out = list(ev.frontier), []
-    plain = next((q for q in points if q.guidance == 0 and q.temperature == 1), points[0])
+    plain = next(
+        (q for q in points if (q.sampler, q.guidance, q.temperature) == ("prior", 0, 1)),
+        points[0],
+    )
     faithful = [q for q in points if q.frechet.mean < plain.frechet.mean]
-    scored = {(p.guidance, p.temperature): p.cas for p in (cas.frontier or [])} if cas else {}
+    scored = {p.point_key(): p.cas for p in (cas.frontier or [])} if cas else {}
     best = max(faithful, key=lambda q: q.accuracy.mean) if faithful else None
     low = min(points, key=lambda q: q.frechet.mean)
-    for what, q in (("most faithful point with FD below w 0", best), ("lowest FD", low)):
+    for what, q in (("most faithful point with FD below prior w 0", best), ("lowest FD", low)):
         if q is None or (what == "lowest FD" and q is best):
             continue
-        where = _at(q.guidance, q.temperature)
+        where = _at(q.guidance, q.temperature, q.sampler)
         out += [
             _spread(f"frontier, {what}: judge accuracy", "accuracy", q.accuracy, where),
             _spread(f"frontier, {what}: Fréchet distance", "frechet_distance", q.frechet, where),
         ]
-        if (q.guidance, q.temperature) in scored:
-            value = scored[(q.guidance, q.temperature)]
+        if q.point_key() in scored:
+            value = scored[q.point_key()]
             n = cas.frontier_conditions.training_images
             out.append(Result(f"frontier, {what}: CAS ({n:,} samples)", "cas", value, None, where))
     return out
@@ -236,6 +234,8 @@ def body(facts: CardFacts) -> str:
         f"{shlex.quote(' '.join(prompt.replace('`', '').split()))} -n 8 -o samples.png` "
         "with t2i-cvae installed.",
         "",
+        sampler_text(meta),
+        "",
         "## Training",
         "",
     ]
@@ -272,6 +272,18 @@ def body(facts: CardFacts) -> str:
     return "\n".join(lines)
 
 
+def sampler_text(meta) -> str:
+    """What the card says of the samplers the model offers (pipeline/api.py ``samplers``)."""
+    if len(samplers_of(meta)) > 1:
+        return (
+            "Samplers: `prior` (z from p(z|c), the default) and `expost` (z from the ex-post "
+            "latent density, a Gaussian mixture per class over the training images' codes, "
+            f'{md(DENSITY_FILE)}): `m.generate(..., sampler="expost")` or '
+            "`t2i generate ... --sampler expost`."
+        )
+    return "Sampler: `prior` only (z from p(z|c)); the model has no ex-post latent density."
+
+
 def limitations(meta) -> list[str]:
     """What the model cannot do, from what it is."""
     out = []
@@ -300,7 +312,7 @@ def model_card(facts: CardFacts) -> ModelCard:
 
 # ---------------------------------------------------------------------------- the folder
 
-FILES = ("config.json", "model.safetensors", ENCODER_FILE, "README.md", "sample.png")
+FILES = ("config.json", "model.safetensors", DENSITY_FILE, ENCODER_FILE, "README.md", "sample.png")
 
 
 def card_facts(meta, entry, metrics_dir: Path, folder: str) -> CardFacts:
@@ -315,25 +327,35 @@ def card_facts(meta, entry, metrics_dir: Path, folder: str) -> CardFacts:
 
 
 def _sampling(model, facts: CardFacts) -> dict:
-    """The evaluation's chosen (w, T), else the plain decoder."""
+    """The evaluation's chosen (sampler, w, T), else the plain decoder (sampler prior)."""
     chosen = getattr(facts.evaluation, "guidance", None)
-    if chosen is None or not model.can_guide:
+    if chosen is None:
         return {"guidance": 0.0, "temperature": 1.0}
-    return {"guidance": chosen.w, "temperature": chosen.temperature}
+    sampler = chosen.sampler if chosen.sampler in model.samplers else "prior"
+    if not model.can_guide:
+        return {"guidance": 0.0, "temperature": 1.0, "sampler": sampler}
+    return {"guidance": chosen.w, "temperature": chosen.temperature, "sampler": sampler}
 
 
 def write_folder(folder: Path, model_dir: Path, model, facts: CardFacts, embed) -> None:
     """Fill ``folder`` with the export of ``model`` (pipeline.api.Model, loaded from
-    ``model_dir``): its two files copied and loaded back (the same tensors as the checked
-    original), a text model's encoder params (from ``embed``, params.yaml's section, or the
-    folder's own encoder.json), sample.png and README.md."""
-    for name in ("config.json", "model.safetensors"):
+    ``model_dir``): its files copied and loaded back (the same tensors as the checked
+    original; the ex-post density, when config.json records one, checked against the sha256
+    there), a text model's encoder params (from ``embed``, params.yaml's section, or the
+    folder's own encoder.json), sample.png and README.md. ``folder`` is a temporary one that
+    the caller renames into place: a failure leaves no partial export."""
+    density = model.meta.has_density
+    if density:  # the original: the sha256 config.json records, its shapes and values
+        ExPostDensity.load(model_dir / DENSITY_FILE, sha256=model.meta.density_sha256)
+    for name in ("config.json", "model.safetensors", *([DENSITY_FILE] if density else [])):
         shutil.copyfile(model_dir / name, folder / name)
     copied, _ = load_model(folder)  # shapes and finite weights again
     original = model.module.state_dict()
     for key, value in copied.state_dict().items():
         if not torch.equal(value, original[key].cpu()):
             raise PipelineError(f"{model_dir}: changed while exporting ({key}); retry")
+    if density and sha256_file(folder / DENSITY_FILE) != model.meta.density_sha256:
+        raise PipelineError(f"{model_dir / DENSITY_FILE}: changed while exporting; retry")
     if model.meta.is_text:
         spec = encoder_params(model_dir, model.meta.conditioning, embed)
         write_json(folder / ENCODER_FILE, spec.model_dump(mode="json"))

@@ -291,12 +291,15 @@ def per_class_series(ev) -> dict[str, dict[str, tuple[float, float | None]]]:
 
 def frontier_series(rows, prefix: str = "") -> tuple[dict, dict]:
     """A frontier.json's rows (validated as FrontierRows) as one series of (FD, accuracy)
-    points per temperature, in w order, and their labels ("w=1")."""
+    points per sampler and temperature ("T=1" for the prior, "expost T=1"), in w order, and
+    their labels ("w=1")."""
     series: dict[str, list] = {}
     labels: dict[str, list] = {}
     checked = validate_metrics(rows, "frontier rows", FrontierRows).root
-    for row in sorted(checked, key=lambda r: (-r.temperature, r.guidance)):
-        name = f"{prefix}T={w_text(row.temperature)}"
+    order = {"prior": 0, "expost": 1}
+    for row in sorted(checked, key=lambda r: (order[r.sampler], -r.temperature, r.guidance)):
+        sampler = "" if row.sampler == "prior" else f"{row.sampler} "
+        name = f"{prefix}{sampler}T={w_text(row.temperature)}"
         series.setdefault(name, []).append((row.frechet, row.accuracy))
         labels.setdefault(name, []).append(f"w={w_text(row.guidance)}")
     return series, labels

@@ -236,12 +236,18 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="0 .. 2**63-1; the same seed, the same pixels"),
     guidance: float = typer.Option(0.0, "--guidance", help="w, 0-20 (docs/guidance.md); 0: plain"),
     temperature: float = typer.Option(1.0, "--temperature", help="T, 0.01-10: z = mu + T sd eps"),
+    sampler: str = typer.Option(
+        "prior",
+        "--sampler",
+        help="prior | expost: z from p(z|c), or a label model's ex-post density",
+    ),
     params: Path = typer.Option(
         None, "--params", help="params file to read (default: ./params.yaml if present)"
     ),
 ):
     """Write a grid of images from a trained model (models/NAME or an exported folder): for a
-    label, a caption, or every line of a prompts file."""
+    label, a caption, or every line of a prompts file. --sampler expost draws z from a label
+    model's ex-post latent density (density.safetensors) instead of its prior."""
     from pipeline.errors import utf8_text
     from stages import generate as stage
 
@@ -259,7 +265,7 @@ def generate(
         if output.is_dir():
             what, example = "a directory", output / "generated.png"
         raise PipelineError(f"-o {output}: {what}; give the PNG to write, e.g. -o {example}")
-    sampling = {"guidance": guidance, "temperature": temperature, "seed": seed}
+    sampling = {"guidance": guidance, "temperature": temperature, "seed": seed, "sampler": sampler}
     request = stage.Request(label, caption, negative, negative_label, n, columns, sampling)
     typer.echo(stage.run(model, request, prompts, output, params))
 
@@ -275,8 +281,9 @@ def demo(
         None, "--params", help="params file to read (default: ./params.yaml if present)"
     ),
 ):
-    """A browser demo (Gradio) on localhost: type a caption or pick a label, set w, T, seed
-    and n, and look at the grid. Needs Gradio: the optional extra 'demo' (docs/usage.md)."""
+    """A browser demo (Gradio) on localhost: type a caption or pick a label, set w, T, seed,
+    n (and the sampler, for a model with an ex-post density), and look at the grid. Needs
+    Gradio: the optional extra 'demo' (docs/usage.md)."""
     from stages import demo as stage
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -291,8 +298,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="replace DEST if it exists"),
     params: Path = ParamsOption,
 ):
-    """A self-contained, shareable model folder: config.json, model.safetensors, a README.md
-    model card (huggingface_hub metadata, metrics with spreads) and a sample grid."""
+    """A self-contained, shareable model folder: config.json, model.safetensors (and
+    density.safetensors, a label model's ex-post density, when it has one), a README.md model
+    card (huggingface_hub metadata, metrics with spreads) and a sample grid."""
     from stages import export as stage
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,8 +1,9 @@
 """`t2i demo`: a Gradio page on 127.0.0.1 to type a caption or a label and look at the images,
 through the Python API (pipeline/api.py). Bad input (an empty or overlong caption, w = 1e9,
 guidance on a model that cannot be guided) is one line in the page's status box, and the
-server keeps serving. Gradio is optional (pip install -e '.[demo]'); no analytics, no share
-link, no web fonts."""
+server keeps serving. A model with an ex-post latent density (a label model trained with an
+``expost`` section) also offers the sampler: prior or expost. Gradio is optional
+(pip install -e '.[demo]'); no analytics, no share link, no web fonts."""
 
 from __future__ import annotations
 
@@ -32,18 +33,40 @@ class Session:
         except PipelineError as exc:
             return f"error: {exc}"
 
-    def draw(self, folder, prompt, negative, guidance, temperature, seed, n):
-        """(grid image, status line); a bad input gives (None, 'error: ...')."""
+    def samplers(self, folder: str) -> tuple[str, ...]:
+        """The model's samplers; ("prior",) when it does not load (its error is the about)."""
+        try:
+            return self.model(folder).samplers
+        except PipelineError:
+            return ("prior",)
+
+    def about(self, folder: str):
+        """On a model change: its about line, and the sampler choice, back at prior and shown
+        only when the model has an ex-post density."""
+        import gradio as gr
+
+        samplers = self.samplers(folder)
+        choice = gr.update(choices=list(samplers), value="prior", visible=len(samplers) > 1)
+        return self.describe(folder), choice
+
+    def draw(self, folder, prompt, negative, sampler, *numbers):
+        """(grid image, status line); a bad input gives (None, 'error: ...'). ``numbers``:
+        the guidance w, temperature T, seed and n fields."""
         try:
             m = self.model(folder)
             condition = m.condition(prompt or "", "caption" if m.kind == "text" else "label")
             away = m.condition(negative, "negative") if negative and negative.strip() else None
+            guidance, temperature, seed, n = numbers
             w, t = _number(guidance, "guidance w"), _number(temperature, "temperature T")
             seed, n = int(_number(seed, "seed", whole=True)), int(_number(n, "n", whole=True))
-            images = m.generate([condition], n, guidance=w, temperature=t, seed=seed, negative=away)
+            sampling = {"guidance": w, "temperature": t, "seed": seed, "sampler": sampler}
+            images = m.generate([condition], n, negative=away, **sampling)
         except PipelineError as exc:
             return None, f"error: {exc}"
-        return grid(images, min(8, n)), f"{n} images of {m.name}, w {w:g}, T {t:g}, seed {seed}"
+        status = f"{n} images of {m.name}, w {w:g}, T {t:g}, seed {seed}"
+        if len(m.samplers) > 1:
+            status += f", sampler {sampler}"
+        return grid(images, min(8, n)), status
 
 
 def _number(value, name: str, whole: bool = False) -> float:
@@ -66,6 +89,15 @@ def build(session: Session, choices: list[tuple[str, str]]):
         about = gr.Textbox(session.describe(choices[0][1]), label="about", interactive=False)
         prompt = gr.Textbox(label="caption or label", placeholder="white running shoes")
         negative = gr.Textbox(label="negative caption (or label); needs w > 0")
+        samplers = session.samplers(choices[0][1])
+        sampler = gr.Radio(
+            list(samplers),
+            value="prior",
+            label="sampler",
+            info="prior: z ~ p(z|c); expost: the model's ex-post latent density",
+            visible=len(samplers) > 1,
+            elem_id="sampler",
+        )
         with gr.Row():  # number fields, not sliders: a slider clamps 1e9 to its end silently
             low, high = TEMPERATURE_RANGE
             guidance = gr.Number(0, step=0.1, label="guidance w", info=f"0 to {MAX_GUIDANCE:g}")
@@ -76,8 +108,8 @@ def build(session: Session, choices: list[tuple[str, str]]):
         button = gr.Button("Generate", variant="primary")
         status = gr.Textbox(label="status", interactive=False, elem_id="status")
         image = gr.Image(label="images", type="pil", format="png", elem_id="output")
-        model.change(session.describe, model, about)
-        inputs = [model, prompt, negative, guidance, temperature, seed, n]
+        model.change(session.about, model, [about, sampler])
+        inputs = [model, prompt, negative, sampler, guidance, temperature, seed, n]
         button.click(session.draw, inputs, [image, status])
         prompt.submit(session.draw, inputs, [image, status])
     return app

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.checkpoint import load_model
+from pipeline.cas import frontier_spec
+from pipeline.checkpoint import load_model, read_config
 from pipeline.config import load_params
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import (
@@ -22,10 +23,12 @@ from pipeline.fmnist_figures import Sampling, label_figures
 from pipeline.frontier import (
     VAL_SEED_OFFSET,
     FrontierScorer,
+    ValidationCas,
     class_spread,
     guided_frontier,
     validation_reference,
 )
+from pipeline.latent_density import saved_density
 from pipeline.metrics import LabelEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
@@ -34,16 +37,21 @@ from stages.layout import RAW_FMNIST, REPORTS, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
-    p = load_params(params_path).model(name).evaluate
+    params = load_params(params_path)
+    p = params.model(name).evaluate
     with publish.evaluating(name):
-        _evaluate(name, p)
+        _evaluate(name, p, params)
 
 
-def _evaluate(name: str, p) -> None:
+def _evaluate(name: str, p, params) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
-    dropout = config["cond_null_p"] > 0  # the model says whether it can be guided
+    meta = read_config(model_dir(name) / "config.json").meta
+    dropout = meta.can_guide  # the model says whether it can be guided
+    density = None
+    if "expost" in p.sampler_sweep or p.sampler == "expost":
+        density = saved_density(model_dir(name), meta, model.config.latent_dim, len(LABELS))
     judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     c_test = F.one_hot(y_test, 10).float()
@@ -51,20 +59,25 @@ def _evaluate(name: str, p) -> None:
     elbo = negative_elbo(model, x_test, c_test, p.batch_size)
     iw_nll = importance_weighted_nll(model, x_test, c_test, p.iw_k, p.batch_size)
     real_predicted, real_features = judge_outputs(judge, x_test, p.batch_size)
-    val_features, val_labels = validation_reference(
+    val_features, val_labels, val_images = validation_reference(
         RAW_FMNIST, p.val_images, judge, p.batch_size, device
+    )
+    val_cas = ValidationCas(
+        (val_images, val_labels.to(device)), frontier_spec(params.cas), params.judge.feature_dim
     )
     intended = torch.arange(10).repeat_interleave(p.samples_per_class).to(device)
     seeds = [p.seed + i for i in range(p.sample_seeds)]
     common = (model, F.one_hot(intended, 10).float(), intended)
     val_judging = Judging(judge, val_features, LABELS, p.batch_size)
-    val = FrontierScorer(*common, val_judging, [s + VAL_SEED_OFFSET for s in seeds])
-    test = FrontierScorer(*common, Judging(judge, real_features, LABELS, p.batch_size), seeds)
+    val_seeds = [s + VAL_SEED_OFFSET for s in seeds]
+    val = FrontierScorer(*common, val_judging, val_seeds, density, val_cas)
+    test_judging = Judging(judge, real_features, LABELS, p.batch_size)
+    test = FrontierScorer(*common, test_judging, seeds, density)
     spreads = {
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(real_features, y_test),
     }
-    w, point, guidance, frontier = guided_frontier(p, val, test, dropout, spreads)
+    (sampler, w), point, guidance, frontier = guided_frontier(p, val, test, dropout, spreads)
     metrics = {
         "test_nelbo_nats": elbo["nelbo"],
         "test_recon_nats": elbo["recon"],
@@ -86,13 +99,13 @@ def _evaluate(name: str, p) -> None:
             "samples_per_class": p.samples_per_class,
             "sample_seeds": p.sample_seeds,
             "temperature": p.temperature,
+            "sampler": sampler,
             "guidance": w,
             "validation_images": f"the last {p.val_images} training images",
             "features": "judge penultimate layer (128-d)",
         },
     }
     files = publish.checked(name, metrics, frontier, LabelEval)
-    label_figures(
-        model, x_test, c_test, p.grid_columns, generator, Sampling(p.temperature, w), REPORTS / name
-    )
+    sampling = Sampling(p.temperature, w, density if sampler == "expost" else None)
+    label_figures(model, x_test, c_test, p.grid_columns, generator, sampling, REPORTS / name)
     publish.write(name, files)  # metrics last: a failed stage leaves none

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cas import frontier_spec
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
@@ -20,7 +21,13 @@ from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import Judging, judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
-from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_reference
+from pipeline.frontier import (
+    FrontierScorer,
+    ValidationCas,
+    class_spread,
+    guided_frontier,
+    validation_reference,
+)
 from pipeline.metrics import TextEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
@@ -29,12 +36,13 @@ from stages.layout import RAW_FMNIST, REPORTS, embeddings_dir, model_dir
 
 
 def run(name: str, params_path: Path) -> None:
-    p = load_params(params_path).model(name).evaluate
+    params = load_params(params_path)
+    p = params.model(name).evaluate
     with publish.evaluating(name):
-        _evaluate(name, p)
+        _evaluate(name, p, params)
 
 
-def _evaluate(name: str, p) -> None:
+def _evaluate(name: str, p, params) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
     model, config = load_model(model_dir(name), device)
@@ -47,8 +55,11 @@ def _evaluate(name: str, p) -> None:
     caption_set = fmnist_caption_set()
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     _, test_features = judge_outputs(judge, x_test, p.batch_size)
-    val_features, val_labels = validation_reference(
+    val_features, val_labels, val_images = validation_reference(
         RAW_FMNIST, p.val_images, judge, p.batch_size, device
+    )
+    val_cas = ValidationCas(
+        (val_images, val_labels.to(device)), frontier_spec(params.cas), params.judge.feature_dim
     )
     real = {"heldout": test_features, "val": val_features, "train": test_features}
     seeds = [p.seed + i for i in range(p.sample_seeds)]
@@ -60,12 +71,13 @@ def _evaluate(name: str, p) -> None:
         index, intended = (t.repeat_interleave(p.samples_per_caption) for t in (index, intended))
         conditions = vectors[index.to(device)]
         judging = Judging(judge, real[split], LABELS, p.batch_size)
-        scorers[split] = FrontierScorer(model, conditions, intended, judging, seeds)
+        cas = val_cas if split == "val" else None  # the rule's coverage axis
+        scorers[split] = FrontierScorer(model, conditions, intended, judging, seeds, None, cas)
     spreads = {
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(test_features, y_test),
     }
-    w, _, guidance, frontier = guided_frontier(
+    (_, w), _, guidance, frontier = guided_frontier(
         p, scorers["val"], scorers["heldout"], dropout, spreads
     )
     metrics = {**guidance, "within_class_spread_real_test": spreads["test"]}
@@ -80,6 +92,7 @@ def _evaluate(name: str, p) -> None:
         "samples_per_caption": p.samples_per_caption,
         "sample_seeds": p.sample_seeds,
         "temperature": p.temperature,
+        "sampler": "prior",
         "guidance": w,
         "val_phrasings_compared_with": f"the last {p.val_images} training images",
         "features": "judge penultimate layer (128-d)",

@@ -2,7 +2,10 @@
 model card: pipeline/model_card.py), built beside DIR and renamed into place. Refused in one
 line: DIR inside a DVC output folder (models/, metrics/, ...), DIR holding the model, the
 working directory or files no export wrote, an existing DIR without --force, a symlinked file
-in MODEL. No network: pushing the folder is the user's own `huggingface-cli upload`."""
+in MODEL (config.json, model.safetensors, density.safetensors). A label model's ex-post
+density travels with it when its config.json records one, checked against the sha256 there,
+so that sampler expost works from the folder alone. No network: pushing the folder is the
+user's own `huggingface-cli upload`."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import yaml
 from pipeline.api import load
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.latent_density import DENSITY_FILE
 from pipeline.model_card import FILES, card_facts, write_folder
 
 
@@ -65,7 +69,7 @@ def check_target(model_dir: Path, dest: Path, root: Path, force: bool) -> None:
         foreign = sorted(p.name for p in dest.iterdir() if p.name not in FILES)
         if foreign:
             raise PipelineError(f"{dest}: holds {foreign[0]!r}, which no export wrote; kept")
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", DENSITY_FILE):
         if (model_dir / name).is_symlink():
             raise PipelineError(
                 f"{model_dir / name}: is a symlink; export copies a model folder's own files"

@@ -1,7 +1,8 @@
 """`t2i generate`: PNG grids from any trained model folder through the Python API
 (pipeline/api.py), so that a seed gives the same pixels here and in a notebook. A label
 model takes --label, a text model --caption; --negative / --negative-label steer guidance
-away from a condition (they need --guidance > 0). --prompts FILE -o FOLDER draws every line
+away from a condition (they need --guidance > 0); --sampler expost draws z from a label
+model's ex-post latent density instead of its prior. --prompts FILE -o FOLDER draws every line
 of FILE into FOLDER/NNNN-<slug>.png and FOLDER/grid.png; a bad line is reported by its
 number, the others are still written, and the command then fails."""
 
@@ -21,7 +22,8 @@ FLAGS = {"prompt": ("--caption", "--label"), "negative": ("--negative", "--negat
 
 @dataclass(frozen=True)
 class Request:
-    """What the command line asked for; ``sampling``: guidance, temperature and seed."""
+    """What the command line asked for; ``sampling``: guidance, temperature, seed and
+    sampler."""
 
     label: str | None
     caption: str | None
@@ -54,6 +56,10 @@ def _pick(model: Model, caption: str | None, label: str | None, what: str, w: fl
 
 
 def _sampling(model: Model, request: Request) -> dict:
+    """The sampling arguments of ``model.generate``, checked before anything is written: the
+    negative prompt, and for sampler expost the model's ex-post density (read once)."""
+    if request.sampling.get("sampler") == "expost":
+        model.density()
     w = request.sampling["guidance"]
     away = _pick(model, request.negative, request.negative_label, "negative", w)
     return {**request.sampling, "negative": away}

@@ -18,6 +18,7 @@ from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.data.phrasings import PhrasingBatches, train_phrasings
+from pipeline.latent_density import DENSITY_FILE, ExPostDensity
 from pipeline.lock import model_lock
 from pipeline.models.registry import build, image_shape
 from pipeline.runtime import make_deterministic, resolve_device
@@ -75,4 +76,19 @@ def _train(name: str, entry) -> None:
     )
     meta |= {"name": name, "class": entry.class_name, "data": entry.data}
     meta |= {"conditioning": entry.conditioning, "cond_null_p": p.cond_null_p}
+    meta |= _density(name, entry, model, (x_train, y_train))
     save_model(model_dir(name), model, meta | {"image_shape": image_shape(entry.data, {})})
+
+
+def _density(name: str, entry, model, train) -> dict:
+    """A label model's ex-post latent density (``models.<name>.expost``), fitted on the
+    posterior means of its training images and saved beside it; its config.json keys. The
+    mixtures are seeded by the training seed, so a rerun writes the same file."""
+    path = model_dir(name) / DENSITY_FILE
+    path.unlink(missing_ok=True)  # never left beside weights it was not fitted to
+    expost = getattr(entry, "expost", None)
+    if expost is None:
+        return {}
+    x, y = train
+    density = ExPostDensity.fit(model, x, y, len(LABELS), expost.components, entry.train.seed)
+    return {"density_components": expost.components, "density_sha256": density.save(path)}

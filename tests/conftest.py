@@ -250,7 +250,7 @@ def tiny_prior(**fields):
 
     sizes = dict(cond_dim=10, latent_dim=6, width=4, cond_hidden=8, prior="learned")
     rest = dict(fusion="concat", cond_noise=0.0, cond_dropout=0.0, arch="mlp")
-    return CVAEPrior.of(**{**sizes, **rest, "likelihood": "bernoulli", **fields})
+    return CVAEPrior.of(**{**sizes, **rest, "likelihood": "bernoulli", "beta": 1.0, **fields})
 
 
 def fit_spec(**fields):

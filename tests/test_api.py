@@ -248,3 +248,159 @@ def test_a_wrong_kind_of_prompt_is_one_line(trained):
         m.generate(["bag", 3])
     with pytest.raises(PipelineError, match="a caption or label, or a non-empty list"):
         m.generate([])
+
+
+# ---------------------------------------------------------------------------- sampler expost
+# The small run's label models are trained with an `expost` section: their density.safetensors
+# (per class a Gaussian mixture over the training images' posterior means) lies beside the
+# weights and config.json records its sha256.
+
+
+def model_copy(trained, name: str, dest) -> object:
+    """The files of models/<name> (config.json, the weights and the density when there is
+    one) in ``dest``: a folder a test may change."""
+    dest.mkdir(parents=True)
+    for path in (trained.models / name).iterdir():
+        if path.is_file():
+            (dest / path.name).write_bytes(path.read_bytes())
+    return dest
+
+
+def differs(first: list, second: list) -> bool:
+    """Whether two equally long lists of images differ in any pixel."""
+    return any(not np.array_equal(pixels(a), pixels(b)) for a, b in zip(first, second, strict=True))
+
+
+def test_expost_is_deterministic_per_seed_per_prompt_and_is_not_the_prior(trained):
+    import torch
+
+    from pipeline.evaluate import sample_images
+    from pipeline.figures import to_pixels
+
+    m = load(trained.models / LABEL, trained.params)
+    assert m.samplers == ("prior", "expost") and "sampler prior or expost" in m.describe()
+    drawn = m.generate(["sneaker", "bag"], n=4, seed=5, sampler="expost")
+    again = m.generate(["sneaker", "bag"], n=4, seed=5, sampler="expost")
+    assert len(drawn) == 8 and pixels(drawn[0]).std() > 0
+    for a, b in zip(drawn, again, strict=True):
+        np.testing.assert_array_equal(pixels(a), pixels(b))
+    alone = m.generate("bag", n=4, seed=5, sampler="expost")  # its own draws, whatever beside
+    for a, b in zip(drawn[4:], alone, strict=True):
+        np.testing.assert_array_equal(pixels(a), pixels(b))
+    prior = m.generate(["sneaker", "bag"], n=4, seed=5)
+    assert all(not np.array_equal(pixels(a), pixels(b)) for a, b in zip(drawn, prior, strict=True))
+    other = m.generate(["sneaker"], n=4, seed=6, sampler="expost")
+    assert not np.array_equal(pixels(other[0]), pixels(drawn[0]))
+    # the evaluations' expost sampling of n rows of the prompt's condition, seeded alike
+    density = m.density()
+    assert m.density() is density  # read once
+    c = m.condition("bag").vector.expand(4, -1)
+    images = sample_images(m.module, c, torch.Generator().manual_seed(5), 1.0, 0.0, density)
+    for got, want in zip(alone, to_pixels(images.reshape(4, 28, 28).numpy()), strict=True):
+        np.testing.assert_array_equal(pixels(got), want)
+
+
+def test_expost_with_guidance_and_a_negative_label(trained):
+    import torch
+
+    from pipeline.api import Condition
+
+    m = load(trained.models / GUIDED_LABEL, trained.params)
+    assert m.samplers == ("prior", "expost")
+    at = {"n": 4, "seed": 7, "temperature": 0.8, "sampler": "expost"}
+    plain = m.generate(["sneaker"], guidance=0.0, **at)
+    guided = m.generate(["sneaker"], guidance=2.0, **at)
+    away = m.generate(["sneaker"], guidance=2.0, negative="sandal", **at)
+    null = Condition("null", torch.zeros(1, m.module.config.cond_dim))
+    same = m.generate(["sneaker"], guidance=2.0, negative=null, **at)  # plain guidance
+    ignored = m.generate(["sneaker"], guidance=0.0, negative="sandal", **at)
+    assert differs(plain, guided) and differs(guided, away)
+    for a, b in zip(guided, same, strict=True):
+        np.testing.assert_array_equal(pixels(a), pixels(b))
+    for a, b in zip(plain, ignored, strict=True):
+        np.testing.assert_array_equal(pixels(a), pixels(b))
+
+
+def test_the_api_and_the_cli_give_the_same_expost_pixels(trained, tmp_path):
+    m = load(trained.models / GUIDED_LABEL, trained.params)
+    sampling = {"guidance": 1.5, "temperature": 0.8, "seed": 12345, "sampler": "expost"}
+    expected = m.generate(["ankle boot"], n=4, **sampling)
+    out = tmp_path / "boots.png"
+    args = ["--model", str(trained.models / GUIDED_LABEL), "--label", "ankle boot", "-n", "4"]
+    args += ["--guidance", "1.5", "--temperature", "0.8", "--seed", "12345"]
+    result = generate(*args, "--sampler", "expost", "-o", str(out), "--params", str(trained.params))
+    assert result.exit_code == 0, result.output
+    for got, want in zip(tiles(out, 4, 28), expected, strict=True):
+        np.testing.assert_array_equal(got, pixels(want))
+    prior = tmp_path / "prior.png"  # the default sampler is the prior
+    result = generate(*args, "-o", str(prior), "--params", str(trained.params))
+    assert result.exit_code == 0, result.output
+    want = m.generate(["ankle boot"], n=4, **{**sampling, "sampler": "prior"})
+    for got, image in zip(tiles(prior, 4, 28), want, strict=True):
+        np.testing.assert_array_equal(got, pixels(image))
+
+
+def test_expost_on_a_text_model_is_one_line(trained, tmp_path):
+    m = load(trained.models / TEXT, trained.params)
+    assert m.samplers == ("prior",) and "sampler prior only" in m.describe()
+    expected = (
+        f"{trained.models / TEXT}: a text model; sampler expost draws z from a per-class "
+        "ex-post density, which only a label model can have; use sampler prior"
+    )
+    with pytest.raises(PipelineError) as caught:
+        m.generate("white running shoes", sampler="expost")
+    assert str(caught.value) == expected
+    out = tmp_path / "x.png"
+    args = ["--model", str(trained.models / TEXT), "--caption", "a coat", "--sampler", "expost"]
+    line = one_error_line(generate(*args, "-o", str(out), "--params", str(trained.params)))
+    assert line == f"error: {expected}"
+    assert not out.exists()
+
+
+def test_an_unknown_sampler_is_one_line(trained, tmp_path):
+    m = load(trained.models / LABEL, trained.params)
+    for bad in ("posterior", "Expost", "", None, 1):
+        with pytest.raises(PipelineError, match=r"^sampler .*: expected one of prior, expost$"):
+            m.generate("bag", sampler=bad)
+    out = tmp_path / "x.png"
+    args = ["--model", str(trained.models / LABEL), "--label", "bag", "--sampler", "posterior"]
+    line = one_error_line(generate(*args, "-o", str(out), "--params", str(trained.params)))
+    assert line == "error: sampler 'posterior': expected one of prior, expost"
+    assert not out.exists()
+
+
+def test_a_tampered_density_is_one_line_naming_the_file(trained, tmp_path):
+    folder = model_copy(trained, LABEL, tmp_path / "model")
+    density = folder / "density.safetensors"
+    data = bytearray(density.read_bytes())
+    data[-5] ^= 0x01  # one byte of the last tensor's values
+    density.write_bytes(bytes(data))
+    m = load(folder, trained.params)  # the weights are fine: the prior still draws
+    assert len(m.generate("bag", n=2, seed=1)) == 2
+    with pytest.raises(PipelineError) as caught:
+        m.generate("bag", n=2, seed=1, sampler="expost")
+    message = str(caught.value)
+    assert message.startswith(f"{density}: sha256 ") and "\n" not in message
+    assert message.endswith("the file changed since it was saved")
+    out = tmp_path / "x.png"
+    args = ["--model", str(folder), "--label", "bag", "--sampler", "expost", "-o", str(out)]
+    line = one_error_line(generate(*args, "--params", str(trained.params)))
+    assert line == f"error: {message}"
+    assert not out.exists()
+
+
+def test_a_label_model_without_a_density_says_what_to_do(trained, tmp_path):
+    import json
+
+    folder = model_copy(trained, LABEL, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("density_components", "density_sha256"):
+        del config[key]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "density.safetensors").unlink()
+    m = load(folder, trained.params)
+    assert m.samplers == ("prior",)
+    with pytest.raises(PipelineError) as caught:
+        m.generate("bag", sampler="expost")
+    assert str(caught.value).startswith(f"{folder / 'config.json'}: no ex-post density")
+    assert "use sampler prior" in str(caught.value)

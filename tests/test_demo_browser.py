@@ -2,7 +2,8 @@
 driven by Playwright in headless Chromium (Debian's, which scripts/setup.sh installs). A
 caption gives a non-blank grid of the expected size; an empty caption, a 10,000-character
 caption, w = 1e9 and guidance on a model that cannot be guided each show a clear line in the
-page; the server answers afterwards. Without Gradio the command says how to install it."""
+page; the server answers afterwards. A label model with an ex-post density offers the sampler
+choice, and expost draws the API's pixels. Without Gradio the command says how to install it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from .conftest import REPO, run_env
-from .test_api import GUIDED_TEXT, small_run
+from .test_api import GUIDED_LABEL, GUIDED_TEXT, small_run
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,45 @@ def test_a_caption_draws_a_grid_and_bad_inputs_show_a_line_in_the_page(page, dem
         "trained without a null condition (cond_null_p 0): it cannot be guided; use guidance 0"
     )
     assert answers(demo)  # the server still serves
+
+
+def test_the_sampler_choice_appears_for_a_model_with_a_density(page):
+    """The text model shown first has no ex-post density: no sampler choice. A label model
+    with one offers prior and expost, and expost draws."""
+    sampler = page.locator("#sampler")
+    assert not sampler.is_visible()
+    page.get_by_label("model").click()
+    page.get_by_role("option", name=GUIDED_LABEL, exact=True).click()
+    sampler.wait_for(state="visible", timeout=60_000)
+    page.get_by_label("expost").check()
+    page.get_by_label("caption or label").fill("sneaker")
+    status = click_and_read_status(page, "")
+    assert status == f"8 images of {GUIDED_LABEL}, w 0, T 1, seed 0, sampler expost"
+
+
+def test_the_page_handler_draws_the_apis_expost_pixels(trained):
+    """The handler every click runs, called as Gradio calls it: expost on a label model is
+    the API's grid; on a text model, one line; the sampler choice shows only with a density."""
+    from pipeline.api import grid, load
+    from stages.demo import Session
+
+    session = Session(trained.params)
+    label, text = str(trained.models / GUIDED_LABEL), str(trained.models / GUIDED_TEXT)
+    about, choice = session.about(label)
+    assert about.startswith(f"{GUIDED_LABEL}: ") and "expost" in about
+    assert (choice["choices"], choice["value"], choice["visible"]) == (
+        ["prior", "expost"],
+        "prior",
+        True,
+    )
+    image, status = session.draw(label, "sneaker", "", "expost", 1.0, 0.8, 3, 4)
+    assert status == f"4 images of {GUIDED_LABEL}, w 1, T 0.8, seed 3, sampler expost"
+    m = load(label, trained.params)
+    want = m.generate(["sneaker"], 4, guidance=1.0, temperature=0.8, seed=3, sampler="expost")
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(grid(want, 4)))
+    assert session.about(text)[1]["visible"] is False
+    image, status = session.draw(text, "white running shoes", "", "expost", 0, 1, 0, 2)
+    assert image is None and status.startswith(f"error: {text}: a text model; sampler expost")
 
 
 def test_without_gradio_the_command_says_how_to_install_it(tmp_path):

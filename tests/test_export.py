@@ -1,10 +1,13 @@
 """`t2i export MODEL DIR` (issue 27): a self-contained model folder with a model card that
 huggingface_hub parses, which `load` and `t2i generate --model` use anywhere; hostile targets
 (inside models/, an existing folder without --force, a folder no export wrote, a symlinked
-safetensors) are one line and write nothing. On the small setting's trained models."""
+safetensors or density) are one line and write nothing; a label model's ex-post density
+travels with it, so sampler expost works from the folder alone. On the small setting's
+trained models."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -18,7 +21,7 @@ from pipeline.api import load
 from stages.cli import app
 
 from .conftest import one_error_line
-from .test_api import GUIDED_TEXT, LABEL, TEXT, small_run, tiles
+from .test_api import GUIDED_LABEL, GUIDED_TEXT, LABEL, TEXT, small_run, tiles
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,78 @@ def test_strings_enter_the_card_escaped():
     assert "\n" not in text and "](" not in text.replace("\\]", "")
     for special in "[]<>|`*#!":
         assert text.count(special) == text.count("\\" + special), special
+
+
+def test_a_label_model_exports_with_its_density_and_draws_expost_anywhere(
+    trained, tmp_path, monkeypatch
+):
+    """The density travels with the folder (the same bytes, config.json's sha256), the card
+    states both samplers, and the folder alone draws the original's expost pixels through
+    the API and `t2i generate --sampler expost`."""
+    dest = tmp_path / "label"
+    result = export(trained, GUIDED_LABEL, dest)
+    assert result.exit_code == 0, result.output
+    density = (trained.models / GUIDED_LABEL / "density.safetensors").read_bytes()
+    assert (dest / "density.safetensors").read_bytes() == density
+    config = json.loads((dest / "config.json").read_text())
+    assert config["density_sha256"] == hashlib.sha256(density).hexdigest()
+    card = ModelCard.load(dest / "README.md")
+    assert "Samplers: `prior`" in card.text and "--sampler expost" in card.text
+    sampling = {"n": 3, "guidance": 1.0, "temperature": 0.8, "seed": 4, "sampler": "expost"}
+    want = load(trained.models / GUIDED_LABEL, trained.params).generate(["sandal"], **sampling)
+    elsewhere = tmp_path / "elsewhere"  # no params.yaml, no models/: the folder alone
+    shutil.copytree(dest, elsewhere / "model")
+    monkeypatch.chdir(elsewhere)
+    m = load("model")
+    assert m.samplers == ("prior", "expost")
+    for a, b in zip(m.generate(["sandal"], **sampling), want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    args = ["generate", "--model", "model", "--label", "sandal", "-n", "3", "--seed", "4"]
+    args += ["--guidance", "1", "--temperature", "0.8", "--sampler", "expost", "-o", "out.png"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for a, b in zip(tiles(elsewhere / "out.png", 3, 28), want, strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_a_text_model_card_states_its_one_sampler(exported):
+    card = ModelCard.load(exported / "README.md")
+    assert "Sampler: `prior` only" in card.text
+    assert not (exported / "density.safetensors").exists()
+
+
+def test_the_card_reports_cas_at_the_chosen_point_with_its_sampler(exported, trained):
+    cas = json.loads((trained.repo / "metrics" / "cas" / f"{GUIDED_TEXT}.json").read_text())
+    at = cas["conditions"]
+    point = f"{at['sampler']}, w {at['guidance']:g}, T {at['temperature']:g}"
+    data = ModelCard.load(exported / "README.md").data.to_dict()
+    metrics = [m for r in data["model-index"][0]["results"] for m in r["metrics"]]
+    chosen = [m for m in metrics if m["name"].startswith("CAS at the chosen point")]
+    assert len(chosen) == 1 and chosen[0]["name"] == f"CAS at the chosen point, {point}"
+    assert chosen[0]["value"] == pytest.approx(cas["accuracy_on_real_test"])
+    evaluation = json.loads((trained.repo / "metrics" / GUIDED_TEXT / "eval.json").read_text())
+    chosen_eval = evaluation["guidance"]
+    accuracy = next(m for m in metrics if m["name"].startswith("judge accuracy on samples"))
+    assert accuracy["name"].endswith(
+        f"{chosen_eval['sampler']}, w {chosen_eval['w']:g}, T {chosen_eval['temperature']:g}"
+    )
+
+
+def test_a_symlinked_or_tampered_density_is_refused(trained, tmp_path):
+    model = tmp_path / "models" / LABEL
+    model.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(trained.models / LABEL / name, model)
+    (model / "density.safetensors").symlink_to(trained.models / LABEL / "density.safetensors")
+    args = ["export", str(model), str(tmp_path / "out"), "--params", str(trained.params)]
+    line = one_error_line(CliRunner().invoke(app, args))
+    expected = "is a symlink; export copies a model folder's own files"
+    assert line == f"error: {model / 'density.safetensors'}: {expected}"
+    (model / "density.safetensors").unlink()
+    data = bytearray((trained.models / LABEL / "density.safetensors").read_bytes())
+    data[-5] ^= 0x01  # one byte changed
+    (model / "density.safetensors").write_bytes(bytes(data))
+    line = one_error_line(CliRunner().invoke(app, args))
+    assert line.startswith(f"error: {model / 'density.safetensors'}: sha256 ")
+    assert line.endswith("the file changed since it was saved")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]  # no export, no temp folder

@@ -12,12 +12,13 @@ from torch import nn
 
 from pipeline.data.batches import InMemoryBatches
 from pipeline.data.fmnist import LABELS, parse_idx
+from pipeline.errors import PipelineError
 from pipeline.evaluate import Judging, sample_images
 from pipeline.frontier import (
     NO_DROPOUT,
     RULE,
     FrontierScorer,
-    choose_guidance,
+    choose_point,
     class_spread,
     plot_rows,
 )
@@ -28,7 +29,7 @@ from pipeline.models.guidance import drop_conditions, guided_logits, null_condit
 from pipeline.models.judge import JudgeCNN
 from pipeline.train import BatchLosses, EpochOptions, train_one_epoch
 
-from .conftest import tiny_prior
+from .conftest import fit_spec, tiny_prior
 
 MODELS = {
     "cvae_mlp": lambda: CVAEMLP.of(
@@ -173,25 +174,33 @@ def test_class_spread_is_the_mean_distance_to_the_class_centroid():
     assert class_spread(features, labels) == pytest.approx((1 + 1 + 2 + 2 + 0) / 5)
 
 
-def _point(w, accuracy, frechet):
+def _point(w, accuracy, frechet, cas=0.8, sampler="prior"):
     ms = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
     return {
+        "sampler": sampler,
         "guidance": w,
         "temperature": 1.0,
         "accuracy": {"overall": ms(accuracy), "per_class": {}},
         "frechet": ms(frechet),
         "spread": ms(10.0),
+        "cas": cas,
     }
 
 
 def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
     points = [_point(0.0, 0.70, 280), _point(1.0, 0.81, 170), _point(2.0, 0.83, 190)]
     points.append(_point(3.0, 0.90, 300))  # most accurate, but FD above w = 0's: not allowed
-    assert choose_guidance(points, True, None) == (2.0, RULE)
-    assert choose_guidance(points, False, None) == (0.0, NO_DROPOUT)
-    assert choose_guidance(points, True, 0.5)[0] == 0.5
+    rule = RULE.format(tolerance="0.01")
+    assert choose_point(points, True, (None, None), 0.01) == ("prior", 2.0, rule)
+    assert choose_point(points, False, (None, None), 0.01) == (
+        "prior",
+        0.0,
+        f"{rule}; {NO_DROPOUT}",
+    )
+    assert choose_point(points, True, ("prior", 0.5), 0.01)[:2] == ("prior", 0.5)
     rows = plot_rows(points, 17.1)
     assert rows[1] == {
+        "sampler": "prior",
         "guidance": 1.0,
         "temperature": 1.0,
         "accuracy": 0.81,
@@ -202,6 +211,53 @@ def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
         "spread_std": 0.0,
         "real_spread": 17.1,
     }
+
+
+def test_the_rule_keeps_coverage_a_point_whose_validation_cas_falls_is_not_chosen():
+    """Good on both axes: among points within the tolerance of the best validation CAS (and
+    FD not above the prior's at w = 0), the most accurate; a sampler is a choice like w."""
+    points = [
+        _point(0.0, 0.78, 170, cas=0.80),
+        _point(1.0, 0.88, 120, cas=0.70),  # faithful, but its CAS falls: refused
+        _point(0.0, 0.86, 90, cas=0.805, sampler="expost"),
+        _point(1.0, 0.93, 80, cas=0.79, sampler="expost"),  # 0.015 below the best: refused
+    ]
+    assert choose_point(points, True, (None, None), 0.01)[:2] == ("expost", 0.0)
+    assert choose_point(points, True, (None, None), 0.02)[:2] == ("expost", 1.0)
+    assert choose_point(points, True, ("prior", None), 0.01)[:2] == ("prior", 0.0)
+    assert choose_point(points, False, (None, None), 0.01)[:2] == ("expost", 0.0)
+    with pytest.raises(PipelineError, match="cannot be guided"):
+        choose_point(points, False, (None, 1.0), 0.01)
+
+
+def test_the_sampler_axis_draws_z_from_the_ex_post_density():
+    """The expost points decode z from the fitted mixtures: other samples than the prior's at
+    the same seed, every point once, with its keys; the validation scorer adds a real CAS."""
+    from pipeline.frontier import ValidationCas
+    from pipeline.latent_density import ExPostDensity
+
+    torch.manual_seed(0)
+    model = tiny_prior(latent_dim=4, prior="standard").eval()
+    judge = JudgeCNN.of(num_classes=10, feature_dim=128).eval()
+    y = torch.arange(10).repeat_interleave(8)
+    x = torch.rand(len(y), 784)
+    density = ExPostDensity.fit(model, x, y, 10, components=2, seed=0)
+    intended = torch.arange(10).repeat_interleave(4)
+    real = np.random.default_rng(0).normal(size=(200, 128))
+    spec = fit_spec(epochs=1, batch_size=16)
+    cas = ValidationCas((x, y), spec, 128)
+    scorer = FrontierScorer(
+        model, F.one_hot(intended, 10).float(), intended, Judging(judge, real, LABELS, 20),
+        [0, 1], density, cas,
+    )  # fmt: skip
+    points = scorer.sweep([0.0], [1.0], ["prior", "expost"])
+    assert [p["sampler"] for p in points] == ["prior", "expost"]
+    assert points[0]["frechet"] != points[1]["frechet"]
+    assert all(0.0 <= p["cas"] <= 1.0 for p in points)
+    assert scorer.point(0.0, 1.0, "expost") is points[1]
+    bare = FrontierScorer(model, F.one_hot(intended, 10).float(), intended, scorer.judging, [0])
+    with pytest.raises(PipelineError, match="no ex-post density"):
+        bare.sweep([0.0], [1.0], ["expost"])
 
 
 def test_the_frontier_scores_every_point_finite_with_its_keys():
@@ -222,7 +278,7 @@ def test_the_frontier_scores_every_point_finite_with_its_keys():
         (1.0, 0.8),
     ]
     for p in points:
-        assert set(p) == {"guidance", "temperature", "accuracy", "frechet", "spread"}
+        assert set(p) == {"sampler", "guidance", "temperature", "accuracy", "frechet", "spread"}
         assert set(p["accuracy"]["per_class"]) == set(LABELS)
         values = [p["frechet"]["mean"], p["spread"]["mean"], p["accuracy"]["overall"]["mean"]]
         assert all(math.isfinite(v) for v in values) and p["frechet"]["mean"] > 0

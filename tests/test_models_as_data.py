@@ -3,6 +3,7 @@ table holds classes, each value is written once, the saved model describes itsel
 functions stay small."""
 
 import ast
+import hashlib
 import importlib
 import json
 import subprocess
@@ -13,8 +14,10 @@ import yaml
 from pydantic_core import PydanticUndefined
 
 from pipeline import config as schema
+from pipeline.checkpoint import load_model, read_config
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.latent_density import DENSITY_FILE, saved_density
 from pipeline.models.registry import CLASSES, build, model_class
 
 from .conftest import REPO, copy_repo, dvc, run_env
@@ -130,8 +133,17 @@ def test_saved_config_says_what_the_model_is_and_can_do(finished_root_run):
         assert config["conditioning"] == entry.conditioning
         assert config["cond_null_p"] == entry.train.cond_null_p
         assert config["image_shape"] == [1, 28, 28]
+        density = finished_root_run.repo / "models" / name / DENSITY_FILE
         if entry.is_text:
             assert len(config["encoder_sha256"]) == 64
+            assert "density_sha256" not in config and not density.exists()
+        else:  # the ex-post density of its entry, fitted after training, beside the weights
+            assert config["density_components"] == entry.expost.components
+            assert config["density_sha256"] == hashlib.sha256(density.read_bytes()).hexdigest()
+            model, _ = load_model(density.parent)
+            meta = read_config(density.parent / "config.json").meta
+            loaded = saved_density(density.parent, meta, model.config.latent_dim, 10)
+            assert loaded.means.shape == (10, entry.expost.components, model.config.latent_dim)
 
 
 @pytest.mark.e2e

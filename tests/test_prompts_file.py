@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError
 from stages.cli import app
 
 from .conftest import one_error_line
-from .test_api import TEXT, small_run, tiles
+from .test_api import LABEL, TEXT, small_run, tiles
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,23 @@ def test_a_file_of_comments_only_is_one_line(tmp_path):
     prompts.write_text("# nothing\n\n   \n")
     with pytest.raises(PipelineError, match="no prompts \\(only blank lines and # comments\\)"):
         read_prompts(prompts)
+
+
+def test_a_prompts_file_draws_expost_as_the_api_does(trained, tmp_path):
+    """--sampler expost in --prompts mode: each line's PNG is the API's expost draw of that
+    label at the same seed; a text model refuses it before anything is written."""
+    prompts = tmp_path / "labels.txt"
+    prompts.write_text("sneaker\nbag\n")
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(trained.models / LABEL), "--prompts", str(prompts)]
+    args += ["-o", str(out), "-n", "2", "--seed", "5", "--params", str(trained.params)]
+    result = CliRunner().invoke(app, [*args, "--sampler", "expost"])
+    assert result.exit_code == 0, result.output
+    m = load(trained.models / LABEL, trained.params)
+    for name, label in (("0001-sneaker.png", "sneaker"), ("0002-bag.png", "bag")):
+        expected = m.generate([label], n=2, seed=5, sampler="expost")
+        for got, want in zip(tiles(out / name, 2, 28), expected, strict=True):
+            np.testing.assert_array_equal(got, np.asarray(want))
+    line = one_error_line(run(trained, prompts, tmp_path / "text", "--sampler", "expost"))
+    assert line.startswith(f"error: {trained.models / TEXT}: a text model; sampler expost")
+    assert not (tmp_path / "text").exists()

@@ -52,6 +52,12 @@ class CVAEPriorConfig(ModelConfig):
     cond_dropout: float = Field(ge=0.0, lt=1.0, description="training dropout on the condition")
     arch: Arch = Field(description="encoder/decoder bodies: conv or mlp")
     likelihood: Likelihood = Field(description="p(x|z,c) of the grey values")
+    beta: float = Field(
+        gt=0.0,
+        le=100.0,
+        description="weight of the KL term (1: the ELBO; below 1: a beta-VAE with sharper "
+        "decodes, sampled through the ex-post density, docs/coverage.md)",
+    )
 
 
 class CVAEPrior(Configured, BernoulliCVAE):
@@ -69,6 +75,7 @@ class CVAEPrior(Configured, BernoulliCVAE):
             cond_noise,
             config.likelihood,
         )
+        self.beta = config.beta
         w = width
         flat = 2 * w * 7 * 7 if arch == "conv" else 8 * w
         self.cond = nn.Sequential(
@@ -137,7 +144,8 @@ class CVAEPrior(Configured, BernoulliCVAE):
         return self.head(self.dec_fc(self.fuse(z, h))).reshape(*lead, 784)
 
     def batch_losses(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """BCE + KL(q(z|x,c) || p(z|c)), summed over the batch."""
+        """BCE + beta KL(q(z|x,c) || p(z|c)), summed over the batch (``loss``; ``kl`` is the
+        unweighted KL, so recon + kl stays the -ELBO whatever beta is)."""
         h = self.condition(c)  # one noise draw per step for encoder, prior and decoder alike
         mu, logvar = self.encode(x, c, h)
         mu_p, logvar_p = self.prior(c, h)
@@ -145,7 +153,7 @@ class CVAEPrior(Configured, BernoulliCVAE):
         logits = self.decode_logits(z, c, h)
         recon = -self.log_likelihood(logits.float(), x.float()).sum()
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p).sum()
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
+        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
 
     def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z,c) per image: Bernoulli on grey values, or the continuous Bernoulli
