@@ -56,6 +56,12 @@ ARMS = {  # name -> (class, arch, epochs)
     "conv_b025_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.25), 8),
     "conv_b01_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.1), 8),
     "conv64_b025_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.25, width=64), 8),
+    "conv_b003_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.03, width=32), 8),
+    "conv_b01_l64": ("cvae_prior", CONV | dict(latent_dim=64, beta=0.1, width=32), 8),
+    "conv64_b01_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.1, width=64), 8),
+    "conv_b01_l32_e20": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.1, width=32), 20),
+    "conv_b001_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.01, width=32), 8),
+    "conv_b003_l32_e16": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.03, width=32), 16),
 }
 
 

@@ -278,8 +278,12 @@ class Sampling(Runtime):
     sample_seeds: int = Field(
         ge=1, le=100, description="sample sets (seeds seed, seed+1, ...): metrics are mean ± std"
     )
-    temperature: float = Field(
-        gt=0.0, le=10.0, description="z = mu_p + T sigma_p eps; 1: the model's prior"
+    temperature: float | None = Field(
+        gt=0.0,
+        le=10.0,
+        description="z = mu_p + T sigma_p eps (expost: T scales the components' spread); 1: the "
+        "model's prior; null: chosen with w (and the sampler) from temperature_sweep on "
+        "validation data",
     )
     test_limit: int | None = Field(ge=4, description="null: all 10,000 test images")
     batch_size: int = Field(ge=1, le=65_536, description="images per forward pass")

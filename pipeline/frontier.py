@@ -40,9 +40,9 @@ from pipeline.models.guidance import null_condition
 from pipeline.train import FitRun
 
 RULE = (
-    "the (sampler, w) of the sweep (at evaluate.<model>.temperature) with the highest "
-    "validation judge accuracy among the points good on both axes: validation FD not above "
-    "that of the prior at w = 0, and validation CAS within {tolerance} of the best point's"
+    "the (sampler, w, T) of the sweep with the highest validation judge accuracy among the "
+    "points good on both axes: validation FD not above that of the prior at w = 0, T = {t}, "
+    "and validation CAS within {tolerance} of the best point's"
 )
 NO_DROPOUT = "trained without condition dropout (cond_null_p 0): no null condition learned, w = 0"
 
@@ -169,11 +169,11 @@ class FrontierScorer:
 
 
 def choose_point(val_points: list[dict], trained_with_dropout: bool, fixed, tolerance: float):
-    """(sampler, w, the rule that chose them) from the validation points of one temperature.
-    ``fixed``: (sampler or None, w or None) set in params. A fixed w > 0 for a model trained
-    without the null condition is refused: it has nothing to guide away from (its frontier
-    still sweeps w, against the zero vector it never saw: docs/guidance.md)."""
-    sampler, w = fixed
+    """(sampler, w, T, the rule that chose them) from the validation points. ``fixed``:
+    (sampler, w, T), each None where params leave it to the rule. A fixed w > 0 for a model
+    trained without the null condition is refused: it has nothing to guide away from (its
+    frontier still sweeps w, against the zero vector it never saw: docs/guidance.md)."""
+    sampler, w, t = fixed
     if w is not None and w > 0 and not trained_with_dropout:
         raise PipelineError(
             f"evaluate.guidance {w:g}: the model was trained without the null condition "
@@ -181,17 +181,25 @@ def choose_point(val_points: list[dict], trained_with_dropout: bool, fixed, tole
         )
     if not trained_with_dropout:
         w = 0.0
+    if None not in (sampler, w, t):
+        rule = "fixed by evaluate.<model>.sampler, guidance and temperature"
+        if not trained_with_dropout and fixed[1] is None:
+            rule = f"sampler and temperature fixed by evaluate.<model>; {NO_DROPOUT}"
+        return sampler, w, t, rule
     points = [
         q
         for q in val_points
-        if (sampler is None or q["sampler"] == sampler) and (w is None or q["guidance"] == w)
+        if (sampler is None or q["sampler"] == sampler)
+        and (w is None or q["guidance"] == w)
+        and (t is None or q["temperature"] == t)
     ]
-    if sampler is not None and w is not None:
-        rule = "fixed by evaluate.<model>.sampler and guidance"
-        if not trained_with_dropout and fixed[1] is None:
-            rule = f"sampler fixed by evaluate.<model>.sampler; {NO_DROPOUT}"
-        return sampler, w, rule
-    base = next(q for q in val_points if q["sampler"] == "prior" and q["guidance"] == 0.0)
+    temperatures = sorted({q["temperature"] for q in val_points})
+    t_base = 1.0 if 1.0 in temperatures else temperatures[0]
+    base = next(
+        q
+        for q in val_points
+        if (q["sampler"], q["guidance"], q["temperature"]) == ("prior", 0.0, t_base)
+    )
     best_cas = max(q["cas"] for q in points)
     allowed = [
         q
@@ -200,12 +208,17 @@ def choose_point(val_points: list[dict], trained_with_dropout: bool, fixed, tole
     ] or [max(points, key=lambda q: q["cas"])]
     best = max(
         allowed,
-        key=lambda q: (q["accuracy"]["overall"]["mean"], -q["guidance"], q["sampler"] == "prior"),
+        key=lambda q: (
+            q["accuracy"]["overall"]["mean"],
+            -q["guidance"],
+            q["sampler"] == "prior",
+            -abs(q["temperature"] - 1.0),
+        ),
     )
-    rule = RULE.format(tolerance=f"{tolerance:g}")
+    rule = RULE.format(tolerance=f"{tolerance:g}", t=f"{t_base:g}")
     if not trained_with_dropout:
         rule += f"; {NO_DROPOUT}"
-    return best["sampler"], best["guidance"], rule
+    return best["sampler"], best["guidance"], best["temperature"], rule
 
 
 def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
@@ -248,20 +261,22 @@ def validation_reference(raw_dir, n: int, judge, batch_size: int, device) -> tup
 
 def guided_frontier(
     p, val: FrontierScorer, test: FrontierScorer, trained_with_dropout: bool, spreads: dict
-) -> tuple[tuple[str, float], dict, dict, list[dict]]:
-    """Sweep (sampler, w) on ``val`` (at p.temperature), choose them, sweep (sampler, w, T)
-    on ``test``. A text model's evaluation has no sampler keys: it samples its prior.
+) -> tuple[tuple[str, float, float], dict, dict, list[dict]]:
+    """Sweep (sampler, w, T) on ``val`` (T: p.temperature, or with null every T of the sweep),
+    choose the point, sweep every (sampler, w, T) on ``test``. A text model's evaluation has no
+    sampler keys: it samples its prior.
 
-    Returns ((sampler, w), the test point there at p.temperature, the guidance keys of
-    eval.json, the frontier's plot rows). ``spreads``: the real images' spread,
-    {"validation", "test"}. eval.json gets ``frontier`` (the test points, mean ± std),
-    ``guidance`` (the chosen sampler, w and T), ``guidance_rule`` and ``guidance_validation``
-    (the points the rule saw, with their validation CAS).
+    Returns ((sampler, w, T), the test point there, the guidance keys of eval.json, the
+    frontier's plot rows). ``spreads``: the real images' spread, {"validation", "test"}.
+    eval.json gets ``frontier`` (the test points, mean ± std), ``guidance`` (the chosen
+    sampler, w and T), ``guidance_rule`` and ``guidance_validation`` (the points the rule saw,
+    with their validation CAS).
     """
     samplers = getattr(p, "sampler_sweep", ["prior"])
-    fixed = (getattr(p, "sampler", "prior"), p.guidance)
-    val_points = val.sweep(p.guidance_sweep, [p.temperature], samplers)
-    sampler, w, rule = choose_point(val_points, trained_with_dropout, fixed, p.cas_tolerance)
+    temperatures = p.temperature_sweep if p.temperature is None else [p.temperature]
+    fixed = (getattr(p, "sampler", "prior"), p.guidance, p.temperature)
+    val_points = val.sweep(p.guidance_sweep, temperatures, samplers)
+    sampler, w, t, rule = choose_point(val_points, trained_with_dropout, fixed, p.cas_tolerance)
     points = test.sweep(p.guidance_sweep, p.temperature_sweep, samplers)
     keys = {
         "frontier": [
@@ -271,10 +286,10 @@ def guided_frontier(
             }
             for q in points
         ],
-        "guidance": {"w": w, "temperature": p.temperature, "sampler": sampler},
+        "guidance": {"w": w, "temperature": t, "sampler": sampler},
         "guidance_rule": rule,
         "guidance_validation": {
-            f"{row['sampler']} w={row['guidance']:g}": {
+            validation_key(row["sampler"], row["guidance"], row["temperature"]): {
                 **{k: row[k] for k in ("accuracy", "frechet", "spread")},
                 "cas": q["cas"],
             }
@@ -282,8 +297,12 @@ def guided_frontier(
         },
         "guidance_validation_real_spread": spreads["validation"],
     }
-    chosen = test.point(w, p.temperature, sampler)
-    return (sampler, w), chosen, keys, plot_rows(points, spreads["test"])
+    return (sampler, w, t), test.point(w, t, sampler), keys, plot_rows(points, spreads["test"])
+
+
+def validation_key(sampler: str, w: float, t: float) -> str:
+    """A validation point's key in eval.json's ``guidance_validation``: "prior w=0 T=1"."""
+    return f"{sampler} w={w:g} T={t:g}"
 
 
 def read_chosen_point(path, kind) -> tuple[str, float, float]:

@@ -137,7 +137,10 @@ class ValidationPoint(Metrics):
     cas: Accuracy  # the cheap recipe's, tested on the validation images
 
 
-WKey = Annotated[str, StringConstraints(pattern=r"^(prior|expost) w=[0-9][0-9.e+-]{0,15}$")]
+WKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^(prior|expost) w=[0-9][0-9.e+-]{0,15} T=[0-9][0-9.e+-]{0,15}$"),
+]
 
 
 class GuidedEval(Metrics):

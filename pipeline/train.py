@@ -223,8 +223,11 @@ def _distributed() -> bool:
 
 
 def _autocast(model: nn.Module, amp: bool):
+    """bf16 autocast where ``amp`` asks for it: on CUDA, and on the CPU (fast where the CPU
+    has bf16 matrix units, e.g. AMX; benchmarks/cas_bf16.py). fp32 otherwise."""
     device = next(model.parameters()).device
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    enabled = amp and device.type in ("cuda", "cpu")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 class BatchLosses(nn.Module):

@@ -77,7 +77,7 @@ def _evaluate(name: str, p, params) -> None:
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(real_features, y_test),
     }
-    (sampler, w), point, guidance, frontier = guided_frontier(p, val, test, dropout, spreads)
+    (sampler, w, t), point, guidance, frontier = guided_frontier(p, val, test, dropout, spreads)
     metrics = {
         "test_nelbo_nats": elbo["nelbo"],
         "test_recon_nats": elbo["recon"],
@@ -98,7 +98,7 @@ def _evaluate(name: str, p, params) -> None:
             "iw_k": p.iw_k,
             "samples_per_class": p.samples_per_class,
             "sample_seeds": p.sample_seeds,
-            "temperature": p.temperature,
+            "temperature": t,
             "sampler": sampler,
             "guidance": w,
             "validation_images": f"the last {p.val_images} training images",
@@ -106,6 +106,6 @@ def _evaluate(name: str, p, params) -> None:
         },
     }
     files = publish.checked(name, metrics, frontier, LabelEval)
-    sampling = Sampling(p.temperature, w, density if sampler == "expost" else None)
+    sampling = Sampling(t, w, density if sampler == "expost" else None)
     label_figures(model, x_test, c_test, p.grid_columns, generator, sampling, REPORTS / name)
     publish.write(name, files)  # metrics last: a failed stage leaves none

@@ -77,12 +77,12 @@ def _evaluate(name: str, p, params) -> None:
         "validation": class_spread(val_features, val_labels),
         "test": class_spread(test_features, y_test),
     }
-    (_, w), _, guidance, frontier = guided_frontier(
+    (_, w, t), _, guidance, frontier = guided_frontier(
         p, scorers["val"], scorers["heldout"], dropout, spreads
     )
     metrics = {**guidance, "within_class_spread_real_test": spreads["test"]}
     for split, scorer in scorers.items():
-        point = scorer.point(w, p.temperature)
+        point = scorer.point(w, t)
         metrics[f"judge_accuracy_{split}_phrasings"] = point["accuracy"]
         metrics[f"frechet_judge_features_{split}_phrasings"] = point["frechet"]
         metrics[f"within_class_spread_{split}_phrasings"] = point["spread"]
@@ -91,7 +91,7 @@ def _evaluate(name: str, p, params) -> None:
         "test_images": len(x_test),
         "samples_per_caption": p.samples_per_caption,
         "sample_seeds": p.sample_seeds,
-        "temperature": p.temperature,
+        "temperature": t,
         "sampler": "prior",
         "guidance": w,
         "val_phrasings_compared_with": f"the last {p.val_images} training images",
@@ -104,7 +104,7 @@ def _evaluate(name: str, p, params) -> None:
     rows, labels = [], []
     for label in sorted(first):
         condition = vectors[row_of[first[label]["caption_id"]]].expand(p.grid_columns, -1)
-        samples = sample_images(model, condition, generator, p.temperature, w)
+        samples = sample_images(model, condition, generator, t, w)
         rows.append(samples.reshape(-1, 28, 28).cpu().numpy())
         labels.append(first[label]["caption"][:30])
     save_png(image_grid(rows, labels, label_width=150), REPORTS / name / "heldout_phrasings.png")

@@ -53,14 +53,18 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     assert all(r["real_spread"] == real_spread for r in rows) and real_spread > 0
     metrics = _read(repo, f"metrics/{name}/eval.json")
     chosen = metrics["guidance"]
-    w, sampler = chosen["w"], chosen["sampler"]
-    assert chosen == {"w": w, "temperature": p["temperature"], "sampler": sampler}
+    w, sampler, t = chosen["w"], chosen["sampler"], chosen["temperature"]
+    assert p["temperature"] in (None, t)
     assert (metrics["conditions"]["guidance"], metrics["conditions"]["sampler"]) == (w, sampler)
     got = [(q["sampler"], q["temperature"], q["guidance"]) for q in metrics["frontier"]]
     assert got == expected
     assert [q["frechet"]["mean"] for q in metrics["frontier"]] == [r["frechet"] for r in rows]
     val = metrics["guidance_validation"]
-    assert set(val) == {f"{s} w={v:g}" for s in samplers for v in p["guidance_sweep"]}
+    temperatures = p["temperature_sweep"] if p["temperature"] is None else [p["temperature"]]
+    keys = {
+        f"{s} w={v:g} T={u:g}" for s in samplers for v in p["guidance_sweep"] for u in temperatures
+    }
+    assert set(val) == keys
     assert all(0 <= v["cas"] <= 1 for v in val.values())  # the rule's coverage axis
     assert metrics["guidance_validation_real_spread"] > 0
     fixed = p.get("sampler", "prior")
@@ -71,21 +75,23 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     if fixed is None or params["models"][name]["train"]["cond_null_p"] > 0:
         # the rule, replayed on the validation points it wrote
         tolerance = p["cas_tolerance"]
-        assert metrics["guidance_rule"].startswith(RULE.format(tolerance=f"{tolerance:g}"))
+        t_base = 1.0 if 1.0 in temperatures else temperatures[0]
+        rule = RULE.format(tolerance=f"{tolerance:g}", t=f"{t_base:g}")
+        assert metrics["guidance_rule"].startswith(rule)
         pool = {k: v for k, v in val.items() if fixed is None or k.startswith(fixed + " ")}
         if params["models"][name]["train"]["cond_null_p"] == 0:
-            pool = {k: v for k, v in pool.items() if k.endswith(" w=0")}
+            pool = {k: v for k, v in pool.items() if " w=0 " in k}
         best_cas = max(v["cas"] for v in pool.values())
-        base = val["prior w=0"]["frechet"]
+        base = val[f"prior w=0 T={t_base:g}"]["frechet"]
         allowed = {
             k: v
             for k, v in pool.items()
             if v["frechet"] <= base and v["cas"] >= best_cas - tolerance
         } or {k: v for k, v in pool.items() if v["cas"] == best_cas}
         top = max(v["accuracy"] for v in allowed.values())
-        assert val[f"{sampler} w={w:g}"]["accuracy"] == top
+        assert val[f"{sampler} w={w:g} T={t:g}"]["accuracy"] == top
     # the headline numbers are the frontier's point at the chosen (sampler, w) and evaluate T
-    at = (sampler, w, p["temperature"])
+    at = (sampler, w, t)
     point = next(r for r in rows if (r["sampler"], r["guidance"], r["temperature"]) == at)
     split = "" if name in ("fmnist_label", "fmnist_conv") else "_heldout_phrasings"
     accuracy = metrics["judge_accuracy_on_samples" if not split else "judge_accuracy" + split]

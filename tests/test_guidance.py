@@ -190,14 +190,11 @@ def _point(w, accuracy, frechet, cas=0.8, sampler="prior"):
 def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
     points = [_point(0.0, 0.70, 280), _point(1.0, 0.81, 170), _point(2.0, 0.83, 190)]
     points.append(_point(3.0, 0.90, 300))  # most accurate, but FD above w = 0's: not allowed
-    rule = RULE.format(tolerance="0.01")
-    assert choose_point(points, True, (None, None), 0.01) == ("prior", 2.0, rule)
-    assert choose_point(points, False, (None, None), 0.01) == (
-        "prior",
-        0.0,
-        f"{rule}; {NO_DROPOUT}",
-    )
-    assert choose_point(points, True, ("prior", 0.5), 0.01)[:2] == ("prior", 0.5)
+    rule = RULE.format(tolerance="0.01", t="1")
+    free = (None, None, None)
+    assert choose_point(points, True, free, 0.01) == ("prior", 2.0, 1.0, rule)
+    assert choose_point(points, False, free, 0.01) == ("prior", 0.0, 1.0, f"{rule}; {NO_DROPOUT}")
+    assert choose_point(points, True, ("prior", 0.5, 1.0), 0.01)[:3] == ("prior", 0.5, 1.0)
     rows = plot_rows(points, 17.1)
     assert rows[1] == {
         "sampler": "prior",
@@ -215,19 +212,23 @@ def test_w_is_the_most_accurate_whose_fd_is_not_worse_than_unguided():
 
 def test_the_rule_keeps_coverage_a_point_whose_validation_cas_falls_is_not_chosen():
     """Good on both axes: among points within the tolerance of the best validation CAS (and
-    FD not above the prior's at w = 0), the most accurate; a sampler is a choice like w."""
+    FD not above the prior's at w = 0, T = 1), the most accurate; the sampler and T are
+    chosen like w."""
     points = [
         _point(0.0, 0.78, 170, cas=0.80),
         _point(1.0, 0.88, 120, cas=0.70),  # faithful, but its CAS falls: refused
         _point(0.0, 0.86, 90, cas=0.805, sampler="expost"),
         _point(1.0, 0.93, 80, cas=0.79, sampler="expost"),  # 0.015 below the best: refused
+        {**_point(0.0, 0.84, 85, cas=0.81, sampler="expost"), "temperature": 1.2},
     ]
-    assert choose_point(points, True, (None, None), 0.01)[:2] == ("expost", 0.0)
-    assert choose_point(points, True, (None, None), 0.02)[:2] == ("expost", 1.0)
-    assert choose_point(points, True, ("prior", None), 0.01)[:2] == ("prior", 0.0)
-    assert choose_point(points, False, (None, None), 0.01)[:2] == ("expost", 0.0)
+    free = (None, None, None)
+    assert choose_point(points, True, free, 0.01)[:3] == ("expost", 0.0, 1.0)
+    assert choose_point(points, True, free, 0.02)[:3] == ("expost", 1.0, 1.0)
+    assert choose_point(points, True, (None, None, 1.2), 0.01)[:3] == ("expost", 0.0, 1.2)
+    assert choose_point(points, True, ("prior", None, None), 0.01)[:3] == ("prior", 0.0, 1.0)
+    assert choose_point(points, False, free, 0.01)[:3] == ("expost", 0.0, 1.0)
     with pytest.raises(PipelineError, match="cannot be guided"):
-        choose_point(points, False, (None, 1.0), 0.01)
+        choose_point(points, False, (None, 1.0, None), 0.01)
 
 
 def test_the_sampler_axis_draws_z_from_the_ex_post_density():
