@@ -62,6 +62,8 @@ ARMS = {  # name -> (class, arch, epochs)
     "conv_b01_l32_e20": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.1, width=32), 20),
     "conv_b001_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.01, width=32), 8),
     "conv_b003_l32_e16": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.03, width=32), 16),
+    "conv_b0003_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.003, width=32), 8),
+    "conv_b001_l64": ("cvae_prior", CONV | dict(latent_dim=64, beta=0.01, width=32), 8),
 }
 
 

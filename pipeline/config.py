@@ -111,7 +111,10 @@ class FitSpec(Runtime):
     keep_epochs: list[int] = Field(
         max_length=1000, description="keep the weights of these epochs (COCO Figs. 9 and 10)"
     )
-    amp: bool = Field(description="bf16 autocast (on CUDA only)")
+    amp: bool = Field(
+        description="bf16 autocast, on CUDA and on the CPU (fast where the CPU has bf16 "
+        "matrix units, such as AMX; slower on one without: set false there)"
+    )
 
 
 class FmnistDownload(Section):

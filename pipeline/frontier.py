@@ -273,9 +273,20 @@ def guided_frontier(
     with their validation CAS).
     """
     samplers = getattr(p, "sampler_sweep", ["prior"])
-    temperatures = p.temperature_sweep if p.temperature is None else [p.temperature]
     fixed = (getattr(p, "sampler", "prior"), p.guidance, p.temperature)
-    val_points = val.sweep(p.guidance_sweep, temperatures, samplers)
+    free = fixed
+    if not trained_with_dropout and not p.guidance:
+        free = (fixed[0], 0.0, fixed[2])  # nothing to choose: w = 0 (a fixed w > 0: refused)
+    # validation scores only the candidates (the axes params leave free), and the prior at
+    # w = 0 and T = 1 that the rule's FD bar is read from
+    candidates = [
+        [v] if v is not None else sweep
+        for v, sweep in zip(free, (samplers, p.guidance_sweep, p.temperature_sweep), strict=True)
+    ]
+    val_points = val.sweep(candidates[1], candidates[2], candidates[0])
+    t_base = 1.0 if 1.0 in candidates[2] else candidates[2][0]
+    if not any(validation_key(*_at(q)) == validation_key("prior", 0.0, t_base) for q in val_points):
+        val_points = [val.point(0.0, t_base, "prior"), *val_points]
     sampler, w, t, rule = choose_point(val_points, trained_with_dropout, fixed, p.cas_tolerance)
     points = test.sweep(p.guidance_sweep, p.temperature_sweep, samplers)
     keys = {
@@ -298,6 +309,10 @@ def guided_frontier(
         "guidance_validation_real_spread": spreads["validation"],
     }
     return (sampler, w, t), test.point(w, t, sampler), keys, plot_rows(points, spreads["test"])
+
+
+def _at(point: dict) -> tuple[str, float, float]:
+    return point["sampler"], point["guidance"], point["temperature"]
 
 
 def validation_key(sampler: str, w: float, t: float) -> str:

@@ -252,8 +252,8 @@ class BatchLosses(nn.Module):
 class EpochOptions:
     """How :func:`train_one_epoch` takes its steps; each field may keep its default.
 
-    ``grad_clip``: the gradient-norm clip (None or 0: none). ``amp``: bf16 autocast (on CUDA
-    only). ``losses``: the module whose forward gives the loss terms; under torchrun the
+    ``grad_clip``: the gradient-norm clip (None or 0: none). ``amp``: bf16 autocast (CUDA and
+    CPU). ``losses``: the module whose forward gives the loss terms; under torchrun the
     DistributedDataParallel-wrapped :class:`BatchLosses` (None: ``BatchLosses(model)``).
     ``guard``: skips and counts non-finite steps (None: one that never stops the run).
     ``lr_at()``: the learning rate of the next optimizer step (None: the optimizer's own)."""

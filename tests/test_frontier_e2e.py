@@ -60,11 +60,15 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
     assert got == expected
     assert [q["frechet"]["mean"] for q in metrics["frontier"]] == [r["frechet"] for r in rows]
     val = metrics["guidance_validation"]
+    # validation scores the candidates params leave free, and the rule's FD bar (prior, 0, 1)
+    dropout = params["models"][name]["train"]["cond_null_p"] > 0
+    fixed_w = p["guidance"] if dropout or p["guidance"] else 0.0
+    pick = [p.get("sampler", "prior")] if p.get("sampler", "prior") is not None else samplers
+    ws = [fixed_w] if fixed_w is not None else p["guidance_sweep"]
     temperatures = p["temperature_sweep"] if p["temperature"] is None else [p["temperature"]]
-    keys = {
-        f"{s} w={v:g} T={u:g}" for s in samplers for v in p["guidance_sweep"] for u in temperatures
-    }
-    assert set(val) == keys
+    keys = {f"{s} w={v:g} T={u:g}" for s in pick for v in ws for u in temperatures}
+    t_base = 1.0 if 1.0 in temperatures else temperatures[0]
+    assert set(val) == keys | {f"prior w=0 T={t_base:g}"}
     assert all(0 <= v["cas"] <= 1 for v in val.values())  # the rule's coverage axis
     assert metrics["guidance_validation_real_spread"] > 0
     fixed = p.get("sampler", "prior")
@@ -72,15 +76,12 @@ def test_every_point_of_the_frontier_is_finite_with_its_keys(finished_root_run, 
         assert sampler == fixed
     if params["models"][name]["train"]["cond_null_p"] == 0:
         assert w == 0.0 and NO_DROPOUT in metrics["guidance_rule"]
-    if fixed is None or params["models"][name]["train"]["cond_null_p"] > 0:
+    if len(keys) > 1:
         # the rule, replayed on the validation points it wrote
         tolerance = p["cas_tolerance"]
-        t_base = 1.0 if 1.0 in temperatures else temperatures[0]
         rule = RULE.format(tolerance=f"{tolerance:g}", t=f"{t_base:g}")
         assert metrics["guidance_rule"].startswith(rule)
-        pool = {k: v for k, v in val.items() if fixed is None or k.startswith(fixed + " ")}
-        if params["models"][name]["train"]["cond_null_p"] == 0:
-            pool = {k: v for k, v in pool.items() if " w=0 " in k}
+        pool = {k: v for k, v in val.items() if k in keys}
         best_cas = max(v["cas"] for v in pool.values())
         base = val[f"prior w=0 T={t_base:g}"]["frechet"]
         allowed = {
