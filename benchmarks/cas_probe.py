@@ -64,6 +64,7 @@ ARMS = {  # name -> (class, arch, epochs)
     "conv_b003_l32_e16": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.03, width=32), 16),
     "conv_b0003_l32": ("cvae_prior", CONV | dict(latent_dim=32, beta=0.003, width=32), 8),
     "conv_b001_l64": ("cvae_prior", CONV | dict(latent_dim=64, beta=0.01, width=32), 8),
+    "conv_b001_l128": ("cvae_prior", CONV | dict(latent_dim=128, beta=0.01, width=32), 8),
 }
 
 
