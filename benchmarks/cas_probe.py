@@ -88,9 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default="conv_b1,conv_b025_l32")
     ap.add_argument("--epochs", type=int, default=None, help="override every arm's epochs")
-    ap.add_argument(
-        "--samplers", default="prior,expost10,expost30", help="name[@T]: expost10@1.5"
-    )
+    ap.add_argument("--samplers", default="prior,expost10,expost30", help="name[@T]: expost10@1.5")
     ap.add_argument("--per-class", type=int, default=6000)
     ap.add_argument("--cas-epochs", type=int, default=6)
     ap.add_argument("--cas-lr", type=float, default=0.003)
