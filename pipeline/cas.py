@@ -105,7 +105,7 @@ def training_conditions(p, train, trained_on: str, at: tuple | None) -> dict:
     conditions = dict(trained_on=trained_on, training_images=images, epochs=p.epochs)
     sampler, guidance, temperature = at or (None, None, None)
     conditions |= {"sampler": sampler, "guidance": guidance, "temperature": temperature}
-    conditions |= {"lr": p.lr, "lr_schedule": p.lr_schedule}
+    conditions |= {"lr": p.lr, "lr_schedule": p.lr_schedule, "amp": p.amp}
     return conditions | {"fresh_each_epoch": isinstance(train, FreshSamples)}
 
 

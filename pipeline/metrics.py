@@ -408,6 +408,7 @@ class CasConditions(Metrics):
     lr: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     lr_schedule: Literal["constant", "onecycle"] | None = None
     fresh_each_epoch: bool | None = None
+    amp: bool | None = None  # bf16 autocast
 
 
 class RealCasConditions(CasConditions):

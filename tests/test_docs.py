@@ -107,7 +107,8 @@ def test_results_page_quotes_the_metrics():
         f"{point[k]['mean']:.{d}f} ± {point[k]['std']:.{d}f}"
         for k, d in (("accuracy", 3), ("frechet", 1))
     ]
-    first = f"| {point['guidance']:g} | {point['temperature']:g} | {shown[0]} | {shown[1]} |"
+    at = f"| {point['sampler']} | {point['guidance']:g} | {point['temperature']:g}"
+    first = f"{at} | {shown[0]} | {shown[1]} |"
     block = page[page.index("## Guidance frontier") : page.index("## Figures")]
     assert first in block.split("**`fmnist_conv`**")[0]
 
@@ -138,6 +139,7 @@ def test_a_guidance_frontier_becomes_a_table(tree: Path):
     ev = json.loads(path.read_text())
     ev["frontier"] = [
         {
+            "sampler": "prior",
             "guidance": 0.0,
             "temperature": 1.0,
             "accuracy": {"mean": 0.652, "std": 0.007},
@@ -145,6 +147,7 @@ def test_a_guidance_frontier_becomes_a_table(tree: Path):
             "spread": {"mean": 0.41, "std": 0.002},
         },
         {
+            "sampler": "prior",
             "guidance": 2.0,
             "temperature": 0.7,
             "accuracy": {"mean": 0.8, "std": 0.01},
@@ -152,20 +155,25 @@ def test_a_guidance_frontier_becomes_a_table(tree: Path):
             "spread": {"mean": 0.3, "std": 0.004},
         },
     ]
-    ev["guidance"] = {"w": 2.0, "temperature": 0.7}
+    ev["guidance"] = {"w": 2.0, "temperature": 0.7, "sampler": "prior"}
     ev["conditions"] |= {"guidance": 2.0, "temperature": 0.7}
     path.write_text(json.dumps(ev))
     assert run_script(tree, "--write").returncode == 0
     page = (tree / "docs" / "results.md").read_text()
     block = page[page.index("## Guidance frontier") : page.index("## Figures")]
     assert "**`fmnist_text_prior`**" in block
-    # the CAS column comes from metrics/cas/fmnist_text_prior.json, matched by (w, T)
+    # the CAS column comes from metrics/cas/fmnist_text_prior.json, matched by (sampler, w, T)
     cas = json.loads((tree / "metrics" / "cas" / "fmnist_text_prior.json").read_text())
-    at_w0 = next(q["cas"] for q in cas["frontier"] if (q["guidance"], q["temperature"]) == (0, 1))
-    assert "| w | T | accuracy | FD | spread | CAS |" in block
-    assert f"| 0 | 1 | 0.652 ± 0.007 | 213.9 ± 1.7 | 0.410 ± 0.002 | {at_w0:.3f} |" in block
-    assert "| 2 | 0.7 | 0.800 ± 0.010 | 240.0 ± 2.0 | 0.300 ± 0.004 | – |" in block
-    assert "Chosen: w 2, T 0.7." in block
+    at_w0 = next(
+        q["cas"]
+        for q in cas["frontier"]
+        if (q["sampler"], q["guidance"], q["temperature"]) == ("prior", 0, 1)
+    )
+    assert "| sampler | w | T | accuracy | FD | spread | CAS |" in block
+    row = f"| prior | 0 | 1 | 0.652 ± 0.007 | 213.9 ± 1.7 | 0.410 ± 0.002 | {at_w0:.3f} |"
+    assert row in block
+    assert "| prior | 2 | 0.7 | 0.800 ± 0.010 | 240.0 ± 2.0 | 0.300 ± 0.004 | – |" in block
+    assert "Chosen on validation data: prior, w 2, T 0.7." in block
 
 
 @pytest.mark.parametrize(
@@ -197,7 +205,8 @@ def test_each_frontier_point_gets_its_cas_from_the_cas_file(tree: Path):
     cas = json.loads(path.read_text())
     points = json.loads((tree / "metrics" / "fmnist_conv" / "eval.json").read_text())["frontier"]
     cas["frontier"] = [
-        {"guidance": q["guidance"], "temperature": q["temperature"], "cas": 0.5 + i / 100}
+        {"sampler": q["sampler"], "guidance": q["guidance"], "temperature": q["temperature"]}
+        | {"cas": 0.5 + i / 100}
         for i, q in enumerate(points)
     ]
     cas["frontier_conditions"] = {"training_images": 10_000, "epochs": 1, "sample_seed": 0}
@@ -205,7 +214,7 @@ def test_each_frontier_point_gets_its_cas_from_the_cas_file(tree: Path):
     assert run_script(tree, "--write").returncode == 0
     page = (tree / "docs" / "results.md").read_text()
     block = page[page.index("**`fmnist_conv`**") : page.index("## Figures")]
-    assert "| w | T | accuracy | FD | spread | CAS |" in block
+    assert "| sampler | w | T | accuracy | FD | spread | CAS |" in block
     rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[-1] for row in rows[1 : 1 + len(points)]] == [
         f"{0.5 + i / 100:.3f} |" for i in range(len(points))

@@ -297,7 +297,8 @@ def test_the_chosen_guidance_is_read_through_the_schema(tmp_path: Path, value, s
     entry = load_params(REPO / "params.yaml").model("fmnist_conv")
     path = tmp_path / "eval.json"
     shutil.copy(REPO / "metrics/fmnist_conv/eval.json", path)
-    assert read_chosen_guidance(path, entry) == 1.0  # as the committed run chose
+    chosen = json.loads(path.read_text())["conditions"]["guidance"]
+    assert read_chosen_guidance(path, entry) == chosen  # as the committed run chose
     edit(path, lambda ev: ev["conditions"].update(guidance=value))
     with pytest.raises(PipelineError) as info:
         read_chosen_guidance(path, entry)
