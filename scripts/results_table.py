@@ -387,6 +387,12 @@ def brief(r: Results) -> list[str]:
     ]
     if faithful:
         q, m = max(faithful, key=lambda t: t[0].accuracy.mean)
+    chosen = best and best.ev.conditions
+    if faithful and not (
+        m is best
+        and (q.sampler, q.guidance, q.temperature)
+        == (chosen.sampler, chosen.guidance, chosen.temperature)
+    ):  # (the best model's chosen point is its row above)
         cas = m.frontier_cas().get(q.point_key())
         n = m.cas.frontier_conditions.training_images if cas is not None else None
         what = "the most faithful frontier point with FD below the paper model's "
