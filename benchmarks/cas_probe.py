@@ -70,10 +70,21 @@ ARMS = {  # name -> (class, arch, epochs)
 
 def spec(epochs: int, lr: float, schedule: str) -> FitSpec:
     return FitSpec(
-        seed=0, device="cpu", epochs=epochs, batch_size=128, lr=lr, lr_schedule=schedule,
-        weight_decay=0.0, grad_clip=None, warmup_steps=0, max_nonfinite_steps=20,
-        max_nonfinite_share=0.5, cond_null_p=0.0, keep_epochs=[], amp=False,
-    )  # fmt: skip
+        seed=0,
+        device="cpu",
+        epochs=epochs,
+        batch_size=128,
+        lr=lr,
+        lr_schedule=schedule,
+        weight_decay=0.0,
+        grad_clip=None,
+        warmup_steps=0,
+        max_nonfinite_steps=20,
+        max_nonfinite_share=0.5,
+        cond_null_p=0.0,
+        keep_epochs=[],
+        amp=False,
+    )
 
 
 def cas(x, y, test, args) -> float:
@@ -133,12 +144,17 @@ def main() -> None:
             sample_s = time.time() - start
             pred, feat = judge_outputs(judge, samples)
             row = {
-                "arm": arm, "sampler": sampler, "epochs": epochs, "train_s": train_s,
-                "sample_s": sample_s, "test_loss": history[-1]["test/loss"],
+                "arm": arm,
+                "sampler": sampler,
+                "epochs": epochs,
+                "train_s": train_s,
+                "sample_s": sample_s,
+                "test_loss": history[-1]["test/loss"],
                 "accuracy": conditional_accuracy(pred, intended, LABELS)["overall"],
-                "fd": frechet_distance(feat, real_feat), "spread": class_spread(feat, intended),
+                "fd": frechet_distance(feat, real_feat),
+                "spread": class_spread(feat, intended),
                 "cas": cas(samples, intended, test, args),
-            }  # fmt: skip
+            }
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             args.out.write_text(json.dumps(results, indent=1) + "\n")

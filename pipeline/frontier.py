@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cas import classifier, train_classifier
+from pipeline.cas import classifier, frontier_spec, train_classifier
 from pipeline.errors import PipelineError
 from pipeline.evaluate import (
     Judging,
@@ -35,6 +35,7 @@ from pipeline.evaluate import (
     summarise,
 )
 from pipeline.finite import require_finite_tensor
+from pipeline.latent_density import saved_density
 from pipeline.metrics import FrontierRows, GuidedEval, eval_schema, read_metrics, validate_metrics
 from pipeline.models.guidance import null_condition
 from pipeline.train import FitRun
@@ -242,6 +243,25 @@ def plot_rows(points: list[dict], real_spread: float) -> list[dict]:
     ]
     validate_metrics(rows, "the frontier's rows", FrontierRows, "nothing written")
     return rows
+
+
+def sampler_density(model_dir, meta, model, samplers):
+    """The ex-post density saved beside the model when any of ``samplers`` is expost (checked
+    by pipeline/latent_density.py's ``saved_density``), else None."""
+    if "expost" not in samplers:
+        return None
+    return saved_density(model_dir, meta, model.config.latent_dim, len(meta.labels or []))
+
+
+def validation_setup(raw_dir, p, judge, params, device) -> tuple:
+    """(judge features, labels, :class:`ValidationCas`) of the last ``p.val_images`` training
+    images: what an evaluation chooses its point against (``params``: the whole params, for
+    the cas.frontier recipe and the judge's feature size)."""
+    features, labels, images = validation_reference(
+        raw_dir, p.val_images, judge, p.batch_size, device
+    )
+    cas = ValidationCas((images, labels.to(device)), frontier_spec(params.cas), judge.feature_dim)
+    return features, labels, cas
 
 
 VAL_SEED_OFFSET = 1000  # validation sample sets use seeds seed + 1000, ...: not the test sets'

@@ -1,15 +1,9 @@
-"""Stages cas@<model>, cas_text@<model> and cas_real: Classification Accuracy Score.
-
-CAS (Ravuri & Vinyals 2019): the judge's architecture trained on generated images only,
-``cas.samples_per_class`` per class labelled by the condition they were drawn under, tested on
-the real test set. ``cas_real`` trains it the same way on the real training images.
-
-A model's CAS: at the (sampler, w, T) its evaluation chose on validation data, by the headline
-recipe (the FitSpec keys of ``cas``; ``fresh_each_epoch``: a new sample set each epoch), and at
-every (sampler, w, T) of its frontier by the cheaper recipe of ``cas.frontier``. The run holds
-the model's lock, clears the curves it replaces, and publishes them with the CAS file, never
-before.
-"""
+"""Stages cas@<model>, cas_text@<model> and cas_real: Classification Accuracy Score (Ravuri &
+Vinyals 2019): the judge's architecture trained on ``cas.samples_per_class`` generated images
+per class only (``cas_real``: the real training images), tested on the real test set. A
+model's CAS: at the (sampler, w, T) its evaluation chose on validation data, by the headline
+recipe (the FitSpec keys of ``cas``), and at every frontier point by ``cas.frontier``'s
+cheaper one. The run holds the model's lock and publishes its curves with the CAS file."""
 
 from pathlib import Path
 
@@ -19,8 +13,7 @@ from pipeline.config import load_params
 from pipeline.data.embeddings import encoder_identity
 from pipeline.data.fmnist import load_tensors
 from pipeline.finite import require_finite
-from pipeline.frontier import read_chosen_point
-from pipeline.latent_density import saved_density
+from pipeline.frontier import read_chosen_point, sampler_density
 from pipeline.lock import model_lock
 from pipeline.metrics import cas_schema, validate_metrics, write_metrics
 from pipeline.runtime import make_deterministic, resolve_device
@@ -41,9 +34,7 @@ def _source(name: str, device) -> cas.SampleSource:
     embeddings = None if conditioning == "label" else embeddings_dir(conditioning, "fmnist")
     if embeddings is not None:  # the weights the model was trained on, or none
         require_encoder_weights(config, folder, encoder_identity(embeddings))
-    density = None
-    if meta.has_density:
-        density = saved_density(folder, meta, model.config.latent_dim, len(meta.labels or []))
+    density = sampler_density(folder, meta, model, ["expost"] if meta.has_density else [])
     return cas.SampleSource(model, conditioning, embeddings, device, name, density)
 
 

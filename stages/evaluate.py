@@ -1,13 +1,11 @@
-"""Stage evaluate@<label model>: the paper's Figs. 4 and 5 (§3.1), the metrics JSON and the
-guidance frontier (pipeline/frontier.py); sample metrics are mean ± std over ``sample_seeds``
-sample sets, beside the real-vs-real floor, at the w chosen on validation images."""
+"""Stage evaluate@<label model>: Figs. 4 and 5 (§3.1), eval.json and the frontier over
+(sampler, w, T) (pipeline/frontier.py), at the point chosen on validation images."""
 
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.cas import frontier_spec
 from pipeline.checkpoint import load_model, read_config
 from pipeline.config import load_params
 from pipeline.data.fmnist import LABELS, load_tensors
@@ -23,12 +21,11 @@ from pipeline.fmnist_figures import Sampling, label_figures
 from pipeline.frontier import (
     VAL_SEED_OFFSET,
     FrontierScorer,
-    ValidationCas,
     class_spread,
     guided_frontier,
-    validation_reference,
+    sampler_density,
+    validation_setup,
 )
-from pipeline.latent_density import saved_density
 from pipeline.metrics import LabelEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
@@ -38,20 +35,17 @@ from stages.layout import RAW_FMNIST, REPORTS, model_dir
 
 def run(name: str, params_path: Path) -> None:
     params = load_params(params_path)
-    p = params.model(name).evaluate
     with publish.evaluating(name):
-        _evaluate(name, p, params)
+        _evaluate(name, params.model(name).evaluate, params)
 
 
 def _evaluate(name: str, p, params) -> None:
     device = resolve_device(p.device)
     generator = make_deterministic(p.seed, device)
-    model, config = load_model(model_dir(name), device)
+    model, _ = load_model(model_dir(name), device)
     meta = read_config(model_dir(name) / "config.json").meta
     dropout = meta.can_guide  # the model says whether it can be guided
-    density = None
-    if "expost" in p.sampler_sweep or p.sampler == "expost":
-        density = saved_density(model_dir(name), meta, model.config.latent_dim, len(LABELS))
+    density = sampler_density(model_dir(name), meta, model, [*p.sampler_sweep, p.sampler])
     judge, _ = load_model(model_dir("judge"), device, expect=JudgeCNN)
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     c_test = F.one_hot(y_test, 10).float()
@@ -59,12 +53,7 @@ def _evaluate(name: str, p, params) -> None:
     elbo = negative_elbo(model, x_test, c_test, p.batch_size)
     iw_nll = importance_weighted_nll(model, x_test, c_test, p.iw_k, p.batch_size)
     real_predicted, real_features = judge_outputs(judge, x_test, p.batch_size)
-    val_features, val_labels, val_images = validation_reference(
-        RAW_FMNIST, p.val_images, judge, p.batch_size, device
-    )
-    val_cas = ValidationCas(
-        (val_images, val_labels.to(device)), frontier_spec(params.cas), params.judge.feature_dim
-    )
+    val_features, val_labels, val_cas = validation_setup(RAW_FMNIST, p, judge, params, device)
     intended = torch.arange(10).repeat_interleave(p.samples_per_class).to(device)
     seeds = [p.seed + i for i in range(p.sample_seeds)]
     common = (model, F.one_hot(intended, 10).float(), intended)

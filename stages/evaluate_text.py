@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cas import frontier_spec
 from pipeline.checkpoint import load_model, require_encoder_weights
 from pipeline.config import load_params
 from pipeline.data.captions import fmnist_caption_set
@@ -21,13 +20,7 @@ from pipeline.data.embeddings import caption_lookup, encoder_identity
 from pipeline.data.fmnist import LABELS, load_tensors
 from pipeline.evaluate import Judging, judge_outputs, sample_images
 from pipeline.figures import image_grid, save_png
-from pipeline.frontier import (
-    FrontierScorer,
-    ValidationCas,
-    class_spread,
-    guided_frontier,
-    validation_reference,
-)
+from pipeline.frontier import FrontierScorer, class_spread, guided_frontier, validation_setup
 from pipeline.metrics import TextEval
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic, resolve_device
@@ -55,12 +48,7 @@ def _evaluate(name: str, p, params) -> None:
     caption_set = fmnist_caption_set()
     x_test, y_test = load_tensors(RAW_FMNIST, "test", p.test_limit, device)
     _, test_features = judge_outputs(judge, x_test, p.batch_size)
-    val_features, val_labels, val_images = validation_reference(
-        RAW_FMNIST, p.val_images, judge, p.batch_size, device
-    )
-    val_cas = ValidationCas(
-        (val_images, val_labels.to(device)), frontier_spec(params.cas), params.judge.feature_dim
-    )
+    val_features, val_labels, val_cas = validation_setup(RAW_FMNIST, p, judge, params, device)
     real = {"heldout": test_features, "val": val_features, "train": test_features}
     seeds = [p.seed + i for i in range(p.sample_seeds)]
     scorers = {}

@@ -248,9 +248,14 @@ def test_the_sampler_axis_draws_z_from_the_ex_post_density():
     spec = fit_spec(epochs=1, batch_size=16)
     cas = ValidationCas((x, y), spec, 128)
     scorer = FrontierScorer(
-        model, F.one_hot(intended, 10).float(), intended, Judging(judge, real, LABELS, 20),
-        [0, 1], density, cas,
-    )  # fmt: skip
+        model,
+        F.one_hot(intended, 10).float(),
+        intended,
+        Judging(judge, real, LABELS, 20),
+        [0, 1],
+        density,
+        cas,
+    )
     points = scorer.sweep([0.0], [1.0], ["prior", "expost"])
     assert [p["sampler"] for p in points] == ["prior", "expost"]
     assert points[0]["frechet"] != points[1]["frechet"]

@@ -425,7 +425,7 @@ def test_every_training_section_is_a_fit_spec_with_its_own_schedule():
     sections = [params.model(name).train for name in params.models]
     sections += [params.judge, params.cas]
     assert all(isinstance(s, FitSpec) for s in sections)
-    assert [s.epochs for s in sections] == [40, 40, 8, 40, 200, 100, 7, 1]
+    assert [s.epochs for s in sections] == [40, 40, 8, 40, 200, 100, 7, 6]
     coco_clip = params.model("coco_clip").train
     assert coco_clip.weight_decay == 1e-5 and coco_clip.grad_clip == 1.0
     assert params.judge.weight_decay == 0.0 and params.judge.grad_clip is None
