@@ -262,7 +262,7 @@ def _row(change):
         (_row(lambda r: r.update(guidance="1e3")), "[1].guidance: Input should be a valid number"),
         (_row(lambda r: r.update(temperature=True)), "[1].temperature: Input should be a valid"),
         (_row(lambda r: r.update(accuracy=7)), "[1].accuracy: Input should be less than or equal"),
-        (_row(lambda r: r.update(guidance=0.0)), "(the whole file): the point (prior, w 0, T 1) appears"),
+        (_row(lambda r: r.update(guidance=0.0)), "(the whole file): the point (prior, w 0, T 1)"),
         (lambda rows: rows.extend(rows * 10), "(the whole file): List should have at most 64"),
         (lambda rows: rows.clear() or rows.append(None), "[0]: expected a JSON object"),
     ],
