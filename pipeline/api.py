@@ -58,6 +58,10 @@ MAX_PROMPTS_BYTES = 1_000_000  # a prompts file: 1 MB ...
 MAX_PROMPTS_LINES = 10_000  # ... and 10,000 lines at most
 ENCODER_FILE = "encoder.json"  # an exported text model's caption-encoder params (t2i export)
 SAMPLERS = ("prior", "expost")  # z ~ p(z|c), or the ex-post latent density (label models)
+CONDITION_FLAGS = {
+    "prompt": ("--caption", "--label"),
+    "negative": ("--negative", "--negative-label"),
+}
 
 
 @dataclass(frozen=True)
@@ -454,6 +458,28 @@ def prompt_file_name(number: int, text: str) -> str:
     and '-' (at most 40 characters; the number alone when nothing is left)."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
     return "-".join(filter(None, [f"{number:04d}", slug])) + ".png"
+
+
+def pick_condition(model: Model, caption: str | None, label: str | None, what: str, w: float = 0):
+    """The condition of whichever of --caption/--label (``what`` "prompt"), or of the
+    --negative/--negative-label pair (``what`` "negative", which needs guidance ``w`` > 0),
+    fits the model, as `t2i generate` takes them; None when neither is given."""
+    flags = CONDITION_FLAGS[what]
+    right, wrong = flags if model.kind == "text" else flags[::-1]
+    if caption is not None and label is not None:
+        raise PipelineError(
+            f"conflicting options {flags[0]} and {flags[1]}: {model.path} is a {model.kind} "
+            f"model; give {right} only"
+        )
+    kind = "text" if model.kind == "text" else "labels"
+    if (label if model.kind == "text" else caption) is not None:
+        raise PipelineError(f"{model.path} is conditioned on {kind}: give {right}, not {wrong}")
+    text = caption if model.kind == "text" else label
+    if text is None and what == "prompt":
+        raise PipelineError(f"{model.path} is conditioned on {kind}: give {right}")
+    if text is not None and what == "negative" and w == 0:
+        raise PipelineError(f"{right} needs --guidance > 0: at w = 0 it changes nothing")
+    return None if text is None else model.condition(text, right)
 
 
 def find_models(folder: str | Path = "models") -> list[Path]:

@@ -260,7 +260,9 @@ def validation_setup(raw_dir, p, judge, params, device) -> tuple:
     features, labels, images = validation_reference(
         raw_dir, p.val_images, judge, p.batch_size, device
     )
-    cas = ValidationCas((images, labels.to(device)), frontier_spec(params.cas), judge.feature_dim)
+    cas = ValidationCas(
+        (images, labels.to(device)), frontier_spec(params.cas), params.judge.feature_dim
+    )
     return features, labels, cas
 
 

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import typer
 
-from pipeline.api import Model, check_sampling, grid, load, prompt_file_name, read_prompts
+from pipeline.api import (
+    Model,
+    check_sampling,
+    grid,
+    load,
+    pick_condition,
+    prompt_file_name,
+    read_prompts,
+)
 from pipeline.errors import PipelineError
 from pipeline.figures import save_png
-
-FLAGS = {"prompt": ("--caption", "--label"), "negative": ("--negative", "--negative-label")}
 
 
 @dataclass(frozen=True)
@@ -34,34 +40,13 @@ class Request:
     sampling: dict
 
 
-def _pick(model: Model, caption: str | None, label: str | None, what: str, w: float = 0):
-    """The condition of whichever of --caption/--label (or the --negative pair, which needs
-    guidance ``w`` > 0) fits the model; None when neither is given."""
-    flags = FLAGS[what]
-    right, wrong = flags if model.kind == "text" else flags[::-1]
-    if caption is not None and label is not None:
-        raise PipelineError(
-            f"conflicting options {flags[0]} and {flags[1]}: {model.path} is a {model.kind} "
-            f"model; give {right} only"
-        )
-    kind = "text" if model.kind == "text" else "labels"
-    if (label if model.kind == "text" else caption) is not None:
-        raise PipelineError(f"{model.path} is conditioned on {kind}: give {right}, not {wrong}")
-    text = caption if model.kind == "text" else label
-    if text is None and what == "prompt":
-        raise PipelineError(f"{model.path} is conditioned on {kind}: give {right}")
-    if text is not None and what == "negative" and w == 0:
-        raise PipelineError(f"{right} needs --guidance > 0: at w = 0 it changes nothing")
-    return None if text is None else model.condition(text, right)
-
-
 def _sampling(model: Model, request: Request) -> dict:
     """The sampling arguments of ``model.generate``, checked before anything is written: the
     negative prompt, and for sampler expost the model's ex-post density (read once)."""
     if request.sampling.get("sampler") == "expost":
         model.density()
     w = request.sampling["guidance"]
-    away = _pick(model, request.negative, request.negative_label, "negative", w)
+    away = pick_condition(model, request.negative, request.negative_label, "negative", w)
     return {**request.sampling, "negative": away}
 
 
@@ -100,7 +85,7 @@ def run(model_dir: Path, request: Request, prompts: Path | None, output: Path, p
             raise PipelineError(f"{prompts}: {failed} line(s) failed (above); the rest are written")
         return f"wrote {len(lines)} prompts into {output}"
     model = load(model_dir, params)
-    condition = _pick(model, request.caption, request.label, "prompt")
+    condition = pick_condition(model, request.caption, request.label, "prompt")
     images = model.generate([condition], n=request.n, **_sampling(model, request))
     save_png(grid(images, request.columns), output)
     return f"wrote {output}"

@@ -160,7 +160,7 @@ def test_the_page_handler_draws_the_apis_expost_pixels(trained):
     """The handler every click runs, called as Gradio calls it: expost on a label model is
     the API's grid; on a text model, one line; the sampler choice shows only with a density."""
     from pipeline.api import grid, load
-    from stages.demo import Session
+    from pipeline.demo import Session
 
     session = Session(trained.params)
     label, text = str(trained.models / GUIDED_LABEL), str(trained.models / GUIDED_TEXT)
