@@ -14,7 +14,7 @@ from pipeline.data.captions import fmnist_caption_set
 from pipeline.data.fmnist import LABELS
 from pipeline.data.phrasings import train_phrasings
 from pipeline.errors import PipelineError
-from pipeline.evaluate import judge_outputs, per_class_accuracy, sample_in_batches
+from pipeline.evaluate import per_class_accuracy, sample_in_batches
 from pipeline.finite import require_finite, require_finite_tensor
 from pipeline.models.judge import JudgeCNN
 from pipeline.runtime import make_deterministic
@@ -109,15 +109,26 @@ def training_conditions(p, train, trained_on: str, at: tuple | None) -> dict:
     return conditions | {"fresh_each_epoch": isinstance(train, FreshSamples)}
 
 
+@torch.no_grad()
+def _predictions(model, x: torch.Tensor, amp: bool, batch_size: int = 1000) -> torch.Tensor:
+    """The classes ``model`` predicts for ``x``, in batches as the loop tests, under bf16
+    autocast when ``amp`` (the logits are cast back to float32 before the argmax)."""
+    model.eval()
+    parts = []
+    for start in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x[start : start + batch_size])
+        parts.append(logits.float().argmax(1).cpu())
+    return torch.cat(parts)
+
+
 def cas_metrics(history: list[dict], model, test, conditions: dict) -> dict:
     """A trained classifier's CAS: accuracy on the real ``test`` (x, y), overall and per
     class from one pass (under the autocast it trained with, ``conditions["amp"]``), so the
     classes average to the overall accuracy exactly; and the ``conditions`` it was trained
     under. (``history``'s last test accuracy is the loop's own pass, batched otherwise: under
     bf16 it may differ from this one by an image or two.)"""
-    device = test[0].device.type
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(conditions.get("amp"))):
-        predicted, _ = judge_outputs(model, test[0])
+    predicted = _predictions(model, test[0], bool(conditions.get("amp")))
     require_finite(history[-1], "the classifier's last epoch")
     return {
         "accuracy_on_real_test": float((predicted == test[1].cpu()).float().mean()),

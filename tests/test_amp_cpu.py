@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.data.batches import InMemoryBatches
-from pipeline.data.fmnist import parse_idx
+from pipeline.data.fmnist import LABELS, parse_idx
 from pipeline.models.judge import JudgeCNN
 from pipeline.train import FitData, fit
 
@@ -43,3 +43,18 @@ def test_bf16_autocast_on_the_cpu_trains_finite_and_differs_from_fp32(fmnist_gz_
     assert all(
         v.dtype == torch.float32 for v in bf16.state_dict().values() if v.is_floating_point()
     )
+
+
+def test_a_bf16_cas_file_agrees_with_itself(fmnist_gz_dir):
+    """cas_metrics of a classifier trained under bf16: its overall accuracy is the mean of its
+    per-class ones weighted by their counts (one pass), and finite."""
+    from pipeline.cas import cas_metrics
+
+    net, history = _train(fmnist_gz_dir, True)
+    x = torch.from_numpy(_read(fmnist_gz_dir, "t10k-images-idx3-ubyte.gz", 1000) / 255.0).float()
+    y = torch.from_numpy(_read(fmnist_gz_dir, "t10k-labels-idx1-ubyte.gz", 1000).astype(np.int64))
+    result = cas_metrics(history, net, (x.reshape(-1, 784), y), {"amp": True})
+    counts = torch.bincount(y, minlength=10).float()
+    per_class = torch.tensor([result["per_class"][name] for name in LABELS])
+    assert math.isfinite(result["accuracy_on_real_test"])
+    assert abs(result["accuracy_on_real_test"] - float((per_class * counts).sum() / 1000)) < 1e-6
