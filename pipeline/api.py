@@ -45,9 +45,9 @@ from pipeline.checkpoint import load_model, read_config, require_encoder_weights
 from pipeline.config import Embed, Generate, load_params
 from pipeline.data.fmnist import label_index
 from pipeline.errors import PipelineError, utf8_text
-from pipeline.evaluate import hwc, prior
+from pipeline.evaluate import draw_latents, hwc
 from pipeline.figures import image_grid, to_pixels
-from pipeline.latent_density import ExPostDensity, one_hot_labels, saved_density
+from pipeline.latent_density import ExPostDensity, saved_density
 from pipeline.models.guidance import guided_decode
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; a signed int64 everywhere
@@ -255,18 +255,15 @@ class Model:
             )
 
     def _latents(self, condition, n: int, at: tuple[float, int], density) -> torch.Tensor:
-        """n latents for ``condition`` at ``at`` = (temperature, seed): mu_p + T sigma_p eps
-        (eps: the seed's n standard-normal rows, the same for every prompt), or ``density``'s
-        draws for the condition's class from a generator seeded with the seed."""
+        """n latents for ``condition`` at ``at`` = (temperature, seed), as the evaluations
+        draw them (pipeline.evaluate.draw_latents): mu_p + T sigma_p eps with the seed's n
+        standard-normal rows (the same for every prompt), or ``density``'s draws for the
+        condition's class."""
         temperature, seed = at
         device = next(self.module.parameters()).device
+        c = condition.vector.to(device).expand(n, -1)
         generator = torch.Generator().manual_seed(seed)
-        if density is not None:
-            labels = one_hot_labels(condition.vector).expand(n)
-            return density.sample(labels, generator, temperature).to(device)
-        eps = torch.randn(n, self.module.config.latent_dim, generator=generator)
-        mu, logvar = prior(self.module, condition.vector.to(device))  # one row, broadcast
-        return mu + temperature * torch.exp(0.5 * logvar) * eps.to(device)
+        return draw_latents(self.module, c, generator, temperature, density)
 
     def _decode(self, condition, z, guidance, negative) -> torch.Tensor:
         c = condition.vector.to(z.device).expand(len(z), -1)
